@@ -1,0 +1,32 @@
+# The two commands a newcomer needs: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: run test static clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: the dashboard needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.demo-installed: requirements.txt requirements-demo.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-demo.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-demo.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# Chart.js, pinned and checksummed, from the npm registry (does nothing once fetched).
+static: | $(BIN)/python
+	$(BIN)/python scripts/fetch_static.py
+
+run: $(VENV)/.demo-installed static
+	PORT=$(PORT) $(BIN)/python -m dashboard.run
+
+test: $(VENV)/.dev-installed static
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) staticfiles static/vendor

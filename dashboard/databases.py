@@ -1,0 +1,41 @@
+"""Which configured database cannot be reached, said in one line (for logs, pages and /healthz)."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import DatabaseError, connections
+
+
+def database_label(alias: str) -> str:
+    """Where a database is, without its password: user@host:port/name (host: a socket directory too)."""
+    db = settings.DATABASES[alias]
+    host = db["HOST"] or "localhost"
+    where = host if host.startswith("/") else f"{host}:{db['PORT'] or 5432}"
+    user = f"{db['USER']}@" if db["USER"] else ""
+    return f"{user}{where}/{db['NAME']}"
+
+
+def database_short_label(alias: str) -> str:
+    """name@host, or name (local socket): short enough for the header of every page."""
+    db = settings.DATABASES[alias]
+    host = db["HOST"] or "localhost"
+    return f"{db['NAME']} (local socket)" if host.startswith("/") else f"{db['NAME']}@{host}"
+
+
+def first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def unreachable_databases() -> list[str]:
+    """One line for each configured database that does not answer a trivial query."""
+    problems = []
+    for alias in settings.DATABASES:
+        try:
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except DatabaseError as error:
+            connections[alias].close_if_unusable_or_obsolete()
+            problems.append(
+                f"cannot connect to {settings.DATABASE_SOURCES[alias]} ({database_label(alias)}): {first_line(error)}"
+            )
+    return list(dict.fromkeys(problems))  # both aliases may be the same database

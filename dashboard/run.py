@@ -1,0 +1,125 @@
+"""`make run`: the whole dashboard on this machine in one command (python -m dashboard.run).
+
+1. The database: PGMQ_DATABASE_URL when set; otherwise an embedded PostgreSQL keeping its data
+   in var/pgdata, with pgmq installed and demo queues.
+2. Migrations (into the pgmq_dashboard schema), static files, and a demo login, printed.
+3. gunicorn on http://127.0.0.1:$PORT, plus the demo workload when the database is the embedded
+   one or DEMO=1 is set. Ctrl-C (or SIGTERM) stops all of it together, the database too.
+
+With PGMQ_DATABASE_URL set and no DEMO=1, nothing is written to that database besides the
+dashboard's own schema.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def var_dir() -> Path:
+    return Path(os.environ.get("DASHBOARD_VAR_DIR", BASE_DIR / "var")).resolve()
+
+
+def local_secret_key() -> str:
+    """A secret key generated once for this checkout and kept in var/ (git ignores it)."""
+    key_file = var_dir() / "secret_key"
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def manage(*args: str) -> None:
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR)
+    if result.returncode:
+        sys.exit(result.returncode)  # manage.py has already said what failed, in one line
+
+
+def wait_until_serving(url: str, children: dict[str, subprocess.Popen], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children.values()):
+            return  # a child died; the main loop reports it
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError as error:
+            if getattr(error, "code", None):  # an HTTP error status still means it is serving
+                return
+            time.sleep(0.2)
+
+
+def stop(children: dict[str, subprocess.Popen]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.terminate()
+    for child in children.values():
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    from dashboard import embedded_postgres, env
+
+    port = env.integer("PORT", 8000, minimum=1)
+    embedded = not env.text("PGMQ_DATABASE_URL")
+    demo = embedded or env.boolean("DEMO", default=False)
+    if embedded:
+        print(f"starting the embedded PostgreSQL (data in {var_dir() / 'pgdata'})", flush=True)
+        os.environ["PGMQ_DATABASE_URL"] = embedded_postgres.start(var_dir() / "pgdata")
+    os.environ.setdefault("DJANGO_SECRET_KEY", local_secret_key())
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+
+    manage("migrate", "--noinput", "--verbosity", "0")
+    if demo:
+        version = embedded_postgres.install_pgmq(os.environ["PGMQ_DATABASE_URL"])
+        if version:
+            print(f"installed pgmq {version} from the SQL bundled with PyPI's pgmq package", flush=True)
+        manage("run_demo", "--setup-only")
+    manage("collectstatic", "--noinput", "--verbosity", "0")
+    # demo/demo only on the throwaway embedded database; a database of your own gets a fresh
+    # random password each run, so a forgotten `make run` never leaves demo/demo behind there.
+    os.environ["DEMO_PASSWORD"] = "demo" if embedded else secrets.token_urlsafe(12)
+    manage("create_demo_user")
+
+    children = {"gunicorn": subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", "dashboard/gunicorn.conf.py",
+         "--bind", f"127.0.0.1:{port}", "dashboard.wsgi"],
+        cwd=BASE_DIR,
+    )}
+    if demo:
+        children["the demo workload"] = subprocess.Popen([sys.executable, "manage.py", "run_demo"], cwd=BASE_DIR)
+
+    # SIGTERM (from a supervisor or a test) stops everything the same way Ctrl-C does.
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/healthz", children)
+        print(f"\nThe dashboard is ready at http://127.0.0.1:{port}/ : sign in as demo / {os.environ['DEMO_PASSWORD']}"
+              f"\n(Ctrl-C stops it{', the demo workload and the database' if embedded else ''})\n", flush=True)
+        while all(child.poll() is None for child in children.values()):
+            time.sleep(0.5)
+        name, failed = next((name, child) for name, child in children.items() if child.poll() is not None)
+        print(f"error: {name} stopped with exit code {failed.returncode}", file=sys.stderr)
+        exit_code = 1
+    except KeyboardInterrupt:
+        exit_code = 0
+    stop(children)
+    sys.exit(exit_code)  # the embedded PostgreSQL stops as this process exits
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Settings, all from the environment (see README "Configuration"); dashboard/env.py does the parsing.
+
+Two databases:
+- `pgmq`: the database holding the pgmq schema to observe (PGMQ_DATABASE_URL);
+- `default`: the dashboard's own tables (users, sessions, ...), in the schema pgmq_dashboard of
+  DASHBOARD_DATABASE_URL, which defaults to the pgmq database itself.
+"""
+from pathlib import Path
+
+from dashboard import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env.boolean("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.secret_key(debug=DEBUG)
+ALLOWED_HOSTS = env.word_list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.word_list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+PGMQ_DATABASE_URL = env.text("PGMQ_DATABASE_URL")
+if not PGMQ_DATABASE_URL:
+    env.fail("PGMQ_DATABASE_URL is not set: point it at the database holding the pgmq schema, "
+             "e.g. postgresql://user@host:5432/db (or run `make run` for the embedded demo)")
+DASHBOARD_DATABASE_URL = env.text("DASHBOARD_DATABASE_URL") or PGMQ_DATABASE_URL
+DASHBOARD_SCHEMA = "pgmq_dashboard"
+# Which environment variable each database came from, for error messages.
+DATABASE_SOURCES = {
+    "pgmq": "PGMQ_DATABASE_URL",
+    "default": "DASHBOARD_DATABASE_URL" if env.text("DASHBOARD_DATABASE_URL") else "PGMQ_DATABASE_URL",
+}
+
+# Every query the dashboard runs is bounded, so it can never pile onto a struggling database.
+STATEMENT_TIMEOUT_MS = env.integer("DASHBOARD_STATEMENT_TIMEOUT_MS", 5000, minimum=100)
+LOCK_TIMEOUT_MS = env.integer("DASHBOARD_LOCK_TIMEOUT_MS", 1000, minimum=10)
+DATABASES = {
+    "default": env.database(DATABASE_SOURCES["default"], DASHBOARD_DATABASE_URL, schema=DASHBOARD_SCHEMA,
+                            statement_timeout_ms=STATEMENT_TIMEOUT_MS, lock_timeout_ms=LOCK_TIMEOUT_MS),
+    "pgmq": env.database("PGMQ_DATABASE_URL", PGMQ_DATABASE_URL, schema=None,
+                         statement_timeout_ms=STATEMENT_TIMEOUT_MS, lock_timeout_ms=LOCK_TIMEOUT_MS),
+}
+DATABASE_ROUTERS = ["queues.routers.PgmqRouter"]
+
+# Up to this many rows a table is counted exactly; above it the planner's estimate is shown (≈).
+EXACT_COUNT_LIMIT = env.integer("DASHBOARD_EXACT_COUNT_LIMIT", 100_000)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "queues",
+]
+
+MIDDLEWARE = [
+    "queues.middleware.HealthEndpointMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "queues.middleware.DatabaseUnavailableMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+WSGI_APPLICATION = "dashboard.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "queues.context_processors.watched_database",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "overview"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.text("DJANGO_LOG_LEVEL", "INFO").upper()},
+}

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import psycopg
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from dashboard.databases import database_label, unreachable_databases
+from queues.pgmq import PGMQ_DATABASE, PGMQ_SCHEMA
+
+logger = logging.getLogger(__name__)
+
+# SQLSTATEs that mean "the server is not there for us": connection exceptions (08xxx),
+# administrator shutdown, crash shutdown, cannot connect now.
+CONNECTION_LOST_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def is_connection_failure(error: BaseException) -> bool:
+    if isinstance(error, InterfaceError):
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    cause = error.__cause__
+    sqlstate = getattr(cause, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(CONNECTION_LOST_STATES)
+
+
+def pgmq_is_missing() -> bool:
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NULL", [f"{PGMQ_SCHEMA}.meta"])
+        return cursor.fetchone()[0]
+
+
+class HealthEndpointMiddleware:
+    """GET /healthz: 200 when both databases answer, else 503 naming what failed. No login.
+
+    Answered before Django validates the Host header: load balancers, Docker and Kubernetes
+    probe by IP address, which is never in DJANGO_ALLOWED_HOSTS.
+    """
+
+    path = "/healthz"
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info != self.path or request.method not in ("GET", "HEAD"):
+            return self.get_response(request)
+        problems = unreachable_databases()
+        if problems:
+            return JsonResponse({"status": "unavailable", "problems": problems}, status=503)
+        return JsonResponse({"status": "ok"})
+
+
+class DatabaseUnavailableMiddleware:
+    """Turn "the database is not there" into a clear 503 page instead of a server error.
+
+    Sits after AuthenticationMiddleware and loads the user itself: that session lookup is the
+    first query of most requests, and an error raised inside another middleware never reaches
+    process_exception. Nothing is retried here: the next request reconnects by itself
+    (CONN_HEALTH_CHECKS), so the dashboard recovers without a restart once the database is back.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            request.user.is_authenticated  # noqa: B018 (evaluated for its session query)
+        except DatabaseError as error:
+            if not is_connection_failure(error):
+                raise
+            return self.unavailable(request)
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, DatabaseError):
+            return None
+        if is_connection_failure(exception):
+            return self.unavailable(request)
+        if isinstance(exception.__cause__, psycopg.errors.UndefinedTable) and pgmq_is_missing():
+            return render(request, "pgmq_missing.html", {"database": database_label(PGMQ_DATABASE)}, status=503)
+        return None
+
+    def unavailable(self, request: HttpRequest) -> HttpResponse:
+        problems = unreachable_databases() or ["the database connection was lost; retrying on the next request"]
+        logger.warning("database unavailable: %s", "; ".join(problems))
+        return render(request, "503.html", {"problems": problems}, status=503)

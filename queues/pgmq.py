@@ -1,0 +1,191 @@
+"""The pgmq catalog: which queues exist, where their tables are, and models to read them.
+
+pgmq keeps queue X in pgmq."q_x" (live messages) and pgmq."a_x" (the archive), the names made by
+pgmq's own rule lower('q_' || X). The database computes that rule here too, because Python's
+str.lower() and PostgreSQL's lower() disagree on some non-ASCII letters. Queue names may hold
+capitals, dashes, spaces, double quotes and non-ASCII letters, so a table name is always quoted as
+an identifier, never pasted into SQL.
+
+The per-queue models are unmanaged classes built at run time from one abstract definition, one
+class per table and column set, created once and cached. They live in a registry of their own so
+they never reach Django's migrations or system checks. Columns that older pgmq versions lack
+(`headers` before 1.5, `last_read_at` before 1.10) are read from the catalog, never assumed.
+
+Everything here only reads. Writes go through pgmq's functions (see services.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+
+from django.apps.registry import Apps
+from django.db import connections, models
+from django.db.models import F, Value
+from django.db.models.functions import Concat, Lower
+
+PGMQ_DATABASE = "pgmq"  # the Django database alias of the watched database
+PGMQ_SCHEMA = "pgmq"
+
+LIVE = "live"
+ARCHIVE = "archive"
+TABLE_PREFIXES = {LIVE: "q_", ARCHIVE: "a_"}
+# Columns pgmq added after 1.4: a table may lack them.
+OPTIONAL_COLUMNS = frozenset({"headers", "last_read_at"})
+
+
+def schema_qualified_db_table(table_name: str) -> str:
+    """A Meta.db_table that Django renders as the quoted identifier pgmq."<table_name>".
+
+    Django wraps db_table in double quotes without escaping the ones inside, so embedded quotes
+    are doubled here (queue  a"b  has the table  q_a"b). And since the ORM always sends its SQL
+    with parameters, psycopg reads a % as a placeholder: a queue named  50%  needs it doubled too.
+    """
+    return f'{PGMQ_SCHEMA}"."' + table_name.replace('"', '""').replace("%", "%%")
+
+
+class PgmqModel(models.Model):
+    """A model over one of pgmq's tables: read through the `pgmq` database alias (see routers.py)."""
+
+    reads_pgmq = True
+
+    class Meta:
+        abstract = True
+        managed = False
+
+
+class QueueQuerySet(models.QuerySet):
+    def with_table_names(self) -> QueueQuerySet:
+        """Annotate live_table and archive_table, named by pgmq's rule in the database itself."""
+        return self.annotate(**{
+            f"{kind}_table": Lower(Concat(Value(prefix), F("queue_name")))
+            for kind, prefix in TABLE_PREFIXES.items()
+        })
+
+
+class Queue(PgmqModel):
+    """A row of pgmq.meta, the control table listing every queue."""
+
+    queue_name = models.CharField(primary_key=True, max_length=255)
+    is_partitioned = models.BooleanField()
+    is_unlogged = models.BooleanField()
+    created_at = models.DateTimeField()
+
+    objects = QueueQuerySet.as_manager()
+
+    class Meta(PgmqModel.Meta):
+        db_table = schema_qualified_db_table("meta")
+        ordering = ["queue_name"]
+
+    def __str__(self) -> str:
+        return self.queue_name
+
+    @cached_property
+    def tables(self) -> dict[str, QueueTable]:
+        return queue_tables(self.queue_name)
+
+    @property
+    def live_messages(self) -> type[Message]:
+        return message_model(self.tables[LIVE])
+
+    @property
+    def archived_messages(self) -> type[ArchivedMessage]:
+        return message_model(self.tables[ARCHIVE])
+
+
+class Message(PgmqModel):
+    """A live message, with every column the newest pgmq has."""
+
+    msg_id = models.BigIntegerField(primary_key=True)
+    read_ct = models.IntegerField()
+    enqueued_at = models.DateTimeField()
+    last_read_at = models.DateTimeField(null=True)
+    vt = models.DateTimeField()
+    message = models.JSONField(null=True)
+    headers = models.JSONField(null=True)
+
+    class Meta(PgmqModel.Meta):
+        abstract = True
+
+
+class ArchivedMessage(Message):
+    archived_at = models.DateTimeField()
+
+    class Meta(Message.Meta):
+        abstract = True
+
+
+class QueueTableMissing(LookupError):
+    """pgmq.meta lists the queue but its table is gone (dropped in between, or damaged)."""
+
+
+@dataclass(frozen=True)
+class QueueTable:
+    queue_name: str
+    kind: str  # LIVE or ARCHIVE
+    name: str  # the table's name inside the pgmq schema, e.g. q_orders-eu
+    columns: frozenset[str]  # empty when the table does not exist
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.columns)
+
+
+def queue_tables(queue_name: str) -> dict[str, QueueTable]:
+    """The live and archive tables of a queue, named and described by the database itself."""
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT t.kind, t.relname,
+                   coalesce(array_agg(a.attname::text) FILTER (WHERE a.attname IS NOT NULL), '{}')
+            FROM (VALUES (%(live)s, lower('q_' || %(name)s)),
+                         (%(archive)s, lower('a_' || %(name)s))) AS t (kind, relname)
+            LEFT JOIN pg_class c
+                   ON c.relname = t.relname
+                  AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %(schema)s)
+            LEFT JOIN pg_attribute a
+                   ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+            GROUP BY t.kind, t.relname
+            """,
+            {"live": LIVE, "archive": ARCHIVE, "name": queue_name, "schema": PGMQ_SCHEMA},
+        )
+        return {
+            kind: QueueTable(queue_name=queue_name, kind=kind, name=relname, columns=frozenset(columns))
+            for kind, relname, columns in cursor.fetchall()
+        }
+
+
+# Models built at run time register here instead of in Django's own registry.
+_runtime_models = Apps(installed_apps=())
+_model_cache: dict[tuple[str, str, frozenset[str]], type[Message]] = {}
+_model_cache_lock = threading.Lock()
+
+
+def message_model(table: QueueTable) -> type[Message]:
+    """The model class reading `table`: built on first use, then the same class every time."""
+    if not table.exists:
+        raise QueueTableMissing(f"the {table.kind} table {table.name!r} of queue {table.queue_name!r} is missing")
+    key = (table.name, table.kind, table.columns)
+    with _model_cache_lock:
+        model = _model_cache.get(key)
+        if model is None:
+            model = _model_cache[key] = _build_message_model(table)
+        return model
+
+
+def _build_message_model(table: QueueTable) -> type[Message]:
+    base = ArchivedMessage if table.kind == ARCHIVE else Message
+    meta = type("Meta", (), {
+        "managed": False,
+        "db_table": schema_qualified_db_table(table.name),
+        "app_label": "queues",
+        "apps": _runtime_models,
+    })
+    attributes: dict[str, object] = {"__module__": __name__, "Meta": meta, "queue_table": table}
+    for column in OPTIONAL_COLUMNS - table.columns:
+        attributes[column] = None  # Django drops a field inherited from an abstract model when set to None
+    # One class per table and column set: a unique, stable name keeps the registry free of clashes.
+    digest = hashlib.sha256(repr((table.name, sorted(table.columns))).encode()).hexdigest()[:16]
+    class_name = f"{'Archived' if table.kind == ARCHIVE else 'Live'}Message_{digest}"
+    return type(class_name, (base,), attributes)

@@ -1,0 +1,206 @@
+"""Fixtures: the test database with real pgmq in it, queues made through pgmq, signed-in users,
+a real gunicorn serving the dashboard, and Chromium driven by Playwright.
+
+Tests that touch the database are transactional (pgmq's functions commit, and a second process,
+gunicorn, must see what a test wrote): mark them with `uses_databases` below.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from dashboard import embedded_postgres
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+# As root in a container Chromium needs --no-sandbox; the rest keeps it off this closed network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+SCREENSHOTS = BASE_DIR / "shots" / "tests"
+
+uses_databases = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def with_database(url: str, dbname: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(dbname)))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], *, timeout: float, what: str, interval: float = 0.2) -> object:
+    """Poll until condition() returns something truthy; fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    # In the tests both aliases are one database: the pgmq alias follows `default` into the test
+    # database even in a test that only asked for `default`, so nothing reads the real one.
+    settings.DATABASES["pgmq"]["TEST"]["MIRROR"] = "default"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker) -> None:
+    with django_db_blocker.unblock():
+        embedded_postgres.install_pgmq(with_database(settings.PGMQ_DATABASE_URL, settings.DATABASES["default"]["NAME"]))
+
+
+@pytest.fixture(scope="session")
+def pgmq_database_url(django_db_setup: None) -> str:
+    """The URL of the test database, which has pgmq installed."""
+    return with_database(settings.PGMQ_DATABASE_URL, settings.DATABASES["default"]["NAME"])
+
+
+@pytest.fixture
+def pgmq_sql(pgmq_database_url: str) -> Iterator[psycopg.Connection]:
+    """A plain autocommit connection: what an application or psql would use."""
+    with psycopg.connect(pgmq_database_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def make_queue(pgmq_sql: psycopg.Connection) -> Iterator[Callable[..., str]]:
+    """Create a queue through pgmq.create, optionally with messages; dropped after the test."""
+    created: list[str] = []
+
+    def make(name: str, *, messages: int = 0) -> str:
+        pgmq_sql.execute("SELECT pgmq.create(%s)", [name])
+        created.append(name)
+        if messages:
+            pgmq_sql.execute(
+                "SELECT pgmq.send_batch(%s, array_agg(jsonb_build_object('n', i))) FROM generate_series(1, %s) i",
+                [name, messages],
+            )
+        return name
+
+    yield make
+    for name in created:
+        exists = pgmq_sql.execute("SELECT 1 FROM pgmq.meta WHERE queue_name = %s", [name]).fetchone()
+        if exists:
+            pgmq_sql.execute("SELECT pgmq.drop_queue(%s)", [name])
+
+
+@pytest.fixture
+def operator_password() -> str:
+    return "a-long-test-password-42"
+
+
+@pytest.fixture
+def operator(django_user_model, operator_password: str):
+    return django_user_model.objects.create_user("oncall", password=operator_password)
+
+
+@pytest.fixture
+def signed_in_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def collected_static() -> None:
+    """Pages link to hashed static names (whitenoise's manifest), as in production."""
+    call_command("collectstatic", "--noinput", verbosity=0)
+
+
+@contextlib.contextmanager
+def gunicorn(database_url: str, log_dir: Path, **env: str) -> Iterator[str]:
+    """The dashboard served by gunicorn, as in production, on database_url; yields its base URL."""
+    port = free_port()
+    log_path = log_dir / f"gunicorn-{port}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "dashboard/gunicorn.conf.py",
+             "--bind", f"127.0.0.1:{port}", "--workers", "1", "dashboard.wsgi"],
+            cwd=BASE_DIR, env={**os.environ, "PGMQ_DATABASE_URL": database_url, **env},
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: process.poll() is not None or http_status(base_url + "/healthz") is not None,
+                 timeout=30, what="gunicorn to answer /healthz")
+        assert process.poll() is None, f"gunicorn exited at start:\n{log_path.read_text()}"
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def dashboard_server(pgmq_database_url: str, tmp_path_factory) -> Iterator[str]:
+    """The dashboard under gunicorn on the test database, for the whole session."""
+    with gunicorn(pgmq_database_url, tmp_path_factory.mktemp("gunicorn")) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        reason = f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail(reason + "; REQUIRE_BROWSER is set, so a missing browser is a failure")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, request: pytest.FixtureRequest):
+    """A fresh browser tab; fails the test if the page logs a JavaScript error."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=SCREENSHOTS / f"{request.node.name}.png", full_page=True)
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def sign_in(page, base_url: str, username: str, password: str) -> None:
+    page.goto(base_url + "/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(base_url + "/")

@@ -1,0 +1,48 @@
+"""A plain HTTP client with cookies, for tests that talk to a dashboard in another process."""
+from __future__ import annotations
+
+import http.cookiejar
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+from tests.pages import parse
+
+
+@dataclass
+class Response:
+    status: int
+    url: str  # after redirects
+    text: str
+    headers: dict[str, str]
+
+
+class HttpSession:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+
+    def request(self, path: str, data: dict[str, str] | None = None) -> Response:
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        try:
+            with self.opener.open(self.base_url + path, data=body, timeout=30) as response:
+                return Response(response.status, response.geturl(), response.read().decode(), dict(response.headers))
+        except urllib.error.HTTPError as error:
+            return Response(error.code, error.geturl(), error.read().decode(), dict(error.headers))
+
+    def get(self, path: str) -> Response:
+        return self.request(path)
+
+    def sign_in(self, username: str, password: str) -> Response:
+        form = parse(self.get("/login/").text)
+        token = form.select_one("input[name=csrfmiddlewaretoken]")["value"]
+        response = self.request("/login/", {"csrfmiddlewaretoken": token, "username": username, "password": password})
+        assert not response.url.startswith(self.base_url + "/login/"), f"sign-in as {username} failed"
+        return response
+
+    def set_cookie(self, name: str, value: str) -> None:
+        host = urllib.parse.urlsplit(self.base_url).hostname
+        self.cookies.set_cookie(http.cookiejar.Cookie(
+            0, name, value, None, False, host, False, False, "/", True, False, None, False, None, None, {}))

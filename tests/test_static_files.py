@@ -1,0 +1,30 @@
+"""Static files come from the dashboard itself (whitenoise), never from a CDN at page load."""
+from __future__ import annotations
+
+from django.templatetags.static import static
+
+from tests.conftest import uses_databases
+from tests.http_client import HttpSession
+
+pytestmark = uses_databases
+
+
+def test_chart_js_is_served_pinned_and_cacheable(dashboard_server):
+    response = HttpSession(dashboard_server).get(static("vendor/chart.umd.min.js"))
+    assert response.status == 200
+    assert "Chart.js v4.6.1" in response.text[:200]
+    assert "immutable" in response.headers["Cache-Control"]
+
+
+def test_htmx_comes_from_django_htmxs_own_static_files(dashboard_server, signed_in_client):
+    html = signed_in_client.get("/").content.decode()
+    htmx_url = static("django_htmx/htmx-2.min.js")
+    assert f'src="{htmx_url}"' in html
+    assert HttpSession(dashboard_server).get(htmx_url).status == 200
+
+
+def test_no_page_loads_anything_from_another_host(signed_in_client, make_queue):
+    make_queue("local_only", messages=1)
+    for path in ("/", "/queues/local_only/", "/login/"):
+        html = signed_in_client.get(path).content.decode()
+        assert "src=\"http" not in html and "href=\"http" not in html, path
