@@ -14,7 +14,7 @@ from django.db.models import Case, CharField, Count, Q, QuerySet, Value, When
 from django.db.models.functions import Now
 from psycopg import sql
 
-from queues.pgmq import ARCHIVE, LIVE, PGMQ_DATABASE, PGMQ_SCHEMA, Message, Queue, QueueTable
+from queues.pgmq import ARCHIVE, LIVE, PGMQ_DATABASE, PGMQ_SCHEMA, Message, Queue
 
 # For a table never analyzed (reltuples = -1) the row density is unknown; this is what pgmq rows
 # with ~250-byte payloads come to per 8 kB page.
@@ -40,9 +40,10 @@ class QueueOverviewRow:
 @dataclass(frozen=True)
 class QueueStateCounts:
     backlog: RowCount
-    visible: int | None  # None when the backlog is only estimated
+    visible: RowCount  # the backlog less in flight and delayed: estimated when the backlog is
     in_flight: int
     delayed: int
+    archived: RowCount | None  # None when the archive table is missing
 
 
 def _quoted(table_name: str) -> sql.Composable:
@@ -109,18 +110,16 @@ def queue_overview() -> list[QueueOverviewRow]:
 
 def queue_state_counts(queue: Queue) -> QueueStateCounts:
     """Backlog split by state. In flight and delayed are always exact: pgmq's index on vt finds them."""
-    backlog = row_counts([queue.tables[LIVE].name])[queue.tables[LIVE].name]
+    live_table, archive_table = queue.tables[LIVE].name, queue.tables[ARCHIVE].name
+    counts = row_counts([live_table, archive_table])
+    backlog = counts[live_table]
     not_visible = queue.live_messages.objects.filter(vt__gt=Now()).aggregate(
         in_flight=Count("pk", filter=Q(read_ct__gt=0)),
         delayed=Count("pk", filter=Q(read_ct=0)),
     )
-    visible = backlog.value - not_visible["in_flight"] - not_visible["delayed"] if backlog.exact else None
-    return QueueStateCounts(backlog=backlog, visible=visible, **not_visible)
-
-
-def archive_count(queue: Queue) -> RowCount | None:
-    table: QueueTable = queue.tables[ARCHIVE]
-    return row_counts([table.name]).get(table.name)
+    visible = max(backlog.value - not_visible["in_flight"] - not_visible["delayed"], 0)
+    return QueueStateCounts(backlog=backlog, visible=RowCount(visible, exact=backlog.exact),
+                            archived=counts.get(archive_table), **not_visible)
 
 
 def with_state(messages: QuerySet[Message]) -> QuerySet[Message]:

@@ -35,7 +35,6 @@ def queue_detail(request: HttpRequest, queue_name: str) -> HttpResponse:
     context = {
         "queue": queue,
         "counts": selectors.queue_state_counts(queue),
-        "archived": selectors.archive_count(queue),
         "messages": selectors.latest_messages(queue),
     }
     return partial_or_page(request, "queues/queue_detail.html", {"queue-live": "queues/_queue_live.html"}, context)

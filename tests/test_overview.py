@@ -5,8 +5,7 @@ import pytest
 from django.test import override_settings
 
 from tests.pages import number, overview_rows, parse, stat
-from tests.test_pgmq_catalog import AWKWARD_NAMES
-from tests.conftest import uses_databases
+from tests.conftest import AWKWARD_NAMES, uses_databases
 
 pytestmark = uses_databases
 

@@ -7,12 +7,10 @@ import pytest
 from django.urls import resolve, reverse
 
 from queues.pgmq import ARCHIVE, LIVE, Queue, message_model, queue_tables
-from tests.conftest import uses_databases
+from tests.conftest import AWKWARD_NAMES, uses_databases
 
 pytestmark = uses_databases
 
-# Names pgmq accepts (it refuses only $ ; -- and ') that break naive SQL or URLs.
-AWKWARD_NAMES = ["Orders-EU", "with space", 'say "hi"', "ünïcode-Äpfel", "a/b", "50%", "..", "İstanbul", "Straße"]
 
 
 @pytest.mark.parametrize("name", AWKWARD_NAMES)

@@ -12,8 +12,8 @@ register = template.Library()
 
 
 @register.filter
-def thousands(value: int | None) -> str:
-    return "–" if value is None else f"{value:,}"
+def thousands(value: int) -> str:
+    return f"{value:,}"
 
 
 @register.simple_tag
