@@ -78,38 +78,40 @@ def main() -> None:
     port = env.integer("PORT", 8000, minimum=1)
     embedded = not env.text("PGMQ_DATABASE_URL")
     demo = embedded or env.boolean("DEMO", default=False)
-    if embedded:
-        print(f"starting the embedded PostgreSQL (data in {var_dir() / 'pgdata'})", flush=True)
-        os.environ["PGMQ_DATABASE_URL"] = embedded_postgres.start(var_dir() / "pgdata")
-    os.environ.setdefault("DJANGO_SECRET_KEY", local_secret_key())
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
-
-    manage("migrate", "--noinput", "--verbosity", "0")
-    if demo:
-        version = embedded_postgres.install_pgmq(os.environ["PGMQ_DATABASE_URL"])
-        if version:
-            print(f"installed pgmq {version} from the SQL bundled with PyPI's pgmq package", flush=True)
-        manage("run_demo", "--setup-only")
-    manage("collectstatic", "--noinput", "--verbosity", "0")
-    # demo/demo only on the throwaway embedded database; a database of your own gets a fresh
-    # random password each run, so a forgotten `make run` never leaves demo/demo behind there.
-    os.environ["DEMO_PASSWORD"] = "demo" if embedded else secrets.token_urlsafe(12)
-    manage("create_demo_user")
-
-    children = {"gunicorn": subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "dashboard/gunicorn.conf.py",
-         "--bind", f"127.0.0.1:{port}", "dashboard.wsgi"],
-        cwd=BASE_DIR,
-    )}
-    if demo:
-        children["the demo workload"] = subprocess.Popen([sys.executable, "manage.py", "run_demo"], cwd=BASE_DIR)
-
+    children: dict[str, subprocess.Popen] = {}
     # SIGTERM (from a supervisor or a test) stops everything the same way Ctrl-C does.
     signal.signal(signal.SIGTERM, interrupt)
     try:
+        if embedded:
+            print(f"starting the embedded PostgreSQL (data in {var_dir() / 'pgdata'})", flush=True)
+            os.environ["PGMQ_DATABASE_URL"] = embedded_postgres.start(var_dir() / "pgdata")
+        os.environ.setdefault("DJANGO_SECRET_KEY", local_secret_key())
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+
+        manage("migrate", "--noinput", "--verbosity", "0")
+        if demo:
+            version = embedded_postgres.install_pgmq(os.environ["PGMQ_DATABASE_URL"])
+            if version:
+                print(f"installed pgmq {version} from the SQL bundled with PyPI's pgmq package", flush=True)
+            manage("run_demo", "--setup-only")
+        manage("collectstatic", "--noinput", "--verbosity", "0")
+        # demo/demo only on the throwaway embedded database; a database of your own gets a fresh
+        # random password each run, so a forgotten `make run` never leaves demo/demo behind there.
+        os.environ["DEMO_PASSWORD"] = "demo" if embedded else secrets.token_urlsafe(12)
+        manage("create_demo_user")
+
+        children["the dashboard"] = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "dashboard/gunicorn.conf.py",
+             "--bind", f"127.0.0.1:{port}", "dashboard.wsgi"],
+            cwd=BASE_DIR,
+        )
+        if demo:
+            children["the demo workload"] = subprocess.Popen([sys.executable, "manage.py", "run_demo"], cwd=BASE_DIR)
+
         wait_until_serving(f"http://127.0.0.1:{port}/healthz", children)
+        stopped_by_ctrl_c = ", ".join([*children, *(["the embedded database"] if embedded else [])])
         print(f"\nThe dashboard is ready at http://127.0.0.1:{port}/ : sign in as demo / {os.environ['DEMO_PASSWORD']}"
-              f"\n(Ctrl-C stops it{', the demo workload and the database' if embedded else ''})\n", flush=True)
+              f"\nCtrl-C stops {stopped_by_ctrl_c}.\n", flush=True)
         while all(child.poll() is None for child in children.values()):
             time.sleep(0.5)
         name, failed = next((name, child) for name, child in children.items() if child.poll() is not None)

@@ -1,12 +1,13 @@
 """The demo workload `make run` runs beside the dashboard: producers and consumers like a real system.
 
-- orders: order events at 2-10 per second, the rate drifting over minutes. Consumers read with a
-  20 s visibility timeout, archive most, delete cancelled ones, and fail a few (the message comes
-  back when its vt passes: a retry). Now and then a consumer "crashes" holding a batch.
+- orders: order events at 2-10 per second, the rate drifting over minutes. Two consumers read with
+  a 20 s visibility timeout, archive most, delete cancelled ones, and fail a few (the message comes
+  back when its vt passes: a retry). Their capacity drifts too, on another period, so the backlog
+  builds up and drains. Now and then a consumer "crashes" holding a batch.
   A few orders name an unknown SKU: they fail every time (poison), and after 25 attempts the
   consumer moves them to orders-dlq (a send and an archive in one transaction).
 - webhooks: deliveries with headers (trace id, pgmq's FIFO group header per tenant). The endpoint
-  of tenant-7 is down, so its deliveries keep failing until given up on (archived) at 30 attempts.
+  of tenant-7 is down, so its deliveries keep failing until given up on (archived) at 10 attempts.
 - notifications: produced, never consumed: its backlog and oldest message age grow.
 - a reminder sent with a delay now and then, so some messages are delayed.
 
@@ -36,7 +37,7 @@ ORDERS, DEAD_LETTERS, WEBHOOKS, NOTIFICATIONS = "orders", "orders-dlq", "webhook
 DEMO_QUEUES = [ORDERS, DEAD_LETTERS, WEBHOOKS, NOTIFICATIONS]
 VISIBILITY_TIMEOUT_S = 20
 ORDER_GIVE_UP_AT = 25
-WEBHOOK_GIVE_UP_AT = 30
+WEBHOOK_GIVE_UP_AT = 10
 BROKEN_TENANT = "tenant-7"
 SKUS = ["SKU-1001", "SKU-1002", "SKU-2040", "SKU-3300", "SKU-4711", "SKU-5150"]
 COUNTRIES = ["DE", "FR", "NL", "US", "GB", "ES", "PL"]
@@ -113,7 +114,7 @@ class Workload:
         if count:
             events = [Jsonb(order_event(next(self.event_ids))) for _ in range(count)]
             connection.execute("SELECT pgmq.send_batch(%s, %s::jsonb[])", [ORDERS, events])
-        if random.random() < 0.01:  # a reminder, due in 2 to 10 minutes: delayed until then
+        if random.random() < 0.003:  # a reminder, due in 2 to 10 minutes: delayed until then
             reminder = {"id": next(self.event_ids), "type": "order_reminder", "order_id": f"ord_{uuid.uuid4().hex[:12]}"}
             connection.execute("SELECT pgmq.send(%s, %s, %s::integer)", [ORDERS, Jsonb(reminder), random.randint(120, 600)])
 
@@ -142,7 +143,9 @@ class Workload:
         ).fetchall()
 
     def consume_orders(self, connection: psycopg.Connection) -> None:
-        batch = self.read(connection, ORDERS, 3.2 * wave(self.elapsed(), 300, 2.0))
+        # Two consumers of 4/s on average: headroom over the 6/s sent plus retries, except when
+        # their capacity dips as the send rate peaks.
+        batch = self.read(connection, ORDERS, 4 * wave(self.elapsed(), 300, 2.0))
         if random.random() < 0.005:
             return  # the consumer "crashed" holding the batch: every message comes back after its vt
         to_archive, to_delete = [], []
@@ -168,7 +171,8 @@ class Workload:
 
     def consume_webhooks(self, connection: psycopg.Connection) -> None:
         delivered = []
-        for msg_id, read_ct, message, headers in self.read(connection, WEBHOOKS, 3.2 * wave(self.elapsed(), 200, 3.0)):
+        # 5/s on average for 3/s sent: the endpoint that is down costs up to ten reads per delivery.
+        for msg_id, read_ct, message, headers in self.read(connection, WEBHOOKS, 5 * wave(self.elapsed(), 200, 3.0)):
             endpoint_down = (headers or {}).get("x-pgmq-group") == BROKEN_TENANT
             if (endpoint_down and read_ct < WEBHOOK_GIVE_UP_AT) or random.random() < 0.04:
                 continue  # delivery failed: retried after its vt
