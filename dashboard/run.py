@@ -109,7 +109,8 @@ def main() -> None:
             children["the demo workload"] = subprocess.Popen([sys.executable, "manage.py", "run_demo"], cwd=BASE_DIR)
 
         wait_until_serving(f"http://127.0.0.1:{port}/healthz", children)
-        stopped_by_ctrl_c = ", ".join([*children, *(["the embedded database"] if embedded else [])])
+        parts = [*children, *(["the embedded database"] if embedded else [])]
+        stopped_by_ctrl_c = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
         print(f"\nThe dashboard is ready at http://127.0.0.1:{port}/ : sign in as demo / {os.environ['DEMO_PASSWORD']}"
               f"\nCtrl-C stops {stopped_by_ctrl_c}.\n", flush=True)
         while all(child.poll() is None for child in children.values()):

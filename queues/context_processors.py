@@ -6,4 +6,7 @@ from queues.pgmq import PGMQ_DATABASE
 
 def watched_database(request: HttpRequest) -> dict[str, str]:
     """Every page says which database it shows: on call, the wrong tab is a real risk."""
-    return {"watched_database": database_short_label(PGMQ_DATABASE), "watched_database_full": database_label(PGMQ_DATABASE)}
+    return {
+        "watched_database": database_short_label(PGMQ_DATABASE),
+        "watched_database_full": database_label(PGMQ_DATABASE),
+    }

@@ -82,7 +82,7 @@ def test_make_run_serves_the_demo_with_its_data_moving(launch, page):
         rows = page.locator("tr[data-msg-id]")
         message_ids = rows.evaluate_all("rows => rows.map(row => row.dataset.msgId)")
         return (page.locator("[data-stat=backlog]").inner_text(),
-                dict(zip(message_ids, rows.locator("[data-column=read_ct]").all_inner_texts())))
+                dict(zip(message_ids, rows.locator("[data-column=read_ct]").all_inner_texts(), strict=True)))
 
     seen = {"backlog changed": False, "read_ct changed": False}
     previous = snapshot()

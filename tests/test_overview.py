@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from tests.pages import number, overview_rows, parse, stat
 from tests.conftest import AWKWARD_NAMES, uses_databases
+from tests.pages import number, overview_rows, parse, stat
 
 pytestmark = uses_databases
 

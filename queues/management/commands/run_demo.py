@@ -115,13 +115,15 @@ class Workload:
             events = [Jsonb(order_event(next(self.event_ids))) for _ in range(count)]
             connection.execute("SELECT pgmq.send_batch(%s, %s::jsonb[])", [ORDERS, events])
         if random.random() < 0.003:  # a reminder, due in 2 to 10 minutes: delayed until then
-            reminder = {"id": next(self.event_ids), "type": "order_reminder", "order_id": f"ord_{uuid.uuid4().hex[:12]}"}
-            connection.execute("SELECT pgmq.send(%s, %s, %s::integer)", [ORDERS, Jsonb(reminder), random.randint(120, 600)])
+            reminder = {"id": next(self.event_ids), "type": "order_reminder",
+                        "order_id": f"ord_{uuid.uuid4().hex[:12]}"}
+            connection.execute("SELECT pgmq.send(%s, %s, %s::integer)",
+                               [ORDERS, Jsonb(reminder), random.randint(120, 600)])
 
     def produce_webhooks(self, connection: psycopg.Connection) -> None:
         count = how_many(3 * wave(self.elapsed(), 180, 1.0), 0.5)
         if count:
-            messages, headers = zip(*(webhook_event(next(self.event_ids)) for _ in range(count)))
+            messages, headers = zip(*(webhook_event(next(self.event_ids)) for _ in range(count)), strict=True)
             connection.execute("SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
                                [WEBHOOKS, [Jsonb(m) for m in messages], [Jsonb(h) for h in headers]])
 
@@ -166,13 +168,14 @@ class Workload:
                     *, reason: str) -> None:
         dead_letter_headers = {**(headers or {}), "x-dead-letter-reason": reason, "x-original-msg-id": msg_id}
         with connection.transaction():
-            connection.execute("SELECT pgmq.send(%s, %s, %s)", [DEAD_LETTERS, Jsonb(message), Jsonb(dead_letter_headers)])
+            connection.execute("SELECT pgmq.send(%s, %s, %s)",
+                               [DEAD_LETTERS, Jsonb(message), Jsonb(dead_letter_headers)])
             connection.execute("SELECT pgmq.archive(%s, %s::bigint)", [ORDERS, msg_id])
 
     def consume_webhooks(self, connection: psycopg.Connection) -> None:
         delivered = []
         # 5/s on average for 3/s sent: the endpoint that is down costs up to ten reads per delivery.
-        for msg_id, read_ct, message, headers in self.read(connection, WEBHOOKS, 5 * wave(self.elapsed(), 200, 3.0)):
+        for msg_id, read_ct, _message, headers in self.read(connection, WEBHOOKS, 5 * wave(self.elapsed(), 200, 3.0)):
             endpoint_down = (headers or {}).get("x-pgmq-group") == BROKEN_TENANT
             if (endpoint_down and read_ct < WEBHOOK_GIVE_UP_AT) or random.random() < 0.04:
                 continue  # delivery failed: retried after its vt
