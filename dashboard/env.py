@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import NoReturn
+import tomllib
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -116,3 +117,63 @@ def database(
         "CONN_MAX_AGE": 60,
         "CONN_HEALTH_CHECKS": True,
     }
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(name: str, value: object) -> float:
+    """30, "30s", "5m", "2h", "1d" -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", str(value))
+    if not match:
+        fail(f"{name} must be a duration like 30s, 5m, 2h or 1d; got {value!r}")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+HEALTH_MEASURES = {"oldest_age": "duration", "backlog": "count", "poison": "count"}
+DEFAULT_HEALTH_RULE: dict[str, Any] = {
+    "queues": "*",
+    "oldest_age": {"warning": 300.0, "critical": 1800.0},
+    "backlog": {"warning": 10_000, "critical": 100_000},
+    "poison": {"warning": 1, "critical": 100},
+}
+
+
+def health_rules(name: str) -> list[dict[str, Any]]:
+    """Health thresholds per queue-name pattern, from the TOML file named by the variable.
+
+    The first rule whose `queues` pattern (shell-style: orders-*, *-dlq) matches applies; a
+    measure a rule leaves out comes from the built-in default rule, which always comes last.
+    """
+    path = text(name)
+    rules: list[dict[str, Any]] = []
+    if path:
+        try:
+            with open(path, "rb") as file:
+                document = tomllib.load(file)
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            fail(f"{name}: cannot read {path}: {error}")
+        for number, raw in enumerate(document.get("rules", []), start=1):
+            where = f"{name} rule {number}"
+            if not isinstance(raw, dict) or not isinstance(raw.get("queues"), str):
+                fail(f"{where} needs queues = \"pattern\"")
+            unknown = set(raw) - {"queues", *HEALTH_MEASURES}
+            if unknown:
+                fail(f"{where} has unknown keys {sorted(unknown)}; known: queues, {', '.join(HEALTH_MEASURES)}")
+            rule: dict[str, Any] = {"queues": raw["queues"]}
+            for measure, kind in HEALTH_MEASURES.items():
+                levels = {**DEFAULT_HEALTH_RULE[measure], **raw.get(measure, {})}
+                if set(levels) != {"warning", "critical"}:
+                    fail(f"{where}: {measure} takes warning and critical only")
+                if kind == "duration":
+                    levels = {level: duration_seconds(f"{where} {measure}.{level}", value)
+                              for level, value in levels.items()}
+                elif not all(isinstance(value, int) and value >= 0 for value in levels.values()):
+                    fail(f"{where}: {measure} thresholds must be whole numbers")
+                if levels["warning"] > levels["critical"]:
+                    fail(f"{where}: {measure} warning must not be above critical")
+                rule[measure] = levels
+            rules.append(rule)
+    return [*rules, DEFAULT_HEALTH_RULE]

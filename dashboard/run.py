@@ -3,8 +3,9 @@
 1. The database: PGMQ_DATABASE_URL when set; otherwise an embedded PostgreSQL keeping its data
    in var/pgdata, with pgmq installed and demo queues.
 2. Migrations (into the pgmq_dashboard schema), static files, and a demo login, printed.
-3. gunicorn on http://127.0.0.1:$PORT, plus the demo workload when the database is the embedded
-   one or DEMO=1 is set. Ctrl-C (or SIGTERM) stops all of it together, the database too.
+3. gunicorn on http://127.0.0.1:$PORT, the metric sampler, and the demo workload when the database
+   is the embedded one or DEMO=1 is set. Ctrl-C (or SIGTERM) stops all of it together, the
+   database too.
 
 With PGMQ_DATABASE_URL set and no DEMO=1, nothing is written to that database besides the
 dashboard's own schema.
@@ -105,6 +106,8 @@ def main() -> None:
              "--bind", f"127.0.0.1:{port}", "dashboard.wsgi"],
             cwd=BASE_DIR,
         )
+        children["the metric sampler"] = subprocess.Popen([sys.executable, "manage.py", "sample_metrics"],
+                                                          cwd=BASE_DIR)
         if demo:
             children["the demo workload"] = subprocess.Popen([sys.executable, "manage.py", "run_demo"], cwd=BASE_DIR)
 

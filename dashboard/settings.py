@@ -39,8 +39,19 @@ DATABASES = {
 }
 DATABASE_ROUTERS = ["queues.routers.PgmqRouter"]
 
-# Up to this many rows a table is counted exactly; above it the planner's estimate is shown (≈).
+# Up to this many rows a table is counted exactly; above it PostgreSQL's estimate is shown (≈).
 EXACT_COUNT_LIMIT = env.integer("DASHBOARD_EXACT_COUNT_LIMIT", 100_000)
+# A message read this many times or more is a poison message.
+POISON_READ_COUNT = env.integer("DASHBOARD_POISON_READ_COUNT", 5, minimum=1)
+# Live regions re-render every this many seconds (the page lets each user change or pause it).
+REFRESH_SECONDS = env.integer("DASHBOARD_REFRESH_SECONDS", 5, minimum=1)
+# A text search in payloads stops after this long and shows what it found.
+SEARCH_TIMEOUT_MS = env.integer("DASHBOARD_SEARCH_TIMEOUT_MS", 2000, minimum=100)
+# The metric sampler (manage.py sample_metrics): how often, and how long samples are kept.
+SAMPLE_INTERVAL_SECONDS = env.integer("DASHBOARD_SAMPLE_INTERVAL_SECONDS", 10, minimum=1)
+METRICS_RETENTION_DAYS = env.integer("DASHBOARD_METRICS_RETENTION_DAYS", 7, minimum=1)
+# ok / warning / critical per queue-name pattern (a TOML file; see README "Health").
+HEALTH_RULES = env.health_rules("DASHBOARD_HEALTH_RULES_FILE")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -82,6 +93,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "queues.context_processors.watched_database",
+                "queues.context_processors.refresh_interval",
             ],
         },
     },

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.http import HttpRequest
 
 from dashboard.databases import database_label, database_short_label
@@ -10,3 +11,7 @@ def watched_database(request: HttpRequest) -> dict[str, str]:
         "watched_database": database_short_label(PGMQ_DATABASE),
         "watched_database_full": database_label(PGMQ_DATABASE),
     }
+
+
+def refresh_interval(request: HttpRequest) -> dict[str, int]:
+    return {"refresh_seconds": settings.REFRESH_SECONDS}

@@ -22,6 +22,7 @@ from functools import cached_property
 
 from django.apps.registry import Apps
 from django.db import connections, models
+from psycopg import sql
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Lower
 
@@ -189,3 +190,36 @@ def _build_message_model(table: QueueTable) -> type[Message]:
     digest = hashlib.sha256(repr((table.name, sorted(table.columns))).encode()).hexdigest()[:16]
     class_name = f"{'Archived' if table.kind == ARCHIVE else 'Live'}Message_{digest}"
     return type(class_name, (base,), attributes)
+
+
+@dataclass(frozen=True)
+class QueueFeatures:
+    """Settings newer pgmq versions keep beside a queue; None where the version has no such table."""
+
+    notify_throttle_ms: int | None  # pgmq.enable_notify_insert(): LISTEN/NOTIFY on insert, throttled
+    notify_enabled: bool | None
+    topic_patterns: list[str] | None  # pgmq.bind_topic(): routing keys that land in this queue
+
+
+def queue_features(queue_name: str) -> QueueFeatures:
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute("SELECT to_regclass('pgmq.notify_insert_throttle') IS NOT NULL, "
+                       "to_regclass('pgmq.topic_bindings') IS NOT NULL")
+        has_throttle, has_topics = cursor.fetchone()
+        throttle, patterns = None, None
+        if has_throttle:
+            cursor.execute("SELECT throttle_interval_ms FROM pgmq.notify_insert_throttle WHERE queue_name = %s",
+                           [queue_name])
+            row = cursor.fetchone()
+            throttle = row[0] if row else None
+        if has_topics:
+            cursor.execute("SELECT pattern FROM pgmq.topic_bindings WHERE queue_name = %s ORDER BY pattern",
+                           [queue_name])
+            patterns = [row[0] for row in cursor.fetchall()]
+    return QueueFeatures(notify_throttle_ms=throttle, notify_enabled=(throttle is not None) if has_throttle else None,
+                         topic_patterns=patterns)
+
+
+def fetch_row_sql(table_name: str, msg_id: int) -> str:
+    """The SQL a person can paste into psql to see this row, the table name quoted as it must be."""
+    return f"SELECT * FROM {sql.Identifier(PGMQ_SCHEMA, table_name).as_string()} WHERE msg_id = {int(msg_id)};"

@@ -1,18 +1,21 @@
-"""Thin views: find the queue, call a selector, render. Reads only; nothing here changes a message."""
+"""Thin views: parse input (forms.py), call selectors, render. Reads only: nothing here changes a message."""
 from __future__ import annotations
 
-from django.http import Http404, HttpRequest, HttpResponse
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import OperationalError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
+from psycopg import errors as pg_errors
 
-from queues import selectors
-from queues.pgmq import Queue
-
-
-def partial_or_page(request: HttpRequest, page: str, partials: dict[str, str], context: dict) -> HttpResponse:
-    """The whole page, or only the live region an htmx refresh asked for (by its element id)."""
-    target = request.htmx.target if request.htmx else None
-    return render(request, partials.get(target, page), context)
+from queues import forms
+from queues.health import queue_health
+from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
+from queues.selectors import archive, diagnostics, distributions, history, messages, overview
+from queues.selectors.stats import single_queue_stats
+from queues.templatetags.queue_format import DISPLAY_LIMIT_CHARS
 
 
 def get_queue_or_404(queue_name: str) -> Queue:
@@ -23,19 +26,202 @@ def get_queue_or_404(queue_name: str) -> Queue:
     return queue
 
 
-@require_GET
-def overview(request: HttpRequest) -> HttpResponse:
-    context = {"rows": selectors.queue_overview()}
-    return partial_or_page(request, "queues/overview.html", {"queue-table": "queues/_queue_table.html"}, context)
+def bad_request(request: HttpRequest, form) -> HttpResponse:
+    return render(request, "400.html", {"form": form}, status=400)
+
+
+def render_panel(request: HttpRequest, template: str, context: dict, build: Callable[[], dict]) -> HttpResponse:
+    """A panel of its own: if its query runs past the statement timeout, the panel says so and the
+    rest of the page is unharmed."""
+    try:
+        context.update(build())
+    except OperationalError as error:
+        if not isinstance(error.__cause__, pg_errors.QueryCanceled):
+            raise
+        context["timed_out"] = True
+        context["timeout_s"] = settings.STATEMENT_TIMEOUT_MS / 1000
+    return render(request, template, context)
+
+
+def partial_or_page(request: HttpRequest, page: str, partials: dict[str, str], context: dict) -> HttpResponse:
+    """The whole page, or only the live region an htmx refresh asked for (by its element id)."""
+    target = request.htmx.target if request.htmx else None
+    return render(request, partials.get(target, page), context)
 
 
 @require_GET
-def queue_detail(request: HttpRequest, queue_name: str) -> HttpResponse:
-    queue = get_queue_or_404(queue_name)
+def overview_page(request: HttpRequest) -> HttpResponse:
+    form = forms.OverviewForm(request.GET)
+    if not form.is_valid():
+        return bad_request(request, form)
+    sort, descending = form.sort_key()
     context = {
-        "queue": queue,
-        "counts": selectors.queue_state_counts(queue),
-        "messages": selectors.latest_messages(queue),
+        "form": form, "sort": sort, "descending": descending,
+        "overview": overview.overview(search=form.cleaned_data["q"], sort=sort, descending=descending,
+                                      page=form.cleaned_data["page"] or 1),
     }
-    return partial_or_page(request, "queues/queue_detail.html", {"queue-live": "queues/_queue_live.html"}, context)
+    return partial_or_page(request, "queues/overview.html", {"overview-live": "queues/_overview_live.html"}, context)
+
+
+def _queue_figures(queue: Queue, range_s: int) -> dict:
+    """What the live region of a queue page shows: figures, health, and the charts' data."""
+    stats = single_queue_stats(queue.queue_name)
+    if stats is None:
+        raise Http404(f"The table of queue “{queue.queue_name}” is gone (the queue was dropped meanwhile).")
+    row = overview.row_for(stats)
+    points = history.queue_history(queue.queue_name, now=stats.measured_at, range_s=range_s)
+    spread = distributions.distributions(stats)
+    chart_data = {
+        "history": {
+            "labels": [point.at.isoformat() for point in points],
+            "visible": [point.visible for point in points],
+            "in_flight": [point.in_flight for point in points],
+            "delayed": [point.delayed for point in points],
+            "enqueue_rate": [point.enqueue_rate for point in points],
+            "processing_rate": [point.processing_rate for point in points],
+        },
+        "age": {"labels": spread.age.labels, "counts": spread.age.counts},
+        "read_ct": {"labels": spread.read_ct.labels, "counts": spread.read_ct.counts},
+    }
+    return {"stats": stats, "row": row, "spread": spread, "chart_data": chart_data,
+            "poison_read_count": settings.POISON_READ_COUNT}
+
+
+@require_GET
+def queue_page(request: HttpRequest, queue_name: str) -> HttpResponse:
+    queue = get_queue_or_404(queue_name)
+    range_form = forms.RangeForm(request.GET)
+    if not range_form.is_valid():
+        return bad_request(request, range_form)
+    context = {"queue": queue, "range_form": range_form, "range": range_form.cleaned_data["range"] or "1h",
+               "ranges": forms.RANGE_LABELS, **_queue_figures(queue, range_form.seconds())}
+    if not (request.htmx and request.htmx.target == "queue-live"):
+        context["features"] = queue_features(queue.queue_name)
+    return partial_or_page(request, "queues/queue.html", {"queue-live": "queues/_queue_live.html"}, context)
+
+
+@require_GET
+def queue_poison(request: HttpRequest, queue_name: str) -> HttpResponse:
+    queue = get_queue_or_404(queue_name)
+    return render_panel(request, "queues/_queue_poison.html",
+                        {"queue": queue, "poison_read_count": settings.POISON_READ_COUNT},
+                        lambda: {"messages": distributions.top_poison(queue)})
+
+
+@require_GET
+def queue_archive_history(request: HttpRequest, queue_name: str) -> HttpResponse:
+    queue = get_queue_or_404(queue_name)
+    range_form = forms.RangeForm(request.GET)
+    if not range_form.is_valid():
+        return bad_request(request, range_form)
+
+    def build() -> dict:
+        result = archive.archive_history(queue, range_s=range_form.seconds())
+        return {"history": result, "chart_data": {
+            "labels": [point.at.isoformat() for point in result.points],
+            "archived": [point.archived for point in result.points],
+            "p50": [point.p50_s for point in result.points],
+            "p95": [point.p95_s for point in result.points],
+            "p99": [point.p99_s for point in result.points],
+        }}
+
+    return render_panel(request, "queues/_queue_archive_history.html",
+                        {"queue": queue, "range": range_form.cleaned_data["range"] or "1h",
+                         "range_label": forms.RANGE_LABELS[range_form.cleaned_data["range"] or "1h"]}, build)
+
+
+@require_GET
+def queue_diagnostics(request: HttpRequest, queue_name: str) -> HttpResponse:
+    queue = get_queue_or_404(queue_name)
+
+    def build() -> dict:
+        stats = single_queue_stats(queue.queue_name)
+        if stats is None:
+            raise Http404(f"The table of queue “{queue.queue_name}” is gone (the queue was dropped meanwhile).")
+        return {"stats": stats, "diagnostics": diagnostics.diagnostics(stats)}
+
+    return render_panel(request, "queues/_queue_diagnostics.html", {"queue": queue}, build)
+
+
+@require_GET
+def message_list(request: HttpRequest, queue_name: str) -> HttpResponse:
+    queue = get_queue_or_404(queue_name)
+    form = forms.MessageFilterForm(request.GET)
+    if not form.is_valid():
+        return bad_request(request, form)
+    message_filter, page_request = form.message_filter(), form.page_request()
+    page = messages.message_page(queue, message_filter, page_request)
+    context = {
+        "queue": queue, "form": form, "filter": message_filter, "page": page, "page_request": page_request,
+        "links": _page_links(request, page, page_request),
+        # A bounded search is re-run by hand, not every few seconds.
+        "live": not message_filter.needs_scan,
+        "estimated_total": None if not message_filter.is_empty else _estimated_total(queue, message_filter),
+        "states": messages.STATES, "sort_columns": messages.SORT_COLUMNS, "sources": messages.SOURCES,
+        "search_budget_s": f"{settings.SEARCH_TIMEOUT_MS / 1000:g}",
+    }
+    return partial_or_page(request, "queues/messages.html", {"messages-live": "queues/_messages_live.html"}, context)
+
+
+def _estimated_total(queue: Queue, message_filter: messages.MessageFilter):
+    stats = single_queue_stats(queue.queue_name)
+    if stats is None:
+        return None
+    parts = {LIVE: stats.backlog, ARCHIVE: stats.archived}
+    counts = [parts[kind] for kind in message_filter.sources if parts.get(kind) is not None]
+    return sum(counts[1:], counts[0]) if counts else None
+
+
+def _page_links(request: HttpRequest, page: messages.MessagePage, page_request: messages.PageRequest) -> dict:
+    """Links to the newest, newer, older and oldest pages, every filter kept."""
+    def link(**place) -> str:
+        query = request.GET.copy()
+        for key in ("after", "before", "from", "last"):
+            query.pop(key, None)
+        for key, value in place.items():
+            query[key] = value
+        return "?" + query.urlencode()
+
+    column = page_request.sort
+    return {
+        "newest": link() if page.has_newer else None,
+        "newer": link(before=forms.encode_cursor(page.first, column)) if page.has_newer and page.first else None,
+        "older": link(after=forms.encode_cursor(page.last, column)) if page.has_older and page.last else None,
+        "oldest": link(last="1") if page.has_older else None,
+        "continue_scan": link(after=str(page.scan_stopped_at))
+        if page.scan_stopped_at is not None and column == "msg_id" else None,
+    }
+
+
+@require_GET
+def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpResponse:
+    queue = get_queue_or_404(queue_name)
+    source = request.GET.get("source")
+    if source not in (None, LIVE, ARCHIVE):
+        return render(request, "400.html", {"message": "source must be live or archive"}, status=400)
+    message = messages.find_message(queue, msg_id, source=source)
+    if message is None:
+        raise Http404(f"Message {msg_id} is not in queue “{queue_name}” nor in its archive: "
+                      "it was deleted, or never existed.")
+    table = queue.tables[message.source]
+    return render(request, "queues/message.html", {
+        "queue": queue, "message": message, "has_headers": "headers" in table.columns,
+        "records_reads": "last_read_at" in table.columns,
+        "too_big": (message.message_chars or 0) > DISPLAY_LIMIT_CHARS,
+        "fetch_sql": fetch_row_sql(table.name, msg_id),
+    })
+
+
+@require_GET
+def message_raw(request: HttpRequest, queue_name: str, msg_id: int) -> HttpResponse:
+    """The whole message as JSON, however big: what the page shortens, this gives in full."""
+    queue = get_queue_or_404(queue_name)
+    message = messages.find_message(queue, msg_id, source=request.GET.get("source") or None)
+    if message is None:
+        raise Http404(f"Message {msg_id} is not in queue “{queue_name}” nor in its archive.")
+    response = JsonResponse({"msg_id": message.msg_id, "message": message.message,
+                             "headers": getattr(message, "headers", None)},
+                            json_dumps_params={"ensure_ascii": False, "indent": 2})
+    response["Content-Disposition"] = f'inline; filename="message-{msg_id}.json"'
+    return response
 

@@ -16,7 +16,7 @@ def test_signing_in_shows_the_queues_and_their_links_work(page, dashboard_server
 
     sign_in(page, dashboard_server, operator.username, operator_password)
 
-    table = page.locator("#queue-table")
+    table = page.locator("#overview-live")
     orders_row = table.locator("tr", has=page.get_by_role("link", name="Orders-EU", exact=True))
     expect(orders_row.locator("[data-column=backlog]")).to_have_text("3")
     page.get_by_role("link", name="with space", exact=True).click()

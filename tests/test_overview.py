@@ -1,11 +1,16 @@
 """The overview: every queue in pgmq.meta with its backlog, true to the tables."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.db.models import F
 from django.test import override_settings
 
+from queues.management.commands.sample_metrics import take_sample
+from queues.models import QueueSample
 from tests.conftest import AWKWARD_NAMES, uses_databases
-from tests.pages import number, overview_rows, parse, stat
+from tests.pages import number, overview_rows, parse, seconds, stat, totals
 
 pytestmark = uses_databases
 
@@ -93,17 +98,17 @@ def test_a_never_analyzed_big_table_is_estimated_from_its_size(signed_in_client,
 
 def test_the_refresh_returns_only_the_table(signed_in_client, make_queue):
     make_queue("refreshed", messages=4)
-    response = signed_in_client.get("/", headers={"HX-Request": "true", "HX-Target": "queue-table"})
+    response = signed_in_client.get("/", headers={"HX-Request": "true", "HX-Target": "overview-live"})
     html = response.content.decode()
     assert not html.lstrip().startswith("<!doctype")
-    assert html.lstrip().startswith('<section id="queue-table"')
+    assert html.lstrip().startswith('<div id="overview-live"')
     assert overview_rows(parse(html))["refreshed"]["backlog"] == "4"
 
 
 def test_an_empty_database_says_how_to_create_a_queue(signed_in_client, pgmq_sql):
     assert pgmq_sql.execute("SELECT count(*) FROM pgmq.meta").fetchone()[0] == 0
     page = parse(signed_in_client.get("/"))
-    assert "No queues in this database yet" in page.select_one("#queue-table").get_text()
+    assert "No queues in this database yet" in page.select_one("#overview-live").get_text()
 
 
 @pytest.mark.parametrize("path", ["/queues/never-created/", "/queues/%252F/"])
@@ -111,3 +116,138 @@ def test_an_unknown_queue_is_a_404_naming_it(signed_in_client, path):
     response = signed_in_client.get(path)
     assert response.status_code == 404
     assert "There is no queue named" in response.content.decode()
+
+
+# Issue 3: the full overview
+
+
+def test_every_column_matches_sql(signed_in_client, make_queue, pgmq_sql):
+    make_queue("columns", messages=10)
+    for _ in range(5):
+        pgmq_sql.execute("SELECT * FROM pgmq.read('columns', 0, 1)")  # msg 1 read five times: poison
+    pgmq_sql.execute("SELECT * FROM pgmq.read('columns', 60, 2)")  # msgs 1, 2 in flight
+    pgmq_sql.execute("""SELECT pgmq.send('columns', '{"later": 1}', 600)""")
+    pgmq_sql.execute("SELECT pgmq.archive('columns', ARRAY[9, 10]::bigint[])")
+    truth_sql = """
+        SELECT count(*), count(*) FILTER (WHERE vt <= now()), count(*) FILTER (WHERE vt > now() AND read_ct > 0),
+               count(*) FILTER (WHERE vt > now() AND read_ct = 0), count(*) FILTER (WHERE read_ct >= 5),
+               (SELECT last_value FROM pgmq.q_columns_msg_id_seq), (SELECT count(*) FROM pgmq.a_columns),
+               extract(epoch FROM now() - min(enqueued_at)), extract(epoch FROM now() - max(enqueued_at))
+        FROM pgmq.q_columns"""
+    before = pgmq_sql.execute(truth_sql).fetchone()
+    row = overview_rows(parse(signed_in_client.get("/")))["columns"]
+    after = pgmq_sql.execute(truth_sql).fetchone()
+
+    shown = tuple(number(row[column]) for column in
+                  ("backlog", "visible", "in-flight", "delayed", "poison", "sent", "archived"))
+    assert shown == before[:7] == (9, 6, 2, 1, 1, 11, 2)
+    assert before[7] - 1 <= seconds(row["oldest"]) <= after[7] + 1
+    assert before[8] - 1 <= seconds(row["newest"]) <= after[8] + 1
+
+
+def test_totals_are_the_sums_of_every_queue(signed_in_client, make_queue, pgmq_sql):
+    for name, count in (("total_a", 3), ("total_b", 5), ("total_c", 0)):
+        make_queue(name, messages=count)
+    pgmq_sql.execute("SELECT pgmq.archive('total_b', 1::bigint)")
+    page = parse(signed_in_client.get("/"))
+    sums = totals(page)
+    rows = overview_rows(page)
+    assert number(sums["queues"]) == len(rows) == 3
+    assert number(sums["backlog"]) == sum(number(row["backlog"]) for row in rows.values()) == 7
+    assert number(sums["archived"]) == 1
+    assert number(sums["sent"]) == 8
+
+
+@pytest.fixture
+def many_queues(make_queue, pgmq_sql) -> list[str]:
+    names = [f"fleet-{n:03d}" for n in range(120)]
+    for n, name in enumerate(names):
+        make_queue(name, messages=n % 7)
+    return names
+
+
+def test_sorting_searching_and_paging_120_queues(signed_in_client, many_queues):
+    first = parse(signed_in_client.get("/"))
+    assert len(overview_rows(first)) == 50
+    assert "Page 1 of 3 (120 queues)" in first.select_one(".pager").get_text()
+
+    by_backlog = overview_rows(parse(signed_in_client.get("/?sort=-backlog")))
+    backlogs = [number(row["backlog"]) for row in by_backlog.values()]
+    assert backlogs == sorted(backlogs, reverse=True) and backlogs[0] == 6
+
+    third = overview_rows(parse(signed_in_client.get("/?sort=name&page=3")))
+    assert list(third) == many_queues[100:]
+
+    found = overview_rows(parse(signed_in_client.get("/?q=FLEET-01")))
+    assert list(found) == [f"fleet-{n:03d}" for n in range(10, 20)]
+
+
+def test_a_search_that_finds_nothing_says_so(signed_in_client, make_queue):
+    make_queue("only_one")
+    page = parse(signed_in_client.get("/?q=zzz"))
+    assert "No queue name contains “zzz”" in page.select_one("#overview-live").get_text()
+
+
+@pytest.mark.parametrize("query", ["sort=colour", "page=0", "page=abc"])
+def test_bad_overview_parameters_are_a_400(signed_in_client, query):
+    assert signed_in_client.get(f"/?{query}").status_code == 400
+
+
+def test_rates_come_from_the_sampler_history(signed_in_client, make_queue, pgmq_sql):
+    make_queue("rated", messages=10)
+    take_sample(count_poison_everywhere=False)
+    # As if the sample had been taken a minute ago: since then 30 sent, 12 archived.
+    QueueSample.objects.filter(queue_name="rated").update(sampled_at=F("sampled_at") - timedelta(seconds=60))
+    pgmq_sql.execute("SELECT pgmq.send_batch('rated', array_fill('{}'::jsonb, ARRAY[30]))")
+    pgmq_sql.execute("SELECT pgmq.archive('rated', array_agg(i)) FROM generate_series(1, 12) i")
+    pgmq_sql.execute("SELECT pg_stat_force_next_flush()")
+
+    row = overview_rows(parse(signed_in_client.get("/")))["rated"]
+    assert row["enqueue-rate"] == "30.0/min"  # 30 in 60 s
+    assert row["processing-rate"] == "12.0/min"
+
+
+def test_no_history_shows_no_rate_and_says_so(signed_in_client, make_queue):
+    make_queue("fresh")
+    row = overview_rows(parse(signed_in_client.get("/")))["fresh"]
+    assert row["enqueue-rate"] == "–" and row["sparkline"] == "no history yet"
+
+
+def test_the_sparkline_draws_the_sampled_backlog(signed_in_client, make_queue, pgmq_sql):
+    make_queue("sparked", messages=2)
+    for minutes_ago in (20, 10, 0):
+        take_sample(count_poison_everywhere=False)
+        latest = QueueSample.objects.filter(queue_name="sparked").latest("id")
+        latest.sampled_at -= timedelta(minutes=minutes_ago)
+        latest.save()
+        pgmq_sql.execute("SELECT pgmq.send_batch('sparked', array_fill('{}'::jsonb, ARRAY[4]))")
+    svg = parse(signed_in_client.get("/")).select_one("tr[data-queue=sparked] svg.sparkline")
+    assert svg["aria-label"] == "backlog, last 30 min: from 2 to 10, peak 10"
+
+
+def test_a_big_queues_poison_comes_from_the_sampler(signed_in_client, make_queue, pgmq_sql):
+    make_queue("big_and_poisoned", messages=400)
+    for _ in range(5):
+        pgmq_sql.execute("SELECT * FROM pgmq.read('big_and_poisoned', 0, 3)")
+    pgmq_sql.execute("ANALYZE pgmq.q_big_and_poisoned")
+    with override_settings(EXACT_COUNT_LIMIT=100):
+        before = overview_rows(parse(signed_in_client.get("/")))["big_and_poisoned"]["poison"]
+        take_sample(count_poison_everywhere=True)
+        after = parse(signed_in_client.get("/")).select_one("tr[data-queue=big_and_poisoned] [data-column=poison]")
+    assert before == "–"
+    assert after.get_text(strip=True) == "3" and "counted by the sampler" in after.select_one("span")["title"]
+
+
+def test_health_follows_the_first_matching_rule(signed_in_client, make_queue):
+    make_queue("payments-eu", messages=3)
+    make_queue("reports", messages=3)
+    strict = {"oldest_age": {"warning": 3600.0, "critical": 7200.0}, "backlog": {"warning": 1, "critical": 3},
+              "poison": {"warning": 1, "critical": 10}}
+    lenient = {"oldest_age": {"warning": 3600.0, "critical": 7200.0}, "backlog": {"warning": 100, "critical": 1000},
+               "poison": {"warning": 1, "critical": 10}}
+    with override_settings(HEALTH_RULES=[{"queues": "payments-*", **strict}, {"queues": "*", **lenient}]):
+        rows = overview_rows(parse(signed_in_client.get("/?sort=-health")))
+    assert (rows["payments-eu"]["health"], rows["payments-eu"]["health_reason"]) == (
+        "critical", "backlog 3 (critical at 3)")
+    assert (rows["reports"]["health"], rows["reports"]["health_reason"]) == ("ok", "every threshold met")
+    assert list(rows)[0] == "payments-eu"

@@ -1,35 +1,48 @@
-"""How numbers, counts and payloads look on every page."""
+"""How numbers, ages, rates, health and sparklines look on every page."""
 from __future__ import annotations
 
 import json
 
 from django import template
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import JsonLexer
 
-from queues.selectors import RowCount
+from queues import formatting
+from queues.selectors.stats import RowCount
 
 register = template.Library()
 
+ESTIMATE_EXPLANATION = ("PostgreSQL's estimate (pg_stat's running row count, or the planner's statistics): "
+                        "counting every row of a table this big would load the database.")
+
 
 @register.filter
-def thousands(value: int) -> str:
-    return f"{value:,}"
+def thousands(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}"
 
 
 @register.simple_tag
 def row_count(count: RowCount | None) -> str:
     """An exact count as is; an estimate with ≈ and, on hover, why it is not exact."""
     if count is None:
-        return format_html('<span class="muted" title="{}">table missing</span>',
-                           "pgmq.meta lists this queue but its table does not exist")
+        return format_html('<span class="muted" title="{}">–</span>', "this table does not exist")
     if count.exact:
         return format_html('<span class="count">{}</span>', f"{count.value:,}")
-    return format_html(
-        '<span class="count estimate" title="{}">≈ {}</span>',
-        "The planner's estimate (pg_class.reltuples scaled to the table's size): counting every row "
-        "of a table this big would load the database.",
-        f"{count.value:,}",
-    )
+    return format_html('<span class="count estimate" title="{}">≈ {}</span>', ESTIMATE_EXPLANATION, f"{count.value:,}")
+
+
+@register.filter
+def age(seconds: float | None) -> str:
+    return formatting.duration(seconds)
+
+
+@register.filter
+def rate(per_second: float | None) -> str:
+    return formatting.rate(per_second)
 
 
 @register.filter
@@ -37,5 +50,80 @@ def json_preview(value: object, length: int = 160) -> str:
     """Compact JSON on one line, cut to `length` characters. Escaped by the template, like all payloads."""
     if value is None:
         return ""
-    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     return text if len(text) <= length else text[: length - 1] + "…"
+
+
+@register.simple_tag
+def health_badge(health) -> str:
+    return format_html('<span class="health health-{}" title="{}">{}</span>', health.state, str(health), health.state)
+
+
+@register.simple_tag
+def sparkline(values: list[int], label: str = "backlog, last 30 min") -> str:
+    """A small SVG line of the values, drawn on the server: no script, nothing to load."""
+    if len(values) < 2:
+        return format_html('<span class="muted" title="{}">no history yet</span>',
+                           "The sampler (manage.py sample_metrics) has not stored enough samples yet.")
+    width, height = 100, 24
+    top = max(values) or 1
+    step = width / (len(values) - 1)
+    points = " ".join(f"{i * step:.1f},{height - 2 - (v / top) * (height - 4):.1f}" for i, v in enumerate(values))
+    return format_html(
+        '<svg class="sparkline" viewBox="0 0 {} {}" preserveAspectRatio="none" role="img" aria-label="{}">'
+        '<polyline points="{}"/></svg>',
+        width, height, f"{label}: from {values[0]:,} to {values[-1]:,}, peak {top:,}", points,
+    )
+
+
+@register.simple_tag(takes_context=True)
+def sort_header(context, column: str, label: str, numeric: bool = True) -> str:
+    """A column header that sorts by the column; a second click reverses the order."""
+    current, descending = context["sort"], context["descending"]
+    active = column == current
+    next_sort = column if (active and descending) or (not active and not numeric) else f"-{column}"
+    query = context["request"].GET.copy()
+    query["sort"] = next_sort
+    query.pop("page", None)
+    aria = ("descending" if descending else "ascending") if active else "none"
+    arrow = ("▼" if descending else "▲") if active else ""
+    return format_html(
+        '<th scope="col" class="{}" aria-sort="{}"><a href="?{}">{}{}</a></th>',
+        "num" if numeric else "", aria, query.urlencode(), label,
+        format_html(' <span aria-hidden="true">{}</span>', arrow) if arrow else "",
+    )
+
+
+@register.simple_tag
+def health_summary(counts: dict[str, int]) -> str:
+    return format_html_join(
+        " · ", '<span class="health-count health-{}">{} {}</span>',
+        ((state, counts.get(state, 0), state) for state in ("critical", "warning", "ok") if counts.get(state)),
+    )
+
+
+# Above this size a payload is shown cut, with a link to the whole (highlighting a megabyte of
+# JSON in the page would stall the browser and the server).
+DISPLAY_LIMIT_CHARS = 200_000
+
+
+@register.filter
+def pretty_json(value: object) -> str:
+    """Indented, syntax-highlighted JSON. Pygments escapes every token: payloads are untrusted."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    if len(text) > DISPLAY_LIMIT_CHARS:
+        text = text[:DISPLAY_LIMIT_CHARS]
+    return mark_safe(highlight(text, JsonLexer(), HtmlFormatter(nowrap=True)))  # noqa: S308 (escaped by Pygments)
+
+
+@register.filter
+def json_chars(value: object) -> int:
+    return len(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@register.filter
+def ago(moment) -> str:
+    """How long ago, to the second when recent: "12 s ago", "3 h 5 min ago"."""
+    if moment is None:
+        return "–"
+    return formatting.duration((timezone.now() - moment).total_seconds()) + " ago"

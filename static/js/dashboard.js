@@ -1,15 +1,183 @@
 // Behaviour shared by every page. No inline scripts anywhere: everything lives in static files.
 "use strict";
 
-// Live regions poll with hx-trigger="every Ns"; a hidden tab polls nothing, and catches up on return.
-document.addEventListener("htmx:beforeRequest", (event) => {
-  const polling = event.detail.requestConfig && event.detail.requestConfig.triggeringEvent == null;
-  if (document.hidden && polling) {
-    event.preventDefault();
+// Live refresh -------------------------------------------------------------------------------
+// Every element marked data-live re-renders itself (hx-trigger="refresh") on one timer per page.
+// The interval is each user's choice (kept in localStorage); nothing polls while the page is
+// paused or the tab is hidden, and a hidden tab catches up as soon as it is shown again.
+const REFRESH_KEY = "pgmq-dashboard.refresh-seconds";
+const refresh = {
+  seconds: 5,
+  paused: false,
+  timer: null,
+  lastUpdate: Date.now(),
+  failed: null,
+  ticks: 0,
+};
+
+function liveRegions() {
+  return document.querySelectorAll("[data-live]");
+}
+
+// Heavier regions (data-refresh-every="6") refresh on every 6th tick only.
+function refreshNow({ everything = false } = {}) {
+  if (refresh.paused || document.hidden) return;
+  refresh.ticks += 1;
+  liveRegions().forEach((region) => {
+    const every = Number(region.dataset.refreshEvery) || 1;
+    if (everything || refresh.ticks % every === 0) htmx.trigger(region, "refresh");
+  });
+}
+
+function schedule() {
+  clearInterval(refresh.timer);
+  refresh.timer = setInterval(refreshNow, refresh.seconds * 1000);
+}
+
+function showUpdated() {
+  const age = Math.round((Date.now() - refresh.lastUpdate) / 1000);
+  document.querySelectorAll("[data-updated]").forEach((label) => {
+    if (refresh.failed) {
+      label.textContent = `refresh failed (${refresh.failed}); retrying`;
+      label.classList.add("failing");
+    } else {
+      label.textContent = refresh.paused ? `paused; updated ${age} s ago` : `updated ${age} s ago`;
+      label.classList.remove("failing");
+    }
+  });
+}
+
+function setUpRefreshControls() {
+  if (!liveRegions().length) {
+    document.querySelectorAll("[data-refresh-controls]").forEach((controls) => (controls.hidden = true));
+    return;
+  }
+  const fallback = Number(document.body.dataset.refreshDefault) || 5;
+  refresh.seconds = Number(localStorage.getItem(REFRESH_KEY)) || fallback;
+  document.querySelectorAll("[data-refresh-interval]").forEach((select) => {
+    if (![...select.options].some((option) => Number(option.value) === refresh.seconds)) {
+      select.add(new Option(`every ${refresh.seconds} s`, String(refresh.seconds)), 0);
+    }
+    select.value = String(refresh.seconds);
+    select.addEventListener("change", () => {
+      refresh.seconds = Number(select.value);
+      localStorage.setItem(REFRESH_KEY, select.value);
+      schedule();
+    });
+  });
+  document.querySelectorAll("[data-refresh-pause]").forEach((button) => {
+    button.addEventListener("click", () => {
+      refresh.paused = !refresh.paused;
+      button.setAttribute("aria-pressed", String(refresh.paused));
+      button.textContent = refresh.paused ? "Resume" : "Pause";
+      if (!refresh.paused) refreshNow({ everything: true });
+      showUpdated();
+    });
+  });
+  schedule();
+  setInterval(showUpdated, 1000);
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && Date.now() - refresh.lastUpdate > refresh.seconds * 1000) refreshNow({ everything: true });
+  });
+}
+
+// A refresh must not cost the user what they were doing: the rows they ticked, the rows they
+// opened, the scroll position inside a region, the field they were typing in.
+const keptState = new Map();
+
+function rememberState(region) {
+  keptState.set(region.id, {
+    checked: [...region.querySelectorAll("input[type=checkbox]:checked")].map((box) => box.value),
+    open: [...region.querySelectorAll("details[open][id]")].map((details) => details.id),
+    scroll: [...region.querySelectorAll("[data-keep-scroll][id]")].map((el) => [el.id, el.scrollTop]),
+    focused: region.contains(document.activeElement) ? document.activeElement.id : null,
+  });
+}
+
+function restoreState(region) {
+  const state = keptState.get(region.id);
+  if (!state) return;
+  region.querySelectorAll("input[type=checkbox]").forEach((box) => {
+    box.checked = state.checked.includes(box.value);
+  });
+  state.open.forEach((id) => document.getElementById(id)?.setAttribute("open", ""));
+  state.scroll.forEach(([id, top]) => {
+    const element = document.getElementById(id);
+    if (element) element.scrollTop = top;
+  });
+  if (state.focused) document.getElementById(state.focused)?.focus();
+  keptState.delete(region.id);
+}
+
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const region = event.detail.target;
+  if (region.matches("[data-live]")) rememberState(region);
+});
+document.addEventListener("htmx:afterSettle", (event) => {
+  const region = event.detail.target && document.getElementById(event.detail.target.id);
+  if (region && region.matches("[data-live]")) {
+    restoreState(region);
+    refresh.lastUpdate = Date.now();
+    refresh.failed = null;
+    showUpdated();
+    document.dispatchEvent(new CustomEvent("dashboard:updated", { detail: { region } }));
   }
 });
-document.addEventListener("visibilitychange", () => {
-  if (!document.hidden && window.htmx) {
-    document.querySelectorAll("[hx-trigger^='every']").forEach((region) => htmx.trigger(region, "refresh"));
+document.addEventListener("htmx:responseError", (event) => {
+  refresh.failed = `HTTP ${event.detail.xhr.status}`;
+  showUpdated();
+});
+document.addEventListener("htmx:sendError", () => {
+  refresh.failed = "no answer from the dashboard";
+  showUpdated();
+});
+
+// Keyboard: "/" goes to the search field of the page.
+document.addEventListener("keydown", (event) => {
+  const typing = event.target.closest("input, textarea, select, [contenteditable]");
+  if (event.key === "/" && !typing) {
+    const search = document.querySelector("[data-search-shortcut]");
+    if (search) {
+      event.preventDefault();
+      search.focus();
+    }
   }
 });
+
+document.addEventListener("DOMContentLoaded", setUpRefreshControls);
+
+// Copy buttons: data-copy-json names a json_script element (copied pretty-printed), data-copy-text
+// an element whose text is copied as it is.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-copy-json], [data-copy-text]");
+  if (!button) return;
+  const source = document.getElementById(button.dataset.copyJson || button.dataset.copyText);
+  const text = button.dataset.copyJson
+    ? JSON.stringify(JSON.parse(source.textContent), null, 2)
+    : source.textContent;
+  const label = button.textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Copy failed: select and copy by hand";
+  }
+  setTimeout(() => (button.textContent = label), 2000);
+});
+
+// Countdowns (data-countdown="seconds", computed by the database's clock): the browser only
+// counts down from there.
+function startCountdowns() {
+  const started = Date.now();
+  const countdowns = [...document.querySelectorAll("[data-countdown]")];
+  if (!countdowns.length) return;
+  const tick = () => {
+    countdowns.forEach((element) => {
+      const left = Number(element.dataset.countdown) - (Date.now() - started) / 1000;
+      element.textContent = left > 0 ? `${Math.ceil(left)} s` : "now";
+    });
+  };
+  tick();
+  setInterval(tick, 1000);
+}
+document.addEventListener("DOMContentLoaded", startCountdowns);

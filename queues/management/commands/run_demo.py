@@ -6,8 +6,9 @@
   builds up and drains. Now and then a consumer "crashes" holding a batch.
   A few orders name an unknown SKU: they fail every time (poison), and after 25 attempts the
   consumer moves them to orders-dlq (a send and an archive in one transaction).
-- webhooks: deliveries with headers (trace id, pgmq's FIFO group header per tenant). The endpoint
-  of tenant-7 is down, so its deliveries keep failing until given up on (archived) at 10 attempts.
+- webhooks: deliveries with headers (trace id, pgmq's FIFO group header per tenant), consumed in
+  order per tenant with pgmq.read_grouped. The endpoint of tenant-7 is down: the head of its group
+  keeps failing, holding the group back, until it is given up on (archived) at 10 attempts.
 - notifications: produced, never consumed: its backlog and oldest message age grow.
 - a reminder sent with a delay now and then, so some messages are delayed.
 
@@ -135,12 +136,14 @@ class Workload:
 
     # Consumers
 
-    def read(self, connection: psycopg.Connection, queue: str, capacity_per_s: float) -> list[tuple]:
+    def read(self, connection: psycopg.Connection, queue: str, capacity_per_s: float, *,
+             grouped: bool = False) -> list[tuple]:
         count = how_many(capacity_per_s, 1.0)
         if not count:
             return []
+        function = "pgmq.read_grouped" if grouped else "pgmq.read"
         return connection.execute(
-            "SELECT msg_id, read_ct, message, headers FROM pgmq.read(%s, %s, %s)",
+            f"SELECT msg_id, read_ct, message, headers FROM {function}(%s, %s, %s)",
             [queue, VISIBILITY_TIMEOUT_S, count],
         ).fetchall()
 
@@ -173,12 +176,17 @@ class Workload:
             connection.execute("SELECT pgmq.archive(%s, %s::bigint)", [ORDERS, msg_id])
 
     def consume_webhooks(self, connection: psycopg.Connection) -> None:
-        delivered = []
+        delivered, failed_groups = [], set()
         # 5/s on average for 3/s sent: the endpoint that is down costs up to ten reads per delivery.
-        for msg_id, read_ct, _message, headers in self.read(connection, WEBHOOKS, 5 * wave(self.elapsed(), 200, 3.0)):
-            endpoint_down = (headers or {}).get("x-pgmq-group") == BROKEN_TENANT
+        batch = self.read(connection, WEBHOOKS, 5 * wave(self.elapsed(), 200, 3.0), grouped=True)
+        for msg_id, read_ct, _message, headers in batch:
+            group = (headers or {}).get("x-pgmq-group")
+            if group in failed_groups:
+                continue  # in order per group: nothing after a failure is delivered this round
+            endpoint_down = group == BROKEN_TENANT
             if (endpoint_down and read_ct < WEBHOOK_GIVE_UP_AT) or random.random() < 0.04:
-                continue  # delivery failed: retried after its vt
+                failed_groups.add(group)  # delivery failed: retried after its vt
+                continue
             delivered.append(msg_id)  # delivered, or given up on: kept in the archive either way
         if delivered:
             connection.execute("SELECT pgmq.archive(%s, %s::bigint[])", [WEBHOOKS, delivered])

@@ -1,0 +1,96 @@
+"""The metric sampler: pgmq keeps no history, so this stores every queue's figures every few seconds.
+
+Run it as its own long-lived process beside the web server (`make run` does; see README for
+production). One sampler per dashboard database is enough; two would only store twice.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import DatabaseError, connections, transaction
+
+from dashboard.databases import first_line
+from queues.models import QueueSample
+from queues.selectors.stats import poison_counts, queue_stats
+
+logger = logging.getLogger("sampler")
+PRUNE_BATCH = 10_000
+PRUNE_BATCHES_PER_ROUND = 10
+
+
+def take_sample(*, count_poison_everywhere: bool) -> int:
+    """Store one sample of every queue; the number stored.
+
+    Poison is counted live where a table is small; big tables are scanned for it only when
+    count_poison_everywhere (the sampler does that about once a minute).
+    """
+    stats = queue_stats()
+    slow_poison = poison_counts([queue for queue in stats if queue.poison is None]) if count_poison_everywhere else {}
+    QueueSample.objects.bulk_create([
+        QueueSample(
+            queue_name=queue.name, sampled_at=queue.measured_at,
+            backlog=queue.backlog.value, backlog_exact=queue.backlog.exact, visible=queue.visible.value,
+            in_flight=queue.in_flight, delayed=queue.delayed, oldest_age_s=queue.oldest_age_s,
+            sent_total=queue.sent_total, removed_total=queue.live.removed_total,
+            archived=queue.archived.value if queue.archived else None,
+            poison=queue.poison if queue.poison is not None else slow_poison.get(queue.name),
+        )
+        for queue in stats
+    ])
+    return len(stats)
+
+
+def prune_samples(*, older_than: timedelta) -> int:
+    """Delete samples past retention, a bounded batch at a time so no statement runs long."""
+    deleted = 0
+    for _ in range(PRUNE_BATCHES_PER_ROUND):
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT now()")
+            now = cursor.fetchone()[0]
+        ids = list(QueueSample.objects.filter(sampled_at__lt=now - older_than)
+                   .order_by("sampled_at").values_list("id", flat=True)[:PRUNE_BATCH])
+        if not ids:
+            break
+        with transaction.atomic():
+            deleted += QueueSample.objects.filter(id__in=ids).delete()[0]
+    return deleted
+
+
+class Command(BaseCommand):
+    help = "Store every queue's figures every few seconds (the dashboard's metric history) until stopped."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--interval", type=float, default=settings.SAMPLE_INTERVAL_SECONDS,
+                            help="seconds between samples (default DASHBOARD_SAMPLE_INTERVAL_SECONDS)")
+        parser.add_argument("--once", action="store_true", help="take one sample (poison counted everywhere) and exit")
+
+    def handle(self, *args: object, interval: float, once: bool, **options: object) -> None:
+        if once:
+            take_sample(count_poison_everywhere=True)
+            return
+        stopping = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopping.set())
+        rounds_per_minute = max(int(60 / interval), 1)
+        retention = timedelta(days=settings.METRICS_RETENTION_DAYS)
+        self.stdout.write(f"sampling every {interval:g} s, keeping {settings.METRICS_RETENTION_DAYS} days")
+        round_number = 0
+        while not stopping.is_set():
+            started = time.monotonic()
+            try:
+                take_sample(count_poison_everywhere=round_number % rounds_per_minute == 0)
+                if round_number % rounds_per_minute == 0:
+                    prune_samples(older_than=retention)
+            except DatabaseError as error:
+                # The database may be restarting: say so in one line and try again next round.
+                logger.warning("sample skipped: %s", first_line(error))
+                for connection in connections.all():
+                    connection.close()
+            round_number += 1
+            stopping.wait(max(interval - (time.monotonic() - started), 0))

@@ -1,0 +1,107 @@
+"""Archive history: messages archived per time bucket, and how long they took from enqueued to
+archived (p50, p95, p99), overall and per bucket, over a chosen range.
+
+Counts always come from pgmq's index on archived_at. Percentiles need every row's enqueued_at:
+up to ARCHIVE_EXACT_ROWS rows in the range they are exact, beyond it they come from the first
+SAMPLE_PER_BUCKET rows of each bucket (marked ≈), so a busy day never means reading it whole.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timedelta
+
+from django.db import connections
+from psycopg import sql
+
+from queues.pgmq import ARCHIVE, PGMQ_DATABASE, PGMQ_SCHEMA, Queue
+
+ARCHIVE_EXACT_ROWS = 50_000
+SAMPLE_PER_BUCKET = 200
+BUCKETS = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyPoint:
+    at: datetime
+    archived: int
+    p50_s: float | None
+    p95_s: float | None
+    p99_s: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveHistory:
+    points: list[LatencyPoint]
+    archived: int  # in the whole range
+    p50_s: float | None
+    p95_s: float | None
+    p99_s: float | None
+    percentiles_exact: bool
+    bucket_s: float
+
+
+def planner_rows(query: sql.Composable, params: list) -> float:
+    """The planner's row estimate for a query, without running it."""
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query).as_string(), params)
+        plan = cursor.fetchone()[0]
+    return float((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
+
+
+def archive_history(queue: Queue, *, range_s: float) -> ArchiveHistory:
+    table = sql.Identifier(PGMQ_SCHEMA, queue.tables[ARCHIVE].name)
+    bucket_s = max(range_s / BUCKETS, 1.0)
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute("SELECT now()")
+        now = cursor.fetchone()[0]
+    since = now - timedelta(seconds=range_s)
+    in_range = sql.SQL("SELECT 1 FROM {} WHERE archived_at >= %s").format(table)
+    exact = planner_rows(in_range, [since]) <= ARCHIVE_EXACT_ROWS
+
+    latency = sql.SQL("extract(epoch FROM archived_at - enqueued_at)")
+    bucket = sql.SQL("floor(extract(epoch FROM archived_at) / %(bucket)s)::bigint")
+    if exact:
+        rows_for_percentiles = sql.SQL("SELECT archived_at, enqueued_at FROM {table} WHERE archived_at >= %(since)s")
+    else:
+        # The first rows of each bucket, found through the archived_at index.
+        rows_for_percentiles = sql.SQL("""
+            SELECT sampled.archived_at, sampled.enqueued_at
+            FROM generate_series(0, %(buckets)s) AS b(n)
+            CROSS JOIN LATERAL (
+                SELECT archived_at, enqueued_at FROM {table}
+                WHERE archived_at >= %(since)s + b.n * make_interval(secs => %(bucket)s)
+                  AND archived_at < %(since)s + (b.n + 1) * make_interval(secs => %(bucket)s)
+                ORDER BY archived_at LIMIT %(per_bucket)s) AS sampled""")
+    query = sql.SQL("""
+        WITH counts AS (
+            SELECT {bucket} AS b, count(*) AS archived FROM {table} WHERE archived_at >= %(since)s GROUP BY 1
+        ),
+        latencies AS (
+            SELECT {bucket} AS b,
+                   percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY {latency}) AS p
+            FROM ({rows}) AS r
+            GROUP BY GROUPING SETS ((1), ())
+        )
+        SELECT c.b, coalesce(c.archived, 0), l.p
+        FROM latencies l FULL JOIN counts c ON c.b = l.b
+        ORDER BY c.b NULLS FIRST
+    """).format(bucket=bucket, table=table, latency=latency,
+                rows=rows_for_percentiles.format(table=table))
+    params = {"since": since, "bucket": bucket_s, "buckets": BUCKETS, "per_bucket": SAMPLE_PER_BUCKET}
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute(query.as_string(), params)
+        rows = cursor.fetchall()
+
+    overall: list[float | None] = [None, None, None]
+    points = []
+    for bucket_number, archived, percentiles in rows:
+        if bucket_number is None:
+            overall = list(percentiles or overall)
+            continue
+        p50, p95, p99 = percentiles or (None, None, None)
+        points.append(LatencyPoint(at=datetime.fromtimestamp(bucket_number * bucket_s, tz=now.tzinfo),
+                                   archived=archived, p50_s=p50, p95_s=p95, p99_s=p99))
+    return ArchiveHistory(points=points, archived=sum(point.archived for point in points),
+                          p50_s=overall[0], p95_s=overall[1], p99_s=overall[2],
+                          percentiles_exact=exact, bucket_s=bucket_s)

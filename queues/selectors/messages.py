@@ -1,0 +1,380 @@
+"""Browsing a queue's messages, live and archived: plain SELECTs, keyset pages, bounded searches.
+
+- Pages are keyset pages on (sort column, msg_id) in both directions: never OFFSET, never a
+  count of the table. msg_id sorts ride the primary key, vt sorts pgmq's vt index.
+- Live and archive are queried apart, each through its own index, and merged (msg_id is unique
+  across both: archiving keeps it).
+- A filter no index serves (payload search, JSON containment, read_ct) is run as a bounded scan
+  when the sort is by msg_id: msg_id ranges are read newest first until a page is full or the
+  time budget (settings.SEARCH_TIMEOUT_MS) is spent, and the page says how far it got. Other
+  sorts under such a filter run with that budget as their statement timeout.
+- A message's state comes from the database's clock (now()), never the browser's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import re
+import time
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import OperationalError, connections, transaction
+from django.db.models import Case, CharField, FloatField, Q, QuerySet, TextField, Value, When
+from django.db.models.expressions import RawSQL
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Left, Length, Now
+from psycopg import errors as pg_errors
+
+from queues.pgmq import ARCHIVE, LIVE, PGMQ_DATABASE, Message, Queue
+
+PAGE_SIZE = 50
+PREVIEW_CHARS = 300
+SCAN_CHUNK = 20_000  # msg_ids per step of a bounded scan
+
+VISIBLE, IN_FLIGHT, DELAYED, ARCHIVED = "visible", "in flight", "delayed", "archived"
+STATES = {"visible": VISIBLE, "in_flight": IN_FLIGHT, "delayed": DELAYED}
+SORT_COLUMNS = ["msg_id", "enqueued_at", "read_ct", "vt", "archived_at"]
+SOURCES = [LIVE, ARCHIVE, "both"]
+
+
+def _model_has(model, column: str) -> bool:
+    return any(field.name == column for field in model._meta.get_fields())
+
+
+def state_by_database_clock(model) -> Case | Value:
+    if _model_has(model, "archived_at"):
+        return Value(ARCHIVED, CharField())
+    return Case(
+        When(vt__lte=Now(), then=Value(VISIBLE)),
+        When(read_ct__gt=0, then=Value(IN_FLIGHT)),
+        default=Value(DELAYED),
+        output_field=CharField(),
+    )
+
+
+def listing(messages: QuerySet[Message]) -> QuerySet[Message]:
+    """What a row of a list needs: the state by the database's clock and a short preview of the
+    payload, cut in SQL so a megabyte payload never leaves the database for a list."""
+    model = messages.model
+    has_headers = _model_has(model, "headers")
+    return messages.defer("message", *(["headers"] if has_headers else [])).annotate(
+        state=state_by_database_clock(model),
+        preview=Left(Cast("message", TextField()), PREVIEW_CHARS),
+        message_chars=Length(Cast("message", TextField())),
+        headers_preview=Left(Cast("headers", TextField()), PREVIEW_CHARS) if has_headers else Value(None, TextField()),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchTerm:
+    """One term of the search box: `text`, `headers:text`, `message.customer.id:42`, `headers.trace_id:abc*`."""
+
+    column: str  # "message" or "headers"
+    path: tuple[str, ...]  # empty: the text anywhere in the column
+    value: str
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageFilter:
+    source: str = LIVE
+    state: str | None = None  # a key of STATES
+    read_ct_min: int | None = None
+    read_ct_max: int | None = None
+    enqueued_after: datetime | None = None
+    enqueued_before: datetime | None = None
+    archived_after: datetime | None = None
+    archived_before: datetime | None = None
+    message_contains: Any = None  # parsed JSON
+    headers_contains: Any = None
+    search: tuple[SearchTerm, ...] = ()
+
+    @property
+    def sources(self) -> list[str]:
+        """Which tables can hold a match."""
+        wanted = [LIVE, ARCHIVE] if self.source == "both" else [self.source]
+        if self.state:
+            wanted = [kind for kind in wanted if kind == LIVE]  # archived messages have no state
+        if self.archived_after or self.archived_before:
+            wanted = [kind for kind in wanted if kind == ARCHIVE]
+        return wanted
+
+    @property
+    def needs_scan(self) -> bool:
+        """True when no index can find the matches: payloads, headers, read_ct."""
+        return bool(self.search or self.message_contains is not None or self.headers_contains is not None
+                    or self.read_ct_min is not None or self.read_ct_max is not None)
+
+    @property
+    def is_empty(self) -> bool:
+        return self == MessageFilter(source=self.source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cursor:
+    """A row's place in a sort: the sort column's value and msg_id, the tie-breaker."""
+
+    value: Any
+    msg_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PageRequest:
+    sort: str = "msg_id"
+    descending: bool = True
+    after: Cursor | None = None  # the next page: rows after this one in the sort
+    before: Cursor | None = None  # the previous page: rows before this one
+    from_msg_id: int | None = None  # jump: start at this msg_id (included)
+    last: bool = False  # the far end of the sort
+
+
+@dataclasses.dataclass
+class MessagePage:
+    rows: list[Message]
+    has_newer: bool  # a page before this one in the sort
+    has_older: bool  # a page after this one
+    first: Cursor | None
+    last: Cursor | None
+    scan_stopped_at: int | None = None  # a bounded scan ran out of time below this msg_id
+    timed_out: bool = False
+    missing_columns: tuple[str, ...] = ()  # filters this pgmq version's tables cannot answer
+
+
+def _filtered(queryset: QuerySet, kind: str, message_filter: MessageFilter) -> QuerySet:
+    f = message_filter
+    model = queryset.model
+    if kind == LIVE and f.state:
+        queryset = queryset.filter({
+            "visible": Q(vt__lte=Now()),
+            "in_flight": Q(vt__gt=Now(), read_ct__gt=0),
+            "delayed": Q(vt__gt=Now(), read_ct=0),
+        }[f.state])
+    if f.read_ct_min is not None:
+        queryset = queryset.filter(read_ct__gte=f.read_ct_min)
+    if f.read_ct_max is not None:
+        queryset = queryset.filter(read_ct__lte=f.read_ct_max)
+    if f.enqueued_after:
+        queryset = queryset.filter(enqueued_at__gte=f.enqueued_after)
+    if f.enqueued_before:
+        queryset = queryset.filter(enqueued_at__lt=f.enqueued_before)
+    if kind == ARCHIVE and f.archived_after:
+        queryset = queryset.filter(archived_at__gte=f.archived_after)
+    if kind == ARCHIVE and f.archived_before:
+        queryset = queryset.filter(archived_at__lt=f.archived_before)
+    if f.message_contains is not None:
+        queryset = queryset.filter(message__contains=f.message_contains)
+    if f.headers_contains is not None:
+        queryset = queryset.filter(headers__contains=f.headers_contains) if _model_has(model, "headers") \
+            else queryset.none()
+    for number, term in enumerate(f.search):
+        queryset = _searched(queryset, term, alias=f"search_{number}")
+    return queryset
+
+
+def _searched(queryset: QuerySet, term: SearchTerm, *, alias: str) -> QuerySet:
+    """No path: the text anywhere in the column, any case. A path: that value exactly (as text,
+    so 42 finds 42 and "42"), with * as a wildcard."""
+    if term.column == "headers" and not _model_has(queryset.model, "headers"):
+        return queryset.none()
+    if not term.path:
+        return queryset.annotate(**{alias: Cast(term.column, TextField())}).filter(
+            **{f"{alias}__icontains": term.value})
+    queryset = queryset.annotate(**{alias: KT("__".join([term.column, *term.path]))})
+    if "*" in term.value:
+        wildcard = "^" + ".*".join(re.escape(part) for part in term.value.split("*")) + "$"
+        return queryset.filter(**{f"{alias}__iregex": wildcard})
+    return queryset.filter(**{alias: term.value})
+
+
+def _ordered(queryset: QuerySet, page: PageRequest, *, reverse: bool = False) -> QuerySet:
+    descending = page.descending != reverse
+    prefix = "-" if descending else ""
+    if page.sort == "msg_id":
+        return queryset.order_by(f"{prefix}msg_id")
+    return queryset.order_by(f"{prefix}{page.sort}", f"{prefix}msg_id")
+
+
+def _beyond(cursor: Cursor, page: PageRequest, *, backwards: bool, inclusive: bool = False) -> Q:
+    """Rows past `cursor` in the direction of travel (forwards: the sort order)."""
+    descending = page.descending != backwards
+    op = ("lt" if descending else "gt") + ("e" if inclusive else "")
+    if page.sort == "msg_id":
+        return Q(**{f"msg_id__{op}": cursor.msg_id})
+    strict = "lt" if descending else "gt"
+    return Q(**{f"{page.sort}__{strict}": cursor.value}) | Q(
+        **{page.sort: cursor.value, f"msg_id__{op}": cursor.msg_id})
+
+
+def _sort_value(row: Message, sort: str) -> Any:
+    return getattr(row, sort)
+
+
+def _key(row: Message, page: PageRequest):
+    value = _sort_value(row, page.sort) if page.sort != "msg_id" else row.msg_id
+    return (value, row.msg_id)
+
+
+def _fetch(queue: Queue, kinds: list[str], message_filter: MessageFilter, page: PageRequest, *,
+           backwards: bool, cursor: Cursor | None, inclusive: bool, limit: int,
+           msg_id_floor: int | None = None, msg_id_ceiling: int | None = None) -> list[Message]:
+    """Up to `limit` rows past the cursor in the direction of travel, from each table, merged."""
+    fetched: list[Message] = []
+    for kind in kinds:
+        model = queue.live_messages if kind == LIVE else queue.archived_messages
+        if page.sort not in {field.name for field in model._meta.get_fields()}:
+            continue  # archived_at sorts only the archive
+        queryset = _filtered(model.objects.all(), kind, message_filter)
+        if cursor is not None:
+            queryset = queryset.filter(_beyond(cursor, page, backwards=backwards, inclusive=inclusive))
+        if msg_id_floor is not None:
+            queryset = queryset.filter(msg_id__gte=msg_id_floor)
+        if msg_id_ceiling is not None:
+            queryset = queryset.filter(msg_id__lt=msg_id_ceiling)
+        rows = list(listing(_ordered(queryset, page, reverse=backwards))[:limit])
+        for row in rows:
+            row.source = kind
+        fetched.append(rows)
+    descending = page.descending != backwards
+    merged = list(heapq.merge(*fetched, key=lambda row: _key(row, page), reverse=descending))
+    return merged[:limit]
+
+
+def _msg_id_bounds(queue: Queue, kinds: list[str]) -> tuple[int, int] | None:
+    """The lowest and highest msg_id present, through the primary keys."""
+    lows, highs = [], []
+    for kind in kinds:
+        model = queue.live_messages if kind == LIVE else queue.archived_messages
+        low = model.objects.order_by("msg_id").values_list("msg_id", flat=True).first()
+        high = model.objects.order_by("-msg_id").values_list("msg_id", flat=True).first()
+        if low is not None:
+            lows.append(low)
+            highs.append(high)
+    return (min(lows), max(highs)) if lows else None
+
+
+def message_page(queue: Queue, message_filter: MessageFilter, page: PageRequest) -> MessagePage:
+    kinds = message_filter.sources
+    missing = tuple(column for column in ("headers",) if (
+        message_filter.headers_contains is not None or any(t.column == "headers" for t in message_filter.search))
+        and not _model_has(queue.live_messages, column))
+    if message_filter.needs_scan and page.sort == "msg_id":
+        result = _bounded_scan(queue, kinds, message_filter, page)
+    else:
+        result = _with_budget(lambda: _keyset(queue, kinds, message_filter, page), message_filter.needs_scan)
+    result.missing_columns = missing
+    return result
+
+
+def _keyset(queue: Queue, kinds: list[str], message_filter: MessageFilter, page: PageRequest) -> MessagePage:
+    if page.before is not None:
+        rows = _fetch(queue, kinds, message_filter, page, backwards=True, cursor=page.before, inclusive=False,
+                      limit=PAGE_SIZE + 1)
+        more_before = len(rows) > PAGE_SIZE
+        rows = list(reversed(rows[:PAGE_SIZE]))
+        return _page(rows, page, has_newer=more_before, has_older=True)
+    if page.last:
+        rows = _fetch(queue, kinds, message_filter, page, backwards=True, cursor=None, inclusive=False,
+                      limit=PAGE_SIZE + 1)
+        more_before = len(rows) > PAGE_SIZE
+        return _page(list(reversed(rows[:PAGE_SIZE])), page, has_newer=more_before, has_older=False)
+    cursor, inclusive = page.after, False
+    if page.from_msg_id is not None:
+        cursor, inclusive = Cursor(None, page.from_msg_id), True
+    rows = _fetch(queue, kinds, message_filter, page, backwards=False, cursor=cursor, inclusive=inclusive,
+                  limit=PAGE_SIZE + 1)
+    return _page(rows[:PAGE_SIZE], page, has_newer=cursor is not None, has_older=len(rows) > PAGE_SIZE)
+
+
+def _page(rows: list[Message], page: PageRequest, *, has_newer: bool, has_older: bool, **extra) -> MessagePage:
+    first = Cursor(_sort_value(rows[0], page.sort), rows[0].msg_id) if rows else None
+    last = Cursor(_sort_value(rows[-1], page.sort), rows[-1].msg_id) if rows else None
+    return MessagePage(rows=rows, has_newer=has_newer and bool(rows), has_older=has_older, first=first,
+                       last=last, **extra)
+
+
+def _with_budget(run, bounded: bool) -> MessagePage:
+    """Run a query under the search budget as its statement timeout when it may scan."""
+    if not bounded:
+        return run()
+    try:
+        with transaction.atomic(using=PGMQ_DATABASE):
+            with connections[PGMQ_DATABASE].cursor() as cursor:
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(settings.SEARCH_TIMEOUT_MS)])
+            return run()
+    except OperationalError as error:
+        if isinstance(error.__cause__, pg_errors.QueryCanceled):
+            return MessagePage(rows=[], has_newer=False, has_older=False, first=None, last=None, timed_out=True)
+        raise
+
+
+def _bounded_scan(queue: Queue, kinds: list[str], message_filter: MessageFilter, page: PageRequest) -> MessagePage:
+    """Walk msg_id ranges in the direction of the page until it is full or the budget is spent."""
+    bounds = _msg_id_bounds(queue, kinds)
+    if bounds is None:
+        return MessagePage(rows=[], has_newer=False, has_older=False, first=None, last=None)
+    lowest, highest = bounds
+    backwards = page.before is not None or page.last
+    descending = page.descending != backwards  # the order the scan walks msg_ids in
+    step = -1 if descending else 1
+    if page.before is not None:
+        position = page.before.msg_id + step
+    elif page.after is not None:
+        position = page.after.msg_id + step
+    elif page.from_msg_id is not None:
+        position = page.from_msg_id
+    else:
+        position = highest if descending else lowest
+
+    deadline = time.monotonic() + settings.SEARCH_TIMEOUT_MS / 1000
+    found: list[Message] = []
+    exhausted = False
+    # At least one step per request, however small the budget: a continued search always moves on.
+    while len(found) <= PAGE_SIZE:
+        if (descending and position < lowest) or (not descending and position > highest):
+            exhausted = True
+            break
+        if descending:
+            floor, ceiling = max(position - SCAN_CHUNK + 1, lowest), position + 1
+            position = floor - 1
+        else:
+            floor, ceiling = position, min(position + SCAN_CHUNK, highest + 1)
+            position = ceiling
+        forward_page = dataclasses.replace(page, descending=descending, before=None, after=None, from_msg_id=None,
+                                           last=False)
+        found += _fetch(queue, kinds, message_filter, forward_page, backwards=False, cursor=None, inclusive=False,
+                        limit=PAGE_SIZE + 1 - len(found), msg_id_floor=floor, msg_id_ceiling=ceiling)
+        if time.monotonic() > deadline:
+            break
+    exhausted = exhausted or (descending and position < lowest) or (not descending and position > highest)
+    more_in_direction = len(found) > PAGE_SIZE or not exhausted
+    rows = found[:PAGE_SIZE]
+    stopped_at = None
+    if not exhausted and len(found) <= PAGE_SIZE:
+        stopped_at = position + 1 if descending else position - 1  # the last msg_id looked at
+    if backwards:
+        rows.reverse()
+        result = _page(rows, page, has_newer=more_in_direction, has_older=True)
+    else:
+        came_from_somewhere = page.after is not None or page.from_msg_id is not None
+        result = _page(rows, page, has_newer=came_from_somewhere, has_older=more_in_direction)
+    result.scan_stopped_at = stopped_at
+    return result
+
+
+def find_message(queue: Queue, msg_id: int, *, source: str | None = None) -> Message | None:
+    """One message with everything, from the live table, else the archive (or the one asked for)."""
+    kinds = [source] if source else [LIVE, ARCHIVE]
+    for kind in kinds:
+        model = queue.live_messages if kind == LIVE else queue.archived_messages
+        found = model.objects.filter(msg_id=msg_id).annotate(
+            state=state_by_database_clock(model),
+            message_chars=Length(Cast("message", TextField())),
+            # For the countdown: the database's clock decides, the browser only counts down.
+            seconds_to_vt=RawSQL("extract(epoch FROM vt - now())", [], output_field=FloatField()),
+        ).first()
+        if found is not None:
+            found.source = kind
+            return found
+    return None
+

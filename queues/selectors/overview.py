@@ -1,0 +1,134 @@
+"""The overview: every queue's figures, health, rates and sparkline; searched, sorted, paged."""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from datetime import datetime
+
+from django.core.paginator import Page, Paginator
+
+from queues.health import Health, queue_health
+from queues.pgmq import Queue
+from queues.selectors import history
+from queues.selectors.history import Rates
+from queues.selectors.stats import QueueStats, RowCount, queue_stats
+
+QUEUES_PER_PAGE = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class PoisonCount:
+    value: int
+    counted_at: datetime | None  # None: counted live for this page; else by the sampler at that time
+
+
+@dataclasses.dataclass
+class OverviewRow:
+    stats: QueueStats
+    rates: Rates
+    poison: PoisonCount | None
+    health: Health
+    sparkline: list[int] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Totals:
+    queues: int
+    backlog: RowCount
+    visible: RowCount
+    in_flight: int
+    delayed: int
+    archived: RowCount
+    sent: int
+    enqueue_rate: float | None
+    processing_rate: float | None
+    health: dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Overview:
+    page: Page
+    totals: Totals
+    all_queues: int  # before the search
+
+
+SORT_KEYS = {
+    "name": lambda row: row.stats.name.casefold(),
+    "health": lambda row: row.health.severity,
+    "backlog": lambda row: row.stats.backlog.value,
+    "visible": lambda row: row.stats.visible.value,
+    "in_flight": lambda row: row.stats.in_flight,
+    "delayed": lambda row: row.stats.delayed,
+    "oldest": lambda row: row.stats.oldest_age_s,
+    "newest": lambda row: row.stats.newest_age_s,
+    "sent": lambda row: row.stats.sent_total,
+    "archived": lambda row: row.stats.archived.value if row.stats.archived else None,
+    "enqueue_rate": lambda row: row.rates.enqueue,
+    "processing_rate": lambda row: row.rates.processing,
+    "poison": lambda row: row.poison.value if row.poison else None,
+}
+
+
+def overview(*, search: str = "", sort: str = "name", descending: bool = False, page: int = 1) -> Overview:
+    names = list(Queue.objects.values_list("queue_name", flat=True))
+    wanted = [name for name in names if search.casefold() in name.casefold()]
+    stats = queue_stats(wanted) if wanted else []
+    rows = _rows(stats)
+    key = SORT_KEYS[sort]
+    # Unknown values (an empty queue's age, a rate without history) stay last either way.
+    known = sorted((row for row in rows if key(row) is not None),
+                   key=lambda row: (key(row), row.stats.name), reverse=descending)
+    unknown = [row for row in rows if key(row) is None]
+    page_of_rows = Paginator([*known, *unknown], QUEUES_PER_PAGE).get_page(page)
+    if stats:
+        lines = history.sparklines([row.stats.name for row in page_of_rows], stats[0].measured_at)
+        for row in page_of_rows:
+            row.sparkline = lines.get(row.stats.name, [])
+    return Overview(page=page_of_rows, totals=_totals(rows), all_queues=len(names))
+
+
+def _rows(stats: list[QueueStats]) -> list[OverviewRow]:
+    if not stats:
+        return []
+    now = max(queue.measured_at for queue in stats)
+    rates = history.rates(stats)
+    sampled_poison = history.latest_poison_counts([queue.name for queue in stats if queue.poison is None], now)
+    rows = []
+    for queue in stats:
+        if queue.poison is not None:
+            poison = PoisonCount(queue.poison, None)
+        elif queue.name in sampled_poison:
+            poison = PoisonCount(*sampled_poison[queue.name])
+        else:
+            poison = None
+        health = queue_health(queue.name, oldest_visible_age_s=queue.oldest_visible_age_s,
+                              backlog=queue.backlog.value, poison=poison.value if poison else None)
+        rows.append(OverviewRow(stats=queue, rates=rates[queue.name], poison=poison, health=health))
+    return rows
+
+
+def row_for(stats: QueueStats) -> OverviewRow:
+    """One queue's row, as the overview would show it."""
+    return _rows([stats])[0]
+
+
+def _sum_rates(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return sum(known) if known else None
+
+
+def _totals(rows: list[OverviewRow]) -> Totals:
+    zero = RowCount(0, exact=True)
+    backlog, visible, archived = zero, zero, zero
+    for row in rows:
+        backlog += row.stats.backlog
+        visible += row.stats.visible
+        archived += row.stats.archived or zero
+    return Totals(
+        queues=len(rows), backlog=backlog, visible=visible,
+        in_flight=sum(row.stats.in_flight for row in rows), delayed=sum(row.stats.delayed for row in rows),
+        archived=archived, sent=sum(row.stats.sent_total for row in rows),
+        enqueue_rate=_sum_rates([row.rates.enqueue for row in rows]),
+        processing_rate=_sum_rates([row.rates.processing for row in rows]),
+        health=dict(Counter(row.health.state for row in rows)),
+    )

@@ -1,0 +1,241 @@
+"""Every figure of every queue, for the overview, the queue page and the sampler, in two steps:
+
+1. One catalog query for all queues: table sizes and row estimates, and pg_stat's cumulative
+   counter of rows removed from the live table.
+2. Per-queue probes, many queues per statement: in flight and delayed through pgmq's index on vt,
+   the oldest and newest message through the primary key, the msg_id sequence (messages ever
+   sent), and exact counts for tables small enough (settings.EXACT_COUNT_LIMIT rows), with the
+   poison count from the same scan.
+
+Nothing here scans a big table: above the limit a count is PostgreSQL's own estimate, shown with ≈.
+Ages are computed by the database's clock.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connections
+from psycopg import sql
+
+from queues.pgmq import PGMQ_DATABASE, PGMQ_SCHEMA, Queue
+
+# For a table with no statistics yet the row density is unknown; this is what pgmq rows with
+# ~250-byte payloads come to per 8 kB page.
+ROWS_PER_PAGE_GUESS = 30
+# Queues probed per statement: one round trip for many queues, and plans that stay small.
+PROBES_PER_STATEMENT = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class RowCount:
+    value: int
+    exact: bool  # False: PostgreSQL's estimate, shown with ≈
+
+    def __add__(self, other: RowCount) -> RowCount:
+        return RowCount(self.value + other.value, self.exact and other.exact)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableFacts:
+    """One of pgmq's tables as the catalog and pg_stat describe it (leaf partitions summed)."""
+
+    name: str
+    estimated_rows: float
+    total_bytes: int
+    dead_rows: int
+    removed_total: int  # rows ever deleted (n_tup_del): archived or deleted, for the live table
+    last_autovacuum: datetime | None
+    last_autoanalyze: datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueStats:
+    queue: Queue
+    measured_at: datetime  # the database's now() for the probes
+    live: TableFacts
+    archive: TableFacts | None
+    backlog: RowCount
+    visible: RowCount
+    in_flight: int
+    delayed: int
+    oldest_age_s: float | None  # None: the queue is empty
+    newest_age_s: float | None
+    oldest_visible_age_s: float | None  # the oldest message a consumer could take now
+    sent_total: int  # the msg_id sequence: every message ever sent
+    archived: RowCount | None
+    poison: int | None  # read_ct >= POISON_READ_COUNT; counted only where the table is small
+
+    @property
+    def name(self) -> str:
+        return self.queue.queue_name
+
+
+def _quoted(table_name: str) -> sql.Composable:
+    return sql.Identifier(PGMQ_SCHEMA, table_name)
+
+
+CATALOG_QUERY = """
+    WITH queues AS (
+        SELECT m.queue_name, m.is_partitioned, m.is_unlogged, m.created_at,
+               lower('q_' || m.queue_name) AS live_table, lower('a_' || m.queue_name) AS archive_table
+        FROM pgmq.meta m
+        WHERE %(names)s::text[] IS NULL OR m.queue_name = ANY(%(names)s::text[])
+    ),
+    tables AS (
+        SELECT t.oid, t.relname,
+               sum(CASE
+                   -- pg_stat's running count, kept by every insert and delete, once it has one
+                   WHEN pg_stat_get_tuples_inserted(leaf.oid) > 0 OR pg_stat_get_last_analyze_time(leaf.oid)
+                        IS NOT NULL OR pg_stat_get_last_autoanalyze_time(leaf.oid) IS NOT NULL
+                   THEN pg_stat_get_live_tuples(leaf.oid)
+                   -- else the planner's arithmetic: rows per page at the last ANALYZE times pages now
+                   WHEN leaf.relpages > 0 AND leaf.reltuples >= 0
+                   THEN leaf.reltuples / leaf.relpages * pg_relation_size(leaf.oid) / current_setting('block_size')::int
+                   ELSE %(rows_per_page_guess)s * pg_relation_size(leaf.oid) / current_setting('block_size')::int
+               END) AS estimated_rows,
+               sum(pg_total_relation_size(leaf.oid)) AS total_bytes,
+               sum(pg_stat_get_dead_tuples(leaf.oid)) AS dead_rows,
+               sum(pg_stat_get_tuples_deleted(leaf.oid)) AS removed_total,
+               max(pg_stat_get_last_autovacuum_time(leaf.oid)) AS last_autovacuum,
+               max(pg_stat_get_last_autoanalyze_time(leaf.oid)) AS last_autoanalyze
+        FROM pg_class t
+        JOIN pg_class leaf ON leaf.oid IN (
+            SELECT t.oid WHERE t.relkind <> 'p'
+            UNION ALL
+            SELECT relid FROM pg_partition_tree(t.oid) WHERE isleaf AND t.relkind = 'p')
+        WHERE t.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = 'pgmq')
+          AND t.relkind IN ('r', 'p')
+          AND t.relname IN (SELECT live_table FROM queues UNION ALL SELECT archive_table FROM queues)
+        GROUP BY t.oid, t.relname
+    )
+    SELECT q.queue_name, q.is_partitioned, q.is_unlogged, q.created_at,
+           q.live_table, live.estimated_rows, live.total_bytes, live.dead_rows, live.removed_total,
+           live.last_autovacuum, live.last_autoanalyze,
+           q.archive_table, archive.estimated_rows, archive.total_bytes, archive.dead_rows, archive.removed_total,
+           archive.last_autovacuum, archive.last_autoanalyze,
+           pg_get_serial_sequence(format('%%I.%%I', 'pgmq', q.live_table), 'msg_id')
+    FROM queues q
+    JOIN tables live ON live.relname = q.live_table
+    LEFT JOIN tables archive ON archive.relname = q.archive_table
+    ORDER BY q.queue_name
+"""
+
+
+def _table_facts(row: tuple) -> TableFacts | None:
+    name, estimated_rows, total_bytes, dead_rows, removed_total, last_autovacuum, last_autoanalyze = row
+    if estimated_rows is None:
+        return None
+    return TableFacts(name, float(estimated_rows), int(total_bytes), int(dead_rows), int(removed_total),
+                      last_autovacuum, last_autoanalyze)
+
+
+def _probe_query(table: str, archive_table: str | None, sequence: str | None, *, count_live: bool,
+                 count_archive: bool) -> sql.Composed:
+    """One queue's probes as one row. Every part is an index lookup but the opt-in exact counts.
+
+    The msg_id sequence is read in the same statement, after its snapshot is taken: sent is then
+    never below backlog + archived, whatever producers do meanwhile.
+    """
+    live = _quoted(table)
+    counts = (sql.SQL("SELECT count(*) AS total, count(*) FILTER (WHERE read_ct >= {poison}) AS poison FROM {live}")
+              .format(live=live, poison=sql.Literal(settings.POISON_READ_COUNT))
+              if count_live else sql.SQL("SELECT NULL::bigint AS total, NULL::bigint AS poison"))
+    archived = (sql.SQL("(SELECT count(*) FROM {archive})").format(archive=_quoted(archive_table))
+                if count_archive and archive_table else sql.SQL("NULL::bigint"))
+    return sql.SQL("""
+        SELECT {key}::text, counts.total, counts.poison, not_visible.in_flight, not_visible.delayed,
+               extract(epoch FROM now() - (SELECT enqueued_at FROM {live} ORDER BY msg_id LIMIT 1)),
+               extract(epoch FROM now() - (SELECT enqueued_at FROM {live} ORDER BY msg_id DESC LIMIT 1)),
+               extract(epoch FROM now() - (SELECT enqueued_at FROM {live} WHERE vt <= now() ORDER BY msg_id LIMIT 1)),
+               {archived}, {sent}, now()
+        FROM ({counts}) counts,
+             (SELECT count(*) FILTER (WHERE read_ct > 0) AS in_flight,
+                     count(*) FILTER (WHERE read_ct = 0) AS delayed
+              FROM {live} WHERE vt > now()) not_visible
+    """).format(key=sql.Literal(table), live=live, archived=archived, counts=counts,
+                sent=sql.SQL("(SELECT CASE WHEN has_sequence_privilege({seq}::regclass, 'SELECT') "
+                             "THEN pg_sequence_last_value({seq}::regclass) END)").format(seq=sql.Literal(sequence))
+                if sequence else sql.SQL("NULL::bigint"))
+
+
+def _estimate(facts: TableFacts) -> RowCount:
+    return RowCount(max(round(facts.estimated_rows), 0), exact=False)
+
+
+def _is_small(facts: TableFacts | None) -> bool:
+    return facts is not None and facts.estimated_rows <= settings.EXACT_COUNT_LIMIT
+
+
+def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
+    """Figures for the named queues (all queues when None), ordered by name.
+
+    A queue whose live table is missing (dropped in between) is left out.
+    """
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute(CATALOG_QUERY, {"names": list(names) if names is not None else None,
+                                       "rows_per_page_guess": ROWS_PER_PAGE_GUESS})
+        catalog = cursor.fetchall()
+    if not catalog:
+        return []
+
+    probes: dict[str, tuple] = {}
+    for start in range(0, len(catalog), PROBES_PER_STATEMENT):
+        chunk = catalog[start:start + PROBES_PER_STATEMENT]
+        statement = sql.SQL(" UNION ALL ").join(
+            _probe_query(row[4], row[11] if row[12] is not None else None, row[18],
+                         count_live=_is_small(_table_facts(row[4:11])),
+                         count_archive=_is_small(_table_facts(row[11:18])))
+            for row in chunk
+        )
+        with connections[PGMQ_DATABASE].cursor() as cursor:
+            cursor.execute(statement.as_string())
+            probes.update({probe[0]: probe for probe in cursor.fetchall()})
+
+    stats = []
+    for row in catalog:
+        queue = Queue(queue_name=row[0], is_partitioned=row[1], is_unlogged=row[2], created_at=row[3])
+        live, archive = _table_facts(row[4:11]), _table_facts(row[11:18])
+        (_, total, poison, in_flight, delayed, oldest_age_s, newest_age_s, oldest_visible_age_s,
+         archived_total, sent_total, measured_at) = probes[row[4]]
+        backlog = RowCount(total, exact=True) if total is not None else _estimate(live)
+        stats.append(QueueStats(
+            queue=queue, measured_at=measured_at, live=live, archive=archive,
+            backlog=backlog,
+            visible=RowCount(max(backlog.value - in_flight - delayed, 0), exact=backlog.exact),
+            in_flight=in_flight, delayed=delayed,
+            oldest_age_s=_seconds(oldest_age_s), newest_age_s=_seconds(newest_age_s),
+            oldest_visible_age_s=_seconds(oldest_visible_age_s),
+            sent_total=sent_total or 0,
+            archived=(RowCount(archived_total, exact=True) if archived_total is not None
+                      else _estimate(archive) if archive else None),
+            poison=poison,
+        ))
+    return stats
+
+
+def _seconds(value: object) -> float | None:
+    return None if value is None else max(float(value), 0.0)
+
+
+def single_queue_stats(queue_name: str) -> QueueStats | None:
+    found = queue_stats([queue_name])
+    return found[0] if found else None
+
+
+def poison_counts(stats: list[QueueStats]) -> dict[str, int]:
+    """read_ct >= POISON_READ_COUNT counted in each queue's table: a full scan, for the sampler's
+    slow round only (no index serves read_ct)."""
+    if not stats:
+        return {}
+    statement = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {name}::text, count(*) FROM {live} WHERE read_ct >= {poison}").format(
+            name=sql.Literal(queue.name), live=_quoted(queue.live.name),
+            poison=sql.Literal(settings.POISON_READ_COUNT))
+        for queue in stats
+    )
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute(statement.as_string())
+        return dict(cursor.fetchall())

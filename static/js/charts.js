@@ -1,0 +1,159 @@
+// The queue page's charts (Chart.js, served by the dashboard itself). Each live region carries
+// its data as a json_script; the charts sit outside the regions and are redrawn in place when a
+// refresh brings new data, so they never flicker or lose their size.
+"use strict";
+
+const charts = new Map();
+
+function cssVar(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+function readData(id) {
+  const element = document.getElementById(id);
+  return element ? JSON.parse(element.textContent) : null;
+}
+
+function timeLabels(isoTimes) {
+  const span = isoTimes.length > 1 ? new Date(isoTimes.at(-1)) - new Date(isoTimes[0]) : 0;
+  const withDate = span > 36 * 3600 * 1000;
+  return isoTimes.map((iso) => {
+    const time = new Date(iso);
+    const clock = time.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return withDate ? `${time.toLocaleDateString([], { month: "short", day: "numeric" })} ${clock}` : clock;
+  });
+}
+
+function humanSeconds(value) {
+  if (value == null) return "";
+  if (value < 60) return `${Math.round(value)} s`;
+  if (value < 3600) return `${Math.round(value / 60)} min`;
+  if (value < 86400) return `${(value / 3600).toFixed(1)} h`;
+  return `${(value / 86400).toFixed(1)} d`;
+}
+
+function baseOptions(extra = {}) {
+  return {
+    responsive: true,
+    maintainAspectRatio: false,
+    animation: false,
+    interaction: { mode: "index", intersect: false },
+    plugins: { legend: { labels: { boxWidth: 12 } } },
+    scales: { x: { ticks: { maxTicksLimit: 8, autoSkip: true } }, y: { beginAtZero: true } },
+    ...extra,
+  };
+}
+
+function draw(name, makeConfig, empty) {
+  const canvas = document.querySelector(`canvas[data-chart="${name}"]`);
+  if (!canvas) return;
+  const note = document.querySelector(`[data-chart-empty="${name}"]`);
+  if (note) note.hidden = !empty;
+  canvas.hidden = empty;
+  const existing = charts.get(name);
+  if (empty) {
+    existing?.destroy();
+    charts.delete(name);
+    return;
+  }
+  const config = makeConfig();
+  if (existing && existing.canvas === canvas) {
+    existing.data = config.data;
+    existing.update("none");
+    return;
+  }
+  existing?.destroy();
+  charts.set(name, new Chart(canvas, config));
+}
+
+function line(label, data, color, fill = false) {
+  return { label, data, borderColor: color, backgroundColor: color + "55", fill, pointRadius: 0, borderWidth: 2, tension: 0.2, spanGaps: true };
+}
+
+function bars(label, data, color) {
+  return { label, data, backgroundColor: color, borderRadius: 3 };
+}
+
+function drawQueueCharts() {
+  const data = readData("queue-chart-data");
+  if (!data) return;
+  const history = data.history;
+  const labels = timeLabels(history.labels);
+  draw("backlog", () => ({
+    type: "line",
+    data: {
+      labels,
+      datasets: [
+        line("Visible", history.visible, cssVar("--visible"), true),
+        line("In flight", history.in_flight, cssVar("--in-flight"), true),
+        line("Delayed", history.delayed, cssVar("--delayed"), true),
+      ],
+    },
+    options: baseOptions({ scales: { x: { ticks: { maxTicksLimit: 8 } }, y: { stacked: true, beginAtZero: true } } }),
+  }), history.labels.length < 2);
+  draw("rates", () => ({
+    type: "line",
+    data: {
+      labels,
+      datasets: [
+        line("Sent /s", history.enqueue_rate, cssVar("--accent")),
+        line("Archived or deleted /s", history.processing_rate, cssVar("--visible")),
+      ],
+    },
+    options: baseOptions(),
+  }), history.labels.length < 2);
+  const empty = (counts) => counts.every((count) => count === 0);
+  draw("age", () => ({
+    type: "bar",
+    data: { labels: data.age.labels, datasets: [bars("Messages", data.age.counts, cssVar("--accent"))] },
+    options: baseOptions({ plugins: { legend: { display: false } } }),
+  }), empty(data.age.counts));
+  draw("read_ct", () => ({
+    type: "bar",
+    data: { labels: data.read_ct.labels, datasets: [bars("Messages", data.read_ct.counts, cssVar("--delayed"))] },
+    options: baseOptions({ plugins: { legend: { display: false } } }),
+  }), empty(data.read_ct.counts));
+}
+
+function drawArchiveCharts() {
+  const data = readData("archive-chart-data");
+  if (!data) return;
+  const labels = timeLabels(data.labels);
+  draw("archived", () => ({
+    type: "bar",
+    data: { labels, datasets: [bars("Archived", data.archived, cssVar("--visible"))] },
+    options: baseOptions({ plugins: { legend: { display: false } } }),
+  }), data.labels.length === 0);
+  draw("latency", () => ({
+    type: "line",
+    data: {
+      labels,
+      datasets: [
+        line("p50", data.p50, cssVar("--visible")),
+        line("p95", data.p95, cssVar("--warning")),
+        line("p99", data.p99, cssVar("--critical")),
+      ],
+    },
+    options: baseOptions({
+      scales: { x: { ticks: { maxTicksLimit: 8 } }, y: { beginAtZero: true, ticks: { callback: humanSeconds } } },
+      plugins: { tooltip: { callbacks: { label: (item) => `${item.dataset.label}: ${humanSeconds(item.raw)}` } } },
+    }),
+  }), data.labels.length === 0);
+}
+
+function drawAll() {
+  if (!window.Chart) return;
+  Chart.defaults.color = cssVar("--muted");
+  Chart.defaults.borderColor = cssVar("--border");
+  drawQueueCharts();
+  drawArchiveCharts();
+}
+
+document.addEventListener("DOMContentLoaded", drawAll);
+document.addEventListener("dashboard:updated", drawAll);
+// The theme follows the system: redraw in the new colours when it changes.
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  charts.forEach((chart) => chart.destroy());
+  charts.clear();
+  drawAll();
+});

@@ -1,0 +1,103 @@
+"""The figures stay true while real producers and consumers work on the queue.
+
+Backlog and rates move between any two queries, so each page load is bracketed by SQL: a counter
+that only grows (messages sent, messages archived) must lie between its value just before and
+just after the page was made, and what one page shows must add up (with only archiving, never a
+delete: backlog + archived = sent, up to the sends under way).
+"""
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from tests.conftest import uses_databases
+from tests.pages import number, overview_rows, parse, stat
+
+pytestmark = uses_databases
+SENDS_UNDER_WAY = 20  # one batch at most can be sent but not yet committed
+
+
+@pytest.fixture
+def busy_queue(make_queue, pgmq_database_url):
+    make_queue("busy", messages=200)
+    stopping = threading.Event()
+    errors: list[Exception] = []
+
+    def produce() -> None:
+        with psycopg.connect(pgmq_database_url, autocommit=True) as connection:
+            while not stopping.is_set():
+                connection.execute("SELECT pgmq.send_batch('busy', array_fill('{\"n\": 1}'::jsonb, ARRAY[%s]))",
+                                   [SENDS_UNDER_WAY])
+                stopping.wait(0.01)
+
+    def consume() -> None:
+        with psycopg.connect(pgmq_database_url, autocommit=True) as connection:
+            while not stopping.is_set():
+                ids = [row[0] for row in connection.execute("SELECT msg_id FROM pgmq.read('busy', 30, 15)")]
+                if ids:
+                    connection.execute("SELECT pgmq.archive('busy', %s::bigint[])", [ids[:10]])  # 5 left in flight
+                stopping.wait(0.01)
+
+    def guarded(work):
+        def run():
+            try:
+                work()
+            except Exception as error:  # noqa: BLE001 (reported by the test below)
+                errors.append(error)
+        return run
+
+    threads = [threading.Thread(target=guarded(work)) for work in (produce, produce, consume)]
+    for thread in threads:
+        thread.start()
+    yield "busy"
+    stopping.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not errors, errors
+
+
+def counters(pgmq_sql) -> tuple[int, int]:
+    return pgmq_sql.execute(
+        "SELECT (SELECT last_value FROM pgmq.q_busy_msg_id_seq), (SELECT count(*) FROM pgmq.a_busy)").fetchone()
+
+
+def test_overview_figures_hold_under_load(signed_in_client, busy_queue, pgmq_sql):
+    for _ in range(15):
+        sent_before, archived_before = counters(pgmq_sql)
+        row = overview_rows(parse(signed_in_client.get("/")))["busy"]
+        sent_after, archived_after = counters(pgmq_sql)
+
+        sent, archived, backlog = number(row["sent"]), number(row["archived"]), number(row["backlog"])
+        assert sent_before <= sent <= sent_after
+        assert archived_before <= archived <= archived_after
+        assert backlog + archived <= sent <= backlog + archived + 2 * SENDS_UNDER_WAY
+        assert number(row["in-flight"]) >= 0 and number(row["visible"]) >= 0
+
+
+def test_queue_page_figures_hold_under_load(signed_in_client, busy_queue, pgmq_sql):
+    for _ in range(15):
+        sent_before, archived_before = counters(pgmq_sql)
+        page = parse(signed_in_client.get("/queues/busy/"))
+        sent_after, archived_after = counters(pgmq_sql)
+
+        sent, archived, backlog = number(stat(page, "sent")), number(stat(page, "archived")), number(stat(page, "backlog"))
+        assert sent_before <= sent <= sent_after
+        assert archived_before <= archived <= archived_after
+        assert backlog + archived <= sent <= backlog + archived + 2 * SENDS_UNDER_WAY
+
+
+def test_paging_under_load_shows_each_message_once(signed_in_client, busy_queue):
+    seen: list[int] = []
+    url = "/queues/busy/messages/?source=both&sort=msg_id"
+    for _ in range(4):
+        page = parse(signed_in_client.get(url))
+        ids = [int(row["data-msg-id"]) for row in page.select("#messages-live tbody tr[data-msg-id]")]
+        seen += ids
+        next_link = page.select_one("#messages-live .pager a[rel=next]")
+        if next_link is None:
+            break
+        url = "/queues/busy/messages/" + next_link["href"]
+    assert len(seen) == len(set(seen)) and seen == sorted(seen)
+    assert len(seen) >= 150
