@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test static clean
+.PHONY: run test bench static clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: the dashboard needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -27,6 +27,10 @@ run: $(VENV)/.demo-installed static
 
 test: $(VENV)/.dev-installed static
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The benchmark (see README "Speed"): an embedded PostgreSQL of its own in var/bench.
+bench: $(VENV)/.dev-installed static
+	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python manage.py bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles static/vendor

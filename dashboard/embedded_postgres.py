@@ -42,3 +42,22 @@ def install_pgmq(url: str) -> str | None:
     if pgmq_installed(url):
         return None
     return install_pgmq_from_sql(dsn=url)
+
+
+if __name__ == "__main__":
+    # python -m dashboard.embedded_postgres DATA_DIR -- COMMAND...: run COMMAND with PGMQ_DATABASE_URL
+    # pointing at an embedded server keeping its data in DATA_DIR (make bench uses this).
+    import os
+    import subprocess
+    import sys
+
+    from dashboard.run import local_secret_key
+
+    data_dir, separator, *command = sys.argv[1:]
+    if separator != "--" or not command:
+        sys.exit("usage: python -m dashboard.embedded_postgres DATA_DIR -- COMMAND...")
+    url = start(Path(data_dir).resolve())
+    install_pgmq(url)
+    environment = {**os.environ, "PGMQ_DATABASE_URL": url}
+    environment["DJANGO_SECRET_KEY"] = environment.get("DJANGO_SECRET_KEY") or local_secret_key()
+    sys.exit(subprocess.run(command, env=environment).returncode)

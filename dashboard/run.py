@@ -86,7 +86,8 @@ def main() -> None:
         if embedded:
             print(f"starting the embedded PostgreSQL (data in {var_dir() / 'pgdata'})", flush=True)
             os.environ["PGMQ_DATABASE_URL"] = embedded_postgres.start(var_dir() / "pgdata")
-        os.environ.setdefault("DJANGO_SECRET_KEY", local_secret_key())
+        if not os.environ.get("DJANGO_SECRET_KEY"):
+            os.environ["DJANGO_SECRET_KEY"] = local_secret_key()
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 
         manage("migrate", "--noinput", "--verbosity", "0")

@@ -49,15 +49,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], object], *, timeout: float, what: str, interval: float = 0.2) -> object:
-    """Poll until condition() returns something truthy; fail saying what never happened."""
+def wait_for(condition: Callable[[], object], *, timeout: float, what: str | Callable[[], str],
+             interval: float = 0.2) -> object:
+    """Poll until condition() returns something truthy; fail saying what never happened (`what`
+    may be a function, to describe the state at the time of failure)."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
 
 

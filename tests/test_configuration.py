@@ -134,3 +134,40 @@ def test_a_separate_dashboard_database_gets_the_tables_and_the_pgmq_database_non
 
     assert ("pgmq_dashboard", "auth_user") in user_tables(dashboard_url)
     assert user_tables(queues_url) == set()
+
+
+HEALTH_RULES = """
+[[rules]]
+queues = "payments-*"
+oldest_age = { warning = "30s", critical = "2m" }
+backlog = { warning = 100, critical = 1000 }
+"""
+
+
+def print_setting(name: str, **env: str | None) -> subprocess.CompletedProcess:
+    return run_manage("shell", "-c", f"from django.conf import settings; print(repr(settings.{name}))", **env)
+
+
+def test_health_rules_come_from_a_toml_file(tmp_path):
+    rules_file = tmp_path / "health.toml"
+    rules_file.write_text(HEALTH_RULES)
+    result = print_setting("HEALTH_RULES", DASHBOARD_HEALTH_RULES_FILE=str(rules_file))
+    assert result.returncode == 0, result.stderr
+    first, default = eval(result.stdout.strip().splitlines()[-1])  # noqa: S307 (our own repr of plain data)
+    assert first == {"queues": "payments-*", "oldest_age": {"warning": 30.0, "critical": 120.0},
+                     "backlog": {"warning": 100, "critical": 1000}, "poison": {"warning": 1, "critical": 100}}
+    assert default["queues"] == "*"
+
+
+@pytest.mark.parametrize("content, complaint", [
+    ("[[rules]]\nbacklog = { warning = 1, critical = 2 }", "needs queues"),
+    ('[[rules]]\nqueues = "*"\nbacklog = { warning = 5, critical = 2 }', "warning must not be above critical"),
+    ('[[rules]]\nqueues = "*"\noldest_age = { warning = "soon", critical = "5m" }', "duration"),
+    ('[[rules]]\nqueues = "*"\nbacklogg = { warning = 1, critical = 2 }', "unknown keys"),
+    ("[[rules]\n", "cannot read"),
+])
+def test_a_bad_health_rules_file_is_one_clear_line(tmp_path, content, complaint):
+    rules_file = tmp_path / "health.toml"
+    rules_file.write_text(content)
+    assert_one_line_error(run_manage("check", DASHBOARD_HEALTH_RULES_FILE=str(rules_file)),
+                          "DASHBOARD_HEALTH_RULES_FILE", complaint)

@@ -79,10 +79,11 @@ def test_make_run_serves_the_demo_with_its_data_moving(launch, page):
 
     def snapshot() -> tuple[str, dict[str, str]]:
         page.goto(run.base_url + "/queues/orders/")
+        backlog = page.locator("[data-stat=backlog]").inner_text()
+        page.goto(run.base_url + "/queues/orders/messages/?sort=msg_id")  # oldest first: those being read
         rows = page.locator("tr[data-msg-id]")
         message_ids = rows.evaluate_all("rows => rows.map(row => row.dataset.msgId)")
-        return (page.locator("[data-stat=backlog]").inner_text(),
-                dict(zip(message_ids, rows.locator("[data-column=read_ct]").all_inner_texts(), strict=True)))
+        return backlog, dict(zip(message_ids, rows.locator("[data-column=read_ct]").all_inner_texts(), strict=True))
 
     seen = {"backlog changed": False, "read_ct changed": False}
     previous = snapshot()
@@ -96,7 +97,7 @@ def test_make_run_serves_the_demo_with_its_data_moving(launch, page):
         previous = current
         return all(seen.values())
 
-    wait_for(both_changed_between_two_loads, timeout=90, what=f"the demo data to move ({seen})")
+    wait_for(both_changed_between_two_loads, timeout=90, what=lambda: f"the demo data to move ({seen})")
 
     assert run.stop() == 0
     assert not (run.var_dir / "pgdata" / "postmaster.pid").exists(), "the embedded PostgreSQL is still running"

@@ -251,3 +251,12 @@ def test_health_follows_the_first_matching_rule(signed_in_client, make_queue):
         "critical", "backlog 3 (critical at 3)")
     assert (rows["reports"]["health"], rows["reports"]["health_reason"]) == ("ok", "every threshold met")
     assert list(rows)[0] == "payments-eu"
+
+
+def test_unlogged_queues_are_marked(signed_in_client, pgmq_sql):
+    pgmq_sql.execute("SELECT pgmq.create_unlogged('fast_lane')")
+    try:
+        row = parse(signed_in_client.get("/")).select_one("tr[data-queue=fast_lane] .queue-cell")
+        assert [tag.get_text() for tag in row.select(".tag")] == ["unlogged"]
+    finally:
+        pgmq_sql.execute("SELECT pgmq.drop_queue('fast_lane')")

@@ -77,6 +77,24 @@ def _quoted(table_name: str) -> sql.Composable:
     return sql.Identifier(PGMQ_SCHEMA, table_name)
 
 
+# A leaf table's row estimate. pg_stat's running count is kept by every insert and delete once
+# the table has statistics; before that, the planner's arithmetic: rows per page at the last
+# ANALYZE times pages now (or a typical density when it was never analyzed).
+ESTIMATED_ROWS = """
+    CASE WHEN pg_stat_get_tuples_inserted(leaf.oid) > 0 OR pg_stat_get_last_analyze_time(leaf.oid) IS NOT NULL
+              OR pg_stat_get_last_autoanalyze_time(leaf.oid) IS NOT NULL
+         THEN pg_stat_get_live_tuples(leaf.oid)
+         WHEN leaf.relpages > 0 AND leaf.reltuples >= 0
+         THEN leaf.reltuples / leaf.relpages * pg_relation_size(leaf.oid) / current_setting('block_size')::int
+         ELSE %(rows_per_page_guess)s * pg_relation_size(leaf.oid) / current_setting('block_size')::int
+    END"""
+# Each pgmq table with its leaf partitions (itself when it is not partitioned).
+LEAVES = """
+    JOIN pg_class leaf ON leaf.oid IN (
+        SELECT t.oid WHERE t.relkind <> 'p'
+        UNION ALL
+        SELECT relid FROM pg_partition_tree(t.oid) WHERE isleaf AND t.relkind = 'p')"""
+
 CATALOG_QUERY = """
     WITH queues AS (
         SELECT m.queue_name, m.is_partitioned, m.is_unlogged, m.created_at,
@@ -86,26 +104,13 @@ CATALOG_QUERY = """
     ),
     tables AS (
         SELECT t.oid, t.relname,
-               sum(CASE
-                   -- pg_stat's running count, kept by every insert and delete, once it has one
-                   WHEN pg_stat_get_tuples_inserted(leaf.oid) > 0 OR pg_stat_get_last_analyze_time(leaf.oid)
-                        IS NOT NULL OR pg_stat_get_last_autoanalyze_time(leaf.oid) IS NOT NULL
-                   THEN pg_stat_get_live_tuples(leaf.oid)
-                   -- else the planner's arithmetic: rows per page at the last ANALYZE times pages now
-                   WHEN leaf.relpages > 0 AND leaf.reltuples >= 0
-                   THEN leaf.reltuples / leaf.relpages * pg_relation_size(leaf.oid) / current_setting('block_size')::int
-                   ELSE %(rows_per_page_guess)s * pg_relation_size(leaf.oid) / current_setting('block_size')::int
-               END) AS estimated_rows,
+               sum(""" + ESTIMATED_ROWS + """) AS estimated_rows,
                sum(pg_total_relation_size(leaf.oid)) AS total_bytes,
                sum(pg_stat_get_dead_tuples(leaf.oid)) AS dead_rows,
                sum(pg_stat_get_tuples_deleted(leaf.oid)) AS removed_total,
                max(pg_stat_get_last_autovacuum_time(leaf.oid)) AS last_autovacuum,
                max(pg_stat_get_last_autoanalyze_time(leaf.oid)) AS last_autoanalyze
-        FROM pg_class t
-        JOIN pg_class leaf ON leaf.oid IN (
-            SELECT t.oid WHERE t.relkind <> 'p'
-            UNION ALL
-            SELECT relid FROM pg_partition_tree(t.oid) WHERE isleaf AND t.relkind = 'p')
+        FROM pg_class t """ + LEAVES + """
         WHERE t.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = 'pgmq')
           AND t.relkind IN ('r', 'p')
           AND t.relname IN (SELECT live_table FROM queues UNION ALL SELECT archive_table FROM queues)
@@ -130,6 +135,24 @@ def _table_facts(row: tuple) -> TableFacts | None:
         return None
     return TableFacts(name, float(estimated_rows), int(total_bytes), int(dead_rows), int(removed_total),
                       last_autovacuum, last_autoanalyze)
+
+
+@dataclasses.dataclass(frozen=True)
+class _CatalogEntry:
+    queue: Queue
+    live: TableFacts
+    archive: TableFacts | None
+    sequence: str | None  # the msg_id sequence, as a regclass name
+
+
+def _catalog(names: list[str] | None) -> list[_CatalogEntry]:
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute(CATALOG_QUERY, {"names": names, "rows_per_page_guess": ROWS_PER_PAGE_GUESS})
+        return [
+            _CatalogEntry(queue=Queue(queue_name=row[0], is_partitioned=row[1], is_unlogged=row[2], created_at=row[3]),
+                          live=_table_facts(row[4:11]), archive=_table_facts(row[11:18]), sequence=row[18])
+            for row in cursor.fetchall()
+        ]
 
 
 def _probe_query(table: str, archive_table: str | None, sequence: str | None, *, count_live: bool,
@@ -174,35 +197,25 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
 
     A queue whose live table is missing (dropped in between) is left out.
     """
-    with connections[PGMQ_DATABASE].cursor() as cursor:
-        cursor.execute(CATALOG_QUERY, {"names": list(names) if names is not None else None,
-                                       "rows_per_page_guess": ROWS_PER_PAGE_GUESS})
-        catalog = cursor.fetchall()
-    if not catalog:
-        return []
-
+    catalog = _catalog(list(names) if names is not None else None)
     probes: dict[str, tuple] = {}
     for start in range(0, len(catalog), PROBES_PER_STATEMENT):
-        chunk = catalog[start:start + PROBES_PER_STATEMENT]
         statement = sql.SQL(" UNION ALL ").join(
-            _probe_query(row[4], row[11] if row[12] is not None else None, row[18],
-                         count_live=_is_small(_table_facts(row[4:11])),
-                         count_archive=_is_small(_table_facts(row[11:18])))
-            for row in chunk
+            _probe_query(entry.live.name, entry.archive.name if entry.archive else None, entry.sequence,
+                         count_live=_is_small(entry.live), count_archive=_is_small(entry.archive))
+            for entry in catalog[start:start + PROBES_PER_STATEMENT]
         )
         with connections[PGMQ_DATABASE].cursor() as cursor:
             cursor.execute(statement.as_string())
             probes.update({probe[0]: probe for probe in cursor.fetchall()})
 
     stats = []
-    for row in catalog:
-        queue = Queue(queue_name=row[0], is_partitioned=row[1], is_unlogged=row[2], created_at=row[3])
-        live, archive = _table_facts(row[4:11]), _table_facts(row[11:18])
+    for entry in catalog:
         (_, total, poison, in_flight, delayed, oldest_age_s, newest_age_s, oldest_visible_age_s,
-         archived_total, sent_total, measured_at) = probes[row[4]]
-        backlog = RowCount(total, exact=True) if total is not None else _estimate(live)
+         archived_total, sent_total, measured_at) = probes[entry.live.name]
+        backlog = RowCount(total, exact=True) if total is not None else _estimate(entry.live)
         stats.append(QueueStats(
-            queue=queue, measured_at=measured_at, live=live, archive=archive,
+            queue=entry.queue, measured_at=measured_at, live=entry.live, archive=entry.archive,
             backlog=backlog,
             visible=RowCount(max(backlog.value - in_flight - delayed, 0), exact=backlog.exact),
             in_flight=in_flight, delayed=delayed,
@@ -210,7 +223,7 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
             oldest_visible_age_s=_seconds(oldest_visible_age_s),
             sent_total=sent_total or 0,
             archived=(RowCount(archived_total, exact=True) if archived_total is not None
-                      else _estimate(archive) if archive else None),
+                      else _estimate(entry.archive) if entry.archive else None),
             poison=poison,
         ))
     return stats
@@ -239,3 +252,27 @@ def poison_counts(stats: list[QueueStats]) -> dict[str, int]:
     with connections[PGMQ_DATABASE].cursor() as cursor:
         cursor.execute(statement.as_string())
         return dict(cursor.fetchall())
+
+
+def table_row_counts(table_names: list[str]) -> dict[str, RowCount]:
+    """Rows in each of pgmq's tables: exact up to EXACT_COUNT_LIMIT, PostgreSQL's estimate above.
+    Tables that do not exist are left out."""
+    if not table_names:
+        return {}
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute(
+            "SELECT t.relname, sum(" + ESTIMATED_ROWS + ") FROM pg_class t " + LEAVES + """
+             WHERE t.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = 'pgmq')
+               AND t.relname = ANY(%(names)s) GROUP BY t.relname""",
+            {"names": table_names, "rows_per_page_guess": ROWS_PER_PAGE_GUESS},
+        )
+        estimates = {name: float(estimate or 0) for name, estimate in cursor.fetchall()}
+    counts = {name: RowCount(max(round(estimate), 0), exact=False) for name, estimate in estimates.items()}
+    small = [name for name, estimate in estimates.items() if estimate <= settings.EXACT_COUNT_LIMIT]
+    if small:
+        statement = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}::text, count(*) FROM {}").format(sql.Literal(name), _quoted(name)) for name in small)
+        with connections[PGMQ_DATABASE].cursor() as cursor:
+            cursor.execute(statement.as_string())
+            counts.update({name: RowCount(count, exact=True) for name, count in cursor.fetchall()})
+    return counts

@@ -127,3 +127,19 @@ def ago(moment) -> str:
     if moment is None:
         return "–"
     return formatting.duration((timezone.now() - moment).total_seconds()) + " ago"
+
+
+@register.simple_tag
+def timestamp(moment, precise: bool = False) -> str:
+    """A <time> with the exact moment (UTC) on hover: one call instead of three date filters a cell,
+    which adds up on pages of fifty rows."""
+    if moment is None:
+        return "–"
+    shown = moment.strftime("%Y-%m-%d %H:%M:%S")
+    exact = moment.strftime("%Y-%m-%d %H:%M:%S.%f %Z") if precise else moment.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return format_html('<time datetime="{}" title="{}">{}</time>', moment.isoformat(), exact, shown)
+
+
+@register.filter
+def state_class(state: str) -> str:
+    return "state-" + state.replace(" ", "-")
