@@ -9,8 +9,11 @@ from datetime import timedelta
 
 from django.test import override_settings
 
+import psycopg
+
 from queues.management.commands.sample_metrics import prune_samples, take_sample
 from queues.models import QueueSample
+from queues.selectors.stats import poison_counts, queue_stats
 from tests.conftest import BASE_DIR, uses_databases, wait_for
 
 pytestmark = uses_databases
@@ -69,3 +72,16 @@ def test_the_sampler_process_samples_until_stopped(make_queue, pgmq_database_url
         output = process.communicate(timeout=30)[0]
     assert process.returncode == 0, output
     assert "sampling every 0.3 s" in output
+
+
+
+def test_a_poison_count_that_cannot_finish_loses_only_that_figure(make_queue, pgmq_sql, pgmq_database_url):
+    make_queue("blocked_count", messages=3)
+    make_queue("free_count", messages=3)
+    for _ in range(5):
+        pgmq_sql.execute("SELECT * FROM pgmq.read('free_count', 0, 1)")
+    stats = [queue for queue in queue_stats() if queue.name in {"blocked_count", "free_count"}]
+    with psycopg.connect(pgmq_database_url) as blocker:  # e.g. a migration holding the table
+        blocker.execute("LOCK TABLE pgmq.q_blocked_count IN ACCESS EXCLUSIVE MODE")
+        counts = poison_counts(stats)
+    assert counts == {"free_count": 1}

@@ -60,8 +60,14 @@ class FifoGroup:
 
 
 @dataclasses.dataclass(frozen=True)
+class TableReport:
+    facts: TableFacts
+    total_bytes: int  # with its indexes and TOAST
+
+
+@dataclasses.dataclass(frozen=True)
 class Diagnostics:
-    tables: list[TableFacts]
+    tables: list[TableReport]
     oldest_transaction: Session | None
     oldest_transaction_holds_vacuum: bool
     readers: list[Session]  # sessions whose query or application name names this queue
@@ -135,9 +141,13 @@ def diagnostics(stats: QueueStats) -> Diagnostics:
     last_read_at = _last_read_at(queue) if records_reads else None
     fifo_groups, fifo_exact = _fifo_groups(queue, stats)
     tables = [facts for facts in (stats.live, stats.archive) if facts is not None]
+    sizes = dict(_fetch("SELECT relname, pg_total_relation_size(oid) FROM pg_class "
+                        "WHERE relnamespace = 'pgmq'::regnamespace AND relname = ANY(%s)",
+                        [[table.name for table in tables]]))
     findings = _findings(stats, tables, oldest, holds_vacuum, readers, unattributed, last_read_at,
                          records_reads, fifo_groups)
-    return Diagnostics(tables=tables, oldest_transaction=oldest, oldest_transaction_holds_vacuum=holds_vacuum,
+    return Diagnostics(tables=[TableReport(table, sizes.get(table.name, 0)) for table in tables],
+                       oldest_transaction=oldest, oldest_transaction_holds_vacuum=holds_vacuum,
                        readers=readers, unattributed_readers=unattributed, last_read_at=last_read_at,
                        records_reads=records_reads, fifo_groups=fifo_groups, fifo_exact=fifo_exact,
                        findings=findings)
