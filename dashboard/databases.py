@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, OperationalError, connections
+from psycopg import errors as pg_errors
 
 
 def database_label(alias: str) -> str:
@@ -39,3 +40,10 @@ def unreachable_databases() -> list[str]:
                 f"cannot connect to {settings.DATABASE_SOURCES[alias]} ({database_label(alias)}): {first_line(error)}"
             )
     return list(dict.fromkeys(problems))  # both aliases may be the same database
+
+
+def took_too_long(error: BaseException) -> bool:
+    """A statement stopped by statement_timeout, or by lock_timeout while another session held
+    the table (a purge's TRUNCATE, a migration): the database is fine, the query was bounded."""
+    return isinstance(error, OperationalError) and isinstance(
+        error.__cause__, (pg_errors.QueryCanceled, pg_errors.LockNotAvailable))

@@ -41,6 +41,9 @@ DATABASE_ROUTERS = ["queues.routers.PgmqRouter"]
 
 # Up to this many rows a table is counted exactly; above it PostgreSQL's estimate is shown (≈).
 EXACT_COUNT_LIMIT = env.integer("DASHBOARD_EXACT_COUNT_LIMIT", 100_000)
+# The overview's figures are shared by every tab for this long: with many queues and many open
+# tabs, the database computes them once per interval instead of once per tab. 0 turns it off.
+STATS_CACHE_SECONDS = env.integer("DASHBOARD_STATS_CACHE_SECONDS", 2)
 # A message read this many times or more is a poison message.
 POISON_READ_COUNT = env.integer("DASHBOARD_POISON_READ_COUNT", 5, minimum=1)
 # Live regions re-render every this many seconds (the page lets each user change or pause it).

@@ -3,6 +3,7 @@ becomes a clear message (the views answer 400), never a server error."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from datetime import datetime
@@ -44,21 +45,69 @@ class RangeForm(forms.Form):
         return RANGES[self.cleaned_data.get("range") or "1h"]
 
 
-class JSONField(forms.CharField):
-    """A JSON document typed by a person: parsed, or a message saying where it is broken."""
+class JSONDocumentField(forms.CharField):
+    """A JSON document typed by a person: parsed, or a message saying what is wrong with it.
+
+    Beyond JSON's own grammar, it refuses what PostgreSQL's jsonb cannot store (NUL characters,
+    lone surrogates, NaN and Infinity, numbers out of a float's range) and nesting past 100
+    levels, so a filter never reaches the database as a server error.
+    """
+
+    MAX_DEPTH = 100
+
+    def __init__(self, *, max_chars: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.max_chars = max_chars
 
     def to_python(self, value: str) -> Any:
-        value = super().to_python(value)
-        if not value:
+        text = super().to_python(value)
+        if not text:
             return None
+        if len(text) > self.max_chars:
+            raise ValidationError(f"is longer than {self.max_chars:,} characters")
         try:
-            return json.loads(value)
+            document = json.loads(text, parse_constant=self._refuse_constant, parse_float=self._finite_float)
         except json.JSONDecodeError as error:
             raise ValidationError(f"not valid JSON ({error.msg} at character {error.pos + 1})") from error
+        except RecursionError:
+            raise ValidationError(f"is nested more than {self.MAX_DEPTH} levels deep") from None
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+        self._check(document, depth=0)
+        return document
+
+    @staticmethod
+    def _refuse_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a JSON number PostgreSQL can store")
+
+    @staticmethod
+    def _finite_float(text: str) -> float:
+        number = float(text)
+        if math.isinf(number):
+            raise ValueError(f"the number {text[:30]} is too large")
+        return number
+
+    def _check(self, value: Any, depth: int) -> None:
+        if depth > self.MAX_DEPTH:
+            raise ValidationError(f"is nested more than {self.MAX_DEPTH} levels deep")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValidationError("holds a NUL character (\\u0000), which PostgreSQL cannot store")
+            if any(0xD800 <= ord(character) <= 0xDFFF for character in value):
+                raise ValidationError("holds half of a surrogate pair, which is not a character")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self._check(key, depth + 1)
+                self._check(item, depth + 1)
+        elif isinstance(value, list):
+            for item in value:
+                self._check(item, depth + 1)
 
 
 def parse_search(text: str) -> tuple[SearchTerm, ...]:
     """`timeout`, `"two words"`, `message.customer.id:42`, `headers.trace_id:abc*`, `headers:retry`."""
+    if "\x00" in text:
+        raise ValidationError("holds a NUL character, which no message can contain")
     try:
         tokens = shlex.split(text)
     except ValueError as error:
@@ -85,8 +134,8 @@ class MessageFilterForm(forms.Form):
     enqueued_before = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
     archived_after = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
     archived_before = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
-    message = JSONField(required=False, max_length=10_000, label="message @>")
-    headers = JSONField(required=False, max_length=10_000, label="headers @>")
+    message = JSONDocumentField(required=False, max_chars=10_000, label="message @>")
+    headers = JSONDocumentField(required=False, max_chars=10_000, label="headers @>")
     q = forms.CharField(required=False, max_length=500, label="Search")
     sort = forms.ChoiceField(required=False, choices=sort_choices(SORT_COLUMNS))
     after = forms.CharField(required=False, max_length=100)
@@ -110,7 +159,8 @@ class MessageFilterForm(forms.Form):
                           ("archived_after", "archived_before")):
             if data.get(low) is not None and data.get(high) is not None and data[low] > data[high]:
                 self.add_error(high, f"must not be before {low}")
-        given = [name for name in ("after", "before", "from_", "last") if data.get(name) not in (None, "", False)]
+        given = [name for name in ("after", "before", "from_", "last")
+                 if data.get(name) is not None and data.get(name) != "" and data.get(name) is not False]
         if len(given) > 1:
             raise ValidationError("ask for one place at a time: after, before, from or last")
         sort = data.get("sort") or "-msg_id"
@@ -118,6 +168,8 @@ class MessageFilterForm(forms.Form):
             sort = "-msg_id" if sort.startswith("-") else "msg_id"  # a jump is to a msg_id
         data["sort"] = sort
         column = sort.lstrip("-")
+        if column == "archived_at" and (data.get("source") or "live") != "archive":
+            self.add_error("sort", "archived_at sorts the archive only: look in the archive to sort by it")
         for name in ("after", "before"):
             if data.get(name):
                 try:

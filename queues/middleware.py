@@ -4,11 +4,12 @@ import logging
 from collections.abc import Callable
 
 import psycopg
+from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from dashboard.databases import database_label, unreachable_databases
+from dashboard.databases import database_label, took_too_long, unreachable_databases
 from queues.pgmq import PGMQ_DATABASE, PGMQ_SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,10 @@ class DatabaseUnavailableMiddleware:
             return None
         if is_connection_failure(exception):
             return self.unavailable(request)
+        if took_too_long(exception):
+            logger.warning("%s took too long: %s", request.path, str(exception).strip())
+            return render(request, "slow_query.html", {"timeout_s": settings.STATEMENT_TIMEOUT_MS / 1000},
+                          status=503)
         if isinstance(exception.__cause__, psycopg.errors.UndefinedTable) and pgmq_is_missing():
             return render(request, "pgmq_missing.html", {"database": database_label(PGMQ_DATABASE)}, status=503)
         return None

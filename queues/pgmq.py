@@ -22,9 +22,9 @@ from functools import cached_property
 
 from django.apps.registry import Apps
 from django.db import connections, models
-from psycopg import sql
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Lower
+from psycopg import sql
 
 PGMQ_DATABASE = "pgmq"  # the Django database alias of the watched database
 PGMQ_SCHEMA = "pgmq"

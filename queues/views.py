@@ -5,12 +5,12 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.db import OperationalError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
-from psycopg import errors as pg_errors
 
+from dashboard.databases import took_too_long
 from queues import forms
 from queues.health import queue_health
 from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
@@ -21,7 +21,8 @@ from queues.templatetags.queue_format import DISPLAY_LIMIT_CHARS
 
 def get_queue_or_404(queue_name: str) -> Queue:
     """Only a name pgmq.meta lists is ever used to reach a table."""
-    queue = Queue.objects.filter(queue_name=queue_name).first()
+    # PostgreSQL text cannot hold NUL, so no queue can be named with one: no need to ask.
+    queue = None if "\x00" in queue_name else Queue.objects.filter(queue_name=queue_name).first()
     if queue is None:
         raise Http404(f"There is no queue named “{queue_name}” in this database (it may have been dropped).")
     return queue
@@ -37,7 +38,7 @@ def render_panel(request: HttpRequest, template: str, context: dict, build: Call
     try:
         context.update(build())
     except OperationalError as error:
-        if not isinstance(error.__cause__, pg_errors.QueryCanceled):
+        if not took_too_long(error):
             raise
         context["timed_out"] = True
         context["timeout_s"] = settings.STATEMENT_TIMEOUT_MS / 1000
@@ -167,8 +168,14 @@ def message_list(request: HttpRequest, queue_name: str) -> HttpResponse:
 
 
 def _estimated_total(queue: Queue, message_filter: messages.MessageFilter):
-    """How many messages the unfiltered list holds: exact for small tables, else PostgreSQL's estimate."""
-    counts = table_row_counts([queue.tables[kind].name for kind in message_filter.sources])
+    """How many messages the unfiltered list holds: exact for small tables, else PostgreSQL's estimate.
+    Left out (None) when counting takes too long, e.g. while a purge holds the table."""
+    try:
+        counts = table_row_counts([queue.tables[kind].name for kind in message_filter.sources])
+    except OperationalError as error:
+        if not took_too_long(error):
+            raise
+        return None
     found = [counts[queue.tables[kind].name] for kind in message_filter.sources if queue.tables[kind].name in counts]
     return sum(found[1:], found[0]) if found else None
 
@@ -179,18 +186,21 @@ def _page_links(request: HttpRequest, page: messages.MessagePage, page_request: 
         query = request.GET.copy()
         for key in ("after", "before", "from", "last"):
             query.pop(key, None)
+        # The sort in effect (a jump is always by msg_id), which the cursors below belong to.
+        query["sort"] = ("-" if page_request.descending else "") + page_request.sort
         for key, value in place.items():
             query[key] = value
         return "?" + query.urlencode()
 
     column = page_request.sort
+    went_backwards = page_request.before is not None or page_request.last
     return {
         "newest": link() if page.has_newer else None,
         "newer": link(before=forms.encode_cursor(page.first, column)) if page.has_newer and page.first else None,
         "older": link(after=forms.encode_cursor(page.last, column)) if page.has_older and page.last else None,
         "oldest": link(last="1") if page.has_older else None,
-        "continue_scan": link(after=str(page.scan_stopped_at))
-        if page.scan_stopped_at is not None and column == "msg_id" else None,
+        "continue_scan": (link(**{"before" if went_backwards else "after": str(page.scan_stopped_at)})
+                          if page.scan_stopped_at is not None and column == "msg_id" else None),
     }
 
 
@@ -217,12 +227,13 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
 def message_raw(request: HttpRequest, queue_name: str, msg_id: int) -> HttpResponse:
     """The whole message as JSON, however big: what the page shortens, this gives in full."""
     queue = get_queue_or_404(queue_name)
-    message = messages.find_message(queue, msg_id, source=request.GET.get("source") or None)
-    if message is None:
+    source = request.GET.get("source") or None
+    if source not in (None, LIVE, ARCHIVE):
+        return render(request, "400.html", {"message": "source must be live or archive"}, status=400)
+    document = messages.message_document(queue, msg_id, source=source)
+    if document is None:
         raise Http404(f"Message {msg_id} is not in queue “{queue_name}” nor in its archive.")
-    response = JsonResponse({"msg_id": message.msg_id, "message": message.message,
-                             "headers": getattr(message, "headers", None)},
-                            json_dumps_params={"ensure_ascii": False, "indent": 2})
+    response = HttpResponse(document, content_type="application/json")
     response["Content-Disposition"] = f'inline; filename="message-{msg_id}.json"'
     return response
 

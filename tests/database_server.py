@@ -40,6 +40,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     os.environ["PGMQ_DATABASE_URL"] = url
     os.environ.pop("DASHBOARD_DATABASE_URL", None)
     os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+    # Pages are compared with SQL run just before and after them: no shared figures in between
+    # (test_overview checks the sharing itself).
+    os.environ["DASHBOARD_STATS_CACHE_SECONDS"] = "0"
     # Playwright's sync API keeps an event loop running in the main thread; the ORM calls the
     # tests make around it are still plain synchronous calls.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"

@@ -62,3 +62,16 @@ def test_health_answers_probes_by_ip_address_whatever_the_allowed_hosts(tmp_path
         health = session.get("/healthz")
         assert (health.status, json.loads(health.text)) == (200, {"status": "ok"})
         assert session.get("/login/").status == 400  # everything else still checks the Host header
+
+
+@uses_databases
+def test_a_query_stopped_by_a_timeout_or_a_lock_is_a_clear_503(signed_in_client, make_queue, pgmq_database_url):
+    import psycopg
+
+    make_queue("truncating", messages=3)
+    with psycopg.connect(pgmq_database_url) as holder:  # as a purge (TRUNCATE) or a migration would
+        holder.execute("LOCK TABLE pgmq.q_truncating IN ACCESS EXCLUSIVE MODE")
+        response = signed_in_client.get("/")
+    assert response.status_code == 503
+    assert "The database took too long to answer" in response.content.decode()
+    assert signed_in_client.get("/").status_code == 200  # and it recovers as soon as the lock is gone

@@ -260,3 +260,21 @@ def test_unlogged_queues_are_marked(signed_in_client, pgmq_sql):
         assert [tag.get_text() for tag in row.select(".tag")] == ["unlogged"]
     finally:
         pgmq_sql.execute("SELECT pgmq.drop_queue('fast_lane')")
+
+
+def test_tabs_share_the_overviews_figures_for_a_moment(signed_in_client, make_queue, pgmq_sql):
+    from django.core.cache import cache
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    make_queue("shared", messages=2)
+    cache.clear()
+    with override_settings(STATS_CACHE_SECONDS=60), CaptureQueriesContext(connections["pgmq"]) as queries:
+        first = overview_rows(parse(signed_in_client.get("/")))["shared"]["backlog"]
+        after_first = len(queries)
+        pgmq_sql.execute("SELECT pgmq.send('shared', '{}')")
+        second = overview_rows(parse(signed_in_client.get("/")))["shared"]["backlog"]
+    assert first == second == "2"  # the second tab got the same figures...
+    assert len(queries) - after_first < after_first  # ...without the catalog query and probes again
+    cache.clear()
+    assert overview_rows(parse(signed_in_client.get("/")))["shared"]["backlog"] == "3"

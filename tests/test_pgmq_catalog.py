@@ -81,3 +81,18 @@ def test_a_missing_table_is_reported_not_guessed(make_queue, pgmq_sql):
         message_model(tables[LIVE])
     pgmq_sql.execute("DELETE FROM pgmq.meta WHERE queue_name = 'half_dropped'")
     pgmq_sql.execute("DROP TABLE pgmq.a_half_dropped")
+
+
+@pytest.mark.parametrize("name", AWKWARD_NAMES)
+def test_every_page_and_panel_works_for_every_awkward_name(signed_in_client, make_queue, pgmq_sql, name):
+    make_queue(name)
+    pgmq_sql.execute(
+        "SELECT pgmq.send_batch(%s, array_fill('{\"n\": 1}'::jsonb, ARRAY[3]), "
+        "array_fill('{\"x-pgmq-group\": \"g\"}'::jsonb, ARRAY[3]))", [name])
+    pgmq_sql.execute("SELECT pgmq.archive(%s, 1::bigint)", [name])
+    base = reverse("queue", args=[name])
+    for path in ("", "poison/", "archive-history/?range=1h", "diagnostics/", "messages/?q=n",
+                 "messages/?source=both&headers=%7B%22x-pgmq-group%22%3A%22g%22%7D", "messages/2/",
+                 "messages/1/?source=archive", "messages/2/raw/"):
+        response = signed_in_client.get(base + path)
+        assert response.status_code == 200, (name, path, response.content[:300])

@@ -7,9 +7,8 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from django.test import override_settings
-
 import psycopg
+from django.test import override_settings
 
 from queues.management.commands.sample_metrics import prune_samples, take_sample
 from queues.models import QueueSample

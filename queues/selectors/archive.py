@@ -41,10 +41,10 @@ class ArchiveHistory:
     bucket_s: float
 
 
-def planner_rows(query: sql.Composable, params: list) -> float:
+def planner_rows(query: sql.Composable) -> float:
     """The planner's row estimate for a query, without running it."""
     with connections[PGMQ_DATABASE].cursor() as cursor:
-        cursor.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query).as_string(), params)
+        cursor.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query).as_string())
         plan = cursor.fetchone()[0]
     return float((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
 
@@ -55,27 +55,30 @@ def archive_history(queue: Queue, *, range_s: float) -> ArchiveHistory:
     with connections[PGMQ_DATABASE].cursor() as cursor:
         cursor.execute("SELECT now()")
         now = cursor.fetchone()[0]
-    since = now - timedelta(seconds=range_s)
-    in_range = sql.SQL("SELECT 1 FROM {} WHERE archived_at >= %s").format(table)
-    exact = planner_rows(in_range, [since]) <= ARCHIVE_EXACT_ROWS
+    # Values go in as literals, not parameters: with parameters, psycopg would read a % in the
+    # table's name (queue "50%") as a placeholder.
+    since = sql.Literal(now - timedelta(seconds=range_s))
+    bucket_seconds = sql.Literal(bucket_s)
+    exact = planner_rows(sql.SQL("SELECT 1 FROM {} WHERE archived_at >= {}").format(table, since)) \
+        <= ARCHIVE_EXACT_ROWS
 
     latency = sql.SQL("extract(epoch FROM archived_at - enqueued_at)")
-    bucket = sql.SQL("floor(extract(epoch FROM archived_at) / %(bucket)s)::bigint")
+    bucket = sql.SQL("floor(extract(epoch FROM archived_at) / {})::bigint").format(bucket_seconds)
     if exact:
-        rows_for_percentiles = sql.SQL("SELECT archived_at, enqueued_at FROM {table} WHERE archived_at >= %(since)s")
+        rows_for_percentiles = sql.SQL("SELECT archived_at, enqueued_at FROM {table} WHERE archived_at >= {since}")
     else:
         # The first rows of each bucket, found through the archived_at index.
         rows_for_percentiles = sql.SQL("""
             SELECT sampled.archived_at, sampled.enqueued_at
-            FROM generate_series(0, %(buckets)s) AS b(n)
+            FROM generate_series(0, {buckets}) AS b(n)
             CROSS JOIN LATERAL (
                 SELECT archived_at, enqueued_at FROM {table}
-                WHERE archived_at >= %(since)s + b.n * make_interval(secs => %(bucket)s)
-                  AND archived_at < %(since)s + (b.n + 1) * make_interval(secs => %(bucket)s)
-                ORDER BY archived_at LIMIT %(per_bucket)s) AS sampled""")
+                WHERE archived_at >= {since} + b.n * make_interval(secs => {bucket_seconds})
+                  AND archived_at < {since} + (b.n + 1) * make_interval(secs => {bucket_seconds})
+                ORDER BY archived_at LIMIT {per_bucket}) AS sampled""")
     query = sql.SQL("""
         WITH counts AS (
-            SELECT {bucket} AS b, count(*) AS archived FROM {table} WHERE archived_at >= %(since)s GROUP BY 1
+            SELECT {bucket} AS b, count(*) AS archived FROM {table} WHERE archived_at >= {since} GROUP BY 1
         ),
         latencies AS (
             SELECT {bucket} AS b,
@@ -86,11 +89,12 @@ def archive_history(queue: Queue, *, range_s: float) -> ArchiveHistory:
         SELECT c.b, coalesce(c.archived, 0), l.p
         FROM latencies l FULL JOIN counts c ON c.b = l.b
         ORDER BY c.b NULLS FIRST
-    """).format(bucket=bucket, table=table, latency=latency,
-                rows=rows_for_percentiles.format(table=table))
-    params = {"since": since, "bucket": bucket_s, "buckets": BUCKETS, "per_bucket": SAMPLE_PER_BUCKET}
+    """).format(bucket=bucket, table=table, latency=latency, since=since,
+                rows=rows_for_percentiles.format(table=table, since=since, bucket_seconds=bucket_seconds,
+                                                 buckets=sql.Literal(BUCKETS),
+                                                 per_bucket=sql.Literal(SAMPLE_PER_BUCKET)))
     with connections[PGMQ_DATABASE].cursor() as cursor:
-        cursor.execute(query.as_string(), params)
+        cursor.execute(query.as_string())
         rows = cursor.fetchall()
 
     overall: list[float | None] = [None, None, None]

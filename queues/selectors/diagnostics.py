@@ -80,6 +80,8 @@ class Diagnostics:
 
 
 def _fetch(query: str | sql.Composable, params: list | dict | None = None) -> list[tuple]:
+    """Run a query; one that names a pgmq table must take no params (a % in a queue's name would
+    read as a placeholder): its values go in as sql.Literal."""
     with connections[PGMQ_DATABASE].cursor() as cursor:
         cursor.execute(query if isinstance(query, str) else query.as_string(), params)
         return cursor.fetchall()
@@ -204,14 +206,14 @@ def _fifo_groups(queue: Queue, stats: QueueStats) -> tuple[list[FifoGroup] | Non
         live = sql.Identifier(PGMQ_SCHEMA, table.name)
         for name, _, _ in groups:
             if name != DEFAULT_FIFO_GROUP:
-                heads[name] = _fetch(sql.SQL("SELECT min(msg_id) FROM {} WHERE headers @> %s::jsonb").format(live),
-                                     [json.dumps({FIFO_HEADER: name})])[0][0]
+                heads[name] = _fetch(sql.SQL("SELECT min(msg_id) FROM {} WHERE headers @> {}::jsonb").format(
+                    live, sql.Literal(json.dumps({FIFO_HEADER: name}))))[0][0]
     head_rows = {}
     known_heads = [head for head in heads.values() if head is not None]
     if known_heads:
         head_rows = {row[0]: row for row in _fetch(
-            sql.SQL("SELECT msg_id, read_ct, vt <= now() FROM {} WHERE msg_id = ANY(%s)").format(
-                sql.Identifier(PGMQ_SCHEMA, table.name)), [known_heads])}
+            sql.SQL("SELECT msg_id, read_ct, vt <= now() FROM {} WHERE msg_id = ANY({})").format(
+                sql.Identifier(PGMQ_SCHEMA, table.name), sql.Literal(known_heads)))}
     result = []
     for name, count, _ in groups:
         head = heads.get(name)
@@ -235,8 +237,8 @@ def _findings(stats: QueueStats, tables: list[TableFacts], oldest: Session | Non
                 f"pgmq.{table.name} carries {table.dead_rows:,} dead rows ({table.dead_rows / live_rows:.0%} of the "
                 f"live ones): every read steps over them, and the table keeps growing; {vacuumed}.",
                 "Check the oldest transaction below (it may be holding vacuum back), then run "
-                f"VACUUM pgmq.\"{table.name}\"; if it keeps coming back, lower autovacuum_vacuum_scale_factor "
-                "for this table.",
+                f"VACUUM {sql.Identifier(PGMQ_SCHEMA, table.name).as_string()}; if it keeps coming back, lower "
+                "autovacuum_vacuum_scale_factor for this table.",
             ))
     if oldest and oldest.transaction_for_s and oldest.transaction_for_s >= LONG_TRANSACTION_S:
         level = CRITICAL if oldest.transaction_for_s >= VERY_LONG_TRANSACTION_S else WARNING

@@ -16,22 +16,24 @@ import dataclasses
 import heapq
 import re
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connections, transaction
-from django.db.models import Case, CharField, FloatField, Q, QuerySet, TextField, Value, When
+from django.db import DatabaseError, OperationalError, connections
+from django.db.models import Case, CharField, F, FloatField, Func, JSONField, Q, QuerySet, TextField, Value, When
 from django.db.models.expressions import RawSQL
-from django.db.models.fields.json import KT
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Left, Length, Now
-from psycopg import errors as pg_errors
-
+from dashboard.databases import took_too_long
 from queues.pgmq import ARCHIVE, LIVE, PGMQ_DATABASE, Message, Queue
 
 PAGE_SIZE = 50
 PREVIEW_CHARS = 300
 SCAN_CHUNK = 20_000  # msg_ids per step of a bounded scan
+MINIMUM_STEP_MS = 100  # a step's statement timeout, however little of the budget is left
+MAX_MSG_ID = 2**63 - 1
 
 VISIBLE, IN_FLIGHT, DELAYED, ARCHIVED = "visible", "in flight", "delayed", "archived"
 STATES = {"visible": VISIBLE, "in_flight": IN_FLIGHT, "delayed": DELAYED}
@@ -180,7 +182,11 @@ def _searched(queryset: QuerySet, term: SearchTerm, *, alias: str) -> QuerySet:
     if not term.path:
         return queryset.annotate(**{alias: Cast(term.column, TextField())}).filter(
             **{f"{alias}__icontains": term.value})
-    queryset = queryset.annotate(**{alias: KT("__".join([term.column, *term.path]))})
+    # The key chain built a key at a time: a key may itself contain "__", which KT() would split.
+    value = F(term.column)
+    for key in term.path[:-1]:
+        value = KeyTransform(key, value)
+    queryset = queryset.annotate(**{alias: KeyTextTransform(term.path[-1], value)})
     if "*" in term.value:
         wildcard = "^" + ".*".join(re.escape(part) for part in term.value.split("*")) + "$"
         return queryset.filter(**{f"{alias}__iregex": wildcard})
@@ -240,19 +246,6 @@ def _fetch(queue: Queue, kinds: list[str], message_filter: MessageFilter, page: 
     return merged[:limit]
 
 
-def _msg_id_bounds(queue: Queue, kinds: list[str]) -> tuple[int, int] | None:
-    """The lowest and highest msg_id present, through the primary keys."""
-    lows, highs = [], []
-    for kind in kinds:
-        model = queue.live_messages if kind == LIVE else queue.archived_messages
-        low = model.objects.order_by("msg_id").values_list("msg_id", flat=True).first()
-        high = model.objects.order_by("-msg_id").values_list("msg_id", flat=True).first()
-        if low is not None:
-            lows.append(low)
-            highs.append(high)
-    return (min(lows), max(highs)) if lows else None
-
-
 def message_page(queue: Queue, message_filter: MessageFilter, page: PageRequest) -> MessagePage:
     kinds = message_filter.sources
     missing = tuple(column for column in ("headers",) if (
@@ -261,7 +254,14 @@ def message_page(queue: Queue, message_filter: MessageFilter, page: PageRequest)
     if message_filter.needs_scan and page.sort == "msg_id":
         result = _bounded_scan(queue, kinds, message_filter, page)
     else:
-        result = _with_budget(lambda: _keyset(queue, kinds, message_filter, page), message_filter.needs_scan)
+        # Sorted by a column no index serves, or filtered under such a sort: bounded all the same.
+        try:
+            with statement_budget(settings.SEARCH_TIMEOUT_MS):
+                result = _keyset(queue, kinds, message_filter, page)
+        except OperationalError as error:
+            if not took_too_long(error):
+                raise
+            result = _empty_page(timed_out=True)
     result.missing_columns = missing
     return result
 
@@ -293,27 +293,50 @@ def _page(rows: list[Message], page: PageRequest, *, has_newer: bool, has_older:
                        last=last, **extra)
 
 
-def _with_budget(run, bounded: bool) -> MessagePage:
-    """Run a query under the search budget as its statement timeout when it may scan."""
-    if not bounded:
-        return run()
+@contextmanager
+def statement_budget(milliseconds: float):
+    """Let the statements inside run at most this long (the connection's own limit comes back after)."""
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute("SELECT set_config('statement_timeout', %s, false)", [str(max(int(milliseconds), 1))])
     try:
-        with transaction.atomic(using=PGMQ_DATABASE):
+        yield
+    finally:
+        try:
             with connections[PGMQ_DATABASE].cursor() as cursor:
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(settings.SEARCH_TIMEOUT_MS)])
-            return run()
-    except OperationalError as error:
-        if isinstance(error.__cause__, pg_errors.QueryCanceled):
-            return MessagePage(rows=[], has_newer=False, has_older=False, first=None, last=None, timed_out=True)
-        raise
+                cursor.execute("RESET statement_timeout")
+        except DatabaseError:
+            pass  # the connection is gone; Django opens a new one, with the usual limit
+
+
+def _empty_page(**extra) -> MessagePage:
+    return MessagePage(rows=[], has_newer=False, has_older=False, first=None, last=None, **extra)
+
+
+def _nearest_msg_id(queue: Queue, kinds: list[str], position: int, *, descending: bool) -> int | None:
+    """The first msg_id at or past `position` in the direction of travel, through the primary keys:
+    a scan jumps over gaps in the msg_id space instead of stepping through them."""
+    found = []
+    for kind in kinds:
+        model = queue.live_messages if kind == LIVE else queue.archived_messages
+        if descending:
+            nearest = model.objects.filter(msg_id__lte=position).order_by("-msg_id")
+        else:
+            nearest = model.objects.filter(msg_id__gte=position).order_by("msg_id")
+        msg_id = nearest.values_list("msg_id", flat=True).first()
+        if msg_id is not None:
+            found.append(msg_id)
+    if not found:
+        return None
+    return max(found) if descending else min(found)
 
 
 def _bounded_scan(queue: Queue, kinds: list[str], message_filter: MessageFilter, page: PageRequest) -> MessagePage:
-    """Walk msg_id ranges in the direction of the page until it is full or the budget is spent."""
-    bounds = _msg_id_bounds(queue, kinds)
-    if bounds is None:
-        return MessagePage(rows=[], has_newer=False, has_older=False, first=None, last=None)
-    lowest, highest = bounds
+    """Walk msg_id ranges in the direction of the page until it is full or the budget is spent.
+
+    Each step reads at most SCAN_CHUNK msg_ids through the primary key, under what is left of the
+    budget as its statement timeout; at least one step is taken per request, so continuing a
+    search always moves on.
+    """
     backwards = page.before is not None or page.last
     descending = page.descending != backwards  # the order the scan walks msg_ids in
     step = -1 if descending else 1
@@ -324,37 +347,44 @@ def _bounded_scan(queue: Queue, kinds: list[str], message_filter: MessageFilter,
     elif page.from_msg_id is not None:
         position = page.from_msg_id
     else:
-        position = highest if descending else lowest
-
+        position = MAX_MSG_ID if descending else 0
     deadline = time.monotonic() + settings.SEARCH_TIMEOUT_MS / 1000
+    forward_page = dataclasses.replace(page, descending=descending, before=None, after=None, from_msg_id=None,
+                                       last=False)
     found: list[Message] = []
     exhausted = False
-    # At least one step per request, however small the budget: a continued search always moves on.
+    stopped_at = None
     while len(found) <= PAGE_SIZE:
-        if (descending and position < lowest) or (not descending and position > highest):
-            exhausted = True
+        remaining_ms = (deadline - time.monotonic()) * 1000
+        try:
+            with statement_budget(max(remaining_ms, MINIMUM_STEP_MS)):
+                nearest = _nearest_msg_id(queue, kinds, position, descending=descending)
+                if nearest is None:
+                    exhausted = True
+                    break
+                if descending:
+                    floor, ceiling = max(nearest - SCAN_CHUNK + 1, 0), nearest + 1
+                else:
+                    floor, ceiling = nearest, nearest + SCAN_CHUNK
+                found += _fetch(queue, kinds, message_filter, forward_page, backwards=False, cursor=None,
+                                inclusive=False, limit=PAGE_SIZE + 1 - len(found), msg_id_floor=floor,
+                                msg_id_ceiling=ceiling)
+        except OperationalError as error:
+            if not took_too_long(error):
+                raise
+            stopped_at = position - step  # this step did not finish: start it again next time
             break
-        if descending:
-            floor, ceiling = max(position - SCAN_CHUNK + 1, lowest), position + 1
-            position = floor - 1
-        else:
-            floor, ceiling = position, min(position + SCAN_CHUNK, highest + 1)
-            position = ceiling
-        forward_page = dataclasses.replace(page, descending=descending, before=None, after=None, from_msg_id=None,
-                                           last=False)
-        found += _fetch(queue, kinds, message_filter, forward_page, backwards=False, cursor=None, inclusive=False,
-                        limit=PAGE_SIZE + 1 - len(found), msg_id_floor=floor, msg_id_ceiling=ceiling)
+        position = floor - 1 if descending else ceiling
         if time.monotonic() > deadline:
+            stopped_at = position - step  # the last msg_id looked at
             break
-    exhausted = exhausted or (descending and position < lowest) or (not descending and position > highest)
+    if len(found) > PAGE_SIZE or exhausted:
+        stopped_at = None
     more_in_direction = len(found) > PAGE_SIZE or not exhausted
     rows = found[:PAGE_SIZE]
-    stopped_at = None
-    if not exhausted and len(found) <= PAGE_SIZE:
-        stopped_at = position + 1 if descending else position - 1  # the last msg_id looked at
     if backwards:
         rows.reverse()
-        result = _page(rows, page, has_newer=more_in_direction, has_older=True)
+        result = _page(rows, page, has_newer=more_in_direction, has_older=page.before is not None)
     else:
         came_from_somewhere = page.after is not None or page.from_msg_id is not None
         result = _page(rows, page, has_newer=came_from_somewhere, has_older=more_in_direction)
@@ -367,9 +397,15 @@ def find_message(queue: Queue, msg_id: int, *, source: str | None = None) -> Mes
     kinds = [source] if source else [LIVE, ARCHIVE]
     for kind in kinds:
         model = queue.live_messages if kind == LIVE else queue.archived_messages
-        found = model.objects.filter(msg_id=msg_id).annotate(
+        has_headers = _model_has(model, "headers")
+        found = model.objects.filter(msg_id=msg_id).defer("message", *(["headers"] if has_headers else [])).annotate(
             state=state_by_database_clock(model),
             message_chars=Length(Cast("message", TextField())),
+            # PostgreSQL's own text of the JSON: jsonb keeps numbers as numeric, and a float on
+            # the way (Python's or the browser's) would change 0.12345678901234567890 or 1.10.
+            message_text=Func(F("message"), function="jsonb_pretty", output_field=TextField()),
+            headers_text=(Func(F("headers"), function="jsonb_pretty", output_field=TextField()) if has_headers
+                          else Value(None, TextField())),
             # For the countdown: the database's clock decides, the browser only counts down.
             seconds_to_vt=RawSQL("extract(epoch FROM vt - now())", [], output_field=FloatField()),
         ).first()
@@ -378,3 +414,18 @@ def find_message(queue: Queue, msg_id: int, *, source: str | None = None) -> Mes
             return found
     return None
 
+
+
+def message_document(queue: Queue, msg_id: int, *, source: str | None = None) -> str | None:
+    """The whole message as a JSON document, written by PostgreSQL (numbers exactly as stored)."""
+    for kind in [source] if source else [LIVE, ARCHIVE]:
+        model = queue.live_messages if kind == LIVE else queue.archived_messages
+        headers = F("headers") if _model_has(model, "headers") else Value(None, JSONField())
+        document = (model.objects.filter(msg_id=msg_id)
+                    .annotate(document=Func(Func(Value("msg_id"), F("msg_id"), Value("message"), F("message"),
+                                                 Value("headers"), headers, function="jsonb_build_object"),
+                                            function="jsonb_pretty", output_field=TextField()))
+                    .values_list("document", flat=True).first())
+        if document is not None:
+            return document
+    return None

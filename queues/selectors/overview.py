@@ -11,7 +11,7 @@ from queues.health import Health, queue_health
 from queues.pgmq import Queue
 from queues.selectors import history
 from queues.selectors.history import Rates
-from queues.selectors.stats import QueueStats, RowCount, queue_stats
+from queues.selectors.stats import QueueStats, RowCount, shared_queue_stats
 
 QUEUES_PER_PAGE = 50
 
@@ -72,7 +72,7 @@ SORT_KEYS = {
 def overview(*, search: str = "", sort: str = "name", descending: bool = False, page: int = 1) -> Overview:
     names = list(Queue.objects.values_list("queue_name", flat=True))
     wanted = [name for name in names if search.casefold() in name.casefold()]
-    stats = queue_stats(wanted) if wanted else []
+    stats = shared_queue_stats(wanted) if wanted else []
     rows = _rows(stats)
     key = SORT_KEYS[sort]
     # Unknown values (an empty queue's age, a rate without history) stay last either way.

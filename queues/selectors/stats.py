@@ -13,15 +13,17 @@ Ages are computed by the database's clock.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Iterable
 from datetime import datetime
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import OperationalError, connections
-from psycopg import errors as pg_errors
 from psycopg import sql
 
+from dashboard.databases import took_too_long
 from queues.pgmq import PGMQ_DATABASE, PGMQ_SCHEMA, Queue
 
 logger = logging.getLogger(__name__)
@@ -234,6 +236,19 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
     return stats
 
 
+def shared_queue_stats(names: list[str]) -> list[QueueStats]:
+    """queue_stats() for the overview, shared for STATS_CACHE_SECONDS by every request of this
+    process: ten tabs refreshing a thousand queues cost the database one computation, not ten."""
+    if settings.STATS_CACHE_SECONDS <= 0:
+        return queue_stats(names)
+    key = "queue-stats:" + hashlib.sha256("\0".join(names).encode()).hexdigest()
+    found = cache.get(key)
+    if found is None:
+        found = queue_stats(names)
+        cache.set(key, found, settings.STATS_CACHE_SECONDS)
+    return found
+
+
 def _seconds(value: object) -> float | None:
     return None if value is None else max(float(value), 0.0)
 
@@ -256,7 +271,7 @@ def poison_counts(stats: list[QueueStats]) -> dict[str, int]:
                 cursor.execute(statement.as_string())
                 counts[queue.name] = cursor.fetchone()[0]
         except OperationalError as error:
-            if not isinstance(error.__cause__, (pg_errors.QueryCanceled, pg_errors.LockNotAvailable)):
+            if not took_too_long(error):
                 raise
             logger.warning("poison count of queue %r skipped: %s", queue.name, str(error).strip())
     return counts

@@ -108,17 +108,10 @@ DISPLAY_LIMIT_CHARS = 200_000
 
 
 @register.filter
-def pretty_json(value: object) -> str:
-    """Indented, syntax-highlighted JSON. Pygments escapes every token: payloads are untrusted."""
-    text = json.dumps(value, indent=2, ensure_ascii=False)
-    if len(text) > DISPLAY_LIMIT_CHARS:
-        text = text[:DISPLAY_LIMIT_CHARS]
-    return mark_safe(highlight(text, JsonLexer(), HtmlFormatter(nowrap=True)))  # noqa: S308 (escaped by Pygments)
-
-
-@register.filter
-def json_chars(value: object) -> int:
-    return len(json.dumps(value, indent=2, ensure_ascii=False))
+def highlight_json(text: str) -> str:
+    """JSON text (PostgreSQL's jsonb_pretty) syntax-highlighted, cut to DISPLAY_LIMIT_CHARS.
+    Pygments escapes every token: payloads are untrusted."""
+    return mark_safe(highlight(text[:DISPLAY_LIMIT_CHARS], JsonLexer(), HtmlFormatter(nowrap=True)))  # noqa: S308
 
 
 @register.filter

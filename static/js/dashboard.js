@@ -146,15 +146,14 @@ document.addEventListener("keydown", (event) => {
 
 document.addEventListener("DOMContentLoaded", setUpRefreshControls);
 
-// Copy buttons: data-copy-json names a json_script element (copied pretty-printed), data-copy-text
-// an element whose text is copied as it is.
+// Copy buttons: data-copy-json names a json_script holding the JSON's text as PostgreSQL wrote it
+// (copied as is: parsing it would round big or precise numbers), data-copy-text an element whose
+// text is copied as it is.
 document.addEventListener("click", async (event) => {
   const button = event.target.closest("[data-copy-json], [data-copy-text]");
   if (!button) return;
   const source = document.getElementById(button.dataset.copyJson || button.dataset.copyText);
-  const text = button.dataset.copyJson
-    ? JSON.stringify(JSON.parse(source.textContent), null, 2)
-    : source.textContent;
+  const text = button.dataset.copyJson ? JSON.parse(source.textContent) : source.textContent;
   const label = button.textContent;
   try {
     await navigator.clipboard.writeText(text);
