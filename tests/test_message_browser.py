@@ -326,3 +326,33 @@ def test_a_search_path_key_may_contain_double_underscores(signed_in_client, make
     pgmq_sql.execute("""SELECT pgmq.send('underscored', '{"a__b": 1, "a": {"b": 2}}')""")
     ids, _ = page_ids(signed_in_client, "/queues/underscored/messages/?q=message.a__b%3A1")
     assert ids == [1]
+
+
+def test_both_at_once_reads_queue_and_archive_at_one_moment(signed_in_client, make_queue, pgmq_database_url,
+                                                            monkeypatch):
+    """Archive a message exactly between the two queries: it must show once, not twice."""
+    from queues.selectors import messages as messages_module
+
+    make_queue("moving", messages=5)
+    fetched = messages_module._fetch_in_snapshot
+
+    def archive_in_between(queue, kinds, *args, **kwargs):
+        original_listing = messages_module.listing
+        calls = []
+
+        def listing_then_archive(queryset):
+            calls.append(queryset.model)
+            if len(calls) == 2:  # after the live table was read, before the archive is
+                with psycopg.connect(pgmq_database_url, autocommit=True) as consumer:
+                    consumer.execute("SELECT pgmq.archive('moving', 3::bigint)")
+            return original_listing(queryset)
+
+        monkeypatch.setattr(messages_module, "listing", listing_then_archive)
+        try:
+            return fetched(queue, kinds, *args, **kwargs)
+        finally:
+            monkeypatch.setattr(messages_module, "listing", original_listing)
+
+    monkeypatch.setattr(messages_module, "_fetch_in_snapshot", archive_in_between)
+    ids, _ = page_ids(signed_in_client, "/queues/moving/messages/?source=both")
+    assert ids == [5, 4, 3, 2, 1]

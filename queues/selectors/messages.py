@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, connections
+from django.db import DatabaseError, OperationalError, connections, transaction
 from django.db.models import Case, CharField, F, FloatField, Func, JSONField, Q, QuerySet, TextField, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
@@ -221,10 +221,32 @@ def _key(row: Message, page: PageRequest):
     return (value, row.msg_id)
 
 
+@contextmanager
+def one_snapshot(tables: int):
+    """Queries on the live table and the archive see the same moment: a message a consumer
+    archives in between would otherwise show up in both (or in neither)."""
+    if tables < 2:
+        yield
+        return
+    with transaction.atomic(using=PGMQ_DATABASE):
+        with connections[PGMQ_DATABASE].cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
 def _fetch(queue: Queue, kinds: list[str], message_filter: MessageFilter, page: PageRequest, *,
            backwards: bool, cursor: Cursor | None, inclusive: bool, limit: int,
            msg_id_floor: int | None = None, msg_id_ceiling: int | None = None) -> list[Message]:
     """Up to `limit` rows past the cursor in the direction of travel, from each table, merged."""
+    with one_snapshot(len(kinds)):
+        return _fetch_in_snapshot(queue, kinds, message_filter, page, backwards=backwards, cursor=cursor,
+                                  inclusive=inclusive, limit=limit, msg_id_floor=msg_id_floor,
+                                  msg_id_ceiling=msg_id_ceiling)
+
+
+def _fetch_in_snapshot(queue: Queue, kinds: list[str], message_filter: MessageFilter, page: PageRequest, *,
+                       backwards: bool, cursor: Cursor | None, inclusive: bool, limit: int,
+                       msg_id_floor: int | None, msg_id_ceiling: int | None) -> list[Message]:
     fetched: list[Message] = []
     for kind in kinds:
         model = queue.live_messages if kind == LIVE else queue.archived_messages
