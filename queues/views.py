@@ -150,7 +150,14 @@ def message_list(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
     form = forms.MessageFilterForm(request.GET)
     if not form.is_valid():
-        return bad_request(request, form)
+        # The same page, its form holding what was typed and saying what is wrong with it.
+        return render(request, "queues/messages.html", {
+            "queue": queue, "form": form, "filter": messages.MessageFilter(
+                source=request.GET.get("source") if request.GET.get("source") in messages.SOURCES else "live"),
+            "page": messages.MessagePage(rows=[], has_newer=False, has_older=False, first=None, last=None),
+            "page_request": messages.PageRequest(), "links": {}, "live": False, "invalid": True,
+            "states": messages.STATES, "sort_columns": messages.SORT_COLUMNS, "sources": messages.SOURCES,
+        }, status=400)
     message_filter, page_request = form.message_filter(), form.page_request()
     page = messages.message_page(queue, message_filter, page_request)
     context = {

@@ -27,9 +27,10 @@ function timeLabels(isoTimes) {
 function humanSeconds(value) {
   if (value == null) return "";
   if (value < 60) return `${Math.round(value)} s`;
+  if (value < 600) return `${+(value / 60).toFixed(1)} min`;
   if (value < 3600) return `${Math.round(value / 60)} min`;
-  if (value < 86400) return `${(value / 3600).toFixed(1)} h`;
-  return `${(value / 86400).toFixed(1)} d`;
+  if (value < 86400) return `${+(value / 3600).toFixed(1)} h`;
+  return `${+(value / 86400).toFixed(1)} d`;
 }
 
 function baseOptions(extra = {}) {
