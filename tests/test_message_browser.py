@@ -356,3 +356,13 @@ def test_both_at_once_reads_queue_and_archive_at_one_moment(signed_in_client, ma
     monkeypatch.setattr(messages_module, "_fetch_in_snapshot", archive_in_between)
     ids, _ = page_ids(signed_in_client, "/queues/moving/messages/?source=both")
     assert ids == [5, 4, 3, 2, 1]
+
+
+def test_the_refresh_returns_only_the_message_list(signed_in_client, make_queue):
+    make_queue("refreshed_list", messages=3)
+    response = signed_in_client.get("/queues/refreshed_list/messages/?state=visible",
+                                    headers={"HX-Request": "true", "HX-Target": "messages-live"})
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="messages-live"')
+    assert [row["msg_id"] for row in message_rows(parse(html))] == ["3", "2", "1"]
+    assert 'hx-get="/queues/refreshed_list/messages/?state=visible"' in html  # it refreshes what it shows
