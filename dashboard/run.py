@@ -3,8 +3,8 @@
 1. The database: PGMQ_DATABASE_URL when set; otherwise an embedded PostgreSQL keeping its data
    in var/pgdata, with pgmq installed and demo queues.
 2. Migrations (into the pgmq_dashboard schema), static files, and a demo login, printed.
-3. gunicorn on http://127.0.0.1:$PORT, the metric sampler, and the demo workload when the database
-   is the embedded one or DEMO=1 is set. Ctrl-C (or SIGTERM) stops all of it together, the
+3. gunicorn on http://127.0.0.1:$PORT, the metric sampler, the bulk job runner, and the demo
+   workload when the database is the embedded one or DEMO=1 is set. Ctrl-C (or SIGTERM) stops all of it together, the
    database too.
 
 With PGMQ_DATABASE_URL set and no DEMO=1, nothing is written to that database besides the
@@ -100,7 +100,7 @@ def main() -> None:
         # demo/demo only on the throwaway embedded database; a database of your own gets a fresh
         # random password each run, so a forgotten `make run` never leaves demo/demo behind there.
         os.environ["DEMO_PASSWORD"] = "demo" if embedded else secrets.token_urlsafe(12)
-        manage("create_demo_user")
+        manage("create_demo_user", *(["--with-roles"] if embedded else []))
 
         children["the dashboard"] = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "dashboard/gunicorn.conf.py",
@@ -109,13 +109,16 @@ def main() -> None:
         )
         children["the metric sampler"] = subprocess.Popen([sys.executable, "manage.py", "sample_metrics"],
                                                           cwd=BASE_DIR)
+        children["the job runner"] = subprocess.Popen([sys.executable, "manage.py", "run_jobs"], cwd=BASE_DIR)
         if demo:
             children["the demo workload"] = subprocess.Popen([sys.executable, "manage.py", "run_demo"], cwd=BASE_DIR)
 
         wait_until_serving(f"http://127.0.0.1:{port}/healthz", children)
         parts = [*children, *(["the embedded database"] if embedded else [])]
         stopped_by_ctrl_c = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
+        roles = " (or viewer, or operator, same password)" if embedded else ""
         print(f"\nThe dashboard is ready at http://127.0.0.1:{port}/ : sign in as demo / {os.environ['DEMO_PASSWORD']}"
+              f"{roles}"
               f"\nCtrl-C stops {stopped_by_ctrl_c}.\n", flush=True)
         while all(child.poll() is None for child in children.values()):
             time.sleep(0.5)

@@ -44,6 +44,12 @@ EXACT_COUNT_LIMIT = env.integer("DASHBOARD_EXACT_COUNT_LIMIT", 100_000)
 # The overview's figures are shared by every tab for this long: with many queues and many open
 # tabs, the database computes them once per interval instead of once per tab. 0 turns it off.
 STATS_CACHE_SECONDS = env.integer("DASHBOARD_STATS_CACHE_SECONDS", 2)
+# The audit record of a delete or purge keeps the payloads it removed, up to this many messages
+# (beyond, only how many).
+AUDIT_PAYLOAD_LIMIT = env.integer("DASHBOARD_AUDIT_PAYLOAD_LIMIT", 1000)
+# A bulk job handles this many messages per transaction, each statement bounded by its own limit.
+BULK_BATCH_SIZE = env.integer("DASHBOARD_BULK_BATCH_SIZE", 5000, minimum=1)
+JOB_STATEMENT_TIMEOUT_MS = env.integer("DASHBOARD_JOB_STATEMENT_TIMEOUT_MS", 60_000, minimum=100)
 # A message read this many times or more is a poison message.
 POISON_READ_COUNT = env.integer("DASHBOARD_POISON_READ_COUNT", 5, minimum=1)
 # Live regions re-render every this many seconds (the page lets each user change or pause it).

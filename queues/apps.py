@@ -1,7 +1,7 @@
 from django.apps import AppConfig
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models.signals import pre_migrate
+from django.db.models.signals import post_migrate, pre_migrate
 from psycopg import sql
 
 
@@ -19,9 +19,36 @@ def create_dashboard_schema(using: str, **kwargs: object) -> None:
             cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(settings.DASHBOARD_SCHEMA)).as_string())
 
 
+# The three roles, as groups of permissions. Admins also need is_staff for Django's admin
+# (manage.py add_user --role admin sets it).
+ROLES = {
+    "Viewer": [],
+    "Operator": ["queues.operate_messages"],
+    "Admin": ["queues.operate_messages", "queues.administer_queues", "queues.view_auditentry", "queues.view_bulkjob",
+              "auth.view_user", "auth.add_user", "auth.change_user", "auth.delete_user",
+              "auth.view_group", "auth.change_group"],
+}
+
+
+def ensure_roles(using: str, **kwargs: object) -> None:
+    """Create the role groups, or give back a permission one lost; other changes are left alone."""
+    if using != DEFAULT_DB_ALIAS:
+        return
+    from django.contrib.auth.models import Group, Permission
+
+    for role, permissions in ROLES.items():
+        group, _ = Group.objects.using(using).get_or_create(name=role)
+        for dotted in permissions:
+            app_label, codename = dotted.split(".")
+            group.permissions.add(Permission.objects.using(using).get(content_type__app_label=app_label,
+                                                                      codename=codename))
+
+
 class QueuesConfig(AppConfig):
     name = "queues"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         pre_migrate.connect(create_dashboard_schema, sender=self)
+        # After auth's own post_migrate handler has created the permissions.
+        post_migrate.connect(ensure_roles, sender=self)

@@ -2,18 +2,25 @@
 becomes a clear message (the views answer 400), never a server error."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 import shlex
-from datetime import datetime
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.http import QueryDict
+from django.utils import timezone
 
+from queues.jsontext import RawJSON
+from queues.pgmq import ARCHIVE, LIVE
 from queues.selectors.messages import SORT_COLUMNS, SOURCES, STATES, Cursor, MessageFilter, PageRequest, SearchTerm
 from queues.selectors.overview import SORT_KEYS
+from queues.services import ARCHIVE_ACTIONS, DELAY, LIVE_ACTIONS, MOVE, REQUEUE, RETRY
 
 RANGES = {"15m": 900, "1h": 3600, "24h": 86_400, "7d": 604_800}
 RANGE_LABELS = {"15m": "15 min", "1h": "1 hour", "24h": "24 hours", "7d": "7 days"}
@@ -55,9 +62,11 @@ class JSONDocumentField(forms.CharField):
 
     MAX_DEPTH = 100
 
-    def __init__(self, *, max_chars: int, **kwargs) -> None:
+    def __init__(self, *, max_chars: int, exact: bool = False, object_only: bool = False, **kwargs) -> None:
+        """`exact`: the document as its exact text (RawJSON), for what is sent to a queue; otherwise
+        parsed, for filters. `object_only`: refuse anything but a JSON object (headers)."""
         super().__init__(**kwargs)
-        self.max_chars = max_chars
+        self.max_chars, self.exact, self.object_only = max_chars, exact, object_only
 
     def to_python(self, value: str) -> Any:
         text = super().to_python(value)
@@ -74,7 +83,9 @@ class JSONDocumentField(forms.CharField):
         except ValueError as error:
             raise ValidationError(str(error)) from None
         self._check(document, depth=0)
-        return document
+        if self.object_only and not isinstance(document, dict):
+            raise ValidationError('must be a JSON object, like {"trace_id": "abc"}')
+        return RawJSON(text) if self.exact else document
 
     @staticmethod
     def _refuse_constant(name: str) -> None:
@@ -225,3 +236,169 @@ def decode_cursor(text: str, column: str) -> Cursor:
     if isinstance(value, datetime) and value.tzinfo is None:
         raise ValueError("needs a time zone")
     return Cursor(value, msg_id)
+
+
+# Actions
+
+
+class MsgIdsField(forms.Field):
+    """msg_id values sent as repeated form fields (the ticked checkboxes)."""
+
+    widget = forms.MultipleHiddenInput
+    MAX = 1000
+
+    def to_python(self, value) -> list[int]:
+        if not value:
+            return []
+        try:
+            ids = sorted({int(item) for item in value})
+        except (TypeError, ValueError):
+            raise ValidationError("msg_ids must be whole numbers") from None
+        if len(ids) > self.MAX:
+            raise ValidationError(f"at most {self.MAX} messages at a time: use “all matching this filter”")
+        if any(not 0 < msg_id <= MAX_MSG_ID for msg_id in ids):
+            raise ValidationError("a msg_id is out of range")
+        return ids
+
+
+class OnceForm(forms.Form):
+    """A form whose submission acts once. Each rendering carries a fresh token, which the action's
+    audit record (or job) keeps as unique: the same form sent twice (a double click, a resent
+    request) is refused the second time instead of acting again."""
+
+    request_token = forms.UUIDField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["request_token"].initial = uuid.uuid4()
+
+
+class MessageActionForm(OnceForm):
+    """An action on chosen messages, or on every message a filter matches: the plan a confirmation
+    shows, carried unchanged to the run."""
+
+    action = forms.ChoiceField(choices=[(action, action) for action in LIVE_ACTIONS + ARCHIVE_ACTIONS])
+    source = forms.ChoiceField(choices=[(LIVE, LIVE), (ARCHIVE, ARCHIVE)])
+    scope = forms.ChoiceField(choices=[("selected", "selected"), ("matching", "matching")])
+    msg_id = MsgIdsField(required=False)
+    filter_query = forms.CharField(required=False, max_length=20_000)
+    destination = forms.CharField(required=False, max_length=255)
+    original = forms.ChoiceField(required=False, choices=[("archive", "archive it"), ("delete", "delete it")])
+    remove_archived = forms.BooleanField(required=False)
+    until = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
+    include_in_flight = forms.BooleanField(required=False)
+    confirmed = forms.BooleanField(required=False)
+
+    def __init__(self, *args, queue_name: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue_name = queue_name
+        self.filter_form: MessageFilterForm | None = None
+
+    def clean(self) -> dict:
+        data = super().clean()
+        action, source = data.get("action"), data.get("source")
+        if action and source and action not in (LIVE_ACTIONS if source == LIVE else ARCHIVE_ACTIONS):
+            raise ValidationError(f"“{action}” is not an action on the {source}")
+        if data.get("scope") == "selected" and not data.get("msg_id"):
+            raise ValidationError("no message is selected")
+        if data.get("scope") == "matching":
+            self.filter_form = MessageFilterForm(QueryDict(data.get("filter_query") or "", mutable=False))
+            if not self.filter_form.is_valid():
+                raise ValidationError("the filter cannot be used: " + "; ".join(
+                    f"{field}: {' '.join(errors)}" for field, errors in self.filter_form.errors.items()))
+        # What an action needs besides the messages is asked in its confirmation: required only then.
+        if data.get("confirmed") and action in (MOVE, REQUEUE):
+            if not data.get("destination"):
+                self.add_error("destination", "choose the queue to send the messages to")
+            elif action == MOVE and data["destination"] == self.queue_name:
+                self.add_error("destination", "moving a message to its own queue would only renumber it")
+        if data.get("confirmed") and action == DELAY:
+            until = data.get("until")
+            if not until:
+                self.add_error("until", "choose when the messages should become visible again")
+            elif until <= timezone.now():
+                self.add_error("until", "choose a time in the future: to make messages visible now, retry them")
+            elif until > timezone.now() + timedelta(seconds=MAX_INT):
+                self.add_error("until", "at most 68 years ahead (pgmq counts the delay in seconds, as an integer)")
+        return data
+
+    def parameters(self) -> dict:
+        data, action = self.cleaned_data, self.cleaned_data["action"]
+        if action == RETRY:
+            return {"include_in_flight": data["include_in_flight"]}
+        if action == DELAY:
+            return {"until": data["until"].isoformat()}
+        if action == MOVE:
+            return {"destination": data["destination"], "original": data.get("original") or "archive",
+                    "include_in_flight": data["include_in_flight"]}
+        if action == REQUEUE:
+            return {"destination": data["destination"], "remove_archived": data["remove_archived"]}
+        return {}
+
+    def message_filter(self) -> MessageFilter:
+        """The filter, for scope=matching, with the action's source in place of the browser's."""
+        return dataclasses.replace(self.filter_form.message_filter(), source=self.cleaned_data["source"])
+
+
+class JSONMessageForm(OnceForm):
+    """A message to send (or an edited copy): JSON checked before anything reaches pgmq."""
+
+    message = JSONDocumentField(max_chars=1_000_000, exact=True, widget=forms.Textarea)
+    headers = JSONDocumentField(required=False, max_chars=100_000, exact=True, object_only=True,
+                                widget=forms.Textarea)
+    delay_s = forms.IntegerField(required=False, min_value=0, max_value=MAX_INT, label="Delay (seconds)")
+    destination = forms.CharField(required=False, max_length=255)
+
+    def clean_message(self):
+        message = self.cleaned_data["message"]
+        if message is None:
+            raise ValidationError("a message is needed")
+        return message
+
+
+
+class TypedConfirmationForm(OnceForm):
+    """The name of the thing about to go, typed: a purge or a drop is never one click."""
+
+    confirm_name = forms.CharField(max_length=255, strip=False)
+
+    def __init__(self, *args, expected: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.expected = expected
+
+    def clean_confirm_name(self) -> str:
+        if self.cleaned_data["confirm_name"] != self.expected:
+            raise ValidationError(f"type the queue's name, “{self.expected}”, exactly")
+        return self.cleaned_data["confirm_name"]
+
+
+class CreateQueueForm(OnceForm):
+    name = forms.CharField(max_length=47, strip=False, label="Queue name")
+    confirm_name = forms.CharField(max_length=47, strip=False, label="The name again")
+    unlogged = forms.BooleanField(required=False, label="Unlogged (faster; emptied by a database crash)")
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if not name or name != name.strip():
+            raise ValidationError("a name without spaces at either end")
+        bad = [part for part in ("$", ";", "--", "'", "\x00") if part in name]
+        if bad:
+            raise ValidationError(f"pgmq does not accept {', '.join(repr(part) for part in bad)} in a queue name")
+        return name
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("name") and data.get("confirm_name") != data["name"]:
+            self.add_error("confirm_name", "the two names differ")
+        return data
+
+
+class AuditFilterForm(forms.Form):
+    queue = forms.CharField(required=False, max_length=255)
+    user = forms.CharField(required=False, max_length=150)
+    action = forms.CharField(required=False, max_length=40)
+    outcome = forms.ChoiceField(required=False, choices=[("", "any"), ("done", "done"), ("partial", "partial"),
+                                                          ("failed", "failed"), ("cancelled", "cancelled")])
+    since = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
+    until = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
+    before = forms.IntegerField(required=False, min_value=1, max_value=MAX_MSG_ID)

@@ -9,8 +9,8 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from dashboard.databases import database_label, took_too_long, unreachable_databases
-from queues.pgmq import PGMQ_DATABASE, PGMQ_SCHEMA
+from dashboard.databases import database_label, first_line, took_too_long, unreachable_databases
+from queues.pgmq import PGMQ_DATABASE, PGMQ_SCHEMA, QueueTableMissing
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, QueueTableMissing):
+            return render(request, "404.html", {"exception": str(exception)}, status=404)
         if not isinstance(exception, DatabaseError):
             return None
         if is_connection_failure(exception):
@@ -86,8 +88,16 @@ class DatabaseUnavailableMiddleware:
             logger.warning("%s took too long: %s", request.path, str(exception).strip())
             return render(request, "slow_query.html", {"timeout_s": settings.STATEMENT_TIMEOUT_MS / 1000},
                           status=503)
-        if isinstance(exception.__cause__, psycopg.errors.UndefinedTable) and pgmq_is_missing():
-            return render(request, "pgmq_missing.html", {"database": database_label(PGMQ_DATABASE)}, status=503)
+        if isinstance(exception.__cause__, psycopg.errors.UndefinedTable):
+            if pgmq_is_missing():
+                return render(request, "pgmq_missing.html", {"database": database_label(PGMQ_DATABASE)}, status=503)
+            # A queue's table went between finding the queue and reading it: dropped meanwhile.
+            return render(request, "404.html", {"exception": "This queue's table is gone: the queue was probably "
+                                                             "dropped a moment ago."}, status=404)
+        if isinstance(exception.__cause__, psycopg.errors.InsufficientPrivilege):
+            # The dashboard's user may act, but the database role it connects as may not (a read-only role).
+            return render(request, "403.html", {"database_refused": first_line(exception),
+                                                "database": database_label(PGMQ_DATABASE)}, status=403)
         return None
 
     def unavailable(self, request: HttpRequest) -> HttpResponse:

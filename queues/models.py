@@ -3,7 +3,7 @@ from django.db import models
 
 from queues.pgmq import Queue
 
-__all__ = ["Queue", "QueueSample"]
+__all__ = ["AuditEntry", "BulkJob", "Queue", "QueueSample"]
 
 
 class QueueSample(models.Model):
@@ -34,3 +34,90 @@ class QueueSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue_name} at {self.sampled_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AuditEntry(models.Model):
+    """One action someone took, as it happened. Written once, never changed: database triggers
+    (migration 0004) refuse UPDATE, DELETE and TRUNCATE; only the table's owner could take them
+    off."""
+
+    DONE, PARTIAL, FAILED, CANCELLED = "done", "partial", "failed", "cancelled"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The user by id and name, not a foreign key: deleting a user must not touch the record.
+    user_id = models.IntegerField(null=True)
+    username = models.CharField(max_length=150)
+    action = models.CharField(max_length=40, db_index=True)
+    queue_name = models.CharField(max_length=255, db_index=True)
+    target = models.JSONField(help_text="the msg_ids acted on, or the filter in words and as data")
+    requested = models.IntegerField(help_text="messages the action was asked to handle")
+    affected = models.IntegerField(default=0)
+    already_gone = models.IntegerField(default=0, help_text="deleted or archived by a consumer meanwhile")
+    skipped = models.IntegerField(default=0, help_text="left alone on purpose (a message in flight, say)")
+    outcome = models.CharField(max_length=20)
+    details = models.JSONField(default=dict, help_text="new msg_ids, destinations, errors")
+    deleted_payloads = models.JSONField(null=True, help_text="what a delete or purge removed, up to a limit")
+    deleted_count = models.IntegerField(null=True)
+    request_token = models.UUIDField(null=True, unique=True,
+                                     help_text="from the confirmation that asked: the same action is never done twice")
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [
+            ("operate_messages", "Can act on messages: retry, delay, archive, delete, move, requeue, send"),
+            ("administer_queues", "Can purge, create and drop queues"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.queue_name}"
+
+
+class BulkJob(models.Model):
+    """An action on every message matching a filter, done in batches by `manage.py run_jobs`.
+
+    `cursor` is the last msg_id handled: after a crash the runner goes on from there. Every action
+    takes the messages it handles out of what the filter matches next time (or, for a retry, does
+    the same thing twice harmlessly), so a batch repeated after a crash handles nothing twice.
+    """
+
+    PENDING, RUNNING, DONE, CANCELLED, FAILED = "pending", "running", "done", "cancelled", "failed"
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    user_id = models.IntegerField(null=True)
+    username = models.CharField(max_length=150)
+    queue_name = models.CharField(max_length=255)
+    source = models.CharField(max_length=10)  # live or archive
+    action = models.CharField(max_length=40)
+    parameters = models.JSONField(default=dict)  # destination, delay, include_in_flight...
+    filter = models.JSONField()  # the MessageFilter, as data
+    filter_words = models.TextField()
+    expected = models.BigIntegerField(null=True, help_text="matching when confirmed; None if counting took too long")
+    status = models.CharField(max_length=20, default=PENDING, db_index=True)
+    cursor = models.BigIntegerField(default=0)
+    affected = models.BigIntegerField(default=0)
+    already_gone = models.BigIntegerField(default=0)
+    skipped = models.BigIntegerField(default=0)
+    batches = models.IntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    cancelled_by = models.CharField(max_length=150, blank=True)
+    deleted_payloads = models.JSONField(null=True, help_text="collected for the audit record, up to its limit")
+    payload_bytes = models.BigIntegerField(default=0, help_text="size of deleted_payloads as text")
+    new_ids = models.JSONField(null=True, default=dict,
+                               help_text="original msg_id -> msg_id of the copy (moves, requeues), up to its limit")
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
+    heartbeat_at = models.DateTimeField(null=True)
+    audit_entry = models.OneToOneField(AuditEntry, null=True, on_delete=models.PROTECT, related_name="job")
+    request_token = models.UUIDField(null=True, unique=True,
+                                     help_text="from the confirmation that asked: the same job is never started twice")
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"job {self.pk}: {self.action} on {self.queue_name} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.DONE, self.CANCELLED, self.FAILED)

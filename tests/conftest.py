@@ -20,7 +20,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.management import call_command
+from django.db import connections
 
 from dashboard import embedded_postgres
 
@@ -80,10 +82,17 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     settings.DATABASES["pgmq"]["TEST"]["MIRROR"] = "default"
 
 
+AUDIT_TRUNCATE_TRIGGER = "ALTER TABLE queues_auditentry {} TRIGGER audit_log_is_not_truncated"
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup: None, django_db_blocker) -> None:
     with django_db_blocker.unblock():
         embedded_postgres.install_pgmq(with_database(settings.PGMQ_DATABASE_URL, settings.DATABASES["default"]["NAME"]))
+        # Between tests Django empties every table with TRUNCATE, which the audit log refuses in
+        # production; tests/test_audit.py turns the refusal back on to check it.
+        with connections["default"].cursor() as cursor:
+            cursor.execute(AUDIT_TRUNCATE_TRIGGER.format("DISABLE"))
 
 
 @pytest.fixture(scope="session")
@@ -135,6 +144,26 @@ def operator(django_user_model, operator_password: str):
 def signed_in_client(client, operator):
     client.force_login(operator)
     return client
+
+
+def client_with_role(client, django_user_model, role: str):
+    """The test client signed in as a new user `<role>-user` in the role's group (Viewer, Operator, Admin)."""
+    user = django_user_model.objects.create_user(f"{role.lower()}-user", password="a-long-test-password-42",
+                                                 is_staff=role == "Admin")
+    user.groups.add(Group.objects.get(name=role))
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def operator_client(client, django_user_model):
+    return client_with_role(client, django_user_model, "Operator")
+
+
+@pytest.fixture
+def admin_client(client, django_user_model):
+    """Signed in with the Admin role (not pytest-django's superuser of the same name)."""
+    return client_with_role(client, django_user_model, "Admin")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -190,9 +219,12 @@ def browser():
 
 @pytest.fixture
 def page(browser, request: pytest.FixtureRequest):
-    """A fresh browser tab; fails the test if the page logs a JavaScript error."""
+    """A fresh browser tab; fails the test if the page logs an error (a script error, or a
+    resource that failed to load). A test expecting an error answer says so:
+    page.expected_errors.append("status of 400")."""
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     tab = context.new_page()
+    tab.expected_errors = []
     errors: list[str] = []
     tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     tab.on("pageerror", lambda error: errors.append(str(error)))
@@ -200,7 +232,8 @@ def page(browser, request: pytest.FixtureRequest):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     tab.screenshot(path=SCREENSHOTS / f"{request.node.name}.png", full_page=True)
     context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    unexpected = [error for error in errors if not any(expected in error for expected in tab.expected_errors)]
+    assert not unexpected, f"errors on the page: {unexpected}"
 
 
 def sign_in(page, base_url: str, username: str, password: str) -> None:

@@ -35,6 +35,12 @@ class HttpSession:
     def get(self, path: str) -> Response:
         return self.request(path)
 
+    def post(self, path: str, data: dict[str, str]) -> Response:
+        """A form POST with the CSRF token a page of the dashboard set in the cookie."""
+        token = next((cookie.value for cookie in self.cookies if cookie.name == "csrftoken"), None)
+        assert token, "no CSRF cookie yet: get a page with a form first"
+        return self.request(path, {"csrfmiddlewaretoken": token, **data})
+
     def sign_in(self, username: str, password: str) -> Response:
         form = parse(self.get("/login/").text)
         token = form.select_one("input[name=csrfmiddlewaretoken]")["value"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import json
 import re
 import time
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from django.db.models import Case, CharField, F, FloatField, Func, JSONField, Q,
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Left, Length, Now
+
 from dashboard.databases import took_too_long
 from queues.pgmq import ARCHIVE, LIVE, PGMQ_DATABASE, Message, Queue
 
@@ -146,6 +148,10 @@ class MessagePage:
 def _filtered(queryset: QuerySet, kind: str, message_filter: MessageFilter) -> QuerySet:
     f = message_filter
     model = queryset.model
+    if kind not in f.sources:
+        # A condition this table cannot meet (a state in the archive, archived_at in the live
+        # table): nothing matches, rather than the condition being dropped and everything matching.
+        return queryset.none()
     if kind == LIVE and f.state:
         queryset = queryset.filter({
             "visible": Q(vt__lte=Now()),
@@ -451,3 +457,70 @@ def message_document(queue: Queue, msg_id: int, *, source: str | None = None) ->
         if document is not None:
             return document
     return None
+
+
+# For actions: what a filter matches, said exactly and in words.
+
+
+def matching_ids(queue: Queue, kind: str, message_filter: MessageFilter, *, after: int, limit: int) -> QuerySet:
+    """The query for the next `limit` msg_ids the filter matches in the live table or the archive,
+    after `after`, in msg_id order (a bulk job either reads them or hands the query to pgmq)."""
+    model = queue.live_messages if kind == LIVE else queue.archived_messages
+    found = _filtered(model.objects.filter(msg_id__gt=after), kind, message_filter)
+    return found.order_by("msg_id").values_list("msg_id", flat=True)[:limit]
+
+
+def count_matching(queue: Queue, kind: str, message_filter: MessageFilter, *, budget_ms: int) -> int | None:
+    """How many messages match, exactly; None when counting takes longer than the budget."""
+    model = queue.live_messages if kind == LIVE else queue.archived_messages
+    try:
+        with statement_budget(budget_ms):
+            return _filtered(model.objects.all(), kind, message_filter).count()
+    except OperationalError as error:
+        if not took_too_long(error):
+            raise
+        return None
+
+
+def describe_filter(message_filter: MessageFilter) -> str:
+    """The filter in words, for confirmations and the audit log."""
+    f = message_filter
+    parts = []
+    if f.state:
+        parts.append(f"state is {STATES[f.state]}")
+    if f.read_ct_min is not None and f.read_ct_max is not None:
+        parts.append(f"read_ct from {f.read_ct_min} to {f.read_ct_max}")
+    elif f.read_ct_min is not None:
+        parts.append(f"read_ct at least {f.read_ct_min}")
+    elif f.read_ct_max is not None:
+        parts.append(f"read_ct at most {f.read_ct_max}")
+    for label, moment in (("enqueued after", f.enqueued_after), ("enqueued before", f.enqueued_before),
+                          ("archived after", f.archived_after), ("archived before", f.archived_before)):
+        if moment:
+            parts.append(f"{label} {moment:%Y-%m-%d %H:%M:%S %Z}")
+    if f.message_contains is not None:
+        parts.append(f"message contains {json.dumps(f.message_contains, ensure_ascii=False)}")
+    if f.headers_contains is not None:
+        parts.append(f"headers contain {json.dumps(f.headers_contains, ensure_ascii=False)}")
+    for term in f.search:
+        where = ".".join([term.column, *term.path])
+        parts.append(f"{where} is {term.value!r}" if term.path else f"{where} contains {term.value!r}")
+    return ", ".join(parts) if parts else "every message"
+
+
+def filter_to_data(message_filter: MessageFilter) -> dict:
+    data = dataclasses.asdict(message_filter)
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = value.isoformat()
+    return data
+
+
+def filter_from_data(data: dict) -> MessageFilter:
+    values = dict(data)
+    for key in ("enqueued_after", "enqueued_before", "archived_after", "archived_before"):
+        if values.get(key):
+            values[key] = datetime.fromisoformat(values[key])
+    values["search"] = tuple(SearchTerm(column=term["column"], path=tuple(term["path"]), value=term["value"])
+                             for term in values.get("search", ()))
+    return MessageFilter(**values)

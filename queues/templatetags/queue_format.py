@@ -136,3 +136,4 @@ def timestamp(moment, precise: bool = False) -> str:
 @register.filter
 def state_class(state: str) -> str:
     return "state-" + state.replace(" ", "-")
+

@@ -21,7 +21,9 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -71,9 +73,11 @@ class Command(BaseCommand):
         parser.add_argument("--tabs-seconds", type=int, default=60, help="how long the 10 refreshing tabs run")
         parser.add_argument("--many", type=int, default=1000,
                             help="also time the overview with this many more (small) queues; 0 to skip")
+        parser.add_argument("--bulk", type=int, default=200_000,
+                            help="messages archived and deleted by filter, against pgmq directly; 0 to skip")
         parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures to this file")
 
-    def handle(self, *args, queues: int, messages: int, runs: int, tabs_seconds: int, many: int,
+    def handle(self, *args, queues: int, messages: int, runs: int, tabs_seconds: int, many: int, bulk: int,
                json_path: Path | None, **options) -> None:
         call_command("migrate", verbosity=0)
         call_command("collectstatic", "--noinput", verbosity=0)
@@ -91,6 +95,8 @@ class Command(BaseCommand):
             if many:
                 results["many_queues"] = self.many_queues(client, many, runs)
         results["tabs"] = self.refreshing_tabs(names, tabs_seconds)
+        if bulk:
+            results["bulk"] = self.bulk(bulk, user)
         results["setup"] = {"queues": queues, "live_per_queue": messages, "archived_per_queue": messages,
                             "postgresql": self.scalar("SHOW server_version"),
                             "shared_buffers": self.scalar("SHOW shared_buffers")}
@@ -199,6 +205,108 @@ class Command(BaseCommand):
             for statement in statements.split("; "):
                 cursor.execute(statement)
                 cursor.fetchall()
+
+    # Bulk actions by filter, against pgmq's functions called directly
+
+    def fill(self, name: str, count: int) -> None:
+        send = sql.SQL(f"""SELECT count(*) FROM pgmq.send_batch(%s,
+            ARRAY(SELECT {PAYLOAD_SQL.replace('%', '%%')} FROM generate_series(%s::bigint, %s::bigint) i))""")
+        with psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True) as connection:
+            if connection.execute("SELECT 1 FROM pgmq.meta WHERE queue_name = %s", [name]).fetchone():
+                connection.execute("SELECT pgmq.drop_queue(%s)", [name])
+            connection.execute("SELECT pgmq.create(%s)", [name])
+            for start in range(1, count + 1, BATCH):
+                connection.execute(send, [name, start, min(start + BATCH - 1, count)])
+            connection.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier("pgmq", f"q_{name}")))
+
+    def bulk(self, count: int, user) -> dict:
+        """Archive and delete `count` messages by a filter every message matches, as a job; and the
+        same with pgmq.archive / pgmq.delete called directly with arrays of 5,000 ids, in the same
+        run. Both run beside a consumer reading and archiving from the same queue, whose slowest
+        call says how long a batch held it up."""
+        from queues import services
+        from queues.management.commands.run_jobs import run_pending_jobs
+        from queues.models import BulkJob
+        from queues.pgmq import Queue
+        from queues.selectors.messages import MessageFilter, filter_to_data
+
+        results = {}
+        for action in (services.ARCHIVE_ACTION, services.DELETE):
+            client_ids, server_ids, by_filter = (f"bulk_{how}_{action}" for how in ("client_ids", "server_ids", "job"))
+            self.stdout.write(f"bulk {action}: filling three queues of {count:,} messages...")
+            for name in (client_ids, server_ids, by_filter):
+                self.fill(name, count)
+            batches = [(start, min(start + settings.BULK_BATCH_SIZE - 1, count))
+                       for start in range(1, count + 1, settings.BULK_BATCH_SIZE)]
+            # Directly, as a program holding the ids calls pgmq: arrays of 5,000 ids as parameters...
+            with self.consumer(client_ids) as client_stalls, \
+                    psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True) as connection:
+                started = time.perf_counter()
+                for first, last in batches:
+                    connection.execute(f"SELECT * FROM pgmq.{action}(%s, %s::bigint[])",
+                                       [client_ids, list(range(first, last + 1))]).fetchall()
+                client_ids_s = time.perf_counter() - started
+            # ... and with the arrays made inside PostgreSQL: no ids on the wire at all, the floor.
+            with self.consumer(server_ids), \
+                    psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True) as connection:
+                started = time.perf_counter()
+                for first, last in batches:
+                    connection.execute(f"SELECT count(*) FROM pgmq.{action}(%s, ARRAY(SELECT generate_series("
+                                       "%s::bigint, %s::bigint)))", [server_ids, first, last])
+                server_ids_s = time.perf_counter() - started
+
+            message_filter = MessageFilter(message_contains={"currency": "EUR"})
+            job = services.create_bulk_job(
+                user=user, queue=Queue.objects.get(queue_name=by_filter), source="live", action=action,
+                parameters={}, filter_data=filter_to_data(message_filter), filter_words="bench", expected=None)
+            with self.consumer(by_filter) as job_stalls:
+                started = time.perf_counter()
+                run_pending_jobs()
+                job_s = time.perf_counter() - started
+            job.refresh_from_db()
+            job_per_s = (job.affected + job.already_gone) / job_s
+            results[action] = {
+                "messages": count, "job_per_s": round(job_per_s), "job_batches": job.batches,
+                "direct_client_ids_per_s": round(count / client_ids_s),
+                "direct_server_ids_per_s": round(count / server_ids_s),
+                "ratio_to_client_ids": round(job_per_s / (count / client_ids_s), 2),
+                "ratio_to_server_ids": round(job_per_s / (count / server_ids_s), 2),
+                "taken_by_the_consumer_meanwhile": job.already_gone,
+                "slowest_consumer_call_ms": round(max(job_stalls) * 1000, 1) if job_stalls else None,
+                "slowest_consumer_call_beside_direct_calls_ms":
+                    round(max(client_stalls) * 1000, 1) if client_stalls else None,
+                "job_status": job.status,
+            }
+            for name in (client_ids, server_ids, by_filter):
+                with psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True) as connection:
+                    connection.execute("SELECT pgmq.drop_queue(%s)", [name])
+            assert BulkJob.objects.filter(pk=job.pk, status=BulkJob.DONE).exists(), job.error
+        return results
+
+    @contextmanager
+    def consumer(self, queue: str) -> Iterator[list[float]]:
+        """A consumer reading 5 messages at a time from `queue` and archiving them, while the block
+        runs; yields the list its calls' durations go into."""
+        durations: list[float] = []
+        stopping = threading.Event()
+
+        def work() -> None:
+            with psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True) as connection:
+                while not stopping.is_set():
+                    began = time.perf_counter()
+                    rows = connection.execute("SELECT msg_id FROM pgmq.read(%s, 30, 5)", [queue]).fetchall()
+                    if rows:
+                        connection.execute("SELECT pgmq.archive(%s, %s::bigint[])", [queue, [row[0] for row in rows]])
+                    durations.append(time.perf_counter() - began)
+                    stopping.wait(0.005)
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        try:
+            yield durations
+        finally:
+            stopping.set()
+            thread.join()
 
     # The overview with many queues
 
@@ -340,6 +448,14 @@ class Command(BaseCommand):
                 if isinstance(figures, dict):
                     self.stdout.write(f"{label + ', ' + str(many['queues']) + ' queues':40} "
                                       f"{figures['median_ms']:>7.1f}ms {figures['p95_ms']:>7.1f}ms")
+        for action, figures in results.get("bulk", {}).items():
+            self.stdout.write(
+                f"bulk {action} by filter: {figures['job_per_s']:,}/s as a job; calling pgmq.{action} directly "
+                f"{figures['direct_client_ids_per_s']:,}/s with id arrays from the client "
+                f"(ratio {figures['ratio_to_client_ids']:.2f}), {figures['direct_server_ids_per_s']:,}/s with the "
+                f"arrays made in PostgreSQL (ratio {figures['ratio_to_server_ids']:.2f}); slowest call of a consumer "
+                f"working the same queue meanwhile: {figures['slowest_consumer_call_ms']} ms (beside the direct "
+                f"calls: {figures['slowest_consumer_call_beside_direct_calls_ms']} ms)")
         tabs = results["tabs"]
         self.stdout.write("")
         self.stdout.write(

@@ -1,4 +1,4 @@
-"""Thin views: parse input (forms.py), call selectors, render. Reads only: nothing here changes a message."""
+"""Pages that read: parse input (forms.py), call selectors, render. Nothing here changes a message."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,12 +11,18 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from dashboard.databases import took_too_long
-from queues import forms
-from queues.health import queue_health
+from queues import forms, services
+from queues.models import BulkJob
 from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
 from queues.selectors import archive, diagnostics, distributions, history, messages, overview
 from queues.selectors.stats import single_queue_stats, table_row_counts
 from queues.templatetags.queue_format import DISPLAY_LIMIT_CHARS
+
+ACTION_BUTTONS = {
+    LIVE: [(services.RETRY, "Retry now"), (services.DELAY, "Delay…"), (services.ARCHIVE_ACTION, "Archive"),
+           (services.MOVE, "Move…"), (services.DELETE, "Delete")],
+    ARCHIVE: [(services.REQUEUE, "Requeue…"), (services.DELETE_ARCHIVED, "Delete from archive")],
+}
 
 
 def get_queue_or_404(queue_name: str) -> Queue:
@@ -86,7 +92,8 @@ def _queue_figures(queue: Queue, range_s: int) -> dict:
         "read_ct": {"labels": spread.read_ct.labels, "counts": spread.read_ct.counts},
     }
     return {"stats": stats, "row": row, "spread": spread, "chart_data": chart_data,
-            "poison_read_count": settings.POISON_READ_COUNT}
+            "poison_read_count": settings.POISON_READ_COUNT,
+            "jobs": list(BulkJob.objects.filter(queue_name=queue.queue_name).order_by("-id")[:5])}
 
 
 @require_GET
@@ -170,8 +177,22 @@ def message_list(request: HttpRequest, queue_name: str) -> HttpResponse:
         "messages_url": reverse("messages", args=[queue.queue_name]),
         "states": messages.STATES, "sort_columns": messages.SORT_COLUMNS, "sources": messages.SOURCES,
         "search_budget_s": f"{settings.SEARCH_TIMEOUT_MS / 1000:g}",
+        **_action_context(request, message_filter),
     }
     return partial_or_page(request, "queues/messages.html", {"messages-live": "queues/_messages_live.html"}, context)
+
+
+def _action_context(request: HttpRequest, message_filter: messages.MessageFilter) -> dict:
+    """What the message list needs to offer actions: only to those allowed, on one table at a time."""
+    can_act = request.user.has_perm("queues.operate_messages") and message_filter.source in (LIVE, ARCHIVE)
+    if not can_act:
+        return {"can_act": False}
+    action_buttons = ACTION_BUTTONS[message_filter.source]
+    query = request.GET.copy()
+    for key in ("after", "before", "from", "last"):
+        query.pop(key, None)
+    return {"can_act": True, "action_buttons": action_buttons, "destructive": services.DESTRUCTIVE,
+            "filter_query": query.urlencode()}
 
 
 def _estimated_total(queue: Queue, message_filter: messages.MessageFilter):
@@ -224,6 +245,7 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
     table = queue.tables[message.source]
     return render(request, "queues/message.html", {
         "queue": queue, "message": message, "has_headers": "headers" in table.columns,
+        "action_buttons": ACTION_BUTTONS[message.source],
         "records_reads": "last_read_at" in table.columns,
         "too_big": (message.message_chars or 0) > DISPLAY_LIMIT_CHARS,
         "fetch_sql": fetch_row_sql(table.name, msg_id),

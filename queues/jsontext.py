@@ -1,0 +1,40 @@
+"""JSON kept as its exact text.
+
+Python reads JSON numbers as floats: 1.10 comes back as 1.1, 12345678901234567.89 as
+1.2345678901234568e+16. A message the dashboard copies (move, requeue), sends or keeps in the audit
+log must stay exactly as it was, so payloads travel as text from PostgreSQL and back to it, and
+PostgreSQL alone parses them.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.db.models import F, Func, JSONField, TextField, Value
+from django.db.models.functions import Cast
+
+
+class RawJSON(str):
+    """A JSON document as its exact text (checked valid JSON by whoever made it)."""
+
+
+def json_text(value: Any) -> str:
+    """JSON text for `value`, in which every RawJSON inside is kept as written."""
+    if isinstance(value, RawJSON):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(key), ensure_ascii=False)}: {json_text(item)}"
+                               for key, item in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(json_text(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def as_jsonb(value: Any) -> Cast:
+    """`value` for a JSONField, parsed by PostgreSQL from its exact text."""
+    return Cast(Value(json_text(value), output_field=TextField()), output_field=JSONField())
+
+
+def pretty(column: str) -> Func:
+    """A jsonb column indented by PostgreSQL, numbers exactly as stored (for pages and exports)."""
+    return Func(F(column), function="jsonb_pretty", output_field=TextField())

@@ -1,0 +1,115 @@
+"""The bulk job runner: actions on every message matching a filter, in batches, until stopped.
+
+Run one or more beside the web server (`make run` starts one). A runner claims a job with a lease
+(status running, a heartbeat every batch) rather than a lock held for the job's length, which
+would be a long transaction holding back vacuum. A job whose runner died is taken over once its
+heartbeat is older than any batch can take, and goes on from its last batch.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import DatabaseError, connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from dashboard.databases import first_line
+from queues.models import BulkJob
+from queues.pgmq import Queue
+from queues.selectors.messages import filter_from_data, matching_ids, statement_budget
+from queues.services import TryAgain, bulk_job_step, end_job, fail_job
+
+logger = logging.getLogger("jobs")
+# A batch runs a few statements, each at most JOB_STATEMENT_TIMEOUT_MS: a heartbeat older than
+# five of those means the runner is gone, not slow.
+STALE_AFTER = timedelta(milliseconds=5 * settings.JOB_STATEMENT_TIMEOUT_MS)
+ATTEMPTS = 5  # a batch undone by something passing (a lock, a deadlock) is tried this many times
+
+
+def claim_job() -> BulkJob | None:
+    with transaction.atomic():
+        job = (BulkJob.objects.select_for_update(skip_locked=True)
+               .filter(Q(status=BulkJob.PENDING)
+                       | Q(status=BulkJob.RUNNING, heartbeat_at__lt=timezone.now() - STALE_AFTER))
+               .order_by("id").first())
+        if job is None:
+            return None
+        job.status, job.heartbeat_at = BulkJob.RUNNING, timezone.now()
+        job.started_at = job.started_at or job.heartbeat_at
+        job.save(update_fields=["status", "heartbeat_at", "started_at"])
+        return job
+
+
+def run_job(job: BulkJob, *, stopping: threading.Event | None = None) -> None:
+    stopping = stopping or threading.Event()
+    queue = Queue.objects.filter(queue_name=job.queue_name).first()
+    if queue is None:
+        end_job(job, BulkJob.FAILED, error=f"the queue “{job.queue_name}” was dropped")
+        return
+    message_filter = filter_from_data(job.filter)
+
+    def next_ids(queue, after, limit):
+        return matching_ids(queue, job.source, message_filter, after=after, limit=limit)
+
+    failures = 0
+    # A job's statements may take longer than a page's: its own, bigger, limit.
+    with statement_budget(settings.JOB_STATEMENT_TIMEOUT_MS):
+        while not stopping.is_set():
+            try:
+                if not bulk_job_step(job, queue, next_ids, batch_size=settings.BULK_BATCH_SIZE):
+                    return
+                failures = 0
+            except TryAgain as error:
+                failures += 1
+                if failures >= ATTEMPTS:
+                    fail_job(job, f"{error} ({ATTEMPTS} times in a row)")
+                    return
+                logger.warning("job %s: %s; trying the batch again", job.pk, error)
+                stopping.wait(0.2 * 2 ** failures)
+            except Exception as error:  # a bug must end the job saying why, not kill the runner
+                logger.exception("job %s failed", job.pk)
+                fail_job(job, f"{type(error).__name__}: {error}")
+                return
+
+
+def run_pending_jobs() -> int:
+    """Run every job waiting, to its end; how many. For tests and --once."""
+    ran = 0
+    while (job := claim_job()) is not None:
+        run_job(job)
+        ran += 1
+    return ran
+
+
+class Command(BaseCommand):
+    help = "Run bulk jobs (actions on every message matching a filter) until stopped."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="run the jobs waiting now, then exit")
+        parser.add_argument("--poll", type=float, default=1.0, help="seconds between looks for new jobs")
+
+    def handle(self, *args: object, once: bool, poll: float, **options: object) -> None:
+        if once:
+            run_pending_jobs()
+            return
+        stopping = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopping.set())
+        self.stdout.write("running bulk jobs")
+        while not stopping.is_set():
+            try:
+                job = claim_job()
+                if job is not None:
+                    logger.info("running %s", job)
+                    run_job(job, stopping=stopping)
+                    continue
+            except DatabaseError as error:
+                logger.warning("job runner: %s; trying again", first_line(error))
+                for connection in connections.all():
+                    connection.close()
+            stopping.wait(poll)

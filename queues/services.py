@@ -1,0 +1,727 @@
+"""Every write the dashboard makes. pgmq's own functions do the work (send, send_batch, archive,
+delete, set_vt, purge_queue, create, drop_queue); the one exception is deleting archived rows,
+for which pgmq has none. Each action runs in one transaction on the pgmq database and is recorded
+in the audit log, failed ones too.
+
+Safe beside live consumers:
+- pgmq's functions report which messages they handled: one a consumer deleted or archived
+  meanwhile is reported as already gone, not an error.
+- A retry, a delay or a move decides from a message's state (is it in flight?): those messages
+  are locked first (SELECT ... FOR UPDATE), so the state holds until the action is done;
+  consumers, which read with FOR UPDATE SKIP LOCKED, pass over them instead of waiting. A message
+  in flight is left alone unless asked: a consumer is working on it, and retrying or moving it
+  means a second delivery.
+- A move or a requeue sends a copy only of what it took out, in the same transaction: a crash in
+  between loses nothing and copies nothing twice. Payloads travel as text, so every number stays
+  exactly as it was (see jsontext.py).
+- When the dashboard's tables are in the pgmq database (the default), the audit record and a
+  bulk job's progress are written in that same transaction too: an action is never done without
+  its record, and a job resumed after a crash never handles a batch twice. A confirmation's
+  request token is unique in the records, so the same confirmation sent twice acts once.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.core.exceptions import EmptyResultSet
+from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db.models import F, Func, JSONField, TextField
+from django.db.models.functions import Cast, Now
+from django.utils import timezone
+from psycopg import sql
+
+from queues.jsontext import RawJSON, as_jsonb, json_text
+from queues.models import AuditEntry, BulkJob
+from queues.pgmq import ARCHIVE, LIVE, PGMQ_DATABASE, Queue
+from queues.selectors.messages import statement_budget
+
+# What each action is called in the audit log and on the pages.
+DELETE, ARCHIVE_ACTION, RETRY, DELAY, MOVE = "delete", "archive", "retry", "delay", "move"
+REQUEUE, DELETE_ARCHIVED = "requeue", "delete_archived"
+SEND, EDIT_AND_RESEND, PURGE = "send", "edit_and_resend", "purge"
+CREATE_QUEUE, DROP_QUEUE = "create_queue", "drop_queue"
+LIVE_ACTIONS = [RETRY, DELAY, ARCHIVE_ACTION, DELETE, MOVE]
+ARCHIVE_ACTIONS = [REQUEUE, DELETE_ARCHIVED]
+DESTRUCTIVE = {DELETE, DELETE_ARCHIVED, PURGE, DROP_QUEUE, MOVE}
+# Actions that leave a message in flight alone unless asked (it would be delivered twice).
+GUARDS_IN_FLIGHT = {RETRY, MOVE}
+# Deleted payloads kept in one audit record stop here, whatever their number: far below jsonb's
+# 255 MB, and a page that still opens.
+PAYLOAD_BYTES_LIMIT = 16 * 1024 * 1024
+
+
+class ActionRefused(Exception):
+    """The action cannot be done as asked (a destination that does not exist, a name pgmq refuses):
+    the message says why, for the person who asked."""
+
+
+class AlreadyDone(Exception):
+    """This very confirmation was acted on before (sent twice: a double click, a resubmitted form)."""
+
+    def __init__(self, record: AuditEntry | BulkJob) -> None:
+        super().__init__(f"already done: {record}")
+        self.record = record
+
+
+@dataclasses.dataclass
+class BatchResult:
+    affected: list[int] = dataclasses.field(default_factory=list)
+    already_gone: list[int] = dataclasses.field(default_factory=list)
+    skipped: list[int] = dataclasses.field(default_factory=list)
+    new_ids: dict[int, int] = dataclasses.field(default_factory=dict)  # original msg_id -> new msg_id
+    deleted_payloads: list[RawJSON] = dataclasses.field(default_factory=list)  # one JSON object each
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    result: BatchResult
+    audit: AuditEntry
+
+
+def same_database() -> bool:
+    """The dashboard's tables live in the pgmq database, reached as the same role (the default):
+    one transaction can hold both."""
+    ours, theirs = settings.DATABASES["default"], settings.DATABASES[PGMQ_DATABASE]
+    return all(ours[key] == theirs[key] for key in ("NAME", "HOST", "PORT", "USER"))
+
+
+@contextmanager
+def action_transaction() -> Iterator[str]:
+    """One transaction on the pgmq database; yields the database alias to record the action with.
+
+    With the dashboard's schema in the same database, the records go through this very
+    transaction (its search_path switched to that schema for the transaction's length).
+    """
+    with transaction.atomic(using=PGMQ_DATABASE):
+        if same_database():
+            with connections[PGMQ_DATABASE].cursor() as cursor:
+                cursor.execute("SELECT set_config('search_path', %s, true)", [settings.DASHBOARD_SCHEMA])
+            yield PGMQ_DATABASE
+        else:
+            yield "default"
+
+
+def _save(instance, alias: str) -> None:
+    """Save one of the dashboard's rows through `alias`, then let it belong to `default` again:
+    Django would otherwise read it back later through the pgmq connection, outside the
+    transaction whose search_path found the dashboard's schema."""
+    instance.save(using=alias)
+    instance._state.db = "default"
+
+
+def _rows(cursor_sql: str, params: list) -> list[tuple]:
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute(cursor_sql, params)
+        return cursor.fetchall()
+
+
+def _pgmq_ids(function_sql: str, params: list) -> set[int]:
+    """msg_ids a pgmq set-returning function handled (archive, delete, set_vt, ...)."""
+    return {row[0] for row in _rows(function_sql, params)}
+
+
+def _lock_table(queue: Queue, kind: str) -> None:
+    """The lock pgmq's TRUNCATE or DROP takes anyway, taken first: what is counted is what goes."""
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+            sql.Identifier("pgmq", queue.tables[kind].name)).as_string())
+
+
+def _still_there(queue: Queue, kind: str, msg_ids: list[int], *, payloads: bool = False,
+                 lock: bool = False) -> dict[int, dict]:
+    """The messages among msg_ids still there (with their payload as exact JSON text if asked for;
+    a payload never changes), and for live ones whether each is in flight by the database's clock.
+    With `lock` they stay as read until the transaction ends: consumers, reading with SKIP LOCKED,
+    pass over them instead of taking one the action is deciding about."""
+    model = queue.live_messages if kind == LIVE else queue.archived_messages
+    rows = model.objects.filter(msg_id__in=msg_ids).order_by("msg_id")
+    if lock:
+        rows = rows.select_for_update()
+    texts = {}
+    if payloads:
+        texts["message_text"] = Cast("message", TextField())
+        if "headers" in queue.tables[kind].columns:
+            texts["headers_text"] = Cast("headers", TextField())
+    found = {row["msg_id"]: row for row in rows.values("msg_id", **texts)}
+    for row in found.values():
+        for name in texts:
+            row[name] = RawJSON(row[name]) if row[name] is not None else None
+    if kind == LIVE and found:
+        in_flight = set(model.objects.filter(msg_id__in=list(found), vt__gt=Now(), read_ct__gt=0)
+                        .values_list("msg_id", flat=True))
+        for msg_id, row in found.items():
+            row["in_flight"] = msg_id in in_flight
+    return found
+
+
+def _payload_record(row: dict) -> RawJSON:
+    """A deleted message for the audit log, exactly as it was."""
+    return RawJSON(json_text({"msg_id": row["msg_id"], "message": row["message_text"],
+                              "headers": row.get("headers_text")}))
+
+
+def _send_copies(destination: Queue, rows: list[dict]) -> list[int]:
+    """Send the rows' message and headers (exact JSON text) to `destination`, in order; the new msg_ids."""
+    if not rows:
+        return []
+    messages = [str(row["message_text"]) for row in rows]
+    if "headers" in destination.tables[LIVE].columns:
+        headers = [str(row["headers_text"]) if row.get("headers_text") is not None else None for row in rows]
+        return [row[0] for row in _rows("SELECT * FROM pgmq.send_batch(%s, %s::text[]::jsonb[], %s::text[]::jsonb[])",
+                                        [destination.queue_name, messages, headers])]
+    return [row[0] for row in _rows("SELECT * FROM pgmq.send_batch(%s, %s::text[]::jsonb[])",
+                                    [destination.queue_name, messages])]
+
+
+# One batch of an action on known msg_ids, inside an action_transaction.
+
+
+# pgmq's functions say which messages they handled: what a consumer took meanwhile is simply not
+# among them (already gone), so archive, delete and requeue need no lock of their own.
+
+
+def batch_delete(queue: Queue, msg_ids: list[int], *, capture_payloads: bool) -> BatchResult:
+    there = _still_there(queue, LIVE, msg_ids, payloads=True) if capture_payloads else None
+    targets = list(there) if there is not None else msg_ids
+    deleted = _pgmq_ids("SELECT * FROM pgmq.delete(%s, %s::bigint[])", [queue.queue_name, targets])
+    return BatchResult(affected=sorted(deleted), already_gone=sorted(set(msg_ids) - deleted),
+                       deleted_payloads=[_payload_record(there[i]) for i in sorted(deleted)] if there else [])
+
+
+def batch_archive(queue: Queue, msg_ids: list[int]) -> BatchResult:
+    archived = _pgmq_ids("SELECT * FROM pgmq.archive(%s, %s::bigint[])", [queue.queue_name, msg_ids])
+    return BatchResult(affected=sorted(archived), already_gone=sorted(set(msg_ids) - archived))
+
+
+def _set_vt(queue: Queue, msg_ids: list[int], seconds_from_now: int) -> set[int]:
+    if not msg_ids:
+        return set()
+    if pgmq_has_array_set_vt():
+        return _pgmq_ids("SELECT msg_id FROM pgmq.set_vt(%s, %s::bigint[], %s::integer)",
+                         [queue.queue_name, msg_ids, seconds_from_now])
+    return {row[0] for msg_id in msg_ids  # pgmq before 1.8 sets one message at a time
+            for row in _rows("SELECT msg_id FROM pgmq.set_vt(%s, %s::bigint, %s::integer)",
+                             [queue.queue_name, msg_id, seconds_from_now])}
+
+
+def _split_in_flight(there: dict[int, dict], include_in_flight: bool) -> tuple[list[int], list[int]]:
+    """(what to act on, what to leave alone because a consumer is working on it)."""
+    in_flight = sorted(msg_id for msg_id, row in there.items() if row["in_flight"])
+    if include_in_flight:
+        return sorted(there), []
+    return sorted(set(there) - set(in_flight)), in_flight
+
+
+def batch_retry(queue: Queue, msg_ids: list[int], *, include_in_flight: bool) -> BatchResult:
+    """vt to now: consumers see the messages at once. Locked, so none starts flying meanwhile."""
+    there = _still_there(queue, LIVE, msg_ids, lock=True)
+    targets, skipped = _split_in_flight(there, include_in_flight)
+    updated = _set_vt(queue, targets, 0)
+    return BatchResult(affected=sorted(updated), already_gone=sorted(set(msg_ids) - set(there)), skipped=skipped)
+
+
+def batch_delay(queue: Queue, msg_ids: list[int], *, until: datetime) -> BatchResult:
+    """vt to `until`. Once that time has passed (a long job), it would be a retry: messages in
+    flight are then left alone, as a retry leaves them."""
+    there = _still_there(queue, LIVE, msg_ids, lock=True)
+    seconds = _rows("SELECT greatest(ceil(extract(epoch FROM %s::timestamptz - clock_timestamp())), 0)::int",
+                    [until])[0][0]
+    targets, skipped = _split_in_flight(there, include_in_flight=seconds > 0)
+    updated = _set_vt(queue, targets, seconds)
+    return BatchResult(affected=sorted(updated), already_gone=sorted(set(msg_ids) - set(there)), skipped=skipped)
+
+
+def batch_move(queue: Queue, msg_ids: list[int], *, destination: Queue, original: str,
+               include_in_flight: bool) -> BatchResult:
+    """The redrive: a copy to `destination` of each message this takes out of the queue."""
+    if destination.tables[LIVE].name == queue.tables[LIVE].name:
+        raise ActionRefused(f"“{destination.queue_name}” and “{queue.queue_name}” are one queue to pgmq "
+                            "(their names differ only by case): a move would only renumber the messages")
+    there = _still_there(queue, LIVE, msg_ids, payloads=True, lock=True)
+    targets, skipped = _split_in_flight(there, include_in_flight)
+    function = "pgmq.archive" if original == "archive" else "pgmq.delete"
+    removed = _pgmq_ids(f"SELECT * FROM {function}(%s, %s::bigint[])", [queue.queue_name, targets])
+    moved = [there[msg_id] for msg_id in sorted(removed)]
+    new_ids = _send_copies(destination, moved)
+    return BatchResult(affected=sorted(removed), already_gone=sorted(set(msg_ids) - set(there)), skipped=skipped,
+                       new_ids=dict(zip((row["msg_id"] for row in moved), new_ids, strict=True)))
+
+
+def _delete_archived_rows(queue: Queue, msg_ids: list[int]) -> set[int]:
+    """pgmq has no function to delete from the archive: a plain DELETE, the table name quoted
+    (and the ids as literals: with parameters, a % in the table name would read as a placeholder)."""
+    statement = sql.SQL("DELETE FROM {} WHERE msg_id = ANY({}) RETURNING msg_id").format(
+        sql.Identifier("pgmq", queue.tables[ARCHIVE].name), sql.Literal(msg_ids))
+    with connections[PGMQ_DATABASE].cursor() as cursor:
+        cursor.execute(statement.as_string())
+        return {row[0] for row in cursor.fetchall()}
+
+
+def batch_requeue(queue: Queue, msg_ids: list[int], *, destination: Queue, remove_archived: bool) -> BatchResult:
+    there = _still_there(queue, ARCHIVE, msg_ids, payloads=True)
+    chosen = _delete_archived_rows(queue, list(there)) if remove_archived else set(there)
+    rows = [there[msg_id] for msg_id in sorted(chosen)]
+    new_ids = _send_copies(destination, rows)
+    return BatchResult(affected=sorted(chosen), already_gone=sorted(set(msg_ids) - chosen),
+                       new_ids=dict(zip((row["msg_id"] for row in rows), new_ids, strict=True)))
+
+
+def batch_delete_archived(queue: Queue, msg_ids: list[int], *, capture_payloads: bool) -> BatchResult:
+    there = _still_there(queue, ARCHIVE, msg_ids, payloads=capture_payloads)
+    deleted = _delete_archived_rows(queue, list(there))
+    return BatchResult(affected=sorted(deleted), already_gone=sorted(set(msg_ids) - deleted),
+                       deleted_payloads=[_payload_record(there[i]) for i in sorted(deleted)] if capture_payloads
+                       else [])
+
+
+def run_batch(action: str, queue: Queue, msg_ids: list[int], parameters: dict, *,
+              capture_payloads: bool) -> BatchResult:
+    if action == DELETE:
+        return batch_delete(queue, msg_ids, capture_payloads=capture_payloads)
+    if action == ARCHIVE_ACTION:
+        return batch_archive(queue, msg_ids)
+    if action == RETRY:
+        return batch_retry(queue, msg_ids, include_in_flight=parameters.get("include_in_flight", False))
+    if action == DELAY:
+        return batch_delay(queue, msg_ids, until=datetime.fromisoformat(parameters["until"]))
+    if action == MOVE:
+        return batch_move(queue, msg_ids, destination=existing_queue(parameters["destination"]),
+                          original=parameters.get("original", "archive"),
+                          include_in_flight=parameters.get("include_in_flight", False))
+    if action == REQUEUE:
+        return batch_requeue(queue, msg_ids, destination=existing_queue(parameters["destination"]),
+                             remove_archived=parameters.get("remove_archived", False))
+    if action == DELETE_ARCHIVED:
+        return batch_delete_archived(queue, msg_ids, capture_payloads=capture_payloads)
+    raise ActionRefused(f"unknown action {action!r}")
+
+
+def existing_queue(name: str) -> Queue:
+    queue = Queue.objects.filter(queue_name=name).first()
+    if queue is None:
+        raise ActionRefused(f"there is no queue named “{name}” (it may have been dropped)")
+    return queue
+
+
+_array_set_vt: bool | None = None
+
+
+def pgmq_has_array_set_vt() -> bool:
+    """set_vt(queue, msg_ids[], vt) arrived in pgmq 1.8; older versions set one message at a time."""
+    global _array_set_vt
+    if _array_set_vt is None:
+        _array_set_vt = bool(_rows(
+            "SELECT 1 FROM pg_proc WHERE proname = 'set_vt' AND pronamespace = 'pgmq'::regnamespace "
+            "AND pg_get_function_identity_arguments(oid) LIKE '%%bigint[]%%'", []))
+    return _array_set_vt
+
+
+# Recording
+
+
+def _payloads_fit(payloads: list[RawJSON]) -> bool:
+    return len(payloads) <= settings.AUDIT_PAYLOAD_LIMIT and sum(map(len, payloads)) <= PAYLOAD_BYTES_LIMIT
+
+
+def _record(alias: str, *, user, action: str, queue_name: str, target: dict, requested: int,
+            result: BatchResult | None = None, affected: int | None = None, outcome: str | None = None,
+            details: dict | None = None, deleted_count: int | None = None,
+            deleted_payloads: list[RawJSON] | None = None, request_token=None) -> AuditEntry:
+    """Write the action's audit record through `alias` (the action's own transaction when it can).
+    JSON goes in as exact text: a payload in the record is the payload as it was."""
+    result = result or BatchResult()
+    affected = len(result.affected) if affected is None else affected
+    if outcome is None:
+        outcome = AuditEntry.DONE if affected + len(result.skipped) == requested else AuditEntry.PARTIAL
+    payloads = deleted_payloads if deleted_payloads is not None else (result.deleted_payloads or None)
+    if payloads is not None and not _payloads_fit(payloads):
+        payloads = None  # too many to keep: the count says how many went
+    details = {**(details or {}), **({"new_msg_ids": {str(k): v for k, v in result.new_ids.items()}}
+                                     if result.new_ids else {})}
+    entry = AuditEntry(
+        user_id=getattr(user, "pk", None), username=getattr(user, "username", "") or "(system)",
+        action=action, queue_name=queue_name, target=as_jsonb(target), requested=requested,
+        affected=affected, already_gone=len(result.already_gone), skipped=len(result.skipped),
+        outcome=outcome, details=as_jsonb(details),
+        deleted_payloads=as_jsonb(payloads) if payloads is not None else None,
+        deleted_count=deleted_count if deleted_count is not None else (
+            affected if action in (DELETE, DELETE_ARCHIVED) else None),
+        request_token=request_token,
+    )
+    try:
+        with transaction.atomic(using=alias):
+            entry.save(using=alias)
+    except IntegrityError as error:
+        earlier = request_token and AuditEntry.objects.using(alias).filter(request_token=request_token).first()
+        if earlier:
+            raise AlreadyDone(earlier) from error
+        raise
+    entry.refresh_from_db(using=alias, fields=["target", "details", "deleted_payloads"])  # values, not SQL
+    entry._state.db = "default"  # as _save does
+    return entry
+
+
+@contextmanager
+def _recording_failure(*, user, action: str, queue_name: str, target: dict, requested: int) -> Iterator[None]:
+    """A failed or refused action is recorded too, after its transaction was rolled back."""
+    try:
+        yield
+    except (ActionRefused, DatabaseError) as error:
+        _record("default", user=user, action=action, queue_name=queue_name, target=target, requested=requested,
+                outcome=AuditEntry.FAILED, details={"error": str(error).strip()})
+        raise
+
+
+def _refuse_if_dropped(queue: Queue, error: DatabaseError) -> None:
+    """A queue dropped since the page was loaded: say so, rather than 'relation does not exist'."""
+    if isinstance(error.__cause__, psycopg.errors.UndefinedTable) and not Queue.objects.filter(
+            queue_name=queue.queue_name).exists():
+        raise ActionRefused(f"the queue “{queue.queue_name}” was dropped meanwhile") from error
+
+
+def _capture(action: str, count: int) -> bool:
+    return action in (DELETE, DELETE_ARCHIVED) and count <= settings.AUDIT_PAYLOAD_LIMIT
+
+
+# Actions on chosen messages (a selection: at most a page)
+
+
+def act_on_messages(*, user, queue: Queue, action: str, msg_ids: list[int], parameters: dict,
+                    request_token=None) -> Outcome:
+    target = {"msg_ids": msg_ids, **({"parameters": parameters} if parameters else {})}
+    with _recording_failure(user=user, action=action, queue_name=queue.queue_name, target=target,
+                            requested=len(msg_ids)):
+        try:
+            with action_transaction() as alias:
+                result = run_batch(action, queue, msg_ids, parameters, capture_payloads=_capture(action, len(msg_ids)))
+                entry = _record(alias, user=user, action=action, queue_name=queue.queue_name, target=target,
+                                requested=len(msg_ids), result=result, request_token=request_token)
+        except DatabaseError as error:
+            _refuse_if_dropped(queue, error)
+            raise
+    return Outcome(result, entry)
+
+
+def send_message(*, user, queue: Queue, message: RawJSON, headers: RawJSON | None, delay_s: int,
+                 request_token=None) -> Outcome:
+    target = {"message": message, "headers": headers, "delay_s": delay_s}
+    with _recording_failure(user=user, action=SEND, queue_name=queue.queue_name, target=target, requested=1):
+        try:
+            with action_transaction() as alias:
+                if "headers" in queue.tables[LIVE].columns:
+                    new_id = _rows("SELECT * FROM pgmq.send(%s, %s::jsonb, %s::jsonb, %s::integer)",
+                                   [queue.queue_name, str(message), str(headers) if headers is not None else None,
+                                    delay_s])[0][0]
+                else:
+                    new_id = _rows("SELECT * FROM pgmq.send(%s, %s::jsonb, %s::integer)",
+                                   [queue.queue_name, str(message), delay_s])[0][0]
+                result = BatchResult(affected=[new_id])
+                entry = _record(alias, user=user, action=SEND, queue_name=queue.queue_name, target=target,
+                                requested=1, result=result, details={"msg_id": new_id}, request_token=request_token)
+        except DatabaseError as error:
+            _refuse_if_dropped(queue, error)
+            raise
+    return Outcome(result, entry)
+
+
+def edit_and_resend(*, user, queue: Queue, msg_id: int, source: str, destination: Queue, message: RawJSON,
+                    headers: RawJSON | None, request_token=None) -> Outcome:
+    """Send an edited copy and archive the original, in one step. If a consumer took the original
+    meanwhile, nothing is sent: the copy would be a second delivery of work already done."""
+    target = {"msg_id": msg_id, "source": source, "destination": destination.queue_name,
+              "message": message, "headers": headers}
+    with _recording_failure(user=user, action=EDIT_AND_RESEND, queue_name=queue.queue_name, target=target,
+                            requested=1):
+        try:
+            with action_transaction() as alias:
+                if source == LIVE:
+                    archived = _pgmq_ids("SELECT * FROM pgmq.archive(%s, %s::bigint[])",
+                                         [queue.queue_name, [msg_id]])
+                else:
+                    archived = {msg_id} if _still_there(queue, ARCHIVE, [msg_id]) else set()
+                if not archived:
+                    result = BatchResult(already_gone=[msg_id])
+                else:
+                    new_id = _send_copies(destination, [{"message_text": message, "headers_text": headers}])[0]
+                    result = BatchResult(affected=[msg_id], new_ids={msg_id: new_id})
+                entry = _record(alias, user=user, action=EDIT_AND_RESEND, queue_name=queue.queue_name,
+                                target=target, requested=1, result=result, request_token=request_token,
+                                details={"original_msg_id": msg_id, "destination": destination.queue_name,
+                                         "original_archived": source == LIVE and bool(archived)})
+        except DatabaseError as error:
+            _refuse_if_dropped(queue, error)
+            _refuse_if_dropped(destination, error)
+            raise
+    return Outcome(result, entry)
+
+
+def purge_queue(*, user, queue: Queue, request_token=None) -> Outcome:
+    """pgmq.purge_queue empties the live table. The payloads are kept in the record when few.
+
+    The table is locked first, with the lock the purge's TRUNCATE takes anyway: what is recorded
+    is then exactly what goes, even with producers sending meanwhile (they wait while pgmq counts
+    the rows, about a second per ten million). Like a job, it may take longer than a page.
+    """
+    target = {"queue": queue.queue_name}
+    with _recording_failure(user=user, action=PURGE, queue_name=queue.queue_name, target=target, requested=0):
+        try:
+            with statement_budget(settings.JOB_STATEMENT_TIMEOUT_MS), action_transaction() as alias:
+                _lock_table(queue, LIVE)
+                first = list(_still_there(queue, LIVE, list(queue.live_messages.objects.order_by("msg_id")
+                             .values_list("msg_id", flat=True)[: settings.AUDIT_PAYLOAD_LIMIT + 1]),
+                             payloads=True).values())
+                purged = _rows("SELECT pgmq.purge_queue(%s)", [queue.queue_name])[0][0]
+                payloads = [_payload_record(row) for row in first] if purged <= len(first) else None
+                entry = _record(alias, user=user, action=PURGE, queue_name=queue.queue_name, target=target,
+                                requested=purged, affected=purged, outcome=AuditEntry.DONE, deleted_count=purged,
+                                deleted_payloads=payloads, request_token=request_token)
+        except DatabaseError as error:
+            _refuse_if_dropped(queue, error)
+            raise
+    return Outcome(BatchResult(), entry)
+
+
+def create_queue(*, user, name: str, unlogged: bool, request_token=None) -> Outcome:
+    target = {"queue": name, "unlogged": unlogged}
+    with _recording_failure(user=user, action=CREATE_QUEUE, queue_name=name, target=target, requested=1):
+        clash = Queue.objects.filter(queue_name__iexact=name).first()
+        if clash is not None:
+            # pgmq names tables by lower(name): Orders and orders would share one table.
+            raise ActionRefused(f"a queue named “{clash.queue_name}” exists; pgmq would give both the same table")
+        try:
+            with action_transaction() as alias:
+                _rows("SELECT pgmq.create_unlogged(%s)" if unlogged else "SELECT pgmq.create(%s)", [name])
+                entry = _record(alias, user=user, action=CREATE_QUEUE, queue_name=name, target=target,
+                                requested=1, affected=1, request_token=request_token)
+        except DatabaseError as error:
+            cause = error.__cause__
+            if isinstance(cause, psycopg.errors.RaiseException):
+                raise ActionRefused(f"pgmq refused the name: {cause.diag.message_primary}") from error
+            raise
+    return Outcome(BatchResult(), entry)
+
+
+def drop_queue(*, user, queue: Queue, request_token=None) -> Outcome:
+    """pgmq.drop_queue, with what went counted first under the lock the drop takes anyway (which,
+    like a job, may take longer than a page). The queue's unfinished jobs are cancelled with it: a
+    queue created later under the same name is another queue."""
+    target = {"queue": queue.queue_name}
+    with _recording_failure(user=user, action=DROP_QUEUE, queue_name=queue.queue_name, target=target, requested=1):
+        try:
+            with statement_budget(settings.JOB_STATEMENT_TIMEOUT_MS), action_transaction() as alias:
+                _lock_table(queue, LIVE)
+                live = queue.live_messages.objects.count()
+                archived = 0
+                if queue.tables[ARCHIVE].exists:
+                    _lock_table(queue, ARCHIVE)
+                    archived = queue.archived_messages.objects.count()
+                _rows("SELECT pgmq.drop_queue(%s)", [queue.queue_name])
+                BulkJob.objects.using(alias).filter(
+                    queue_name=queue.queue_name, status__in=[BulkJob.PENDING, BulkJob.RUNNING]).update(
+                    cancel_requested=True, cancelled_by=f"{user.username} (dropped the queue)")
+                entry = _record(alias, user=user, action=DROP_QUEUE, queue_name=queue.queue_name, target=target,
+                                requested=1, affected=1, deleted_count=live + archived, request_token=request_token,
+                                details={"live_messages": live, "archived_messages": archived})
+        except DatabaseError as error:
+            _refuse_if_dropped(queue, error)
+            raise
+    return Outcome(BatchResult(), entry)
+
+
+# Bulk jobs: every message matching a filter, in batches
+
+
+def create_bulk_job(*, user, queue: Queue, source: str, action: str, parameters: dict, filter_data: dict,
+                    filter_words: str, expected: int | None, request_token=None) -> BulkJob:
+    try:
+        with transaction.atomic():
+            return BulkJob.objects.create(
+                user_id=getattr(user, "pk", None), username=user.username, queue_name=queue.queue_name,
+                source=source, action=action, parameters=parameters, filter=filter_data, filter_words=filter_words,
+                expected=expected, deleted_payloads=[] if action in (DELETE, DELETE_ARCHIVED) else None,
+                request_token=request_token)
+    except IntegrityError as error:
+        earlier = request_token and BulkJob.objects.filter(request_token=request_token).first()
+        if earlier:
+            raise AlreadyDone(earlier) from error
+        raise
+
+
+def cancel_bulk_job(job: BulkJob, *, user) -> None:
+    """A running job stops after its current batch; one no runner has taken yet ends now."""
+    BulkJob.objects.filter(pk=job.pk).update(cancel_requested=True, cancelled_by=user.username)
+    job.refresh_from_db()
+    if job.status == BulkJob.PENDING:
+        end_job(job, BulkJob.CANCELLED)
+
+
+class JobTakenOver(Exception):
+    """Another runner moved the job on meanwhile (this one's lease had run out): its batch is undone."""
+
+
+class TryAgain(Exception):
+    """The batch was undone by something passing (a consumer held a lock a moment too long, a
+    deadlock with a consumer's own batch): the same batch can simply be tried again."""
+
+
+TRANSIENT = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+def bulk_job_step(job: BulkJob, queue: Queue, matching, *, batch_size: int) -> bool:
+    """Handle the next batch of `job` on `queue`; False when the job has ended or is no longer ours.
+
+    `matching(queue, after, limit)` gives the query for the next msg_ids the job's filter matches,
+    in msg_id order after `after`. The batch, the job's new cursor and counts (and, at the end,
+    its audit record) are written in one transaction when the databases allow it; the cursor only
+    moves from where this runner found it, so two runners never both handle a batch.
+    """
+    state = BulkJob.objects.filter(pk=job.pk).values("status", "cursor", "cancel_requested", "cancelled_by").first()
+    if state is None or state["status"] != BulkJob.RUNNING or state["cursor"] != job.cursor:
+        return False
+    if state["cancel_requested"]:
+        job.cancelled_by = state["cancelled_by"]
+        end_job(job, BulkJob.CANCELLED)
+        return False
+    collecting = job.action in (DELETE, DELETE_ARCHIVED) and job.deleted_payloads is not None
+    if collecting:
+        # While the payloads still fit in the record, batches only as big as the room left (+1, to
+        # see it overflow): no batch reads thousands of payloads only to throw them away.
+        batch_size = min(batch_size, settings.AUDIT_PAYLOAD_LIMIT - job.affected + 1)
+    try:
+        with action_transaction() as alias:
+            chosen = matching(queue, job.cursor, batch_size)
+            if job.action in REMOVALS and not collecting:
+                chosen_count, removed, last = _remove_chosen(queue, job.action, chosen)
+                result = BatchResult()
+                affected, already_gone, skipped = removed, chosen_count - removed, 0
+            else:
+                msg_ids = list(chosen)
+                result = run_batch(job.action, queue, msg_ids, job.parameters, capture_payloads=collecting)
+                last = max(msg_ids, default=None)
+                affected, already_gone, skipped = len(result.affected), len(result.already_gone), len(result.skipped)
+            if last is None:
+                _finish_job(job, BulkJob.DONE, alias=alias)
+                return False
+            _save_progress(job, alias, cursor=last, affected=affected, already_gone=already_gone, skipped=skipped,
+                           result=result, collecting=collecting)
+    except JobTakenOver:
+        return False
+    except (ActionRefused, DatabaseError) as error:
+        if isinstance(error.__cause__, TRANSIENT):
+            raise TryAgain(str(error).strip()) from error
+        fail_job(job, str(error).strip())
+        return False
+    return True
+
+
+def fail_job(job: BulkJob, error: str) -> None:
+    """End the job as failed, saying why, unless another runner has moved it on meanwhile (then the
+    error was a race this runner lost, not the job's failure)."""
+    fresh = BulkJob.objects.filter(pk=job.pk).first()
+    if fresh is None or fresh.status not in (BulkJob.PENDING, BulkJob.RUNNING) or fresh.cursor != job.cursor:
+        return
+    if not Queue.objects.filter(queue_name=job.queue_name).exists():
+        error = f"the queue “{job.queue_name}” was dropped"
+    end_job(fresh, BulkJob.FAILED, error=error)
+
+
+def _save_progress(job: BulkJob, alias: str, *, cursor: int, affected: int, already_gone: int, skipped: int,
+                   result: BatchResult, collecting: bool) -> None:
+    """Move the job on, from the cursor this runner found it at and only if it is still running."""
+    changes: dict[str, Any] = {"cursor": cursor, "affected": job.affected + affected,
+                               "already_gone": job.already_gone + already_gone, "skipped": job.skipped + skipped,
+                               "batches": job.batches + 1, "heartbeat_at": timezone.now()}
+    # What the record keeps in full stops at its limits: past them, payloads and new ids are counted only.
+    if collecting:
+        batch_bytes = sum(map(len, result.deleted_payloads))
+        if (changes["affected"] <= settings.AUDIT_PAYLOAD_LIMIT
+                and job.payload_bytes + batch_bytes <= PAYLOAD_BYTES_LIMIT):
+            # Appended in the database, as exact JSON text: payloads never pass through Python floats.
+            changes["deleted_payloads"] = Func(F("deleted_payloads"), as_jsonb(result.deleted_payloads),
+                                               function="", arg_joiner=" || ", output_field=JSONField())
+            changes["payload_bytes"] = job.payload_bytes + batch_bytes
+        else:
+            changes["deleted_payloads"] = None
+    if result.new_ids and job.new_ids is not None:
+        new_ids = {**job.new_ids, **{str(k): v for k, v in result.new_ids.items()}}
+        changes["new_ids"] = new_ids if len(new_ids) <= settings.AUDIT_PAYLOAD_LIMIT else None
+    moved_on = BulkJob.objects.using(alias).filter(pk=job.pk, cursor=job.cursor, status=BulkJob.RUNNING).update(
+        **changes)
+    if not moved_on:
+        raise JobTakenOver(job.pk)
+    for name, value in changes.items():
+        if name != "deleted_payloads":
+            setattr(job, name, value)
+    if changes.get("deleted_payloads", True) is None:
+        job.deleted_payloads = None
+
+
+# Actions that only take messages out and keep no payload: by filter, the batch's ids are chosen
+# and handed to pgmq in one statement, so only counts travel back. (Sending 5,000 ids out and back
+# per batch costs more than pgmq's removal itself.)
+REMOVALS = {DELETE, ARCHIVE_ACTION, DELETE_ARCHIVED}
+
+
+def _remove_chosen(queue: Queue, action: str, chosen) -> tuple[int, int, int | None]:
+    """Remove the messages the `chosen` query picks: how many it chose, how many were removed (the
+    rest were already gone), and the highest msg_id chosen (None: it chose none)."""
+    try:
+        chosen_sql, params = chosen.query.get_compiler(using=PGMQ_DATABASE).as_sql()
+    except EmptyResultSet:  # a filter that can match nothing here (headers on a queue without them)
+        return 0, 0, None
+    params = list(params)
+    if action == DELETE_ARCHIVED:
+        # pgmq has no function for it; the table name escaped for the placeholders that follow.
+        removal = sql.SQL("DELETE FROM {} WHERE msg_id IN (SELECT msg_id FROM chosen) RETURNING msg_id").format(
+            sql.Identifier("pgmq", queue.tables[ARCHIVE].name)).as_string().replace("%", "%%")
+    else:
+        removal = f"SELECT * FROM pgmq.{action}(%s, ARRAY(SELECT msg_id FROM chosen))"
+        params.append(queue.queue_name)
+    return _rows(
+        f"WITH chosen AS MATERIALIZED ({chosen_sql}), removed AS ({removal}) "
+        "SELECT (SELECT count(*) FROM chosen), (SELECT count(*) FROM removed), (SELECT max(msg_id) FROM chosen)",
+        params)[0]
+
+
+def end_job(job: BulkJob, status: str, *, error: str = "") -> None:
+    """End the job outside a batch's transaction (cancelled, failed)."""
+    with suppress(JobTakenOver):
+        _finish_job(job, status, error=error)
+
+
+def _finish_job(job: BulkJob, status: str, *, alias: str = "default", error: str = "") -> None:
+    """End the job with its audit record (both or neither), unless another runner moved it on.
+    The payloads go from the job's row to the record inside the database, exactly as they were."""
+    outcome = {BulkJob.DONE: AuditEntry.DONE, BulkJob.CANCELLED: AuditEntry.CANCELLED,
+               BulkJob.FAILED: AuditEntry.FAILED}[status]
+    details = {"batches": job.batches, **({"error": error} if error else {}),
+               **({"cancelled_by": job.cancelled_by} if status == BulkJob.CANCELLED and job.cancelled_by else {}),
+               **({"new_msg_ids": job.new_ids} if job.new_ids else {}),
+               **({"new_msg_ids_not_kept": "too many to list"} if job.new_ids is None else {})}
+    with transaction.atomic(using=alias):
+        payloads = None
+        if job.deleted_payloads is not None and job.affected:
+            payloads = RawJSON(BulkJob.objects.using(alias).filter(pk=job.pk).values_list(
+                Cast("deleted_payloads", TextField()), flat=True).get())
+        entry = AuditEntry(
+            user_id=job.user_id, username=job.username, action=job.action, queue_name=job.queue_name,
+            target={"filter": job.filter, "filter_in_words": job.filter_words, "source": job.source,
+                    "parameters": job.parameters, "job": job.pk},
+            requested=job.expected if job.expected is not None else job.affected + job.already_gone + job.skipped,
+            affected=job.affected, already_gone=job.already_gone, skipped=job.skipped, outcome=outcome,
+            details=details, deleted_payloads=as_jsonb(payloads) if payloads is not None else None,
+            deleted_count=job.affected if job.action in (DELETE, DELETE_ARCHIVED) else None,
+        )
+        _save(entry, alias)
+        ended = BulkJob.objects.using(alias).filter(
+            pk=job.pk, cursor=job.cursor, status__in=[BulkJob.PENDING, BulkJob.RUNNING]).update(
+            status=status, error=error, finished_at=timezone.now(), audit_entry_id=entry.pk, deleted_payloads=None)
+        if not ended:
+            raise JobTakenOver(job.pk)
+    job.status, job.error, job.audit_entry_id, job.deleted_payloads = status, error, entry.pk, None

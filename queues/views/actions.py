@@ -1,0 +1,257 @@
+"""Every view that changes something. POST only (GET shows the form or the confirmation and never
+changes anything), CSRF-checked, each behind its permission: operators act on messages and send,
+admins also purge, create and drop queues. services.py does the work and writes the audit log.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from django.conf import settings
+from django.contrib import messages as flash
+from django.contrib.auth.decorators import permission_required
+from django.db.models.functions import Now
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from queues import forms, services
+from queues.models import BulkJob
+from queues.pgmq import ARCHIVE, LIVE, Queue
+from queues.selectors import messages, stats
+from queues.views.pages import get_queue_or_404
+
+OPERATE = "queues.operate_messages"
+ADMINISTER = "queues.administer_queues"
+COUNT_BUDGET_MS = 10_000
+
+operator_required = permission_required(OPERATE, raise_exception=True)
+admin_required = permission_required(ADMINISTER, raise_exception=True)
+
+ACTION_LABELS = {
+    services.RETRY: "Retry now", services.DELAY: "Delay", services.ARCHIVE_ACTION: "Archive",
+    services.DELETE: "Delete", services.MOVE: "Move to another queue", services.REQUEUE: "Requeue",
+    services.DELETE_ARCHIVED: "Delete from the archive",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionPlan:
+    """What an action will do, stated before it is done."""
+
+    action: str
+    label: str
+    source: str
+    count: int | None  # exact; None when counting took too long (a filter on a huge table)
+    still_there: int | None  # of the selected messages
+    already_gone: int  # selected, but a consumer took them meanwhile
+    in_flight: int | None  # a retry makes these visible again: a second delivery
+    filter_words: str | None
+    destinations: list[str]
+    destructive: bool
+
+
+def _plan(queue: Queue, form: forms.MessageActionForm) -> ActionPlan:
+    data = form.cleaned_data
+    action, source = data["action"], data["source"]
+    model = queue.live_messages if source == LIVE else queue.archived_messages
+    in_flight = None
+    if data["scope"] == "selected":
+        ids = data["msg_id"]
+        still_there = model.objects.filter(msg_id__in=ids).count()
+        count, gone, words = still_there, len(ids) - still_there, None
+        if source == LIVE and action in services.GUARDS_IN_FLIGHT:
+            in_flight = model.objects.filter(msg_id__in=ids, vt__gt=Now(), read_ct__gt=0).count()
+    else:
+        message_filter = form.message_filter()
+        count = messages.count_matching(queue, source, message_filter, budget_ms=COUNT_BUDGET_MS)
+        still_there, gone, words = None, 0, messages.describe_filter(message_filter)
+        if source == LIVE and action in services.GUARDS_IN_FLIGHT and message_filter.state in (None, "in_flight"):
+            in_flight = messages.count_matching(queue, source, dataclasses.replace(message_filter, state="in_flight"),
+                                                budget_ms=COUNT_BUDGET_MS)
+    destinations = list(Queue.objects.values_list("queue_name", flat=True))
+    if action == services.MOVE:
+        destinations = [name for name in destinations if name != queue.queue_name]
+    return ActionPlan(action=action, label=ACTION_LABELS[action], source=source, count=count,
+                      still_there=still_there, already_gone=gone, in_flight=in_flight, filter_words=words,
+                      destinations=destinations, destructive=action in services.DESTRUCTIVE)
+
+
+def _dialog(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
+    """The dialog's content for htmx, or the same content as a page of its own without script."""
+    template = "queues/actions/_dialog.html" if request.htmx else "queues/actions/page.html"
+    return render(request, template, context, status=status)
+
+
+@require_POST
+@operator_required
+def message_action(request: HttpRequest, queue_name: str) -> HttpResponse:
+    queue = get_queue_or_404(queue_name)
+    form = forms.MessageActionForm(request.POST, queue_name=queue.queue_name)
+    valid = form.is_valid()
+    # A missing destination or time is asked again in the confirmation; anything else ends here.
+    if not valid and set(form.errors) - {"destination", "until"}:
+        return _dialog(request, {"queue": queue, "form": form, "stage": "invalid"}, status=400)
+    data = form.cleaned_data
+    plan = _plan(queue, form)
+    context = {"queue": queue, "form": form, "plan": plan, "count_budget_s": COUNT_BUDGET_MS // 1000,
+               "payload_limit": settings.AUDIT_PAYLOAD_LIMIT, "batch_size": settings.BULK_BATCH_SIZE,
+               "request_token": data.get("request_token") or form.fields["request_token"].initial}
+    if not valid or not data["confirmed"]:
+        return _dialog(request, {**context, "stage": "confirm"}, status=200 if valid else 400)
+    try:
+        if data["scope"] == "selected":
+            outcome = services.act_on_messages(user=request.user, queue=queue, action=data["action"],
+                                               msg_ids=data["msg_id"], parameters=form.parameters(),
+                                               request_token=data["request_token"])
+            return _dialog(request, {**context, "stage": "result", "outcome": outcome})
+        message_filter = form.message_filter()
+        job = services.create_bulk_job(
+            user=request.user, queue=queue, source=data["source"], action=data["action"],
+            parameters=form.parameters(), filter_data=messages.filter_to_data(message_filter),
+            filter_words=plan.filter_words, expected=plan.count, request_token=data["request_token"])
+    except services.ActionRefused as refusal:
+        return _dialog(request, {**context, "stage": "refused", "refusal": str(refusal)}, status=400)
+    except services.AlreadyDone as done:
+        return _dialog(request, {**context, "stage": "already_done", "record": done.record}, status=409)
+    return _dialog(request, {**context, "stage": "job", "job": job})
+
+
+def answers_refusals(view):
+    """A page form's action refused, or already done by the same form sent before, answers with a
+    message where it can be seen (the queue's page, or the first time's record), not a server error."""
+    @functools.wraps(view)
+    def answering(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except services.AlreadyDone as done:
+            flash.info(request, "That was already done: the form was sent twice. Here is the record of the first time.")
+            return redirect(reverse("audit-entry", args=[done.record.pk]))
+        except services.ActionRefused as refusal:
+            flash.error(request, f"Not done: {refusal}. Nothing was changed; the attempt is in the audit log.")
+            queue_name = kwargs.get("queue_name")
+            if queue_name and Queue.objects.filter(queue_name=queue_name).exists():
+                return redirect(reverse("queue", args=[queue_name]))
+            return redirect(reverse("overview"))
+    return answering
+
+
+@require_http_methods(["GET", "POST"])
+@operator_required
+@answers_refusals
+def send_message(request: HttpRequest, queue_name: str) -> HttpResponse:
+    queue = get_queue_or_404(queue_name)
+    form = forms.JSONMessageForm(request.POST or None, initial={"message": "{\n  \n}", "delay_s": 0})
+    if request.method == "POST" and form.is_valid():
+        outcome = services.send_message(user=request.user, queue=queue, message=form.cleaned_data["message"],
+                                        headers=form.cleaned_data["headers"], delay_s=form.cleaned_data["delay_s"] or 0,
+                                        request_token=form.cleaned_data["request_token"])
+        new_id = outcome.result.affected[0]
+        flash.success(request, f"Sent message {new_id} to {queue.queue_name}.")
+        return redirect(reverse("message", args=[queue.queue_name, new_id]))
+    return render(request, "queues/actions/send.html", {"queue": queue, "form": form},
+                  status=400 if request.method == "POST" else 200)
+
+
+@require_http_methods(["GET", "POST"])
+@operator_required
+@answers_refusals
+def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpResponse:
+    queue = get_queue_or_404(queue_name)
+    source = request.GET.get("source") or request.POST.get("source") or LIVE
+    if source not in (LIVE, ARCHIVE):
+        return render(request, "400.html", {"message": "source must be live or archive"}, status=400)
+    original = messages.find_message(queue, msg_id, source=source)
+    if original is None:
+        flash.error(request, f"Message {msg_id} is no longer in {queue.queue_name}: a consumer took it meanwhile.")
+        return redirect(reverse("messages", args=[queue.queue_name]))
+    form = forms.JSONMessageForm(request.POST or None, initial={
+        "message": original.message_text, "headers": original.headers_text or "", "destination": queue.queue_name})
+    if request.method == "POST" and form.is_valid():
+        try:
+            destination = services.existing_queue(form.cleaned_data["destination"] or queue.queue_name)
+        except services.ActionRefused as refusal:
+            form.add_error("destination", str(refusal))
+        else:
+            outcome = services.edit_and_resend(
+                user=request.user, queue=queue, msg_id=msg_id, source=source, destination=destination,
+                message=form.cleaned_data["message"], headers=form.cleaned_data["headers"],
+                request_token=form.cleaned_data["request_token"])
+            if outcome.result.already_gone:
+                flash.error(request, f"Message {msg_id} was taken by a consumer meanwhile: nothing was sent.")
+                return redirect(reverse("messages", args=[queue.queue_name]))
+            new_id = outcome.result.new_ids[msg_id]
+            flash.success(request, f"Sent the edited copy as message {new_id} to {destination.queue_name}"
+                          + (f"; message {msg_id} is archived." if source == LIVE else "."))
+            return redirect(reverse("message", args=[destination.queue_name, new_id]))
+    return render(request, "queues/actions/edit.html", {
+        "queue": queue, "form": form, "original": original, "source": source,
+        "in_flight": source == LIVE and original.state == messages.IN_FLIGHT,
+        "destinations": Queue.objects.values_list("queue_name", flat=True)},
+        status=400 if request.method == "POST" else 200)
+
+
+@require_http_methods(["GET", "POST"])
+@admin_required
+@answers_refusals
+def purge_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
+    queue = get_queue_or_404(queue_name)
+    form = forms.TypedConfirmationForm(request.POST or None, expected=queue.queue_name)
+    if request.method == "POST" and form.is_valid():
+        outcome = services.purge_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])
+        flash.success(request, f"Purged {outcome.audit.affected:,} messages from {queue.queue_name}.")
+        return redirect(reverse("queue", args=[queue.queue_name]))
+    counts = stats.table_row_counts([queue.tables[LIVE].name])
+    return render(request, "queues/actions/purge.html",
+                  {"queue": queue, "form": form, "backlog": counts.get(queue.tables[LIVE].name),
+                   "payload_limit": settings.AUDIT_PAYLOAD_LIMIT},
+                  status=400 if request.method == "POST" else 200)
+
+
+@require_http_methods(["GET", "POST"])
+@admin_required
+@answers_refusals
+def drop_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
+    queue = get_queue_or_404(queue_name)
+    form = forms.TypedConfirmationForm(request.POST or None, expected=queue.queue_name)
+    if request.method == "POST" and form.is_valid():
+        services.drop_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])
+        flash.success(request, f"Dropped the queue {queue.queue_name}, its messages and its archive.")
+        return redirect(reverse("overview"))
+    counts = stats.table_row_counts([queue.tables[kind].name for kind in (LIVE, ARCHIVE)])
+    return render(request, "queues/actions/drop.html",
+                  {"queue": queue, "form": form, "backlog": counts.get(queue.tables[LIVE].name),
+                   "archived": counts.get(queue.tables[ARCHIVE].name)},
+                  status=400 if request.method == "POST" else 200)
+
+
+@require_http_methods(["GET", "POST"])
+@admin_required
+@answers_refusals
+def create_queue(request: HttpRequest) -> HttpResponse:
+    form = forms.CreateQueueForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.create_queue(user=request.user, name=form.cleaned_data["name"],
+                                  unlogged=form.cleaned_data["unlogged"],
+                                  request_token=form.cleaned_data["request_token"])
+        except services.ActionRefused as refusal:
+            form.add_error("name", str(refusal))
+        else:
+            flash.success(request, f"Created the queue {form.cleaned_data['name']}.")
+            return redirect(reverse("queue", args=[form.cleaned_data["name"]]))
+    return render(request, "queues/actions/create.html", {"form": form},
+                  status=400 if request.method == "POST" else 200)
+
+
+@require_POST
+@operator_required
+def cancel_job(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = BulkJob.objects.filter(pk=job_id).first()
+    if job is None:
+        raise Http404(f"There is no bulk job {job_id}.")
+    services.cancel_bulk_job(job, user=request.user)
+    flash.info(request, f"Job {job.pk} is cancelled." if job.finished
+               else f"Job {job.pk} stops after its current batch.")
+    return redirect(reverse("job", args=[job.pk]))

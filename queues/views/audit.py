@@ -1,0 +1,115 @@
+"""The audit log (read-only: nothing here or anywhere edits or deletes it), its CSV export, and
+bulk jobs with their progress."""
+from __future__ import annotations
+
+import csv
+
+from django.db.models import TextField
+from django.db.models.functions import Cast
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from queues import forms
+from queues.jsontext import pretty
+from queues.models import AuditEntry, BulkJob
+from queues.views.pages import bad_request, partial_or_page
+
+ENTRIES_PER_PAGE = 50
+# A spreadsheet runs a cell starting with one of these as a formula: such cells are made inert.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_COLUMNS = ["id", "at", "username", "action", "queue_name", "requested", "affected", "already_gone", "skipped",
+               "outcome", "target", "details", "deleted_count"]
+# JSON columns are exported and shown as PostgreSQL writes them: numbers exactly as stored.
+JSON_AS_TEXT = {"target": Cast("target", TextField()), "details": Cast("details", TextField())}
+
+
+def _filtered_entries(form: forms.AuditFilterForm):
+    data = form.cleaned_data
+    entries = AuditEntry.objects.all()
+    if data["queue"]:
+        entries = entries.filter(queue_name=data["queue"])
+    if data["user"]:
+        entries = entries.filter(username=data["user"])
+    if data["action"]:
+        entries = entries.filter(action=data["action"])
+    if data["outcome"]:
+        entries = entries.filter(outcome=data["outcome"])
+    if data["since"]:
+        entries = entries.filter(at__gte=data["since"])
+    if data["until"]:
+        entries = entries.filter(at__lt=data["until"])
+    return entries.order_by("-id")
+
+
+@require_GET
+def audit_log(request: HttpRequest) -> HttpResponse:
+    form = forms.AuditFilterForm(request.GET)
+    if not form.is_valid():
+        return bad_request(request, form)
+    entries = _filtered_entries(form)
+    if form.cleaned_data["before"]:
+        entries = entries.filter(id__lt=form.cleaned_data["before"])
+    page = list(entries.defer("deleted_payloads")[: ENTRIES_PER_PAGE + 1])
+    query = request.GET.copy()
+    query.pop("before", None)
+    older = None
+    if len(page) > ENTRIES_PER_PAGE:
+        page = page[:ENTRIES_PER_PAGE]
+        query["before"] = page[-1].pk
+        older = "?" + query.urlencode()
+    export_query = request.GET.copy()
+    export_query.pop("before", None)
+    return render(request, "queues/audit/log.html", {
+        "form": form, "entries": page, "older": older,
+        "actions": AuditEntry.objects.order_by().values_list("action", flat=True).distinct(),
+        "export_query": export_query.urlencode(),
+    })
+
+
+def _safe_cell(value) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@require_GET
+def audit_csv(request: HttpRequest) -> HttpResponse:
+    form = forms.AuditFilterForm(request.GET)
+    if not form.is_valid():
+        return bad_request(request, form)
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(CSV_COLUMNS)
+        columns = [f"{column}_text" if column in JSON_AS_TEXT else column for column in CSV_COLUMNS]
+        entries = _filtered_entries(form).annotate(**{f"{name}_text": text for name, text in JSON_AS_TEXT.items()})
+        for entry in entries.values(*columns).iterator(chunk_size=500):
+            yield writer.writerow([_safe_cell(entry[column]) for column in columns])
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="pgmq-dashboard-audit.csv"'
+    return response
+
+
+@require_GET
+def audit_entry(request: HttpRequest, entry_id: int) -> HttpResponse:
+    entry = AuditEntry.objects.filter(pk=entry_id).annotate(
+        target_pretty=pretty("target"), details_pretty=pretty("details"),
+        deleted_payloads_pretty=pretty("deleted_payloads")).first()
+    if entry is None:
+        raise Http404(f"There is no audit entry {entry_id}.")
+    return render(request, "queues/audit/entry.html", {"entry": entry})
+
+
+@require_GET
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = BulkJob.objects.filter(pk=job_id).first()
+    if job is None:
+        raise Http404(f"There is no bulk job {job_id}.")
+    return partial_or_page(request, "queues/audit/job.html", {"job-live": "queues/audit/_job_progress.html"},
+                           {"job": job})
