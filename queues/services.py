@@ -342,8 +342,13 @@ def _record(alias: str, *, user, action: str, queue_name: str, target: dict, req
     payloads = deleted_payloads if deleted_payloads is not None else (result.deleted_payloads or None)
     if payloads is not None and not _payloads_fit(payloads):
         payloads = None  # too many to keep: the count says how many went
-    details = {**(details or {}), **({"new_msg_ids": {str(k): v for k, v in result.new_ids.items()}}
-                                     if result.new_ids else {})}
+    details = dict(details or {})
+    if result.new_ids:
+        details["new_msg_ids"] = {str(k): v for k, v in result.new_ids.items()}
+    if result.already_gone:
+        details["already_gone_msg_ids"] = result.already_gone
+    if result.skipped:
+        details["skipped_msg_ids"] = result.skipped
     entry = AuditEntry(
         user_id=getattr(user, "pk", None), username=getattr(user, "username", "") or "(system)",
         action=action, queue_name=queue_name, target=as_jsonb(target), requested=requested,

@@ -68,6 +68,7 @@ def test_a_message_a_consumer_took_meanwhile_is_already_gone(operator_client, ma
     assert archived_ids(pgmq_sql, "raced") == [1, 2, 3]
     entry = AuditEntry.objects.get()
     assert (entry.affected, entry.already_gone, entry.outcome) == (2, 1, "partial")
+    assert entry.details == {"already_gone_msg_ids": [2]}
 
 
 def test_retry_makes_messages_visible_now_but_leaves_those_in_flight_unless_asked(operator_client, make_queue,
@@ -78,11 +79,14 @@ def test_retry_makes_messages_visible_now_but_leaves_those_in_flight_unless_aske
     _, confirm = act(operator_client, "retried", "retry", [1, 2, 3], confirmed=False)
     assert confirm.select_one("[data-in-flight]")["data-in-flight"] == "1"
     assert "second delivery" in confirm.select_one("[data-in-flight]").get_text()
+    count = confirm.select_one("[data-action-count]")  # the button counts what will be done by default
+    assert (count.get_text(), count["data-with-in-flight"]) == ("2", "3")
 
     _, dialog = act(operator_client, "retried", "retry", [1, 2, 3])
     visible = {row[0] for row in pgmq_sql.execute("SELECT msg_id FROM pgmq.q_retried WHERE vt <= now()")}
     assert visible == {1, 2, 4}  # 3 stays with its consumer
-    assert AuditEntry.objects.get().skipped == 1
+    entry = AuditEntry.objects.get()
+    assert (entry.skipped, entry.details) == (1, {"skipped_msg_ids": [3]})
 
     act(operator_client, "retried", "retry", [3], include_in_flight="1")
     assert pgmq_sql.execute("SELECT vt <= now() FROM pgmq.q_retried WHERE msg_id = 3").fetchone()[0]

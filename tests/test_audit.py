@@ -84,6 +84,7 @@ def test_the_csv_export_is_every_entry_with_no_formula_to_run(admin_client, make
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert [row["queue_name"] for row in rows] == ["plain", "'" + hostile]
     assert rows[0]["action"] == "archive" and rows[0]["affected"] == "1"
+    assert rows[0]["deleted_count"] == ""  # an archive deletes nothing: an empty cell, not "None"
 
 
 def test_the_admin_shows_the_log_read_only(admin_client, make_queue):

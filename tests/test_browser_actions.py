@@ -86,6 +86,26 @@ def test_an_operator_deletes_everything_a_filter_matches_as_a_job(page, dashboar
     shot(page, "audit-entry")
 
 
+def test_a_retry_counts_the_messages_in_flight_only_once_their_box_is_ticked(page, dashboard_server, role_user,
+                                                                              make_queue, pgmq_sql):
+    make_queue("half_read", messages=3)
+    pgmq_sql.execute("SELECT * FROM pgmq.read('half_read', 3600, 1)")  # msg 1: a consumer has it
+    sign_in(page, dashboard_server, role_user("Operator").username, PASSWORD)
+    page.goto(dashboard_server + "/queues/half_read/messages/")
+    page.locator("[data-select-page]").check()
+    page.get_by_role("button", name="Retry now").click()
+    dialog = page.locator("#action-dialog")
+    expect(dialog.locator("[data-in-flight]")).to_contain_text("1 is in flight")
+    confirm = dialog.locator("button[type=submit]")
+    expect(confirm).to_have_text("Retry now (2)")
+    dialog.get_by_label("Retry it too").check()
+    expect(confirm).to_have_text("Retry now (3)")
+    dialog.get_by_label("Retry it too").uncheck()
+    confirm.click()
+    expect(dialog.locator("[data-result-skipped]")).to_have_text("1")
+    assert pgmq_sql.execute("SELECT vt > now() FROM pgmq.q_half_read WHERE msg_id = 1").fetchone()[0]
+
+
 def test_an_admin_purges_only_after_typing_the_name(page, dashboard_server, role_user, make_queue, pgmq_sql):
     make_queue("to_empty", messages=5)
     admin = role_user("Admin")

@@ -51,6 +51,13 @@ class ActionPlan:
     destinations: list[str]
     destructive: bool
 
+    @property
+    def count_unless_in_flight(self) -> int | None:
+        """How many are done if the ones in flight are left alone (the default)."""
+        if self.count is None or not self.in_flight:
+            return self.count
+        return max(self.count - self.in_flight, 0)
+
 
 def _plan(queue: Queue, form: forms.MessageActionForm) -> ActionPlan:
     data = form.cleaned_data

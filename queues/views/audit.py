@@ -68,7 +68,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 
 def _safe_cell(value) -> str:
-    text = value if isinstance(value, str) else str(value)
+    text = "" if value is None else value if isinstance(value, str) else str(value)
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 

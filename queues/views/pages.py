@@ -245,7 +245,7 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
     table = queue.tables[message.source]
     return render(request, "queues/message.html", {
         "queue": queue, "message": message, "has_headers": "headers" in table.columns,
-        "action_buttons": ACTION_BUTTONS[message.source],
+        "action_buttons": ACTION_BUTTONS[message.source], "destructive": services.DESTRUCTIVE,
         "records_reads": "last_read_at" in table.columns,
         "too_big": (message.message_chars or 0) > DISPLAY_LIMIT_CHARS,
         "fetch_sql": fetch_row_sql(table.name, msg_id),

@@ -103,6 +103,16 @@ document.addEventListener("click", (event) => {
   }
 });
 
+// The button counts what will be done: the messages in flight only once their box is ticked.
+document.addEventListener("change", (event) => {
+  if (!event.target.matches("[data-include-in-flight]")) return;
+  const form = event.target.form;
+  const count = form.querySelector("[data-action-count]");
+  if (!count) return;
+  count.textContent = event.target.checked ? count.dataset.withInFlight : count.dataset.withoutInFlight;
+  form.querySelector("[data-submit-once]").disabled = count.textContent === "0";
+});
+
 // A form that acts is sent once: a second click while the first is on its way does nothing (the
 // server also refuses the same confirmation twice). htmx forms use hx-disabled-elt instead.
 document.addEventListener("submit", (event) => {
@@ -145,9 +155,15 @@ function checkJson(editor) {
     return false;
   }
 }
+// The server's own message about a field, once shown, stands until the field is edited.
+function serverErrors(editor) {
+  return document.querySelectorAll(`[data-server-error-for="${editor.id}"]`);
+}
 document.addEventListener("input", (event) => {
-  if (event.target.matches("[data-json-editor]")) checkJson(event.target);
+  if (!event.target.matches("[data-json-editor]")) return;
+  serverErrors(event.target).forEach((error) => error.remove());
+  checkJson(event.target);
 });
 document.addEventListener("DOMContentLoaded", () => {
-  document.querySelectorAll("[data-json-editor]").forEach(checkJson);
+  document.querySelectorAll("[data-json-editor]").forEach((editor) => serverErrors(editor).length || checkJson(editor));
 });

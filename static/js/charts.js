@@ -17,9 +17,12 @@ function readData(id) {
 function timeLabels(isoTimes) {
   const span = isoTimes.length > 1 ? new Date(isoTimes.at(-1)) - new Date(isoTimes[0]) : 0;
   const withDate = span > 36 * 3600 * 1000;
+  // Samples come every few seconds: over a short range, minutes alone would repeat along the axis.
+  const clockParts = span < 30 * 60 * 1000
+    ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
   return isoTimes.map((iso) => {
     const time = new Date(iso);
-    const clock = time.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const clock = time.toLocaleTimeString([], clockParts);
     return withDate ? `${time.toLocaleDateString([], { month: "short", day: "numeric" })} ${clock}` : clock;
   });
 }
