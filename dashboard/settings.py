@@ -5,7 +5,10 @@ Two databases:
 - `default`: the dashboard's own tables (users, sessions, ...), in the schema pgmq_dashboard of
   DASHBOARD_DATABASE_URL, which defaults to the pgmq database itself.
 """
+from datetime import timedelta
 from pathlib import Path
+
+from csp.constants import NONE, SELF
 
 from dashboard import env
 
@@ -50,6 +53,8 @@ AUDIT_PAYLOAD_LIMIT = env.integer("DASHBOARD_AUDIT_PAYLOAD_LIMIT", 1000)
 # A bulk job handles this many messages per transaction, each statement bounded by its own limit.
 BULK_BATCH_SIZE = env.integer("DASHBOARD_BULK_BATCH_SIZE", 5000, minimum=1)
 JOB_STATEMENT_TIMEOUT_MS = env.integer("DASHBOARD_JOB_STATEMENT_TIMEOUT_MS", 60_000, minimum=100)
+# JSON paths whose values only users with the permission "view_unredacted" see (README, "Redaction").
+REDACT_PATHS = env.json_paths("DASHBOARD_REDACT")
 # A message read this many times or more is a poison message.
 POISON_READ_COUNT = env.integer("DASHBOARD_POISON_READ_COUNT", 5, minimum=1)
 # Live regions re-render every this many seconds (the page lets each user change or pause it).
@@ -70,6 +75,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "axes",
+    "csp",
     "queues",
 ]
 
@@ -81,9 +88,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "dashboard.proxy_auth.ProxyHeaderUserMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "queues.middleware.DatabaseUnavailableMiddleware",
 ]
@@ -114,6 +124,22 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Sign-in: the login form, rate-limited by django-axes (AxesStandaloneBackend must come first), and,
+# when DASHBOARD_REMOTE_USER_HEADER names a header, the user a trusted reverse proxy signed in.
+REMOTE_USER_HEADER = env.text("DASHBOARD_REMOTE_USER_HEADER")
+REMOTE_USER_GROUP = env.text("DASHBOARD_REMOTE_USER_GROUP", "Viewer")
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+    *(["dashboard.proxy_auth.ProxyHeaderUserBackend"] if REMOTE_USER_HEADER else []),
+]
+AXES_FAILURE_LIMIT = env.integer("DASHBOARD_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env.integer("DASHBOARD_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+# One name from one address: a wrong password for "alice" does not lock out "bob" behind the same proxy.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
@@ -122,6 +148,29 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+
+# Served over HTTPS (directly or behind a proxy that terminates TLS): secure cookies, HSTS and a
+# redirect from http. On by default with debug off; `make run` turns it off for its local http.
+HTTPS = env.boolean("DASHBOARD_HTTPS", default=not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = env.integer("DASHBOARD_HSTS_SECONDS", 31_536_000) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = bool(SECURE_HSTS_SECONDS)
+# The header a TLS-terminating proxy sets to say the request came over https, e.g. X-Forwarded-Proto.
+# Only set it when that proxy always sets (or strips) the header: a client could send it too.
+if env.text("DASHBOARD_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + env.text("DASHBOARD_PROXY_SSL_HEADER").upper().replace("-", "_"), "https")
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+# Every script and style comes from the dashboard's own static files: nothing inline, nothing else.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF], "script-src": [SELF], "style-src": [SELF], "img-src": [SELF, "data:"],
+        "connect-src": [SELF], "font-src": [SELF], "object-src": [NONE], "base-uri": [NONE],
+        "form-action": [SELF], "frame-ancestors": [NONE],
+    },
+}
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -139,4 +188,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.text("DJANGO_LOG_LEVEL", "INFO").upper()},
+    # django-axes logs every successful sign-in four times at INFO; failures and lockouts are WARNING.
+    "loggers": {"axes": {"level": "WARNING"}},
 }

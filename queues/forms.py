@@ -29,6 +29,17 @@ DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f
 MAX_MSG_ID = 2**63 - 1
 MAX_INT = 2**31 - 1
 QUALIFIED_TERM = re.compile(r"^(message|headers)((?:\.[^.:]+)*):(.*)$", re.DOTALL)
+# A JSON number with a fraction or an exponent, as json.loads hands it to parse_float.
+JSON_FRACTION_EXPONENT = re.compile(r"-?\d+(?:\.(\d+))?(?:[eE]([+-]?\d+))?")
+NUMERIC_MAX_SCALE = 16_383  # digits after the point PostgreSQL's numeric (and so jsonb) can hold
+INT_MAX_DIGITS = 4_300  # Python's int() reads no longer number (sys.get_int_max_str_digits)
+# pgmq's longest table name is template_pgmq_q_<name>, and PostgreSQL's limit is 63 bytes.
+MAX_QUEUE_NAME_BYTES = 63 - len("template_pgmq_q_")
+MAX_PATH_KEYS = 50  # a search's key chain: each key nests the query once more, and Python's stack ends
+
+
+def shortened(text: str, length: int = 30) -> str:
+    return text if len(text) <= length else text[:length] + "…"
 
 
 def sort_choices(keys) -> list[tuple[str, str]]:
@@ -75,7 +86,8 @@ class JSONDocumentField(forms.CharField):
         if len(text) > self.max_chars:
             raise ValidationError(f"is longer than {self.max_chars:,} characters")
         try:
-            document = json.loads(text, parse_constant=self._refuse_constant, parse_float=self._finite_float)
+            document = json.loads(text, parse_constant=self._refuse_constant, parse_float=self._storable_float,
+                                  parse_int=self._readable_int)
         except json.JSONDecodeError as error:
             raise ValidationError(f"not valid JSON ({error.msg} at character {error.pos + 1})") from error
         except RecursionError:
@@ -92,11 +104,25 @@ class JSONDocumentField(forms.CharField):
         raise ValueError(f"{name} is not a JSON number PostgreSQL can store")
 
     @staticmethod
-    def _finite_float(text: str) -> float:
+    def _storable_float(text: str) -> float:
         number = float(text)
         if math.isinf(number):
             raise ValueError(f"the number {text[:30]} is too large")
+        # 1e-16384 is 0.0 to Python but more decimals than PostgreSQL's numeric holds: jsonb refuses it,
+        # as it refuses an exponent past about a billion (0e9999999999) whatever the digits before it.
+        fraction, exponent = JSON_FRACTION_EXPONENT.fullmatch(text).groups()
+        if exponent and len(exponent.lstrip("+-").lstrip("0")) > 9:
+            raise ValueError(f"the number {shortened(text)} has an exponent too large for PostgreSQL")
+        if len(fraction or "") - int(exponent or 0) > NUMERIC_MAX_SCALE:
+            raise ValueError(f"the number {shortened(text)} has more than {NUMERIC_MAX_SCALE:,} digits after the decimal "
+                             "point, more than PostgreSQL can store")
         return number
+
+    @staticmethod
+    def _readable_int(text: str) -> int:
+        if len(text.lstrip("-")) > INT_MAX_DIGITS:
+            raise ValueError(f"the number {shortened(text)} has more than {INT_MAX_DIGITS:,} digits")
+        return int(text)
 
     def _check(self, value: Any, depth: int) -> None:
         if depth > self.MAX_DEPTH:
@@ -130,6 +156,8 @@ def parse_search(text: str) -> tuple[SearchTerm, ...]:
             column, path, value = match.group(1), tuple(filter(None, match.group(2).split("."))), match.group(3)
             if not value:
                 raise ValidationError(f"“{token}” needs a value after the colon")
+            if len(path) > MAX_PATH_KEYS:
+                raise ValidationError(f"a path of at most {MAX_PATH_KEYS} keys (this one has {len(path)})")
             terms.append(SearchTerm(column=column, path=path, value=value))
         else:
             terms.append(SearchTerm(column="message", path=(), value=token))
@@ -191,9 +219,10 @@ class MessageFilterForm(forms.Form):
                 data[name] = None
         return data
 
-    def message_filter(self) -> MessageFilter:
+    def message_filter(self, *, redacted: bool = False) -> MessageFilter:
         data = self.cleaned_data
         return MessageFilter(
+            redacted=redacted,
             source=data.get("source") or "live", state=data.get("state") or None,
             read_ct_min=data.get("read_ct_min"), read_ct_max=data.get("read_ct_max"),
             enqueued_after=data.get("enqueued_after"), enqueued_before=data.get("enqueued_before"),
@@ -266,7 +295,8 @@ class OnceForm(forms.Form):
     audit record (or job) keeps as unique: the same form sent twice (a double click, a resent
     request) is refused the second time instead of acting again."""
 
-    request_token = forms.UUIDField(required=False, widget=forms.HiddenInput)
+    request_token = forms.UUIDField(required=False, widget=forms.HiddenInput, error_messages={
+        "invalid": "this form is damaged (its request_token is not one the dashboard wrote): open the page again"})
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -335,9 +365,10 @@ class MessageActionForm(OnceForm):
             return {"destination": data["destination"], "remove_archived": data["remove_archived"]}
         return {}
 
-    def message_filter(self) -> MessageFilter:
+    def message_filter(self, *, redacted: bool = False) -> MessageFilter:
         """The filter, for scope=matching, with the action's source in place of the browser's."""
-        return dataclasses.replace(self.filter_form.message_filter(), source=self.cleaned_data["source"])
+        return dataclasses.replace(self.filter_form.message_filter(redacted=redacted),
+                                   source=self.cleaned_data["source"])
 
 
 class JSONMessageForm(OnceForm):
@@ -346,8 +377,6 @@ class JSONMessageForm(OnceForm):
     message = JSONDocumentField(max_chars=1_000_000, exact=True, widget=forms.Textarea)
     headers = JSONDocumentField(required=False, max_chars=100_000, exact=True, object_only=True,
                                 widget=forms.Textarea)
-    delay_s = forms.IntegerField(required=False, min_value=0, max_value=MAX_INT, label="Delay (seconds)")
-    destination = forms.CharField(required=False, max_length=255)
 
     def clean_message(self):
         message = self.cleaned_data["message"]
@@ -355,6 +384,15 @@ class JSONMessageForm(OnceForm):
             raise ValidationError("a message is needed")
         return message
 
+
+# Each page's form has only the fields the page shows: an error on a field the page does not show
+# would refuse the form without saying why.
+class SendForm(JSONMessageForm):
+    delay_s = forms.IntegerField(required=False, min_value=0, max_value=MAX_INT, label="Delay (seconds)")
+
+
+class EditForm(JSONMessageForm):
+    destination = forms.CharField(required=False, max_length=255)
 
 
 class TypedConfirmationForm(OnceForm):
@@ -384,6 +422,12 @@ class CreateQueueForm(OnceForm):
         bad = [part for part in ("$", ";", "--", "'", "\x00") if part in name]
         if bad:
             raise ValidationError(f"pgmq does not accept {', '.join(repr(part) for part in bad)} in a queue name")
+        # pgmq counts 47 characters, but PostgreSQL cuts a table name at 63 bytes: a name longer in
+        # UTF-8 would get a cut-off table, and the next name alike would share it.
+        size = max(len(name.encode()), len(name.lower().encode()))
+        if size > MAX_QUEUE_NAME_BYTES:
+            raise ValidationError(f"at most {MAX_QUEUE_NAME_BYTES} bytes in UTF-8 (this name has {size}): PostgreSQL "
+                                  "cuts longer table names")
         return name
 
     def clean(self) -> dict:

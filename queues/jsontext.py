@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.db.models import F, Func, JSONField, TextField, Value
+from django.db.models import Expression, F, Func, JSONField, TextField, Value
 from django.db.models.functions import Cast
 
 
@@ -35,6 +35,6 @@ def as_jsonb(value: Any) -> Cast:
     return Cast(Value(json_text(value), output_field=TextField()), output_field=JSONField())
 
 
-def pretty(column: str) -> Func:
+def pretty(column: str | Expression) -> Func:
     """A jsonb column indented by PostgreSQL, numbers exactly as stored (for pages and exports)."""
-    return Func(F(column), function="jsonb_pretty", output_field=TextField())
+    return Func(F(column) if isinstance(column, str) else column, function="jsonb_pretty", output_field=TextField())

@@ -79,7 +79,7 @@ class DatabaseUnavailableMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, QueueTableMissing):
-            return render(request, "404.html", {"exception": str(exception)}, status=404)
+            return self.queue_gone(request, str(exception))
         if not isinstance(exception, DatabaseError):
             return None
         if is_connection_failure(exception):
@@ -92,15 +92,25 @@ class DatabaseUnavailableMiddleware:
             if pgmq_is_missing():
                 return render(request, "pgmq_missing.html", {"database": database_label(PGMQ_DATABASE)}, status=503)
             # A queue's table went between finding the queue and reading it: dropped meanwhile.
-            return render(request, "404.html", {"exception": "This queue's table is gone: the queue was probably "
-                                                             "dropped a moment ago."}, status=404)
+            return self.queue_gone(request, first_line(exception))
         if isinstance(exception.__cause__, psycopg.errors.InsufficientPrivilege):
             # The dashboard's user may act, but the database role it connects as may not (a read-only role).
             return render(request, "403.html", {"database_refused": first_line(exception),
                                                 "database": database_label(PGMQ_DATABASE)}, status=403)
         return None
 
+    def queue_gone(self, request: HttpRequest, detail: str) -> HttpResponse:
+        return render(request, "404.html", {"exception": "This queue's table is gone: the queue was probably dropped "
+                                                         f"a moment ago ({detail})."}, status=404)
+
     def unavailable(self, request: HttpRequest) -> HttpResponse:
         problems = unreachable_databases() or ["the database connection was lost; retrying on the next request"]
         logger.warning("database unavailable: %s", "; ".join(problems))
-        return render(request, "503.html", {"problems": problems}, status=503)
+        # A page opened during the outage loads itself again until the database is back; only a
+        # plain GET, so a form is never sent twice (htmx refreshes retry on their own timer).
+        retries = request.method == "GET" and not getattr(request, "htmx", False)
+        response = render(request, "503.html", {"problems": problems,
+                                                "retry_seconds": settings.REFRESH_SECONDS if retries else None},
+                          status=503)
+        response["Retry-After"] = str(settings.REFRESH_SECONDS)
+        return response

@@ -66,6 +66,7 @@ class AuditEntry(models.Model):
         permissions = [
             ("operate_messages", "Can act on messages: retry, delay, archive, delete, move, requeue, send"),
             ("administer_queues", "Can purge, create and drop queues"),
+            ("view_unredacted", "Can see the payload values DASHBOARD_REDACT hides"),
         ]
 
     def __str__(self) -> str:

@@ -40,6 +40,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     os.environ["PGMQ_DATABASE_URL"] = url
     os.environ.pop("DASHBOARD_DATABASE_URL", None)
     os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+    os.environ.setdefault("DASHBOARD_HTTPS", "0")  # the test servers speak plain http
     # Pages are compared with SQL run just before and after them: no shared figures in between
     # (test_overview checks the sharing itself).
     os.environ["DASHBOARD_STATS_CACHE_SECONDS"] = "0"

@@ -24,16 +24,17 @@ class HttpSession:
         self.cookies = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
 
-    def request(self, path: str, data: dict[str, str] | None = None) -> Response:
+    def request(self, path: str, data: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> Response:
         body = urllib.parse.urlencode(data).encode() if data is not None else None
+        request = urllib.request.Request(self.base_url + path, data=body, headers=headers or {})
         try:
-            with self.opener.open(self.base_url + path, data=body, timeout=30) as response:
+            with self.opener.open(request, timeout=30) as response:
                 return Response(response.status, response.geturl(), response.read().decode(), dict(response.headers))
         except urllib.error.HTTPError as error:
             return Response(error.code, error.geturl(), error.read().decode(), dict(error.headers))
 
-    def get(self, path: str) -> Response:
-        return self.request(path)
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
+        return self.request(path, headers=headers)
 
     def post(self, path: str, data: dict[str, str]) -> Response:
         """A form POST with the CSRF token a page of the dashboard set in the cookie."""

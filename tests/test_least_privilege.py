@@ -85,6 +85,23 @@ def test_the_readme_role_reads_every_queue(database_and_role, tmp_path):
         assert session.get("/queues/watched/").status == 200
 
 
+def test_with_the_read_only_role_actions_are_hidden_with_a_notice_saying_why(database_and_role, tmp_path):
+    _, role_url = database_and_role
+    password = dashboard_login(role_url, "boss", "admin")
+    with gunicorn(role_url, tmp_path) as base_url:
+        session = HttpSession(base_url)
+        session.sign_in("boss", password)
+        for path in ("/queues/watched/", "/queues/watched/messages/", "/queues/watched/messages/?source=archive",
+                     "/queues/watched/messages/1/"):
+            response = session.get(path)
+            assert response.status == 200, path
+            page = parse(response.text)
+            notice = " ".join(page.select_one("[data-write-refusal]").get_text().split())
+            assert "dashboard_reader" in notice and 'DELETE on pgmq.q_watched' in notice, (path, notice)
+            assert page.select("[data-action-form], form.action-bar, input[name=msg_id]") == [], path
+            assert not page.find("a", string="Send a message") and not page.find("a", string="Purge…"), path
+
+
 def test_an_action_the_read_only_role_may_not_do_is_refused_saying_why(database_and_role, tmp_path):
     owner_url, role_url = database_and_role
     password = dashboard_login(role_url, "boss", "admin")
@@ -109,7 +126,8 @@ def test_the_operating_role_does_every_message_action_and_purges(database_and_op
     with gunicorn(role_url, tmp_path) as base_url:
         session = HttpSession(base_url)
         session.sign_in("boss", password)
-        session.get("/queues/watched/messages/")
+        listing = parse(session.get("/queues/watched/messages/").text)
+        assert listing.select_one("[data-action-form]") and not listing.select("[data-write-refusal]")
         for action, msg_id, extra in (("delete", "1", {}), ("archive", "2", {}), ("retry", "3", {}),
                                       ("move", "4", {"destination": "watched_dlq", "original": "delete"}),
                                       ("requeue", "2", {"source": "archive", "destination": "watched"})):

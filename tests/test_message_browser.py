@@ -340,12 +340,12 @@ def test_both_at_once_reads_queue_and_archive_at_one_moment(signed_in_client, ma
         original_listing = messages_module.listing
         calls = []
 
-        def listing_then_archive(queryset):
+        def listing_then_archive(queryset, **options):
             calls.append(queryset.model)
             if len(calls) == 2:  # after the live table was read, before the archive is
                 with psycopg.connect(pgmq_database_url, autocommit=True) as consumer:
                     consumer.execute("SELECT pgmq.archive('moving', 3::bigint)")
-            return original_listing(queryset)
+            return original_listing(queryset, **options)
 
         monkeypatch.setattr(messages_module, "listing", listing_then_archive)
         try:

@@ -220,3 +220,15 @@ def test_diagnostics_report_dead_rows_when_vacuum_lags(signed_in_client, make_qu
     panel = parse(signed_in_client.get("/queues/churned/diagnostics/"))
     assert dead >= 10, "the statistics did not record the deletes"
     assert f"pgmq.q_churned carries {dead:,} dead rows" in panel.get_text()
+
+
+def test_a_panel_whose_query_runs_out_of_time_says_so_and_the_page_still_renders(signed_in_client, make_queue,
+                                                                                  pgmq_database_url):
+    make_queue("locked_archive", messages=2)
+    with psycopg.connect(pgmq_database_url) as holder:  # as a long migration of the archive would
+        holder.execute("LOCK TABLE pgmq.a_locked_archive IN ACCESS EXCLUSIVE MODE")
+        panel = signed_in_client.get("/queues/locked_archive/archive-history/")
+        messages = signed_in_client.get("/queues/locked_archive/messages/")
+    assert panel.status_code == 200
+    assert "took longer than" in " ".join(parse(panel).select_one("#queue-archive").get_text().split())
+    assert messages.status_code == 200 and len(parse(messages).select("tr[data-msg-id]")) == 2

@@ -71,11 +71,11 @@ def distributions(stats: QueueStats) -> Distributions:
     return Distributions(age=histogram(AGE_BUCKETS, 0), read_ct=histogram(READ_CT_BUCKETS, 1))
 
 
-def top_poison(queue: Queue, *, limit: int = 10) -> list[Message]:
+def top_poison(queue: Queue, *, limit: int = 10, redacted: bool = False) -> list[Message]:
     """The messages read most often (at least POISON_READ_COUNT times), worst first.
 
     No index serves read_ct, so on a big table this reads it whole: the page loads it in a panel
     of its own, bounded by the statement timeout like every query.
     """
     messages = queue.live_messages.objects.filter(read_ct__gte=settings.POISON_READ_COUNT)
-    return list(listing(messages.order_by("-read_ct", "msg_id"))[:limit])
+    return list(listing(messages.order_by("-read_ct", "msg_id"), redacted=redacted)[:limit])

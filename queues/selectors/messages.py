@@ -30,6 +30,7 @@ from django.db.models.functions import Cast, Left, Length, Now
 
 from dashboard.databases import took_too_long
 from queues.pgmq import ARCHIVE, LIVE, PGMQ_DATABASE, Message, Queue
+from queues.redaction import payload
 
 PAGE_SIZE = 50
 PREVIEW_CHARS = 300
@@ -58,16 +59,18 @@ def state_by_database_clock(model) -> Case | Value:
     )
 
 
-def listing(messages: QuerySet[Message]) -> QuerySet[Message]:
+def listing(messages: QuerySet[Message], *, redacted: bool = False) -> QuerySet[Message]:
     """What a row of a list needs: the state by the database's clock and a short preview of the
     payload, cut in SQL so a megabyte payload never leaves the database for a list."""
     model = messages.model
     has_headers = _model_has(model, "headers")
+    message_text = Cast(payload("message", redacted=redacted), TextField())
     return messages.defer("message", *(["headers"] if has_headers else [])).annotate(
         state=state_by_database_clock(model),
-        preview=Left(Cast("message", TextField()), PREVIEW_CHARS),
-        message_chars=Length(Cast("message", TextField())),
-        headers_preview=Left(Cast("headers", TextField()), PREVIEW_CHARS) if has_headers else Value(None, TextField()),
+        preview=Left(message_text, PREVIEW_CHARS),
+        message_chars=Length(message_text),
+        headers_preview=(Left(Cast(payload("headers", redacted=redacted), TextField()), PREVIEW_CHARS) if has_headers
+                         else Value(None, TextField())),
     )
 
 
@@ -93,6 +96,8 @@ class MessageFilter:
     message_contains: Any = None  # parsed JSON
     headers_contains: Any = None
     search: tuple[SearchTerm, ...] = ()
+    # Matches payloads as a user without "view_unredacted" sees them (see queues/redaction.py).
+    redacted: bool = False
 
     @property
     def sources(self) -> list[str]:
@@ -112,7 +117,7 @@ class MessageFilter:
 
     @property
     def is_empty(self) -> bool:
-        return self == MessageFilter(source=self.source)
+        return self == MessageFilter(source=self.source, redacted=self.redacted)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,25 +176,26 @@ def _filtered(queryset: QuerySet, kind: str, message_filter: MessageFilter) -> Q
     if kind == ARCHIVE and f.archived_before:
         queryset = queryset.filter(archived_at__lt=f.archived_before)
     if f.message_contains is not None:
-        queryset = queryset.filter(message__contains=f.message_contains)
+        queryset = queryset.alias(message_seen=payload("message", redacted=f.redacted)).filter(
+            message_seen__contains=f.message_contains)
     if f.headers_contains is not None:
-        queryset = queryset.filter(headers__contains=f.headers_contains) if _model_has(model, "headers") \
-            else queryset.none()
+        queryset = queryset.alias(headers_seen=payload("headers", redacted=f.redacted)).filter(
+            headers_seen__contains=f.headers_contains) if _model_has(model, "headers") else queryset.none()
     for number, term in enumerate(f.search):
-        queryset = _searched(queryset, term, alias=f"search_{number}")
+        queryset = _searched(queryset, term, alias=f"search_{number}", redacted=f.redacted)
     return queryset
 
 
-def _searched(queryset: QuerySet, term: SearchTerm, *, alias: str) -> QuerySet:
+def _searched(queryset: QuerySet, term: SearchTerm, *, alias: str, redacted: bool) -> QuerySet:
     """No path: the text anywhere in the column, any case. A path: that value exactly (as text,
     so 42 finds 42 and "42"), with * as a wildcard."""
     if term.column == "headers" and not _model_has(queryset.model, "headers"):
         return queryset.none()
     if not term.path:
-        return queryset.annotate(**{alias: Cast(term.column, TextField())}).filter(
+        return queryset.annotate(**{alias: Cast(payload(term.column, redacted=redacted), TextField())}).filter(
             **{f"{alias}__icontains": term.value})
     # The key chain built a key at a time: a key may itself contain "__", which KT() would split.
-    value = F(term.column)
+    value = payload(term.column, redacted=redacted)
     for key in term.path[:-1]:
         value = KeyTransform(key, value)
     queryset = queryset.annotate(**{alias: KeyTextTransform(term.path[-1], value)})
@@ -265,7 +271,7 @@ def _fetch_in_snapshot(queue: Queue, kinds: list[str], message_filter: MessageFi
             queryset = queryset.filter(msg_id__gte=msg_id_floor)
         if msg_id_ceiling is not None:
             queryset = queryset.filter(msg_id__lt=msg_id_ceiling)
-        rows = list(listing(_ordered(queryset, page, reverse=backwards))[:limit])
+        rows = list(listing(_ordered(queryset, page, reverse=backwards), redacted=message_filter.redacted)[:limit])
         for row in rows:
             row.source = kind
         fetched.append(rows)
@@ -420,7 +426,7 @@ def _bounded_scan(queue: Queue, kinds: list[str], message_filter: MessageFilter,
     return result
 
 
-def find_message(queue: Queue, msg_id: int, *, source: str | None = None) -> Message | None:
+def find_message(queue: Queue, msg_id: int, *, source: str | None = None, redacted: bool = False) -> Message | None:
     """One message with everything, from the live table, else the archive (or the one asked for)."""
     kinds = [source] if source else [LIVE, ARCHIVE]
     for kind in kinds:
@@ -428,11 +434,12 @@ def find_message(queue: Queue, msg_id: int, *, source: str | None = None) -> Mes
         has_headers = _model_has(model, "headers")
         found = model.objects.filter(msg_id=msg_id).defer("message", *(["headers"] if has_headers else [])).annotate(
             state=state_by_database_clock(model),
-            message_chars=Length(Cast("message", TextField())),
+            message_chars=Length(Cast(payload("message", redacted=redacted), TextField())),
             # PostgreSQL's own text of the JSON: jsonb keeps numbers as numeric, and a float on
             # the way (Python's or the browser's) would change 0.12345678901234567890 or 1.10.
-            message_text=Func(F("message"), function="jsonb_pretty", output_field=TextField()),
-            headers_text=(Func(F("headers"), function="jsonb_pretty", output_field=TextField()) if has_headers
+            message_text=Func(payload("message", redacted=redacted), function="jsonb_pretty", output_field=TextField()),
+            headers_text=(Func(payload("headers", redacted=redacted), function="jsonb_pretty", output_field=TextField())
+                          if has_headers
                           else Value(None, TextField())),
             # For the countdown: the database's clock decides, the browser only counts down.
             seconds_to_vt=RawSQL("extract(epoch FROM vt - now())", [], output_field=FloatField()),
@@ -444,13 +451,14 @@ def find_message(queue: Queue, msg_id: int, *, source: str | None = None) -> Mes
 
 
 
-def message_document(queue: Queue, msg_id: int, *, source: str | None = None) -> str | None:
+def message_document(queue: Queue, msg_id: int, *, source: str | None = None, redacted: bool = False) -> str | None:
     """The whole message as a JSON document, written by PostgreSQL (numbers exactly as stored)."""
     for kind in [source] if source else [LIVE, ARCHIVE]:
         model = queue.live_messages if kind == LIVE else queue.archived_messages
-        headers = F("headers") if _model_has(model, "headers") else Value(None, JSONField())
+        headers = payload("headers", redacted=redacted) if _model_has(model, "headers") else Value(None, JSONField())
         document = (model.objects.filter(msg_id=msg_id)
-                    .annotate(document=Func(Func(Value("msg_id"), F("msg_id"), Value("message"), F("message"),
+                    .annotate(document=Func(Func(Value("msg_id"), F("msg_id"), Value("message"),
+                                                 payload("message", redacted=redacted),
                                                  Value("headers"), headers, function="jsonb_build_object"),
                                             function="jsonb_pretty", output_field=TextField()))
                     .values_list("document", flat=True).first())

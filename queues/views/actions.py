@@ -10,13 +10,14 @@ import functools
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied
 from django.db.models.functions import Now
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from queues import forms, services
+from queues import forms, redaction, services
 from queues.models import BulkJob
 from queues.pgmq import ARCHIVE, LIVE, Queue
 from queues.selectors import messages, stats
@@ -59,7 +60,7 @@ class ActionPlan:
         return max(self.count - self.in_flight, 0)
 
 
-def _plan(queue: Queue, form: forms.MessageActionForm) -> ActionPlan:
+def _plan(queue: Queue, form: forms.MessageActionForm, *, redacted: bool) -> ActionPlan:
     data = form.cleaned_data
     action, source = data["action"], data["source"]
     model = queue.live_messages if source == LIVE else queue.archived_messages
@@ -71,7 +72,7 @@ def _plan(queue: Queue, form: forms.MessageActionForm) -> ActionPlan:
         if source == LIVE and action in services.GUARDS_IN_FLIGHT:
             in_flight = model.objects.filter(msg_id__in=ids, vt__gt=Now(), read_ct__gt=0).count()
     else:
-        message_filter = form.message_filter()
+        message_filter = form.message_filter(redacted=redacted)
         count = messages.count_matching(queue, source, message_filter, budget_ms=COUNT_BUDGET_MS)
         still_there, gone, words = None, 0, messages.describe_filter(message_filter)
         if source == LIVE and action in services.GUARDS_IN_FLIGHT and message_filter.state in (None, "in_flight"):
@@ -101,7 +102,7 @@ def message_action(request: HttpRequest, queue_name: str) -> HttpResponse:
     if not valid and set(form.errors) - {"destination", "until"}:
         return _dialog(request, {"queue": queue, "form": form, "stage": "invalid"}, status=400)
     data = form.cleaned_data
-    plan = _plan(queue, form)
+    plan = _plan(queue, form, redacted=redaction.applies_to(request.user))
     context = {"queue": queue, "form": form, "plan": plan, "count_budget_s": COUNT_BUDGET_MS // 1000,
                "payload_limit": settings.AUDIT_PAYLOAD_LIMIT, "batch_size": settings.BULK_BATCH_SIZE,
                "request_token": data.get("request_token") or form.fields["request_token"].initial}
@@ -113,7 +114,7 @@ def message_action(request: HttpRequest, queue_name: str) -> HttpResponse:
                                                msg_ids=data["msg_id"], parameters=form.parameters(),
                                                request_token=data["request_token"])
             return _dialog(request, {**context, "stage": "result", "outcome": outcome})
-        message_filter = form.message_filter()
+        message_filter = form.message_filter(redacted=redaction.applies_to(request.user))
         job = services.create_bulk_job(
             user=request.user, queue=queue, source=data["source"], action=data["action"],
             parameters=form.parameters(), filter_data=messages.filter_to_data(message_filter),
@@ -123,6 +124,12 @@ def message_action(request: HttpRequest, queue_name: str) -> HttpResponse:
     except services.AlreadyDone as done:
         return _dialog(request, {**context, "stage": "already_done", "record": done.record}, status=409)
     return _dialog(request, {**context, "stage": "job", "job": job})
+
+
+def posted(request: HttpRequest):
+    """The form's data on a POST, even an empty one (`request.POST or None` would show an empty POST
+    the blank form, with a 400 and not a word of what is missing)."""
+    return request.POST if request.method == "POST" else None
 
 
 def answers_refusals(view):
@@ -149,7 +156,7 @@ def answers_refusals(view):
 @answers_refusals
 def send_message(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
-    form = forms.JSONMessageForm(request.POST or None, initial={"message": "{\n  \n}", "delay_s": 0})
+    form = forms.SendForm(posted(request), initial={"message": "{\n  \n}", "delay_s": 0})
     if request.method == "POST" and form.is_valid():
         outcome = services.send_message(user=request.user, queue=queue, message=form.cleaned_data["message"],
                                         headers=form.cleaned_data["headers"], delay_s=form.cleaned_data["delay_s"] or 0,
@@ -166,6 +173,9 @@ def send_message(request: HttpRequest, queue_name: str) -> HttpResponse:
 @answers_refusals
 def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
+    if redaction.applies_to(request.user):
+        raise PermissionDenied("Some payload values are redacted for you (DASHBOARD_REDACT), and an edited copy would "
+                               "send the redactions instead of them: editing needs the permission to see them.")
     source = request.GET.get("source") or request.POST.get("source") or LIVE
     if source not in (LIVE, ARCHIVE):
         return render(request, "400.html", {"message": "source must be live or archive"}, status=400)
@@ -173,7 +183,7 @@ def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpR
     if original is None:
         flash.error(request, f"Message {msg_id} is no longer in {queue.queue_name}: a consumer took it meanwhile.")
         return redirect(reverse("messages", args=[queue.queue_name]))
-    form = forms.JSONMessageForm(request.POST or None, initial={
+    form = forms.EditForm(posted(request), initial={
         "message": original.message_text, "headers": original.headers_text or "", "destination": queue.queue_name})
     if request.method == "POST" and form.is_valid():
         try:
@@ -204,7 +214,7 @@ def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpR
 @answers_refusals
 def purge_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
-    form = forms.TypedConfirmationForm(request.POST or None, expected=queue.queue_name)
+    form = forms.TypedConfirmationForm(posted(request), expected=queue.queue_name)
     if request.method == "POST" and form.is_valid():
         outcome = services.purge_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])
         flash.success(request, f"Purged {outcome.audit.affected:,} messages from {queue.queue_name}.")
@@ -221,7 +231,7 @@ def purge_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
 @answers_refusals
 def drop_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
-    form = forms.TypedConfirmationForm(request.POST or None, expected=queue.queue_name)
+    form = forms.TypedConfirmationForm(posted(request), expected=queue.queue_name)
     if request.method == "POST" and form.is_valid():
         services.drop_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])
         flash.success(request, f"Dropped the queue {queue.queue_name}, its messages and its archive.")
@@ -237,7 +247,7 @@ def drop_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
 @admin_required
 @answers_refusals
 def create_queue(request: HttpRequest) -> HttpResponse:
-    form = forms.CreateQueueForm(request.POST or None)
+    form = forms.CreateQueueForm(posted(request))
     if request.method == "POST" and form.is_valid():
         try:
             services.create_queue(user=request.user, name=form.cleaned_data["name"],

@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from queues import forms
+from queues import forms, redaction
 from queues.jsontext import pretty
 from queues.models import AuditEntry, BulkJob
 from queues.views.pages import bad_request, partial_or_page
@@ -22,6 +22,13 @@ CSV_COLUMNS = ["id", "at", "username", "action", "queue_name", "requested", "aff
                "outcome", "target", "details", "deleted_count"]
 # JSON columns are exported and shown as PostgreSQL writes them: numbers exactly as stored.
 JSON_AS_TEXT = {"target": Cast("target", TextField()), "details": Cast("details", TextField())}
+
+
+def _json_as_text(request: HttpRequest) -> dict:
+    """The CSV's JSON columns; a sent message in `target` redacted for those who see payloads so."""
+    if not redaction.applies_to(request.user):
+        return JSON_AS_TEXT
+    return {**JSON_AS_TEXT, "target": Cast(redaction.RedactedRecord("target"), TextField())}
 
 
 def _filtered_entries(form: forms.AuditFilterForm):
@@ -87,7 +94,8 @@ def audit_csv(request: HttpRequest) -> HttpResponse:
     def rows():
         yield writer.writerow(CSV_COLUMNS)
         columns = [f"{column}_text" if column in JSON_AS_TEXT else column for column in CSV_COLUMNS]
-        entries = _filtered_entries(form).annotate(**{f"{name}_text": text for name, text in JSON_AS_TEXT.items()})
+        entries = _filtered_entries(form).annotate(
+            **{f"{name}_text": text for name, text in _json_as_text(request).items()})
         for entry in entries.values(*columns).iterator(chunk_size=500):
             yield writer.writerow([_safe_cell(entry[column]) for column in columns])
 
@@ -98,9 +106,12 @@ def audit_csv(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def audit_entry(request: HttpRequest, entry_id: int) -> HttpResponse:
+    redacted = redaction.applies_to(request.user)
     entry = AuditEntry.objects.filter(pk=entry_id).annotate(
-        target_pretty=pretty("target"), details_pretty=pretty("details"),
-        deleted_payloads_pretty=pretty("deleted_payloads")).first()
+        target_pretty=pretty(redaction.RedactedRecord("target") if redacted else "target"),
+        details_pretty=pretty("details"),
+        deleted_payloads_pretty=pretty(redaction.RedactedRecord("deleted_payloads", many=True) if redacted
+                                       else "deleted_payloads")).first()
     if entry is None:
         raise Http404(f"There is no audit entry {entry_id}.")
     return render(request, "queues/audit/entry.html", {"entry": entry})

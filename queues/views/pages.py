@@ -11,10 +11,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from dashboard.databases import took_too_long
-from queues import forms, services
+from queues import forms, redaction, services
 from queues.models import BulkJob
 from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
-from queues.selectors import archive, diagnostics, distributions, history, messages, overview
+from queues.selectors import archive, diagnostics, distributions, history, messages, overview, privileges
 from queues.selectors.stats import single_queue_stats, table_row_counts
 from queues.templatetags.queue_format import DISPLAY_LIMIT_CHARS
 
@@ -106,6 +106,7 @@ def queue_page(request: HttpRequest, queue_name: str) -> HttpResponse:
                "ranges": forms.RANGE_LABELS, **_queue_figures(queue, range_form.seconds())}
     if not (request.htmx and request.htmx.target == "queue-live"):
         context["features"] = queue_features(queue.queue_name)
+        context["write_refusal"] = _write_refusal(request, queue)
     return partial_or_page(request, "queues/queue.html", {"queue-live": "queues/_queue_live.html"}, context)
 
 
@@ -114,7 +115,8 @@ def queue_poison(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
     return render_panel(request, "queues/_queue_poison.html",
                         {"queue": queue, "poison_read_count": settings.POISON_READ_COUNT},
-                        lambda: {"messages": distributions.top_poison(queue)})
+                        lambda: {"messages": distributions.top_poison(
+                            queue, redacted=redaction.applies_to(request.user))})
 
 
 @require_GET
@@ -165,7 +167,8 @@ def message_list(request: HttpRequest, queue_name: str) -> HttpResponse:
             "page_request": messages.PageRequest(), "links": {}, "live": False, "invalid": True,
             "states": messages.STATES, "sort_columns": messages.SORT_COLUMNS, "sources": messages.SOURCES,
         }, status=400)
-    message_filter, page_request = form.message_filter(), form.page_request()
+    message_filter = form.message_filter(redacted=redaction.applies_to(request.user))
+    page_request = form.page_request()
     page = messages.message_page(queue, message_filter, page_request)
     context = {
         "queue": queue, "form": form, "filter": message_filter, "page": page, "page_request": page_request,
@@ -177,16 +180,23 @@ def message_list(request: HttpRequest, queue_name: str) -> HttpResponse:
         "messages_url": reverse("messages", args=[queue.queue_name]),
         "states": messages.STATES, "sort_columns": messages.SORT_COLUMNS, "sources": messages.SOURCES,
         "search_budget_s": f"{settings.SEARCH_TIMEOUT_MS / 1000:g}",
-        **_action_context(request, message_filter),
+        **_action_context(request, queue, message_filter),
     }
     return partial_or_page(request, "queues/messages.html", {"messages-live": "queues/_messages_live.html"}, context)
 
 
-def _action_context(request: HttpRequest, message_filter: messages.MessageFilter) -> dict:
+def _write_refusal(request: HttpRequest, queue: Queue) -> str | None:
+    """Why actions are off for a user whose role allows them: the database role may not write."""
+    return privileges.write_refusal(queue) if request.user.has_perm("queues.operate_messages") else None
+
+
+def _action_context(request: HttpRequest, queue: Queue, message_filter: messages.MessageFilter) -> dict:
     """What the message list needs to offer actions: only to those allowed, on one table at a time."""
-    can_act = request.user.has_perm("queues.operate_messages") and message_filter.source in (LIVE, ARCHIVE)
+    write_refusal = _write_refusal(request, queue)
+    can_act = (request.user.has_perm("queues.operate_messages") and not write_refusal
+               and message_filter.source in (LIVE, ARCHIVE))
     if not can_act:
-        return {"can_act": False}
+        return {"can_act": False, "write_refusal": write_refusal}
     action_buttons = ACTION_BUTTONS[message_filter.source]
     query = request.GET.copy()
     for key in ("after", "before", "from", "last"):
@@ -238,7 +248,8 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
     source = request.GET.get("source")
     if source not in (None, LIVE, ARCHIVE):
         return render(request, "400.html", {"message": "source must be live or archive"}, status=400)
-    message = messages.find_message(queue, msg_id, source=source)
+    redacted = redaction.applies_to(request.user)
+    message = messages.find_message(queue, msg_id, source=source, redacted=redacted)
     if message is None:
         raise Http404(f"Message {msg_id} is not in queue “{queue_name}” nor in its archive: "
                       "it was deleted, or never existed.")
@@ -246,8 +257,11 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
     return render(request, "queues/message.html", {
         "queue": queue, "message": message, "has_headers": "headers" in table.columns,
         "action_buttons": ACTION_BUTTONS[message.source], "destructive": services.DESTRUCTIVE,
+        "write_refusal": _write_refusal(request, queue), "redacted": redacted,
         "records_reads": "last_read_at" in table.columns,
         "too_big": (message.message_chars or 0) > DISPLAY_LIMIT_CHARS,
+        # Headers too can be a megabyte (pgmq sets no limit): cut like the message, whole in the raw JSON.
+        "headers_too_big": len(message.headers_text or "") > DISPLAY_LIMIT_CHARS,
         "fetch_sql": fetch_row_sql(table.name, msg_id),
     })
 
@@ -259,7 +273,7 @@ def message_raw(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRespo
     source = request.GET.get("source") or None
     if source not in (None, LIVE, ARCHIVE):
         return render(request, "400.html", {"message": "source must be live or archive"}, status=400)
-    document = messages.message_document(queue, msg_id, source=source)
+    document = messages.message_document(queue, msg_id, source=source, redacted=redaction.applies_to(request.user))
     if document is None:
         raise Http404(f"Message {msg_id} is not in queue “{queue_name}” nor in its archive.")
     response = HttpResponse(document, content_type="application/json")

@@ -38,7 +38,7 @@ function showUpdated() {
   const age = Math.round((Date.now() - refresh.lastUpdate) / 1000);
   document.querySelectorAll("[data-updated]").forEach((label) => {
     if (refresh.failed) {
-      label.textContent = `refresh failed (${refresh.failed}); retrying`;
+      label.textContent = refresh.failed;
       label.classList.add("failing");
     } else {
       label.textContent = refresh.paused ? `paused; updated ${age} s ago` : `updated ${age} s ago`;
@@ -118,18 +118,81 @@ document.addEventListener("htmx:afterSettle", (event) => {
   if (region && region.matches("[data-live]")) {
     restoreState(region);
     refresh.lastUpdate = Date.now();
-    refresh.failed = null;
+    clearFault();
     showUpdated();
     document.dispatchEvent(new CustomEvent("dashboard:updated", { detail: { region } }));
   }
 });
+
+// When a refresh fails ----------------------------------------------------------------------
+// The page keeps what it last showed, greyed out, under a banner saying why: the notice of the
+// error page the dashboard answered (the database is not reachable, pgmq is not installed, the
+// queue is gone), or that the dashboard itself does not answer. Refreshing goes on, and the first
+// refresh that succeeds clears it all: the dashboard reconnects by itself once the database is
+// back. A region that answers 404 (its queue was dropped) is not asked again.
+function showFault({ title, details, severity, label }) {
+  let banner = document.querySelector("[data-live-fault]");
+  if (!banner) {
+    banner = document.createElement("div");
+    banner.dataset.liveFault = "";
+    banner.setAttribute("role", "alert");
+    document.querySelector("main").prepend(banner);
+  }
+  banner.className = `banner ${severity} live-fault`;
+  const heading = document.createElement("strong");
+  heading.textContent = title;
+  banner.replaceChildren(heading, ...details);
+  document.querySelectorAll("[data-live], [data-gone]").forEach((region) => region.classList.add("stale"));
+  refresh.failed = label;
+  showUpdated();
+}
+
+function clearFault() {
+  if (!refresh.failed || document.querySelector("[data-gone]")) return;
+  document.querySelector("[data-live-fault]")?.remove();
+  document.querySelectorAll(".stale").forEach((region) => region.classList.remove("stale"));
+  refresh.failed = null;
+}
+
+function paragraph(...nodes) {
+  const element = document.createElement("p");
+  element.append(...nodes);
+  return element;
+}
+
+// What an error page says, from its .notice: the heading, then its paragraphs and list items
+// (links kept). The page is the dashboard's own, rendered with every value escaped.
+function noticeOf(xhr) {
+  const page = new DOMParser().parseFromString(xhr.responseText || "", "text/html");
+  const notice = page.querySelector(".notice");
+  const heading = notice?.querySelector("h1, h2");
+  if (!heading) return { title: `The dashboard answered HTTP ${xhr.status}`, details: [] };
+  const details = [...notice.querySelectorAll("p, li")].map((item) =>
+    paragraph(...[...item.childNodes].map((node) => document.importNode(node, true))));
+  return { title: heading.textContent.trim(), details };
+}
+
 document.addEventListener("htmx:responseError", (event) => {
-  refresh.failed = `HTTP ${event.detail.xhr.status}`;
-  showUpdated();
+  const region = event.detail.elt;
+  if (!region.matches("[data-live]")) return;
+  const status = event.detail.xhr.status;
+  const { title, details } = noticeOf(event.detail.xhr);
+  if (status === 404) {
+    region.removeAttribute("data-live");
+    region.dataset.gone = "";
+    showFault({ title, details, severity: "warning", label: `${title} (HTTP 404): no longer refreshed` });
+  } else {
+    showFault({ title, details, severity: "critical", label: `${title} (HTTP ${status}); retrying` });
+  }
 });
-document.addEventListener("htmx:sendError", () => {
-  refresh.failed = "no answer from the dashboard";
-  showUpdated();
+document.addEventListener("htmx:sendError", (event) => {
+  if (!event.detail.elt.matches("[data-live]")) return;
+  showFault({
+    title: "The dashboard does not answer",
+    details: [paragraph("Its server may be restarting or out of reach. This page keeps trying by itself.")],
+    severity: "critical",
+    label: "no answer from the dashboard; retrying",
+  });
 });
 
 // Keyboard: "/" goes to the search field of the page.

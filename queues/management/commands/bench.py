@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -35,7 +33,8 @@ from django.db import connections
 from django.test import Client, override_settings
 from psycopg import sql
 
-BASE_DIR = Path(__file__).resolve().parents[3]
+from queues.management.measuring import database_cpu, gunicorn, percentile
+
 BATCH = 10_000
 # ~250 bytes of JSON per message, built by PostgreSQL itself so seeding stays fast.
 PAYLOAD_SQL = """
@@ -60,7 +59,7 @@ def timed(work, runs: int) -> dict:
         samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
     return {"median_ms": round(statistics.median(samples), 2),
-            "p95_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.95))], 2), "runs": runs}
+            "p95_ms": round(percentile(samples, 0.95), 2), "runs": runs}
 
 
 class Command(BaseCommand):
@@ -189,7 +188,8 @@ class Command(BaseCommand):
             request = request if isinstance(request, dict) else {"path": request}
 
             def page(request=request):
-                response = client.get(request["path"], headers=request.get("headers", {}))
+                # secure: as behind a TLS proxy (with DASHBOARD_HTTPS on, the default, http is redirected).
+                response = client.get(request["path"], headers=request.get("headers", {}), secure=True)
                 assert response.status_code == 200, (request, response.status_code)
 
             results[name] = {"dashboard": timed(page, runs)}
@@ -322,7 +322,7 @@ class Command(BaseCommand):
             for label, path in (("overview, first page", "/"), ("overview, sorted by backlog", "/?sort=-backlog"),
                                 ("overview, searched", "/?q=many_09")):
                 def page(path=path):
-                    assert client.get(path).status_code == 200
+                    assert client.get(path, secure=True).status_code == 200
                 results[label] = timed(page, max(runs // 3, 5))
             results["queues"] = count + len(self.bench_names)
             return results
@@ -334,19 +334,7 @@ class Command(BaseCommand):
     # Ten tabs refreshing every 2 s
 
     def refreshing_tabs(self, names: list[str], seconds: int) -> dict:
-        port = 8799
-        environment = {**os.environ, "WEB_CONCURRENCY": "2"}
-        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "dashboard/gunicorn.conf.py",
-                                   "--bind", f"127.0.0.1:{port}", "dashboard.wsgi"], cwd=BASE_DIR, env=environment,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(100):
-                try:
-                    urllib.request.urlopen(base + "/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.2)
+        with gunicorn(workers=2) as (base, _):
             cookie = self.session_cookie()
             # Five tabs on the overview, five on queue pages: every 2 s the live region, every
             # 6th refresh the heavier panels, as the page's own script does.
@@ -376,7 +364,7 @@ class Command(BaseCommand):
                     tick += 1
                     stopping.wait(max(2 - (time.monotonic() - started), 0))
 
-            cpu_before, total_before = self.database_cpu()
+            cpu_before, total_before = database_cpu(settings.PGMQ_DATABASE_URL)
             wall_started = time.monotonic()
             threads = [threading.Thread(target=tab, args=spec) for spec in tabs]
             for thread in threads:
@@ -386,17 +374,14 @@ class Command(BaseCommand):
             for thread in threads:
                 thread.join()
             wall = time.monotonic() - wall_started
-            cpu_after, total_after = self.database_cpu()
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
+            cpu_after, total_after = database_cpu(settings.PGMQ_DATABASE_URL)
         cores = os.cpu_count() or 1
         dashboard_cpu = cpu_after - cpu_before
         timings.sort()
         return {
             "tabs": len(tabs), "seconds": round(wall, 1), "requests": len(timings), "errors": errors[:5],
             "request_median_ms": round(statistics.median(timings), 1) if timings else None,
-            "request_p95_ms": round(timings[int(len(timings) * 0.95)], 1) if timings else None,
+            "request_p95_ms": round(percentile(timings, 0.95), 1) if timings else None,
             "dashboard_db_cpu_seconds": round(dashboard_cpu, 2),
             "dashboard_share_of_one_core": round(dashboard_cpu / wall, 4),
             "dashboard_share_of_machine": round(dashboard_cpu / (wall * cores), 4),
@@ -408,27 +393,6 @@ class Command(BaseCommand):
         client = Client(HTTP_HOST="127.0.0.1")
         client.force_login(get_user_model().objects.get(username="bench"))
         return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-
-    def database_cpu(self) -> tuple[float, float]:
-        """CPU seconds used so far by the backends serving the dashboard, and by every backend.
-
-        Read from /proc: the database must run on this machine (make bench's does). Backends that
-        ended are not counted, so the dashboard's connections are persistent (CONN_MAX_AGE).
-        """
-        with psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True) as connection:
-            rows = connection.execute("SELECT pid, application_name FROM pg_stat_activity").fetchall()
-        ticks = os.sysconf("SC_CLK_TCK")
-        dashboard, everything = 0.0, 0.0
-        for pid, application in rows:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            seconds = (int(fields[11]) + int(fields[12])) / ticks
-            everything += seconds
-            if application == "pgmq-dashboard":
-                dashboard += seconds
-        return dashboard, everything
 
     # Report
 

@@ -1,0 +1,130 @@
+"""Sensitive JSON paths (DASHBOARD_REDACT): hidden by the server in every place a payload shows,
+and in what filters match, for everyone without the permission to see them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+
+from tests.conftest import uses_databases
+from tests.pages import parse
+
+pytestmark = uses_databases
+
+SECRETS = ["bob@example.com", "4111111111111111", "Bearer s3cret", "12345678901234567890.5", "hidden-too"]
+PATHS = [("message", ("customer", "email")), ("message", ("card", "*")), ("headers", ("authorization",)),
+         ("message", ("items", "*", "price")), ("message", ("it's 100%",))]
+MESSAGE = ('{"id": 7, "customer": {"email": "bob@example.com", "id": 42}, "card": {"number": "4111111111111111"}, '
+           '"items": [{"sku": "A-1", "price": 12345678901234567890.5}, {"sku": "B-2"}], "it\'s 100%": "hidden-too", '
+           '"note": "keep me", "total": 0.12345678901234567890}')
+HEADERS = '{"authorization": "Bearer s3cret", "trace_id": "t-1"}'
+
+
+@pytest.fixture
+def redacting(settings, make_queue, pgmq_sql):
+    settings.REDACT_PATHS = PATHS
+    make_queue("private")
+    pgmq_sql.execute("SELECT pgmq.send('private', %s::jsonb, %s::jsonb)", [MESSAGE, HEADERS])
+    pgmq_sql.execute("SELECT pgmq.send('private', '{\"plain\": true}'::jsonb)")
+    return "private"
+
+
+@pytest.fixture
+def unredacted_client(django_user_model):
+    user = django_user_model.objects.create_user("trusted", password="a-long-test-password-43")
+    user.user_permissions.add(Permission.objects.get(codename="view_unredacted"))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def shown(response) -> str:
+    assert response.status_code == 200, response.content[:300]
+    return response.content.decode()
+
+
+def assert_redacted(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text
+    assert "[redacted]" in text
+
+
+def test_lists_details_downloads_and_the_poison_panel_hide_the_values(redacting, operator_client, pgmq_sql):
+    pgmq_sql.execute("UPDATE pgmq.q_private SET read_ct = 9 WHERE msg_id = 1")  # a poison message
+    for path in ("/queues/private/messages/", "/queues/private/messages/1/", "/queues/private/messages/1/raw/",
+                 "/queues/private/poison/", "/queues/private/messages/?source=both"):
+        page = shown(operator_client.get(path))
+        assert_redacted(page)
+        assert "keep me" in page and "A-1" in page, path
+    assert "t-1" in shown(operator_client.get("/queues/private/messages/1/"))
+    whole = json.loads(operator_client.get("/queues/private/messages/1/raw/").content)
+    assert whole["message"]["customer"] == {"email": "[redacted]", "id": 42}
+    assert whole["message"]["items"] == [{"sku": "A-1", "price": "[redacted]"}, {"sku": "B-2"}]
+    assert '"total": 0.12345678901234567890' in operator_client.get("/queues/private/messages/1/raw/").content.decode()
+
+
+def test_filters_and_searches_cannot_find_a_message_by_a_hidden_value(redacting, operator_client):
+    def found(query: str) -> list[str]:
+        page = parse(operator_client.get("/queues/private/messages/?" + query))
+        return [row["data-msg-id"] for row in page.select("tr[data-msg-id]")]
+
+    assert found("q=bob%40example") == []
+    assert found("q=message.customer.email:bob*") == []
+    assert found("q=headers:s3cret") == []
+    assert found("message=" + json.dumps({"customer": {"email": "bob@example.com"}})) == []
+    assert found("q=keep+me") == ["1"]  # what is not hidden is still found
+    assert found("q=message.customer.id:42") == ["1"]
+
+
+def test_a_job_by_filter_matches_what_the_user_sees(redacting, operator_client):
+    plan = parse(operator_client.post("/queues/private/act/", {
+        "action": "archive", "source": "live", "scope": "matching", "filter_query": "q=bob"},
+        headers={"HX-Request": "true"}))
+    assert plan.select_one("[data-plan-count]").get_text() == "0"
+
+
+def test_someone_with_the_permission_sees_and_finds_everything(redacting, unredacted_client):
+    whole = unredacted_client.get("/queues/private/messages/1/raw/").content.decode()
+    for secret in SECRETS:
+        assert secret in whole
+    listing = parse(unredacted_client.get("/queues/private/messages/?q=bob%40example"))
+    assert [row["data-msg-id"] for row in listing.select("tr[data-msg-id]")] == ["1"]
+
+
+def test_the_audit_log_keeps_deleted_payloads_whole_and_shows_them_redacted(redacting, operator_client,
+                                                                            unredacted_client):
+    operator_client.post("/queues/private/act/", {"action": "delete", "source": "live", "scope": "selected",
+                                                  "msg_id": "1", "confirmed": "1"}, headers={"HX-Request": "true"})
+    from queues.models import AuditEntry
+    entry = AuditEntry.objects.get(action="delete")
+    assert_redacted(shown(operator_client.get(f"/audit/{entry.pk}/")))
+    assert "bob@example.com" in shown(unredacted_client.get(f"/audit/{entry.pk}/"))
+
+
+def test_a_sent_message_is_redacted_in_its_audit_entry_and_the_csv(redacting, operator_client, unredacted_client):
+    sent = operator_client.get("/queues/private/send/")  # the form's request token
+    token = parse(sent).select_one("input[name=request_token]")["value"]
+    operator_client.post("/queues/private/send/", {"message": MESSAGE, "headers": HEADERS, "delay_s": "0",
+                                                   "request_token": token})
+    from queues.models import AuditEntry
+    entry = AuditEntry.objects.get(action="send")
+    assert_redacted(shown(operator_client.get(f"/audit/{entry.pk}/")))
+    csv_text = b"".join(operator_client.get("/audit/export.csv").streaming_content).decode()
+    assert_redacted(csv_text)
+    assert "Bearer s3cret" in b"".join(unredacted_client.get("/audit/export.csv").streaming_content).decode()
+
+
+def test_editing_a_redacted_message_is_refused_saying_why(redacting, operator_client):
+    detail = parse(operator_client.get("/queues/private/messages/1/"))
+    assert not detail.find("a", string="Edit and resend…") and detail.select_one("[data-redacted-note]")
+    response = operator_client.get("/queues/private/messages/1/edit/")
+    assert response.status_code == 403 and "redacted" in response.content.decode()
+
+
+def test_nothing_is_hidden_when_no_path_is_configured(make_queue, pgmq_sql, operator_client):
+    make_queue("open")
+    pgmq_sql.execute("SELECT pgmq.send('open', %s::jsonb, %s::jsonb)", [MESSAGE, HEADERS])
+    whole = shown(operator_client.get("/queues/open/messages/1/raw/"))
+    assert all(secret in whole for secret in SECRETS) and "[redacted]" not in whole
