@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test bench loadtest static clean
+.PHONY: run test bench bench-export loadtest static clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: the dashboard needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -31,6 +31,10 @@ test: $(VENV)/.dev-installed static
 # The benchmark (see README "Speed"): an embedded PostgreSQL of its own in var/bench.
 bench: $(VENV)/.dev-installed static
 	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python manage.py bench $(BENCH_ARGS)
+
+# A 1M-row export streamed with flat memory (see README "Speed"), on the benchmark's database.
+bench-export: $(VENV)/.dev-installed static
+	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python manage.py bench_export $(BENCH_EXPORT_ARGS)
 
 # The load test (see README "Speed"): producers, consumers and 20 dashboard users against gunicorn,
 # on an embedded PostgreSQL of its own in var/loadtest. LOADTEST_ARGS="--seconds 120" for longer.

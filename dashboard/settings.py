@@ -64,6 +64,8 @@ SEARCH_TIMEOUT_MS = env.integer("DASHBOARD_SEARCH_TIMEOUT_MS", 2000, minimum=100
 # The metric sampler (manage.py sample_metrics): how often, and how long samples are kept.
 SAMPLE_INTERVAL_SECONDS = env.integer("DASHBOARD_SAMPLE_INTERVAL_SECONDS", 10, minimum=1)
 METRICS_RETENTION_DAYS = env.integer("DASHBOARD_METRICS_RETENTION_DAYS", 7, minimum=1)
+# GET /metrics for Prometheus: off (404) unless set; then only `Authorization: Bearer <this>` is answered.
+METRICS_TOKEN = env.text("DASHBOARD_METRICS_TOKEN")
 # ok / warning / critical per queue-name pattern (a TOML file; see README "Health").
 HEALTH_RULES = env.health_rules("DASHBOARD_HEALTH_RULES_FILE")
 
@@ -77,6 +79,9 @@ INSTALLED_APPS = [
     "django_htmx",
     "axes",
     "csp",
+    "rest_framework",
+    "rest_framework.authtoken",  # API tokens, in the dashboard's schema (manage.py drf_create_token)
+    "drf_spectacular",
     "queues",
 ]
 
@@ -97,6 +102,28 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "queues.middleware.DatabaseUnavailableMiddleware",
 ]
+
+# The JSON API (/api/v1/, queues/api/): a token (`Authorization: Token <key>`) or the browser's
+# session, whose unsafe requests DRF checks for CSRF; the same permissions as the pages.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication",
+                                       "rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "URL_FORMAT_OVERRIDE": None,  # no ?format=: every answer is JSON
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "pgmq dashboard API",
+    "DESCRIPTION": "What the dashboard's pages show and do: queues, their figures, messages (the same filters and "
+                   "keyset cursors), actions and sends, under the same permissions and audit log.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 ROOT_URLCONF = "dashboard.urls"
 WSGI_APPLICATION = "dashboard.wsgi.application"

@@ -8,7 +8,7 @@ import math
 import re
 import shlex
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django import forms
@@ -27,6 +27,18 @@ RANGE_LABELS = {"15m": "15 min", "1h": "1 hour", "24h": "24 hours", "7d": "7 day
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M",
                     "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]
 MAX_MSG_ID = 2**63 - 1
+
+
+class UTCDateTimeField(forms.DateTimeField):
+    """A moment, in UTC. Django also reads ISO 8601 with any offset Python takes (-19:23), which
+    PostgreSQL refuses past ±15:59: converted here, the query never sees one."""
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        try:
+            return moment.astimezone(UTC) if moment is not None else None
+        except OverflowError:
+            raise ValidationError("is out of range") from None
 MAX_INT = 2**31 - 1
 QUALIFIED_TERM = re.compile(r"^(message|headers)((?:\.[^.:]+)*):(.*)$", re.DOTALL)
 # A JSON number with a fraction or an exponent, as json.loads hands it to parse_float.
@@ -169,10 +181,10 @@ class MessageFilterForm(forms.Form):
     state = forms.ChoiceField(required=False, choices=[("", "any")] + [(key, label) for key, label in STATES.items()])
     read_ct_min = forms.IntegerField(required=False, min_value=0, max_value=MAX_INT)
     read_ct_max = forms.IntegerField(required=False, min_value=0, max_value=MAX_INT)
-    enqueued_after = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
-    enqueued_before = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
-    archived_after = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
-    archived_before = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
+    enqueued_after = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)
+    enqueued_before = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)
+    archived_after = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)
+    archived_before = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)
     message = JSONDocumentField(required=False, max_chars=10_000, label="message @>")
     headers = JSONDocumentField(required=False, max_chars=10_000, label="headers @>")
     q = forms.CharField(required=False, max_length=500, label="Search")
@@ -262,8 +274,13 @@ def decode_cursor(text: str, column: str) -> Cursor:
         value: Any = int(value_text) if column == "read_ct" else datetime.fromisoformat(value_text)
     except ValueError:
         raise ValueError(f"does not hold a {column} value") from None
-    if isinstance(value, datetime) and value.tzinfo is None:
-        raise ValueError("needs a time zone")
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("needs a time zone")
+        try:  # in UTC: PostgreSQL refuses offsets past ±15:59 that Python takes (-19:23)
+            value = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"holds a {column} out of range") from None
     return Cursor(value, msg_id)
 
 
@@ -315,7 +332,7 @@ class MessageActionForm(OnceForm):
     destination = forms.CharField(required=False, max_length=255)
     original = forms.ChoiceField(required=False, choices=[("archive", "archive it"), ("delete", "delete it")])
     remove_archived = forms.BooleanField(required=False)
-    until = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
+    until = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)
     include_in_flight = forms.BooleanField(required=False)
     confirmed = forms.BooleanField(required=False)
 
@@ -443,6 +460,6 @@ class AuditFilterForm(forms.Form):
     action = forms.CharField(required=False, max_length=40)
     outcome = forms.ChoiceField(required=False, choices=[("", "any"), ("done", "done"), ("partial", "partial"),
                                                           ("failed", "failed"), ("cancelled", "cancelled")])
-    since = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
-    until = forms.DateTimeField(required=False, input_formats=DATETIME_FORMATS)
+    since = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)
+    until = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)
     before = forms.IntegerField(required=False, min_value=1, max_value=MAX_MSG_ID)

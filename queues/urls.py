@@ -1,7 +1,7 @@
 from django.urls import path, register_converter
 
 from queues.converters import QueueNameConverter
-from queues.views import actions, audit, pages
+from queues.views import actions, audit, exports, metrics, pages
 
 register_converter(QueueNameConverter, "queue")
 
@@ -15,6 +15,10 @@ urlpatterns = [
     path("queues/<queue:queue_name>/messages/", pages.message_list, name="messages"),
     path("queues/<queue:queue_name>/messages/<int:msg_id>/", pages.message_detail, name="message"),
     path("queues/<queue:queue_name>/messages/<int:msg_id>/raw/", pages.message_raw, name="message-raw"),
+    path("queues/<queue:queue_name>/messages/export.csv", exports.message_export, {"export_format": "csv"},
+         name="messages-export-csv"),
+    path("queues/<queue:queue_name>/messages/export.ndjson", exports.message_export, {"export_format": "ndjson"},
+         name="messages-export-ndjson"),
     # Acting
     path("new-queue/", actions.create_queue, name="create-queue"),
     path("queues/<queue:queue_name>/act/", actions.message_action, name="message-action"),
@@ -28,4 +32,6 @@ urlpatterns = [
     path("audit/export.csv", audit.audit_csv, name="audit-csv"),
     path("audit/<int:entry_id>/", audit.audit_entry, name="audit-entry"),
     path("jobs/<int:job_id>/", audit.job_detail, name="job"),
+    # Prometheus (off unless DASHBOARD_METRICS_TOKEN is set)
+    path("metrics", metrics.metrics, name="metrics"),
 ]

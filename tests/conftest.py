@@ -218,10 +218,13 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, request: pytest.FixtureRequest):
+def page(browser, make_queue, request: pytest.FixtureRequest):
     """A fresh browser tab; fails the test if the page logs an error (a script error, or a
     resource that failed to load). A test expecting an error answer says so:
-    page.expected_errors.append("status of 400")."""
+    page.expected_errors.append("status of 400").
+
+    It asks for make_queue so that it is closed before the test's queues are dropped: a live
+    region refreshing in between would find its queue gone (a 404 the test never caused)."""
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     tab = context.new_page()
     tab.expected_errors = []

@@ -87,7 +87,7 @@ def test_a_message_of_an_old_pgmq_without_headers(signed_in_client, make_queue, 
     make_queue("headerless", messages=1)
     pgmq_sql.execute("ALTER TABLE pgmq.q_headerless DROP COLUMN headers, DROP COLUMN last_read_at")
     page = parse(signed_in_client.get("/queues/headerless/messages/1/"))
-    assert [h2.get_text() for h2 in page.select("h2")] == ["Message", "SQL for this row"]
+    assert [h2.get_text() for h2 in page.select("h2") if not h2.find_parent("dialog")] == ["Message", "SQL for this row"]
 
 
 def test_viewing_a_message_does_not_read_it(signed_in_client, one_message, pgmq_database_url):

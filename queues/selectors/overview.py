@@ -90,21 +90,35 @@ def overview(*, search: str = "", sort: str = "name", descending: bool = False, 
 def _rows(stats: list[QueueStats]) -> list[OverviewRow]:
     if not stats:
         return []
-    now = max(queue.measured_at for queue in stats)
     rates = history.rates(stats)
-    sampled_poison = history.latest_poison_counts([queue.name for queue in stats if queue.poison is None], now)
+    poison_counts = poison_by_queue(stats)
     rows = []
     for queue in stats:
-        if queue.poison is not None:
-            poison = PoisonCount(queue.poison, None)
-        elif queue.name in sampled_poison:
-            poison = PoisonCount(*sampled_poison[queue.name])
-        else:
-            poison = None
+        poison = poison_counts.get(queue.name)
         health = queue_health(queue.name, oldest_visible_age_s=queue.oldest_visible_age_s,
                               backlog=queue.backlog.value, poison=poison.value if poison else None)
         rows.append(OverviewRow(stats=queue, rates=rates[queue.name], poison=poison, health=health))
     return rows
+
+
+def poison_by_queue(stats: list[QueueStats]) -> dict[str, PoisonCount]:
+    """Each queue's poison count as the overview shows it: counted live where the table is small,
+    else the sampler's latest count; a queue with neither is left out."""
+    if not stats:
+        return {}
+    now = max(queue.measured_at for queue in stats)
+    unknown = [queue.name for queue in stats if queue.poison is None]
+    sampled = history.latest_poison_counts(unknown, now) if unknown else {}
+    counts = {queue.name: PoisonCount(queue.poison, None) for queue in stats if queue.poison is not None}
+    counts.update({name: PoisonCount(*found) for name, found in sampled.items()})
+    return counts
+
+
+def all_queue_stats() -> list[QueueStats]:
+    """Every queue's figures, exactly as the unsearched overview gets them (the same shared
+    computation: a scrape and an open overview within STATS_CACHE_SECONDS see the same figures)."""
+    names = list(Queue.objects.values_list("queue_name", flat=True))
+    return shared_queue_stats(names) if names else []
 
 
 def row_for(stats: QueueStats) -> OverviewRow:

@@ -2,8 +2,6 @@
 bulk jobs with their progress."""
 from __future__ import annotations
 
-import csv
-
 from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -13,11 +11,14 @@ from django.views.decorators.http import require_GET
 from queues import forms, redaction
 from queues.jsontext import pretty
 from queues.models import AuditEntry, BulkJob
+from queues.spreadsheet import (  # noqa: F401 (FORMULA_STARTS: tests import it here)
+    FORMULA_STARTS,
+    line_writer,
+    safe_cell,
+)
 from queues.views.pages import bad_request, partial_or_page
 
 ENTRIES_PER_PAGE = 50
-# A spreadsheet runs a cell starting with one of these as a formula: such cells are made inert.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = ["id", "at", "username", "action", "queue_name", "requested", "affected", "already_gone", "skipped",
                "outcome", "target", "details", "deleted_count"]
 # JSON columns are exported and shown as PostgreSQL writes them: numbers exactly as stored.
@@ -74,22 +75,12 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     })
 
 
-def _safe_cell(value) -> str:
-    text = "" if value is None else value if isinstance(value, str) else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 @require_GET
 def audit_csv(request: HttpRequest) -> HttpResponse:
     form = forms.AuditFilterForm(request.GET)
     if not form.is_valid():
         return bad_request(request, form)
-    writer = csv.writer(_Echo())
+    writer = line_writer()
 
     def rows():
         yield writer.writerow(CSV_COLUMNS)
@@ -97,7 +88,7 @@ def audit_csv(request: HttpRequest) -> HttpResponse:
         entries = _filtered_entries(form).annotate(
             **{f"{name}_text": text for name, text in _json_as_text(request).items()})
         for entry in entries.values(*columns).iterator(chunk_size=500):
-            yield writer.writerow([_safe_cell(entry[column]) for column in columns])
+            yield writer.writerow([safe_cell(entry[column]) for column in columns])
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="pgmq-dashboard-audit.csv"'

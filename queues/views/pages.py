@@ -180,9 +180,18 @@ def message_list(request: HttpRequest, queue_name: str) -> HttpResponse:
         "messages_url": reverse("messages", args=[queue.queue_name]),
         "states": messages.STATES, "sort_columns": messages.SORT_COLUMNS, "sources": messages.SOURCES,
         "search_budget_s": f"{settings.SEARCH_TIMEOUT_MS / 1000:g}",
+        "export_query": _filters_only(request),
         **_action_context(request, queue, message_filter),
     }
     return partial_or_page(request, "queues/messages.html", {"messages-live": "queues/_messages_live.html"}, context)
+
+
+def _filters_only(request: HttpRequest) -> str:
+    """The query string without the list's place in its pages: what an export of the list takes."""
+    query = request.GET.copy()
+    for key in ("after", "before", "from", "last"):
+        query.pop(key, None)
+    return query.urlencode()
 
 
 def _write_refusal(request: HttpRequest, queue: Queue) -> str | None:

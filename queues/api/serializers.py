@@ -1,0 +1,185 @@
+"""What the API answers and accepts. Output serializers read the selectors' dataclasses as they
+are; input serializers check only the shape of a body: forms.py does the validation, as for the
+pages."""
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from queues.forms import MAX_INT, MAX_MSG_ID, MsgIdsField
+from queues.jsontext import RawJSON
+from queues.pgmq import ARCHIVE, LIVE
+from queues.services import ARCHIVE_ACTIONS, LIVE_ACTIONS
+
+
+@extend_schema_field(OpenApiTypes.ANY)
+class RawJSONField(serializers.Field):
+    """A payload: PostgreSQL's JSON text, written into the response as it is (numbers exact)."""
+
+    def to_representation(self, value) -> RawJSON | None:
+        return None if value is None else RawJSON(value)
+
+
+class RowCountSerializer(serializers.Serializer):
+    value = serializers.IntegerField()
+    exact = serializers.BooleanField(help_text="false: PostgreSQL's estimate (the pages show ≈)")
+
+
+class PoisonSerializer(serializers.Serializer):
+    value = serializers.IntegerField()
+    counted_at = serializers.DateTimeField(allow_null=True,
+                                           help_text="null: counted now; else when the sampler counted it")
+
+
+class QueueSerializer(serializers.Serializer):
+    """One queue's figures, as the overview and the queue page show them (an OverviewRow)."""
+
+    name = serializers.CharField(source="stats.name")
+    created_at = serializers.DateTimeField(source="stats.queue.created_at", allow_null=True)
+    is_partitioned = serializers.BooleanField(source="stats.queue.is_partitioned", allow_null=True)
+    is_unlogged = serializers.BooleanField(source="stats.queue.is_unlogged", allow_null=True)
+    measured_at = serializers.DateTimeField(source="stats.measured_at", help_text="the database's clock")
+    health = serializers.ChoiceField(source="health.state", choices=["ok", "warning", "critical"])
+    health_reasons = serializers.ListField(source="health.reasons", child=serializers.CharField())
+    backlog = RowCountSerializer(source="stats.backlog")
+    visible = RowCountSerializer(source="stats.visible")
+    in_flight = serializers.IntegerField(source="stats.in_flight")
+    delayed = serializers.IntegerField(source="stats.delayed")
+    oldest_age_s = serializers.FloatField(source="stats.oldest_age_s", allow_null=True)
+    newest_age_s = serializers.FloatField(source="stats.newest_age_s", allow_null=True)
+    oldest_visible_age_s = serializers.FloatField(source="stats.oldest_visible_age_s", allow_null=True)
+    sent_total = serializers.IntegerField(source="stats.sent_total", help_text="messages ever sent (the msg_id sequence)")
+    archived = RowCountSerializer(source="stats.archived", allow_null=True)
+    poison = PoisonSerializer(allow_null=True)
+    enqueue_rate = serializers.FloatField(source="rates.enqueue", allow_null=True, help_text="messages per second")
+    processing_rate = serializers.FloatField(source="rates.processing", allow_null=True,
+                                             help_text="archived or deleted per second")
+    rate_window_s = serializers.FloatField(source="rates.window_s", allow_null=True)
+    sparkline = serializers.ListField(child=serializers.IntegerField(), help_text="backlog over the last 30 minutes")
+
+
+class TotalsSerializer(serializers.Serializer):
+    queues = serializers.IntegerField()
+    backlog = RowCountSerializer()
+    visible = RowCountSerializer()
+    in_flight = serializers.IntegerField()
+    delayed = serializers.IntegerField()
+    archived = RowCountSerializer()
+    sent = serializers.IntegerField()
+    enqueue_rate = serializers.FloatField(allow_null=True)
+    processing_rate = serializers.FloatField(allow_null=True)
+    health = serializers.DictField(child=serializers.IntegerField())
+
+
+class OverviewSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="queues matching the search")
+    all_queues = serializers.IntegerField()
+    page = serializers.IntegerField()
+    pages = serializers.IntegerField()
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+    totals = TotalsSerializer()
+    results = QueueSerializer(many=True)
+
+
+class HistoryPointSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    backlog = serializers.IntegerField()
+    backlog_exact = serializers.BooleanField()
+    visible = serializers.IntegerField()
+    in_flight = serializers.IntegerField()
+    delayed = serializers.IntegerField()
+    enqueue_rate = serializers.FloatField(allow_null=True)
+    processing_rate = serializers.FloatField(allow_null=True)
+
+
+class HistorySerializer(serializers.Serializer):
+    range = serializers.CharField()
+    points = HistoryPointSerializer(many=True)
+
+
+class MessageSerializer(serializers.Serializer):
+    msg_id = serializers.IntegerField()
+    source = serializers.ChoiceField(choices=[LIVE, ARCHIVE])
+    state = serializers.ChoiceField(choices=["visible", "in flight", "delayed", "archived"],
+                                    help_text="by the database's clock")
+    read_ct = serializers.IntegerField()
+    enqueued_at = serializers.DateTimeField()
+    vt = serializers.DateTimeField()
+    last_read_at = serializers.DateTimeField(allow_null=True)
+    archived_at = serializers.DateTimeField(allow_null=True)
+    message_chars = serializers.IntegerField(allow_null=True)
+    message = RawJSONField(allow_null=True, help_text="exactly as stored (numbers keep every digit); null if a "
+                                                      "consumer removed the message while the page was read")
+    headers = RawJSONField(allow_null=True)
+
+
+class MessagePageSerializer(serializers.Serializer):
+    results = MessageSerializer(many=True)
+    next = serializers.CharField(allow_null=True, help_text="the next page in the sort, every filter kept")
+    previous = serializers.CharField(allow_null=True)
+    next_cursor = serializers.CharField(allow_null=True, help_text="for ?after=")
+    previous_cursor = serializers.CharField(allow_null=True, help_text="for ?before=")
+    continue_search = serializers.CharField(
+        allow_null=True, help_text="a bounded search ran out of time: this link goes on from where it stopped")
+    scan_stopped_at = serializers.IntegerField(allow_null=True)
+    timed_out = serializers.BooleanField()
+    redacted = serializers.BooleanField(help_text="values DASHBOARD_REDACT names show as \"[redacted]\"")
+
+
+class MessageDetailSerializer(MessageSerializer):
+    seconds_to_vt = serializers.FloatField(allow_null=True)
+    redacted = serializers.BooleanField()
+
+
+class ActionParametersSerializer(serializers.Serializer):
+    destination = serializers.CharField(required=False, max_length=255, help_text="move, requeue: the queue")
+    original = serializers.ChoiceField(required=False, choices=["archive", "delete"],
+                                       help_text="move: what becomes of the original (archive by default)")
+    remove_archived = serializers.BooleanField(required=False, help_text="requeue: remove the archived copy")
+    until = serializers.DateTimeField(required=False, help_text="delay: when the messages become visible")
+    include_in_flight = serializers.BooleanField(
+        required=False, help_text="retry, move: also messages a consumer is working on (a second delivery)")
+
+
+class ActionRequestSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=LIVE_ACTIONS + ARCHIVE_ACTIONS)
+    source = serializers.ChoiceField(choices=[LIVE, ARCHIVE], default=LIVE,
+                                     help_text="live actions: retry, delay, archive, delete, move; "
+                                               "archive actions: requeue, delete_archived")
+    msg_ids = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_MSG_ID),
+                                    min_length=1, max_length=MsgIdsField.MAX)
+    parameters = ActionParametersSerializer(required=False)
+    request_token = serializers.UUIDField(required=False, help_text="the same token twice acts once (409)")
+
+
+class BatchResultSerializer(serializers.Serializer):
+    affected = serializers.ListField(child=serializers.IntegerField())
+    already_gone = serializers.ListField(child=serializers.IntegerField(),
+                                        help_text="a consumer deleted or archived them meanwhile: not an error")
+    skipped = serializers.ListField(child=serializers.IntegerField())
+    new_ids = serializers.DictField(child=serializers.IntegerField(), help_text="original msg_id -> copy's msg_id")
+
+
+class ActionResultSerializer(serializers.Serializer):
+    audit_id = serializers.IntegerField()
+    outcome = serializers.CharField()
+    result = BatchResultSerializer()
+
+
+class SendRequestSerializer(serializers.Serializer):
+    message = serializers.JSONField(help_text="any JSON document")
+    headers = serializers.JSONField(required=False, allow_null=True, help_text="a JSON object")
+    delay_s = serializers.IntegerField(required=False, min_value=0, max_value=MAX_INT)
+    request_token = serializers.UUIDField(required=False)
+
+
+class SendResultSerializer(serializers.Serializer):
+    msg_id = serializers.IntegerField()
+    audit_id = serializers.IntegerField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)

@@ -1,0 +1,333 @@
+"""Thin API views: parse input with forms.py, call the selectors and services the pages call,
+answer JSON. Permissions as on the pages: any signed-in user reads, `operate_messages` acts and
+sends (403 otherwise). Every action goes through services.py, which writes the audit log."""
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_not_required
+from django.http import Http404, QueryDict
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.decorators import api_view, parser_classes, permission_classes, renderer_classes
+from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from queues import forms, redaction, services
+from queues.api import serializers as s
+from queues.api.renderers import ExactJSONParser, ExactJSONRenderer, exact_json
+from queues.pgmq import ARCHIVE, LIVE
+from queues.selectors import history, messages, overview
+from queues.selectors.payloads import payload_texts
+from queues.selectors.stats import single_queue_stats
+from queues.views.actions import OPERATE
+from queues.views.pages import _page_links, get_queue_or_404
+
+QUEUE_NAME = OpenApiParameter("queue_name", OpenApiTypes.STR, OpenApiParameter.PATH,
+                              description="the queue's name as pgmq.meta has it (URL-encoded)")
+MSG_ID = OpenApiParameter("msg_id", OpenApiTypes.INT64, OpenApiParameter.PATH)
+ERRORS = {400: s.ErrorSerializer, 401: s.ErrorSerializer, 404: s.ErrorSerializer}
+
+
+class CanOperate(BasePermission):
+    """Acting on messages and sending, as the pages allow it: the Operator and Admin roles."""
+
+    message = "acting on messages needs the Operator or Admin role (permission operate_messages)"
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.has_perm(OPERATE))
+
+
+def api(methods: list[str], *, permissions=(IsAuthenticated,), schema: dict):
+    """An API view: JSON in and out, its OpenAPI description, and the site's sign-in middleware
+    stepped aside (DRF authenticates the token or the session itself and answers 401)."""
+    def decorate(view):
+        view = parser_classes([ExactJSONParser])(renderer_classes([ExactJSONRenderer])(
+            permission_classes(list(permissions))(view)))
+        return login_not_required(extend_schema(**schema)(api_view(methods)(view)))
+    return decorate
+
+
+def invalid(errors: dict) -> Response:
+    """400 with every field's complaint, and all of them in one line."""
+    errors = {("non_field_errors" if field == "__all__" else field): [str(message) for message in messages_]
+              for field, messages_ in errors.items()}
+    detail = "; ".join(f"{field}: {' '.join(found)}" if field != "non_field_errors" else " ".join(found)
+                       for field, found in errors.items())
+    return Response({"detail": detail, "errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+
+
+def _serializer_errors(errors) -> dict:
+    """DRF's nested errors flattened to field -> messages (parameters.until, msg_ids.3)."""
+    flat: dict[str, list[str]] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, list) and value and not all(isinstance(item, str) for item in value):
+            for index, item in enumerate(value):
+                if item:
+                    walk(f"{prefix}.{index}", item)
+        else:
+            flat.setdefault(prefix or "non_field_errors", []).extend(str(item) for item in value)
+
+    walk("", errors)
+    return flat
+
+
+def _link(request: Request, query: str | None) -> str | None:
+    return request.build_absolute_uri(request.path + query) if query else None
+
+
+OVERVIEW_PARAMETERS = [
+    OpenApiParameter("q", OpenApiTypes.STR, description="queues whose name contains this, any case"),
+    OpenApiParameter("sort", OpenApiTypes.STR, enum=[key for key, _ in forms.sort_choices(overview.SORT_KEYS)],
+                     description="a column, or -column for descending"),
+    OpenApiParameter("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                     description=f"{overview.QUEUES_PER_PAGE} queues a page"),
+]
+
+
+@api(["GET"], schema={"operation_id": "queues_list", "parameters": OVERVIEW_PARAMETERS,
+                      "responses": {200: s.OverviewSerializer, **ERRORS},
+                      "summary": "Every queue's figures, as the overview shows them"})
+def queue_list(request: Request) -> Response:
+    form = forms.OverviewForm(request.query_params)
+    if not form.is_valid():
+        return invalid(form.errors)
+    sort, descending = form.sort_key()
+    found = overview.overview(search=form.cleaned_data["q"], sort=sort, descending=descending,
+                              page=form.cleaned_data["page"] or 1)
+    page = found.page
+
+    def page_link(number: int) -> str:
+        query = request.query_params.copy()
+        query["page"] = str(number)
+        return _link(request, "?" + query.urlencode())
+
+    return Response(s.OverviewSerializer({
+        "count": page.paginator.count, "all_queues": found.all_queues, "page": page.number,
+        "pages": page.paginator.num_pages,
+        "next": page_link(page.next_page_number()) if page.has_next() else None,
+        "previous": page_link(page.previous_page_number()) if page.has_previous() else None,
+        "totals": found.totals, "results": list(page),
+    }).data)
+
+
+def _queue_row(queue_name: str) -> overview.OverviewRow:
+    queue = get_queue_or_404(queue_name)
+    stats = single_queue_stats(queue.queue_name)
+    if stats is None:
+        raise Http404(f"The table of queue “{queue.queue_name}” is gone (the queue was dropped meanwhile).")
+    row = overview.row_for(stats)
+    row.sparkline = history.sparklines([stats.name], stats.measured_at).get(stats.name, [])
+    return row
+
+
+@api(["GET"], schema={"operation_id": "queues_retrieve", "parameters": [QUEUE_NAME],
+                      "responses": {200: s.QueueSerializer, **ERRORS},
+                      "summary": "One queue's figures, as its page shows them"})
+def queue_detail(request: Request, queue_name: str) -> Response:
+    return Response(s.QueueSerializer(_queue_row(queue_name)).data)
+
+
+@api(["GET"], schema={
+    "operation_id": "queues_history", "responses": {200: s.HistorySerializer, **ERRORS},
+    "summary": "A queue's metric history (the sampler's samples), as the queue page charts it",
+    "parameters": [QUEUE_NAME, OpenApiParameter("range", OpenApiTypes.STR, enum=list(forms.RANGES),
+                                                 description="how far back (1h by default)")]})
+def queue_history(request: Request, queue_name: str) -> Response:
+    queue = get_queue_or_404(queue_name)
+    form = forms.RangeForm(request.query_params)
+    if not form.is_valid():
+        return invalid(form.errors)
+    stats = single_queue_stats(queue.queue_name)
+    if stats is None:
+        raise Http404(f"The table of queue “{queue.queue_name}” is gone (the queue was dropped meanwhile).")
+    points = history.queue_history(queue.queue_name, now=stats.measured_at, range_s=form.seconds())
+    return Response(s.HistorySerializer({"range": form.cleaned_data["range"] or "1h", "points": points}).data)
+
+
+def _filter_parameters() -> list[OpenApiParameter]:
+    """The message list's query parameters, from MessageFilterForm itself."""
+    described = {
+        "source": "live (default), archive, or both as one list",
+        "state": "live messages only",
+        "message": "JSON the message contains (jsonb @>)",
+        "headers": "JSON the headers contain (jsonb @>)",
+        "q": "search: `timeout`, `headers:retry`, `message.customer.id:42`, `headers.trace_id:abc*`",
+        "sort": "a column, or -column for descending (-msg_id by default)",
+        "after": "cursor: the page after this place (next_cursor)",
+        "before": "cursor: the page before this place (previous_cursor)",
+        "from_": "jump: start at this msg_id",
+        "last": "the far end of the sort",
+    }
+    parameters = []
+    for name, field in forms.MessageFilterForm.base_fields.items():
+        if isinstance(field, forms.forms.IntegerField):
+            kind = {"type": "integer", "minimum": field.min_value, "maximum": field.max_value}
+        elif isinstance(field, forms.forms.BooleanField):
+            kind = {"type": "boolean"}
+        elif isinstance(field, forms.forms.DateTimeField):
+            kind = {"type": "string", "format": "date-time"}
+        elif isinstance(field, forms.forms.ChoiceField):
+            kind = {"type": "string", "enum": [value for value, _ in field.choices if value]}
+        elif name in ("after", "before"):
+            kind = {"type": "string", "maxLength": field.max_length, "pattern": r"^(.*\|)?[0-9]+$"}
+        else:
+            kind = {"type": "string", "maxLength": field.max_length}
+        parameters.append(OpenApiParameter("from" if name == "from_" else name,
+                                           {key: value for key, value in kind.items() if value is not None},
+                                           description=described.get(name, "")))
+    return parameters
+
+
+@api(["GET"], schema={"operation_id": "messages_list", "parameters": [QUEUE_NAME, *_filter_parameters()],
+                      "responses": {200: s.MessagePageSerializer, **ERRORS},
+                      "summary": "A page of messages: the message browser's filters and keyset cursors"})
+def message_list(request: Request, queue_name: str) -> Response:
+    queue = get_queue_or_404(queue_name)
+    form = forms.MessageFilterForm(request.query_params)
+    if not form.is_valid():
+        return invalid(form.errors)
+    redacted = redaction.applies_to(request.user)
+    message_filter = form.message_filter(redacted=redacted)
+    page_request = form.page_request()
+    page = messages.message_page(queue, message_filter, page_request)
+    links = _page_links(request._request, page, page_request)
+    ids_by_source = {kind: [row.msg_id for row in page.rows if row.source == kind] for kind in (LIVE, ARCHIVE)}
+    payloads = payload_texts(queue, ids_by_source, redacted=redacted)
+    rows = []
+    for row in page.rows:
+        found = payloads.get(row.msg_id)
+        rows.append({**_row_fields(row), "message": found.message if found else None,
+                     "headers": found.headers if found else None})
+    column = page_request.sort
+    return Response(s.MessagePageSerializer({
+        "results": rows, "next": _link(request, links["older"]), "previous": _link(request, links["newer"]),
+        "next_cursor": forms.encode_cursor(page.last, column) if page.has_older and page.last else None,
+        "previous_cursor": forms.encode_cursor(page.first, column) if page.has_newer and page.first else None,
+        "continue_search": _link(request, links["continue_scan"]), "scan_stopped_at": page.scan_stopped_at,
+        "timed_out": page.timed_out, "redacted": redacted,
+    }).data)
+
+
+def _row_fields(row) -> dict:
+    return {"msg_id": row.msg_id, "source": row.source, "state": row.state, "read_ct": row.read_ct,
+            "enqueued_at": row.enqueued_at, "vt": row.vt, "last_read_at": getattr(row, "last_read_at", None),
+            "archived_at": getattr(row, "archived_at", None), "message_chars": row.message_chars}
+
+
+@api(["GET"], schema={
+    "operation_id": "messages_retrieve", "responses": {200: s.MessageDetailSerializer, **ERRORS},
+    "summary": "One message, whole, from the live table or else the archive",
+    "parameters": [QUEUE_NAME, MSG_ID, OpenApiParameter("source", OpenApiTypes.STR, enum=[LIVE, ARCHIVE],
+                                                        description="look only there")]})
+def message_detail(request: Request, queue_name: str, msg_id: int) -> Response:
+    queue = get_queue_or_404(queue_name)
+    source = request.query_params.get("source") or None
+    if source not in (None, LIVE, ARCHIVE):
+        return invalid({"source": ["must be live or archive"]})
+    redacted = redaction.applies_to(request.user)
+    found = (messages.find_message(queue, msg_id, source=source, redacted=redacted)
+             if 0 < msg_id <= forms.MAX_MSG_ID else None)
+    if found is None:
+        raise Http404(f"Message {msg_id} is not in queue “{queue.queue_name}” nor in its archive: "
+                      "it was deleted, or never existed.")
+    return Response(s.MessageDetailSerializer({
+        **_row_fields(found), "message": found.message_text, "headers": found.headers_text,
+        "seconds_to_vt": found.seconds_to_vt, "redacted": redacted}).data)
+
+
+WRITE_ERRORS = {**ERRORS, 403: s.ErrorSerializer, 409: OpenApiResponse(
+    s.ErrorSerializer, description="this request_token was used before: nothing was done again")}
+
+
+def _refused(error: services.ActionRefused) -> Response:
+    return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log."},
+                    status=status.HTTP_400_BAD_REQUEST)
+
+
+def _already_done(done: services.AlreadyDone) -> Response:
+    return Response({"detail": "already done: this request_token was used before", "audit_id": done.record.pk},
+                    status=status.HTTP_409_CONFLICT)
+
+
+@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
+    "operation_id": "messages_act", "parameters": [QUEUE_NAME], "request": s.ActionRequestSerializer,
+    "responses": {200: s.ActionResultSerializer, **WRITE_ERRORS},
+    "summary": "Retry, delay, archive, delete or move live messages; requeue or delete archived ones",
+    "description": "Acts on the msg_ids given, at once (what the page's dialog does once confirmed), in one "
+                   "transaction, recorded in the audit log with the API user's name."})
+def message_action(request: Request, queue_name: str) -> Response:
+    queue = get_queue_or_404(queue_name)
+    body = s.ActionRequestSerializer(data=request.data)
+    if not body.is_valid():
+        return invalid(_serializer_errors(body.errors))
+    given, parameters = body.validated_data, body.validated_data.get("parameters", {})
+    posted = QueryDict(mutable=True)
+    posted.update({"action": given["action"], "source": given["source"], "scope": "selected", "confirmed": "1"})
+    posted.setlist("msg_id", [str(msg_id) for msg_id in given["msg_ids"]])
+    for name in ("destination", "original"):
+        if parameters.get(name):
+            posted[name] = parameters[name]
+    for name in ("remove_archived", "include_in_flight"):
+        if parameters.get(name):
+            posted[name] = "1"
+    if parameters.get("until"):
+        posted["until"] = parameters["until"].isoformat()
+    if given.get("request_token"):
+        posted["request_token"] = str(given["request_token"])
+    form = forms.MessageActionForm(posted, queue_name=queue.queue_name)
+    if not form.is_valid():
+        return invalid(form.errors)
+    try:
+        outcome = services.act_on_messages(user=request.user, queue=queue, action=form.cleaned_data["action"],
+                                           msg_ids=form.cleaned_data["msg_id"], parameters=form.parameters(),
+                                           request_token=form.cleaned_data["request_token"])
+    except services.ActionRefused as refusal:
+        return _refused(refusal)
+    except services.AlreadyDone as done:
+        return _already_done(done)
+    result = outcome.result
+    return Response(s.ActionResultSerializer({
+        "audit_id": outcome.audit.pk, "outcome": outcome.audit.outcome,
+        "result": {"affected": result.affected, "already_gone": result.already_gone, "skipped": result.skipped,
+                   "new_ids": {str(original): new for original, new in result.new_ids.items()}},
+    }).data)
+
+
+@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
+    "operation_id": "messages_send", "parameters": [QUEUE_NAME], "request": s.SendRequestSerializer,
+    "responses": {201: s.SendResultSerializer, **WRITE_ERRORS},
+    "summary": "Send a message (pgmq.send), recorded in the audit log",
+    "description": "The message's numbers reach pgmq exactly as written in the request."})
+def send_message(request: Request, queue_name: str) -> Response:
+    queue = get_queue_or_404(queue_name)
+    body = s.SendRequestSerializer(data=request.data)
+    if not body.is_valid():
+        return invalid(_serializer_errors(body.errors))
+    data = request.data  # as parsed: numbers still as written (RawJSON), which exact_json writes back
+    posted = QueryDict(mutable=True)
+    posted["message"] = exact_json(data["message"])
+    if data.get("headers") is not None:
+        posted["headers"] = exact_json(data["headers"])
+    if body.validated_data.get("delay_s") is not None:
+        posted["delay_s"] = str(body.validated_data["delay_s"])
+    if body.validated_data.get("request_token"):
+        posted["request_token"] = str(body.validated_data["request_token"])
+    form = forms.SendForm(posted)
+    if not form.is_valid():
+        return invalid(form.errors)
+    try:
+        outcome = services.send_message(user=request.user, queue=queue, message=form.cleaned_data["message"],
+                                        headers=form.cleaned_data["headers"],
+                                        delay_s=form.cleaned_data["delay_s"] or 0,
+                                        request_token=form.cleaned_data["request_token"])
+    except services.ActionRefused as refusal:
+        return _refused(refusal)
+    except services.AlreadyDone as done:
+        return _already_done(done)
+    return Response(s.SendResultSerializer({"msg_id": outcome.result.affected[0], "audit_id": outcome.audit.pk}).data,
+                    status=status.HTTP_201_CREATED)

@@ -1,0 +1,103 @@
+// Keyboard shortcuts and the time zone of timestamps: conveniences of every page.
+"use strict";
+
+// Timestamps --------------------------------------------------------------------------------------
+// The server writes every moment in UTC, as <time datetime="ISO">. The switch in the header shows
+// them in the browser's time zone instead (kept per browser); hovering shows both, and how long ago.
+const ZONE_KEY = "pgmq-dashboard:time-zone";
+
+function pad(number, width = 2) {
+  return String(number).padStart(width, "0");
+}
+
+function localText(moment, withFraction) {
+  const text = `${moment.getFullYear()}-${pad(moment.getMonth() + 1)}-${pad(moment.getDate())} `
+    + `${pad(moment.getHours())}:${pad(moment.getMinutes())}:${pad(moment.getSeconds())}`;
+  return withFraction ? `${text}.${pad(moment.getMilliseconds(), 3)}` : text;
+}
+
+function ago(moment) {
+  const seconds = Math.round((Date.now() - moment) / 1000);
+  const size = Math.abs(seconds);
+  const amount = size < 90 ? `${size} s` : size < 5400 ? `${Math.round(size / 60)} min`
+    : size < 172800 ? `${Math.round(size / 3600)} h` : `${Math.round(size / 86400)} d`;
+  return seconds >= 0 ? `${amount} ago` : `in ${amount}`;
+}
+
+function showTimes(root = document) {
+  const local = localStorage.getItem(ZONE_KEY) === "local";
+  root.querySelectorAll("time[datetime]").forEach((element) => {
+    const moment = new Date(element.getAttribute("datetime"));
+    if (Number.isNaN(moment.getTime())) return;
+    element.dataset.utc ??= element.textContent;
+    element.dataset.utcTitle ??= element.title || element.dataset.utc;
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    element.textContent = local ? localText(moment, element.dataset.utc.includes(".")) : element.dataset.utc;
+    element.title = `${element.dataset.utcTitle} · ${localText(moment, true)} ${zone} · ${ago(moment)}`;
+  });
+  document.querySelectorAll("[data-time-zone]").forEach((button) => {
+    button.textContent = local ? "Local time" : "UTC";
+    button.setAttribute("aria-pressed", String(local));
+  });
+}
+
+document.addEventListener("click", (event) => {
+  if (!event.target.closest("[data-time-zone]")) return;
+  localStorage.setItem(ZONE_KEY, localStorage.getItem(ZONE_KEY) === "local" ? "utc" : "local");
+  showTimes();
+});
+document.addEventListener("DOMContentLoaded", () => showTimes());
+document.addEventListener("htmx:afterSettle", (event) => showTimes(event.detail.elt));
+
+// Keyboard ----------------------------------------------------------------------------------------
+// j / k: next / previous row of the page's table; Enter or o: open it; x: tick its checkbox;
+// ?: the list of shortcuts. ("/" to search is in dashboard.js.)
+function rows() {
+  return [...document.querySelectorAll("main table tbody tr")].filter((row) => row.querySelector("a, input"));
+}
+
+function moveCurrent(step) {
+  const all = rows();
+  if (!all.length) return;
+  const current = document.querySelector("tr.keyboard-current");
+  const index = current ? all.indexOf(current) : -1;
+  const next = all[Math.min(Math.max(index + step, 0), all.length - 1)];
+  current?.classList.remove("keyboard-current");
+  next.classList.add("keyboard-current");
+  next.scrollIntoView({ block: "nearest" });
+}
+
+document.addEventListener("click", (event) => {
+  if (event.target.closest("[data-show-shortcuts]")) document.getElementById("shortcuts").showModal();
+});
+
+document.addEventListener("keydown", (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.target.closest("input, textarea, select, [contenteditable]")) return;
+  if (document.querySelector("dialog[open]:not(#shortcuts)")) return;
+  const current = document.querySelector("tr.keyboard-current");
+  if (event.key === "j" || event.key === "k") {
+    moveCurrent(event.key === "j" ? 1 : -1);
+  } else if ((event.key === "Enter" || event.key === "o") && current) {
+    current.querySelector("a")?.click();
+  } else if (event.key === "x" && current) {
+    current.querySelector("input[type=checkbox]")?.click();
+  } else if (event.key === "?") {
+    const help = document.getElementById("shortcuts");
+    if (help.open) help.close(); else help.showModal();
+  } else {
+    return;
+  }
+  event.preventDefault();
+});
+// A refresh replaces the rows: the current one is found again by its data attributes (its msg_id
+// and source, its queue, its audit entry).
+let currentRowKey = "";
+document.addEventListener("htmx:beforeSwap", () => {
+  const current = document.querySelector("tr.keyboard-current");
+  currentRowKey = current ? JSON.stringify(current.dataset) : "";
+});
+document.addEventListener("htmx:afterSettle", () => {
+  if (!currentRowKey) return;
+  rows().find((row) => JSON.stringify(row.dataset) === currentRowKey)?.classList.add("keyboard-current");
+});
