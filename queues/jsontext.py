@@ -18,16 +18,18 @@ class RawJSON(str):
     """A JSON document as its exact text (checked valid JSON by whoever made it)."""
 
 
-def json_text(value: Any) -> str:
-    """JSON text for `value`, in which every RawJSON inside is kept as written."""
+def json_text(value: Any, *, encoder: type[json.JSONEncoder] | None = None, allow_nan: bool = True) -> str:
+    """JSON text for `value`, in which every RawJSON inside is kept as written; any other value is
+    written by json.dumps with `encoder` (e.g. DRF's, for dates and UUIDs)."""
     if isinstance(value, RawJSON):
         return str(value)
+    options = {"encoder": encoder, "allow_nan": allow_nan}
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(key), ensure_ascii=False)}: {json_text(item)}"
+        return "{" + ", ".join(f"{json.dumps(str(key), ensure_ascii=False)}: {json_text(item, **options)}"
                                for key, item in value.items()) + "}"
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(json_text(item) for item in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
+        return "[" + ", ".join(json_text(item, **options) for item in value) + "]"
+    return json.dumps(value, cls=encoder, ensure_ascii=False, allow_nan=allow_nan)
 
 
 def as_jsonb(value: Any) -> Cast:

@@ -15,19 +15,12 @@ from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.utils.encoders import JSONEncoder
 
-from queues.jsontext import RawJSON
+from queues.jsontext import RawJSON, json_text
 
 
 def exact_json(value: Any) -> str:
-    if isinstance(value, RawJSON):
-        return str(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(key), ensure_ascii=False)}: {exact_json(item)}"
-                               for key, item in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(exact_json(item) for item in value) + "]"
     # Dates, UUIDs, lazy strings as DRF writes them; NaN never (it is not JSON).
-    return json.dumps(value, cls=JSONEncoder, ensure_ascii=False, allow_nan=False)
+    return json_text(value, encoder=JSONEncoder, allow_nan=False)
 
 
 class ExactJSONRenderer(JSONRenderer):
