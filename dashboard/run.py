@@ -1,7 +1,8 @@
 """`make run`: the whole dashboard on this machine in one command (python -m dashboard.run).
 
 1. The database: PGMQ_DATABASE_URL when set; otherwise an embedded PostgreSQL keeping its data
-   in var/pgdata, with pgmq installed and demo queues.
+   in var/pgdata, with two pgmq databases watched, "production" and "staging", each with pgmq
+   installed and demo queues.
 2. Migrations (into the pgmq_dashboard schema), static files, and a demo login, printed.
 3. gunicorn on http://127.0.0.1:$PORT, the metric sampler, the bulk job runner, and the demo
    workload when the database is the embedded one or DEMO=1 is set. Ctrl-C (or SIGTERM) stops all of it together, the
@@ -38,8 +39,8 @@ def local_secret_key() -> str:
     return key_file.read_text().strip()
 
 
-def manage(*args: str) -> None:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR)
+def manage(*args: str, **env: str) -> None:
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env={**os.environ, **env})
     if result.returncode:
         sys.exit(result.returncode)  # manage.py has already said what failed, in one line
 
@@ -86,17 +87,25 @@ def main() -> None:
         if embedded:
             print(f"starting the embedded PostgreSQL (data in {var_dir() / 'pgdata'})", flush=True)
             os.environ["PGMQ_DATABASE_URL"] = embedded_postgres.start(var_dir() / "pgdata")
+            # Two databases, as a team watching staging and production would have.
+            os.environ.setdefault("PGMQ_DATABASE_NAME", "production")
+            os.environ["PGMQ_DATABASE_URL_STAGING"] = embedded_postgres.create_database(
+                os.environ["PGMQ_DATABASE_URL"], "staging")
         if not os.environ.get("DJANGO_SECRET_KEY"):
             os.environ["DJANGO_SECRET_KEY"] = local_secret_key()
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
         os.environ.setdefault("DASHBOARD_HTTPS", "0")  # served on plain http at 127.0.0.1
 
         manage("migrate", "--noinput", "--verbosity", "0")
+        demo_databases = {"": os.environ["PGMQ_DATABASE_URL"]}
+        if embedded:
+            demo_databases["staging "] = os.environ["PGMQ_DATABASE_URL_STAGING"]
         if demo:
-            version = embedded_postgres.install_pgmq(os.environ["PGMQ_DATABASE_URL"])
-            if version:
-                print(f"installed pgmq {version} from the SQL bundled with PyPI's pgmq package", flush=True)
-            manage("run_demo", "--setup-only")
+            for url in demo_databases.values():
+                version = embedded_postgres.install_pgmq(url)
+                if version:
+                    print(f"installed pgmq {version} from the SQL bundled with PyPI's pgmq package", flush=True)
+                manage("run_demo", "--setup-only", PGMQ_DATABASE_URL=url)
         manage("collectstatic", "--noinput", "--verbosity", "0")
         # demo/demo only on the throwaway embedded database; a database of your own gets a fresh
         # random password each run, so a forgotten `make run` never leaves demo/demo behind there.
@@ -112,7 +121,9 @@ def main() -> None:
                                                           cwd=BASE_DIR)
         children["the job runner"] = subprocess.Popen([sys.executable, "manage.py", "run_jobs"], cwd=BASE_DIR)
         if demo:
-            children["the demo workload"] = subprocess.Popen([sys.executable, "manage.py", "run_demo"], cwd=BASE_DIR)
+            for which, url in demo_databases.items():
+                children[f"the {which}demo workload"] = subprocess.Popen(
+                    [sys.executable, "manage.py", "run_demo"], cwd=BASE_DIR, env={**os.environ, "PGMQ_DATABASE_URL": url})
 
         wait_until_serving(f"http://127.0.0.1:{port}/healthz", children)
         parts = [*children, *(["the embedded database"] if embedded else [])]

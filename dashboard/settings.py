@@ -1,7 +1,8 @@
 """Settings, all from the environment (see README "Configuration"); dashboard/env.py does the parsing.
 
-Two databases:
-- `pgmq`: the database holding the pgmq schema to observe (PGMQ_DATABASE_URL);
+Databases:
+- `pgmq`: the database holding the pgmq schema to observe (PGMQ_DATABASE_URL), and one more alias
+  `pgmq-<name>` for each further watched database (PGMQ_DATABASE_URL_<NAME>);
 - `default`: the dashboard's own tables (users, sessions, ...), in the schema pgmq_dashboard of
   DASHBOARD_DATABASE_URL, which defaults to the pgmq database itself.
 """
@@ -25,10 +26,13 @@ if not PGMQ_DATABASE_URL:
              "e.g. postgresql://user@host:5432/db (or run `make run` for the embedded demo)")
 DASHBOARD_DATABASE_URL = env.text("DASHBOARD_DATABASE_URL") or PGMQ_DATABASE_URL
 DASHBOARD_SCHEMA = "pgmq_dashboard"
+# The pgmq databases watched, name -> Django alias: the first is "pgmq", the others "pgmq-<name>".
+_watched = env.watched_databases()
+WATCHED_DATABASES = {name: "pgmq" if index == 0 else f"pgmq-{name}" for index, name in enumerate(_watched)}
 # Which environment variable each database came from, for error messages.
 DATABASE_SOURCES = {
-    "pgmq": "PGMQ_DATABASE_URL",
     "default": "DASHBOARD_DATABASE_URL" if env.text("DASHBOARD_DATABASE_URL") else "PGMQ_DATABASE_URL",
+    **{WATCHED_DATABASES[name]: variable for name, (variable, _url) in _watched.items()},
 }
 
 # Every query the dashboard runs is bounded, so it can never pile onto a struggling database.
@@ -37,8 +41,9 @@ LOCK_TIMEOUT_MS = env.integer("DASHBOARD_LOCK_TIMEOUT_MS", 1000, minimum=10)
 DATABASES = {
     "default": env.database(DATABASE_SOURCES["default"], DASHBOARD_DATABASE_URL, schema=DASHBOARD_SCHEMA,
                             statement_timeout_ms=STATEMENT_TIMEOUT_MS, lock_timeout_ms=LOCK_TIMEOUT_MS),
-    "pgmq": env.database("PGMQ_DATABASE_URL", PGMQ_DATABASE_URL, schema=None,
-                         statement_timeout_ms=STATEMENT_TIMEOUT_MS, lock_timeout_ms=LOCK_TIMEOUT_MS),
+    **{WATCHED_DATABASES[name]: env.database(variable, url, schema=None, statement_timeout_ms=STATEMENT_TIMEOUT_MS,
+                                             lock_timeout_ms=LOCK_TIMEOUT_MS)
+       for name, (variable, url) in _watched.items()},
 }
 DATABASE_ROUTERS = ["queues.routers.PgmqRouter"]
 
@@ -68,6 +73,21 @@ METRICS_RETENTION_DAYS = env.integer("DASHBOARD_METRICS_RETENTION_DAYS", 7, mini
 METRICS_TOKEN = env.text("DASHBOARD_METRICS_TOKEN")
 # ok / warning / critical per queue-name pattern (a TOML file; see README "Health").
 HEALTH_RULES = env.health_rules("DASHBOARD_HEALTH_RULES_FILE")
+# Alert rules evaluated by the sampler, notified by webhook and e-mail (a TOML file; README "Alerting").
+ALERT_RULES = env.alert_rules("DASHBOARD_ALERT_RULES_FILE")
+# Links in notifications point here (e.g. https://pgmq.example.com); none when unset.
+BASE_URL = env.text("DASHBOARD_BASE_URL").rstrip("/")
+# A webhook or mail server gets this long per notification; one that fails is retried next round.
+ALERT_NOTIFY_TIMEOUT_SECONDS = env.integer("DASHBOARD_ALERT_NOTIFY_TIMEOUT_SECONDS", 5, minimum=1)
+# Alert e-mail goes through Django's mail settings (SMTP unless DJANGO_EMAIL_BACKEND says otherwise).
+EMAIL_BACKEND = env.text("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.text("DJANGO_EMAIL_HOST", "localhost")
+EMAIL_PORT = env.integer("DJANGO_EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env.text("DJANGO_EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env.text("DJANGO_EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env.boolean("DJANGO_EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = ALERT_NOTIFY_TIMEOUT_SECONDS
+DEFAULT_FROM_EMAIL = env.text("DJANGO_DEFAULT_FROM_EMAIL", "pgmq-dashboard@localhost")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -89,6 +109,7 @@ MIDDLEWARE = [
     "queues.middleware.HealthEndpointMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "queues.middleware.WatchedDatabaseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -157,7 +178,7 @@ REMOTE_USER_HEADER = env.text("DASHBOARD_REMOTE_USER_HEADER")
 REMOTE_USER_GROUP = env.text("DASHBOARD_REMOTE_USER_GROUP", "Viewer")
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "queues.access.DatabaseScopedModelBackend",
     *(["dashboard.proxy_auth.ProxyHeaderUserBackend"] if REMOTE_USER_HEADER else []),
 ]
 AXES_FAILURE_LIMIT = env.integer("DASHBOARD_LOGIN_FAILURE_LIMIT", 5, minimum=1)
@@ -199,7 +220,8 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 
-STATIC_URL = "static/"
+# Absolute: under /db/<name>/ the script prefix changes, and a relative STATIC_URL would follow it.
+STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {

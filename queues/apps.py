@@ -36,12 +36,17 @@ def ensure_roles(using: str, **kwargs: object) -> None:
         return
     from django.contrib.auth.models import Group, Permission
 
+    from queues.access import scoped_group_name
+
+    # With several watched databases, each role also exists for each one alone (queues/access.py).
+    databases = list(settings.WATCHED_DATABASES) if len(settings.WATCHED_DATABASES) > 1 else []
     for role, permissions in ROLES.items():
-        group, _ = Group.objects.using(using).get_or_create(name=role)
-        for dotted in permissions:
-            app_label, codename = dotted.split(".")
-            group.permissions.add(Permission.objects.using(using).get(content_type__app_label=app_label,
-                                                                      codename=codename))
+        for name in [role, *(scoped_group_name(database, role) for database in databases)]:
+            group, _ = Group.objects.using(using).get_or_create(name=name)
+            for dotted in permissions:
+                app_label, codename = dotted.split(".")
+                group.permissions.add(Permission.objects.using(using).get(content_type__app_label=app_label,
+                                                                          codename=codename))
 
 
 class QueuesConfig(AppConfig):

@@ -463,3 +463,7 @@ class AuditFilterForm(forms.Form):
     since = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)
     until = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)
     before = forms.IntegerField(required=False, min_value=1, max_value=MAX_MSG_ID)
+
+
+class AlertHistoryForm(forms.Form):
+    before = forms.IntegerField(required=False, min_value=1, max_value=MAX_MSG_ID)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 
 import psycopg
@@ -8,9 +9,11 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import get_script_prefix, set_script_prefix
 
 from dashboard.databases import database_label, first_line, took_too_long, unreachable_databases
-from queues.pgmq import PGMQ_DATABASE, PGMQ_SCHEMA, QueueTableMissing
+from queues.access import can_watch
+from queues.pgmq import PGMQ_DATABASE, PGMQ_SCHEMA, QueueTableMissing, watched_alias, watching
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +33,14 @@ def is_connection_failure(error: BaseException) -> bool:
 
 
 def pgmq_is_missing() -> bool:
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute("SELECT to_regclass(%s) IS NULL", [f"{PGMQ_SCHEMA}.meta"])
         return cursor.fetchone()[0]
 
 
 class HealthEndpointMiddleware:
-    """GET /healthz: 200 when both databases answer, else 503 naming what failed. No login.
+    """GET /healthz: 200 when the dashboard's own database and at least one watched database
+    answer (saying which others do not), else 503 naming what failed. No login.
 
     Answered before Django validates the Host header: load balancers, Docker and Kubernetes
     probe by IP address, which is never in DJANGO_ALLOWED_HOSTS.
@@ -50,10 +54,56 @@ class HealthEndpointMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path_info != self.path or request.method not in ("GET", "HEAD"):
             return self.get_response(request)
-        problems = unreachable_databases()
-        if problems:
+        own = unreachable_databases(["default"])
+        watched = {alias: unreachable_databases([alias]) for alias in settings.WATCHED_DATABASES.values()}
+        problems = [*own, *(problem for found in watched.values() for problem in found if problem not in own)]
+        # One watched database away out of several leaves the others to show: still ready.
+        if own or all(watched.values()):
             return JsonResponse({"status": "unavailable", "problems": problems}, status=503)
+        if problems:
+            return JsonResponse({"status": "degraded", "problems": problems})
         return JsonResponse({"status": "ok"})
+
+
+DATABASE_PREFIX = re.compile(r"/db/(?P<name>[^/]+)(?P<rest>/.*)", re.DOTALL)
+
+
+class WatchedDatabaseMiddleware:
+    """/db/<name>/... shows the watched database <name>; any other path the first one, so with a
+    single database no address changes. The prefix is taken off before the URL is resolved and
+    becomes the script prefix: every link a page makes (reverse, redirects) stays in that database.
+
+    Runs before CommonMiddleware (which reads path_info) and checks, once the user is known, that
+    they may see this database (queues.access).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.dashboard_script_prefix = get_script_prefix()
+        match = DATABASE_PREFIX.fullmatch(request.path_info)
+        if match is None:
+            request.watched_database = next(iter(settings.WATCHED_DATABASES))
+            alias = PGMQ_DATABASE
+        else:
+            request.watched_database = match["name"]
+            alias = settings.WATCHED_DATABASES.get(match["name"])
+            if alias is None:
+                with watching(PGMQ_DATABASE):
+                    return render(request, "404.html", {"exception": "There is no watched database of that name."},
+                                  status=404)
+            request.path_info = match["rest"]
+            set_script_prefix(f"{request.dashboard_script_prefix}db/{match['name']}/")
+        with watching(alias):
+            return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view: Callable, args: object, kwargs: object) -> HttpResponse | None:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and not can_watch(user, request.watched_database):
+            return render(request, "403.html", {"exception": f"Your account has no role in the database "
+                                                             f"{request.watched_database!r}."}, status=403)
+        return None
 
 
 class DatabaseUnavailableMiddleware:
@@ -90,13 +140,13 @@ class DatabaseUnavailableMiddleware:
                           status=503)
         if isinstance(exception.__cause__, psycopg.errors.UndefinedTable):
             if pgmq_is_missing():
-                return render(request, "pgmq_missing.html", {"database": database_label(PGMQ_DATABASE)}, status=503)
+                return render(request, "pgmq_missing.html", {"database": database_label(watched_alias())}, status=503)
             # A queue's table went between finding the queue and reading it: dropped meanwhile.
             return self.queue_gone(request, first_line(exception))
         if isinstance(exception.__cause__, psycopg.errors.InsufficientPrivilege):
             # The dashboard's user may act, but the database role it connects as may not (a read-only role).
             return render(request, "403.html", {"database_refused": first_line(exception),
-                                                "database": database_label(PGMQ_DATABASE)}, status=403)
+                                                "database": database_label(watched_alias())}, status=403)
         return None
 
     def queue_gone(self, request: HttpRequest, detail: str) -> HttpResponse:
@@ -104,7 +154,8 @@ class DatabaseUnavailableMiddleware:
                                                          f"a moment ago ({detail})."}, status=404)
 
     def unavailable(self, request: HttpRequest) -> HttpResponse:
-        problems = unreachable_databases() or ["the database connection was lost; retrying on the next request"]
+        problems = (unreachable_databases(["default", watched_alias()])
+                    or ["the database connection was lost; retrying on the next request"])
         logger.warning("database unavailable: %s", "; ".join(problems))
         # A page opened during the outage loads itself again until the database is back; only a
         # plain GET, so a form is never sent twice (htmx refreshes retry on their own timer).

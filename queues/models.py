@@ -1,9 +1,9 @@
 """The dashboard's own tables (schema pgmq_dashboard). pgmq's tables are unmanaged models in pgmq.py."""
 from django.db import models
 
-from queues.pgmq import Queue
+from queues.pgmq import Queue, watched_name
 
-__all__ = ["AuditEntry", "BulkJob", "Queue", "QueueSample"]
+__all__ = ["AlertEpisode", "AlertNotification", "AuditEntry", "BulkJob", "Queue", "QueueSample"]
 
 
 class QueueSample(models.Model):
@@ -13,6 +13,8 @@ class QueueSample(models.Model):
     difference between two samples of the cumulative counters (sent_total, removed_total).
     """
 
+    database = models.CharField(max_length=40, default=watched_name,
+                                help_text="the watched database's name (settings.WATCHED_DATABASES)")
     queue_name = models.CharField(max_length=255)
     sampled_at = models.DateTimeField(help_text="the pgmq database's clock when sampled")
     backlog = models.BigIntegerField()
@@ -28,7 +30,7 @@ class QueueSample(models.Model):
     poison = models.BigIntegerField(null=True, help_text="messages read at least POISON_READ_COUNT times")
 
     class Meta:
-        indexes = [models.Index(fields=["queue_name", "sampled_at"], name="sample_queue_time_idx"),
+        indexes = [models.Index(fields=["database", "queue_name", "sampled_at"], name="sample_db_queue_time_idx"),
                    models.Index(fields=["sampled_at"], name="sample_time_idx")]
         ordering = ["queue_name", "sampled_at"]
 
@@ -48,6 +50,8 @@ class AuditEntry(models.Model):
     user_id = models.IntegerField(null=True)
     username = models.CharField(max_length=150)
     action = models.CharField(max_length=40, db_index=True)
+    database = models.CharField(max_length=40, default=watched_name, db_index=True,
+                                help_text="the watched database's name (settings.WATCHED_DATABASES)")
     queue_name = models.CharField(max_length=255, db_index=True)
     target = models.JSONField(help_text="the msg_ids acted on, or the filter in words and as data")
     requested = models.IntegerField(help_text="messages the action was asked to handle")
@@ -86,6 +90,8 @@ class BulkJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     user_id = models.IntegerField(null=True)
     username = models.CharField(max_length=150)
+    database = models.CharField(max_length=40, default=watched_name,
+                                help_text="the watched database's name (settings.WATCHED_DATABASES)")
     queue_name = models.CharField(max_length=255)
     source = models.CharField(max_length=10)  # live or archive
     action = models.CharField(max_length=40)
@@ -122,3 +128,65 @@ class BulkJob(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (self.DONE, self.CANCELLED, self.FAILED)
+
+
+class AlertEpisode(models.Model):
+    """One alert rule breached on one queue of one database, from pending to resolved.
+
+    Written by the sampler (queues/alerting.py). At most one episode per (database, rule, queue) is
+    open (pending or firing); a pending one that clears before its `for` duration is deleted, so
+    the history holds only alerts that fired.
+    """
+
+    PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+
+    database = models.CharField(max_length=40, help_text="the watched database's name, as in WATCHED_DATABASES")
+    rule = models.CharField(max_length=100)
+    queue_name = models.CharField(max_length=255)
+    measure = models.CharField(max_length=20)
+    threshold = models.FloatField()
+    state = models.CharField(max_length=10, default=PENDING)
+    value = models.FloatField(null=True, help_text="the measure at the latest evaluation")
+    peak_value = models.FloatField(null=True)
+    pending_since = models.DateTimeField()
+    fired_at = models.DateTimeField(null=True)
+    resolved_at = models.DateTimeField(null=True)
+    resolved_because = models.CharField(max_length=100, blank=True)
+    last_notified_at = models.DateTimeField(null=True, help_text="the last firing notification (repeats count)")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["database", "rule", "queue_name"],
+                                               condition=models.Q(state__in=["pending", "firing"]),
+                                               name="one_open_alert_per_rule_and_queue")]
+        indexes = [models.Index(fields=["database", "queue_name", "-id"], name="alert_queue_idx"),
+                   models.Index(fields=["database", "state"], name="alert_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.rule} on {self.queue_name} ({self.database}): {self.state}"
+
+
+class AlertNotification(models.Model):
+    """One message about an episode (firing or resolved) to one webhook or e-mail address, sent by
+    the sampler and tried again each round until delivered. A webhook is stored as its label and a
+    hash of its URL, never the URL itself (it carries the receiver's secret)."""
+
+    WEBHOOK, EMAIL = "webhook", "email"
+
+    episode = models.ForeignKey(AlertEpisode, on_delete=models.CASCADE, related_name="notifications")
+    status = models.CharField(max_length=10, help_text="what it announces: firing or resolved")
+    channel = models.CharField(max_length=10)
+    destination = models.CharField(max_length=255, help_text="shown on pages: the webhook's host, or the address")
+    destination_key = models.CharField(max_length=320, help_text="sha256 of the webhook URL, or the address")
+    created_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.IntegerField(default=0)
+    delivered_at = models.DateTimeField(null=True)
+    abandoned = models.BooleanField(default=False, help_text="given up: too old, or no longer configured")
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["delivered_at", "abandoned"], name="alert_notification_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.status} of {self.episode} to {self.destination}"

@@ -17,17 +17,54 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
 
 from django.apps.registry import Apps
+from django.conf import settings
 from django.db import connections, models
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Lower
 from psycopg import sql
 
-PGMQ_DATABASE = "pgmq"  # the Django database alias of the watched database
+PGMQ_DATABASE = "pgmq"  # the Django database alias of the first watched database
 PGMQ_SCHEMA = "pgmq"
+
+# Which watched database this request (or sampler round, or job) reads and acts on: set by
+# WatchedDatabaseMiddleware from the URL, by the sampler and the job runner per database.
+_watched_alias: ContextVar[str] = ContextVar("watched_alias", default=PGMQ_DATABASE)
+
+
+def watched_alias() -> str:
+    """The Django database alias of the pgmq database being watched right now."""
+    return _watched_alias.get()
+
+
+def watched_name() -> str:
+    """The name of the database being watched right now, as in settings.WATCHED_DATABASES
+    ("main", "staging"...): what URLs and stored history (samples, audit, alerts) use."""
+    return database_name(_watched_alias.get())
+
+
+def database_name(alias: str) -> str:
+    return next(name for name, known in settings.WATCHED_DATABASES.items() if known == alias)
+
+
+def watched_aliases() -> list[str]:
+    return list(settings.WATCHED_DATABASES.values())
+
+
+@contextmanager
+def watching(alias: str) -> Iterator[None]:
+    """Read and act on the watched database `alias` inside this block."""
+    token = _watched_alias.set(alias)
+    try:
+        yield
+    finally:
+        _watched_alias.reset(token)
 
 LIVE = "live"
 ARCHIVE = "archive"
@@ -135,7 +172,7 @@ class QueueTable:
 
 def queue_tables(queue_name: str) -> dict[str, QueueTable]:
     """The live and archive tables of a queue, named and described by the database itself."""
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute(
             """
             SELECT t.kind, t.relname,
@@ -202,7 +239,7 @@ class QueueFeatures:
 
 
 def queue_features(queue_name: str) -> QueueFeatures:
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute("SELECT to_regclass('pgmq.notify_insert_throttle') IS NOT NULL, "
                        "to_regclass('pgmq.topic_bindings') IS NOT NULL")
         has_throttle, has_topics = cursor.fetchone()

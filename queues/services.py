@@ -38,7 +38,7 @@ from psycopg import sql
 
 from queues.jsontext import RawJSON, as_jsonb, json_text
 from queues.models import AuditEntry, BulkJob
-from queues.pgmq import ARCHIVE, LIVE, PGMQ_DATABASE, Queue
+from queues.pgmq import ARCHIVE, LIVE, Queue, watched_alias
 from queues.selectors.messages import statement_budget
 
 # What each action is called in the audit log and on the pages.
@@ -87,7 +87,7 @@ class Outcome:
 def same_database() -> bool:
     """The dashboard's tables live in the pgmq database, reached as the same role (the default):
     one transaction can hold both."""
-    ours, theirs = settings.DATABASES["default"], settings.DATABASES[PGMQ_DATABASE]
+    ours, theirs = settings.DATABASES["default"], settings.DATABASES[watched_alias()]
     return all(ours[key] == theirs[key] for key in ("NAME", "HOST", "PORT", "USER"))
 
 
@@ -98,11 +98,11 @@ def action_transaction() -> Iterator[str]:
     With the dashboard's schema in the same database, the records go through this very
     transaction (its search_path switched to that schema for the transaction's length).
     """
-    with transaction.atomic(using=PGMQ_DATABASE):
+    with transaction.atomic(using=watched_alias()):
         if same_database():
-            with connections[PGMQ_DATABASE].cursor() as cursor:
+            with connections[watched_alias()].cursor() as cursor:
                 cursor.execute("SELECT set_config('search_path', %s, true)", [settings.DASHBOARD_SCHEMA])
-            yield PGMQ_DATABASE
+            yield watched_alias()
         else:
             yield "default"
 
@@ -116,7 +116,7 @@ def _save(instance, alias: str) -> None:
 
 
 def _rows(cursor_sql: str, params: list) -> list[tuple]:
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute(cursor_sql, params)
         return cursor.fetchall()
 
@@ -128,7 +128,7 @@ def _pgmq_ids(function_sql: str, params: list) -> set[int]:
 
 def _lock_table(queue: Queue, kind: str) -> None:
     """The lock pgmq's TRUNCATE or DROP takes anyway, taken first: what is counted is what goes."""
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
             sql.Identifier("pgmq", queue.tables[kind].name)).as_string())
 
@@ -258,7 +258,7 @@ def _delete_archived_rows(queue: Queue, msg_ids: list[int]) -> set[int]:
     (and the ids as literals: with parameters, a % in the table name would read as a placeholder)."""
     statement = sql.SQL("DELETE FROM {} WHERE msg_id = ANY({}) RETURNING msg_id").format(
         sql.Identifier("pgmq", queue.tables[ARCHIVE].name), sql.Literal(msg_ids))
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute(statement.as_string())
         return {row[0] for row in cursor.fetchall()}
 
@@ -677,7 +677,7 @@ def _remove_chosen(queue: Queue, action: str, chosen) -> tuple[int, int, int | N
     """Remove the messages the `chosen` query picks: how many it chose, how many were removed (the
     rest were already gone), and the highest msg_id chosen (None: it chose none)."""
     try:
-        chosen_sql, params = chosen.query.get_compiler(using=PGMQ_DATABASE).as_sql()
+        chosen_sql, params = chosen.query.get_compiler(using=watched_alias()).as_sql()
     except EmptyResultSet:  # a filter that can match nothing here (headers on a queue without them)
         return 0, 0, None
     params = list(params)

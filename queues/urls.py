@@ -1,7 +1,7 @@
 from django.urls import path, register_converter
 
 from queues.converters import QueueNameConverter
-from queues.views import actions, audit, exports, metrics, pages
+from queues.views import actions, alerts, audit, exports, metrics, pages
 
 register_converter(QueueNameConverter, "queue")
 
@@ -12,6 +12,7 @@ urlpatterns = [
     path("queues/<queue:queue_name>/poison/", pages.queue_poison, name="queue-poison"),
     path("queues/<queue:queue_name>/archive-history/", pages.queue_archive_history, name="queue-archive-history"),
     path("queues/<queue:queue_name>/diagnostics/", pages.queue_diagnostics, name="queue-diagnostics"),
+    path("queues/<queue:queue_name>/alerts/", alerts.queue_alerts, name="queue-alerts"),
     path("queues/<queue:queue_name>/messages/", pages.message_list, name="messages"),
     path("queues/<queue:queue_name>/messages/<int:msg_id>/", pages.message_detail, name="message"),
     path("queues/<queue:queue_name>/messages/<int:msg_id>/raw/", pages.message_raw, name="message-raw"),
@@ -32,6 +33,8 @@ urlpatterns = [
     path("audit/export.csv", audit.audit_csv, name="audit-csv"),
     path("audit/<int:entry_id>/", audit.audit_entry, name="audit-entry"),
     path("jobs/<int:job_id>/", audit.job_detail, name="job"),
+    # Alerts (evaluated and notified by the sampler)
+    path("alerts/", alerts.alerts_page, name="alerts"),
     # Prometheus (off unless DASHBOARD_METRICS_TOKEN is set)
     path("metrics", metrics.metrics, name="metrics"),
 ]

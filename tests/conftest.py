@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -200,6 +201,23 @@ def dashboard_server(pgmq_database_url: str, tmp_path_factory) -> Iterator[str]:
     """The dashboard under gunicorn on the test database, for the whole session."""
     with gunicorn(pgmq_database_url, tmp_path_factory.mktemp("gunicorn")) as base_url:
         yield base_url
+
+
+# Where `make prometheus` unpacks Debian's package (its binaries, no service).
+PROMETHEUS_BIN = BASE_DIR / "var" / "prometheus" / "usr" / "bin"
+
+
+def prometheus_tool(name: str) -> str:
+    """Debian's `prometheus` or `promtool`: $PROMETHEUS / $PROMTOOL, `make prometheus`'s copy, or
+    the PATH's. Without one the test is skipped, or fails when REQUIRE_PROMETHEUS is set (CI)."""
+    unpacked = PROMETHEUS_BIN / name
+    found = os.environ.get(name.upper()) or (str(unpacked) if unpacked.exists() else shutil.which(name))
+    if not found:
+        reason = f"{name} not found: `make prometheus` unpacks Debian's package into var/prometheus (or set {name.upper()})"
+        if os.environ.get("REQUIRE_PROMETHEUS"):
+            pytest.fail(reason + "; REQUIRE_PROMETHEUS is set, so a missing one is a failure")
+        pytest.skip(reason)
+    return found
 
 
 @pytest.fixture(scope="session")

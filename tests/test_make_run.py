@@ -98,6 +98,12 @@ def test_make_run_serves_the_demo_with_its_data_moving(launch, page):
         return all(seen.values())
 
     wait_for(both_changed_between_two_loads, timeout=90, what=lambda: f"the demo data to move ({seen})")
+    # Both demo databases are watched and moving.
+    page.goto(run.base_url + "/db/staging/")
+    expect(page.locator(".database-switcher summary")).to_contain_text("staging")
+    for queue in DEMO_QUEUES:
+        expect(page.get_by_role("link", name=queue, exact=True)).to_be_visible()
+    page.goto("about:blank")  # no live region left refreshing against the server being stopped
 
     assert run.stop() == 0
     assert not (run.var_dir / "pgdata" / "postmaster.pid").exists(), "the embedded PostgreSQL is still running"

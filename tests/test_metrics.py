@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from queues.management.commands.sample_metrics import take_sample
-from tests.conftest import AWKWARD_NAMES, BASE_DIR, uses_databases
+from tests.conftest import AWKWARD_NAMES, BASE_DIR, prometheus_tool, uses_databases
 from tests.pages import number, overview_rows, parse, seconds
 from tests.test_numbers_under_load import SENDS_UNDER_WAY, busy_queue, counters  # noqa: F401 (a fixture)
 
@@ -71,7 +70,7 @@ def test_it_needs_no_sign_in_and_takes_the_scheme_in_any_case(client, metrics_on
     make_queue("plain", messages=2)
     response = client.get("/metrics", headers={"Authorization": f"bearer {TOKEN}"})
     assert response.status_code == 200
-    assert 'pgmq_queue_backlog{queue="plain"} 2.0' in response.content.decode()
+    assert 'pgmq_queue_backlog{database="main",queue="plain"} 2.0' in response.content.decode()
     assert "no-cache" in response["Cache-Control"]
 
 
@@ -113,7 +112,7 @@ def test_every_figure_matches_the_overview_and_sql(client, signed_in_client, met
     assert rows["empty"]["oldest"] == "–"
     # Every count here was counted, not estimated.
     assert set(found["pgmq_queue_estimated"].values()) == {0}
-    assert found["pgmq_up"] == {(): 1}
+    assert found["pgmq_up"] == {(("database", "main"),): 1}
     assert 0 < found["pgmq_dashboard_scrape_duration_seconds"][()] < 5
 
 
@@ -199,9 +198,9 @@ def test_awkward_queue_names_are_escaped(client, metrics_on, pgmq_sql):
 
     assert backlog == {name: count for count, name in enumerate(names, start=1)}
     assert "fake{" not in [line.split("{")[0] for line in text.splitlines()]  # no line of a name's own
-    assert r'pgmq_queue_backlog{queue="back\\slash"}' in text
-    assert r'pgmq_queue_backlog{queue="line\nbreak"}' in text
-    assert r'pgmq_queue_backlog{queue="q\"} 1\nfake{a=\""}' in text
+    assert r'pgmq_queue_backlog{database="main",queue="back\\slash"}' in text
+    assert r'pgmq_queue_backlog{database="main",queue="line\nbreak"}' in text
+    assert r'pgmq_queue_backlog{database="main",queue="q\"} 1\nfake{a=\""}' in text
 
 
 def queries_per_scrape(client) -> tuple[int, int]:
@@ -239,7 +238,7 @@ def test_a_database_that_does_not_answer_is_pgmq_up_0(client, metrics_on, make_q
 
     monkeypatch.setattr("queues.selectors.overview.all_queue_stats", refuse)
     found = scrape(client)
-    assert found["pgmq_up"] == {(): 0}
+    assert found["pgmq_up"] == {(("database", "main"),): 0}
     assert "pgmq_queue_backlog" not in found
 
 
@@ -288,11 +287,8 @@ def test_the_alert_rules_have_prometheus_structure():
     assert job["metrics_path"] == "/metrics" and job["authorization"]["type"] == "Bearer"
 
 
-PROMTOOL = os.environ.get("PROMTOOL") or shutil.which("promtool")
-
-
-@pytest.mark.skipif(not PROMTOOL, reason="promtool not found (Debian's `prometheus` package has it; or set PROMTOOL)")
 def test_promtool_accepts_the_rules_the_scrape_config_and_the_rules_unit_tests(tmp_path):
+    promtool = prometheus_tool("promtool")
     # promtool checks that the token file exists: a copy of scrape.yml naming one that does.
     (tmp_path / "token").write_text(TOKEN)
     shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path)
@@ -302,5 +298,5 @@ def test_promtool_accepts_the_rules_the_scrape_config_and_the_rules_unit_tests(t
     for command, where in ((["check", "rules", "alerts.yml"], DEPLOY / "prometheus"),
                            (["test", "rules", "alerts_test.yml"], DEPLOY / "prometheus"),
                            (["check", "config", "scrape.yml"], tmp_path)):
-        result = subprocess.run([PROMTOOL, *command], cwd=where, capture_output=True, text=True, timeout=60)
+        result = subprocess.run([promtool, *command], cwd=where, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr

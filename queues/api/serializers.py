@@ -3,11 +3,12 @@ are; input serializers check only the shape of a body: forms.py does the validat
 pages."""
 from __future__ import annotations
 
+from django import forms as django_forms
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from queues.forms import MAX_INT, MAX_MSG_ID, MsgIdsField
+from queues.forms import MAX_INT, MAX_MSG_ID, MessageFilterForm, MsgIdsField
 from queues.jsontext import RawJSON
 from queues.pgmq import ARCHIVE, LIVE
 from queues.services import ARCHIVE_ACTIONS, LIVE_ACTIONS
@@ -177,6 +178,145 @@ class SendRequestSerializer(serializers.Serializer):
 
 class SendResultSerializer(serializers.Serializer):
     msg_id = serializers.IntegerField()
+    audit_id = serializers.IntegerField()
+
+
+def form_field_schema(name: str, field: django_forms.Field) -> dict:
+    """The OpenAPI schema of what one of forms.py's fields accepts (a query parameter, a filter key)."""
+    if isinstance(field, django_forms.IntegerField):
+        kind = {"type": "integer", "minimum": field.min_value, "maximum": field.max_value}
+    elif isinstance(field, django_forms.BooleanField):
+        kind = {"type": "boolean"}
+    elif isinstance(field, django_forms.DateTimeField):
+        kind = {"type": "string", "format": "date-time"}
+    elif isinstance(field, django_forms.ChoiceField):
+        kind = {"type": "string", "enum": [value for value, _ in field.choices if value]}
+    elif name in ("after", "before"):
+        kind = {"type": "string", "maxLength": field.max_length, "pattern": r"^(.*\|)?[0-9]+$"}
+    else:
+        kind = {"type": "string", "maxLength": field.max_length}
+    return {key: value for key, value in kind.items() if value is not None}
+
+
+# What a bulk action's filter may name: the message browser's filters, without its source (the
+# action's own), sort and place. `message` and `headers` are JSON values here, not JSON text.
+FILTER_KEYS = ["state", "read_ct_min", "read_ct_max", "enqueued_after", "enqueued_before", "archived_after",
+               "archived_before", "message", "headers", "q"]
+FILTER_DESCRIPTIONS = {"message": "JSON the message contains (jsonb @>)", "headers": "JSON the headers contain",
+                       "q": "search, as on the message browser: `timeout`, `headers:retry`, "
+                            "`message.customer.id:42`, `headers.trace_id:abc*`"}
+
+
+@extend_schema_field({
+    "type": "object", "additionalProperties": False,
+    "properties": {name: ({"description": FILTER_DESCRIPTIONS[name]} if name in ("message", "headers") else
+                          {**form_field_schema(name, MessageFilterForm.base_fields[name]),
+                           **({"description": FILTER_DESCRIPTIONS[name]} if name in FILTER_DESCRIPTIONS else {})})
+                   for name in FILTER_KEYS},
+    "description": "the message browser's filters. Required: {} matches every message, and is then chosen on "
+                   "purpose, never by leaving the filter out"})
+class FilterField(serializers.DictField):
+    """A filter as an object. An unknown key is refused, not ignored: ignoring a misspelt key would
+    widen a bulk action to messages nobody meant."""
+
+    def to_internal_value(self, data) -> dict:
+        data = super().to_internal_value(data)
+        unknown = sorted(set(data) - set(FILTER_KEYS))
+        if unknown:
+            raise serializers.ValidationError(f"unknown filter keys: {', '.join(unknown)} "
+                                              f"(known: {', '.join(FILTER_KEYS)})")
+        return data
+
+
+class BulkActionRequestSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=LIVE_ACTIONS + ARCHIVE_ACTIONS)
+    source = serializers.ChoiceField(choices=[LIVE, ARCHIVE], default=LIVE)
+    filter = FilterField()
+    parameters = ActionParametersSerializer(required=False)
+    request_token = serializers.UUIDField(required=False, help_text="the same token twice starts one job (409)")
+
+
+class ActionPlanSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    source = serializers.ChoiceField(choices=[LIVE, ARCHIVE])
+    count = serializers.IntegerField(allow_null=True, help_text="matching now, counted exactly; null when "
+                                                                "counting took longer than its budget")
+    in_flight = serializers.IntegerField(allow_null=True, help_text="retry, move: of those, how many a consumer "
+                                                                    "is working on (left alone unless asked)")
+    filter_in_words = serializers.CharField()
+    destructive = serializers.BooleanField()
+    batch_size = serializers.IntegerField(help_text="messages per batch (one transaction each)")
+
+
+class JobSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    queue_name = serializers.CharField()
+    username = serializers.CharField(help_text="who started it")
+    action = serializers.CharField()
+    source = serializers.ChoiceField(choices=[LIVE, ARCHIVE])
+    parameters = serializers.DictField()
+    filter_in_words = serializers.CharField(source="filter_words")
+    expected = serializers.IntegerField(allow_null=True, help_text="matching when started")
+    status = serializers.ChoiceField(choices=["pending", "running", "done", "cancelled", "failed"])
+    finished = serializers.BooleanField()
+    affected = serializers.IntegerField()
+    already_gone = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    batches = serializers.IntegerField()
+    cursor = serializers.IntegerField(help_text="the last msg_id handled")
+    cancel_requested = serializers.BooleanField()
+    cancelled_by = serializers.CharField()
+    error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    audit_id = serializers.IntegerField(source="audit_entry_id", allow_null=True,
+                                        help_text="the audit record, once the job has ended")
+
+
+class TypedConfirmationSerializer(serializers.Serializer):
+    confirm_name = serializers.CharField(max_length=255, trim_whitespace=False,
+                                         help_text="the queue's name, exactly: the page's typed confirmation")
+    request_token = serializers.UUIDField(required=False, help_text="the same token twice acts once (409)")
+
+
+class PurgeResultSerializer(serializers.Serializer):
+    audit_id = serializers.IntegerField()
+    purged = serializers.IntegerField(help_text="messages deleted from the live table")
+
+
+class DropResultSerializer(serializers.Serializer):
+    audit_id = serializers.IntegerField()
+    live_messages = serializers.IntegerField()
+    archived_messages = serializers.IntegerField()
+
+
+class CreateQueueRequestSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=47, trim_whitespace=False)
+    unlogged = serializers.BooleanField(default=False, help_text="faster; emptied by a database crash")
+    request_token = serializers.UUIDField(required=False, help_text="the same token twice acts once (409)")
+
+
+class CreateQueueResultSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    unlogged = serializers.BooleanField()
+    audit_id = serializers.IntegerField()
+
+
+class ResendRequestSerializer(serializers.Serializer):
+    message = serializers.JSONField(help_text="the edited message: any JSON document")
+    headers = serializers.JSONField(required=False, allow_null=True, help_text="a JSON object")
+    source = serializers.ChoiceField(choices=[LIVE, ARCHIVE], default=LIVE,
+                                     help_text="where the original is: a live one is archived")
+    destination = serializers.CharField(required=False, max_length=255, help_text="this queue by default")
+    request_token = serializers.UUIDField(required=False, help_text="the same token twice acts once (409)")
+
+
+class ResendResultSerializer(serializers.Serializer):
+    msg_id = serializers.IntegerField(help_text="the edited copy's msg_id")
+    destination = serializers.CharField()
+    original_msg_id = serializers.IntegerField()
+    original_archived = serializers.BooleanField(help_text="false when the original was already in the archive")
     audit_id = serializers.IntegerField()
 
 

@@ -14,4 +14,11 @@ urlpatterns = [
     path("queues/<queue:queue_name>/messages/<int:msg_id>/", views.message_detail, name="api-message"),
     path("queues/<queue:queue_name>/actions/", views.message_action, name="api-message-action"),
     path("queues/<queue:queue_name>/send/", views.send_message, name="api-send"),
+    path("queues/<queue:queue_name>/messages/<int:msg_id>/resend/", views.resend_message, name="api-resend"),
+    path("queues/<queue:queue_name>/purge/", views.purge_queue, name="api-purge"),
+    path("queues/<queue:queue_name>/drop/", views.drop_queue, name="api-drop"),
+    path("queues/<queue:queue_name>/jobs/", views.start_job, name="api-jobs"),
+    path("queues/<queue:queue_name>/jobs/plan/", views.plan_job, name="api-job-plan"),
+    path("jobs/<int:job_id>/", views.job_detail, name="api-job"),
+    path("jobs/<int:job_id>/cancel/", views.cancel_job, name="api-job-cancel"),
 ]

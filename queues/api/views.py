@@ -1,26 +1,31 @@
 """Thin API views: parse input with forms.py, call the selectors and services the pages call,
-answer JSON. Permissions as on the pages: any signed-in user reads, `operate_messages` acts and
-sends (403 otherwise). Every action goes through services.py, which writes the audit log."""
+answer JSON. Permissions as on the pages: any signed-in user reads, `operate_messages` acts, sends
+and runs bulk jobs, `administer_queues` purges, creates and drops queues (403 otherwise). Every
+action goes through services.py, which writes the audit log."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes, permission_classes, renderer_classes
-from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from queues import forms, redaction, services
+from queues.access import can_watch
 from queues.api import serializers as s
 from queues.api.renderers import ExactJSONParser, ExactJSONRenderer, exact_json
-from queues.pgmq import ARCHIVE, LIVE
+from queues.models import BulkJob
+from queues.pgmq import ARCHIVE, LIVE, watched_name
 from queues.selectors import history, messages, overview
 from queues.selectors.payloads import payload_texts
 from queues.selectors.stats import single_queue_stats
-from queues.views.actions import OPERATE
+from queues.views.actions import ADMINISTER, OPERATE, _plan
 from queues.views.pages import _page_links, get_queue_or_404
 
 QUEUE_NAME = OpenApiParameter("queue_name", OpenApiTypes.STR, OpenApiParameter.PATH,
@@ -38,13 +43,42 @@ class CanOperate(BasePermission):
         return bool(request.user and request.user.has_perm(OPERATE))
 
 
-def api(methods: list[str], *, permissions=(IsAuthenticated,), schema: dict):
-    """An API view: JSON in and out, its OpenAPI description, and the site's sign-in middleware
-    stepped aside (DRF authenticates the token or the session itself and answers 401)."""
+class WatchesThisDatabase(BasePermission):
+    """The database in the address (/db/<name>/api/v1/...) is one the user has a role in."""
+
+    message = "your account has no role in this database"
+
+    def has_permission(self, request, view) -> bool:
+        return can_watch(request.user, request._request.watched_database)
+
+
+class CanAdminister(BasePermission):
+    """Purging, creating and dropping queues, as the pages allow it: the Admin role."""
+
+    message = "this needs the Admin role (permission administer_queues)"
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.has_perm(ADMINISTER))
+
+
+class ReadsOrAdministers(CanAdminister):
+    """The list of queues: anyone signed in reads it, an admin adds to it."""
+
+    def has_permission(self, request, view) -> bool:
+        return request.method in SAFE_METHODS or super().has_permission(request, view)
+
+
+def api(methods: list[str], *, permissions=(IsAuthenticated,), schema: dict | None = None,
+        schemas: dict[str, dict] | None = None):
+    """An API view: JSON in and out, its OpenAPI description (`schemas` by method when it has
+    several), and the site's sign-in middleware stepped aside (DRF authenticates the token or the
+    session itself and answers 401)."""
     def decorate(view):
-        view = parser_classes([ExactJSONParser])(renderer_classes([ExactJSONRenderer])(
-            permission_classes(list(permissions))(view)))
-        return login_not_required(extend_schema(**schema)(api_view(methods)(view)))
+        view = api_view(methods)(parser_classes([ExactJSONParser])(renderer_classes([ExactJSONRenderer])(
+            permission_classes([*permissions, WatchesThisDatabase])(view))))
+        for method, method_schema in (schemas or {None: schema}).items():
+            view = extend_schema(methods=[method] if method else None, **method_schema)(view)
+        return login_not_required(view)
     return decorate
 
 
@@ -89,10 +123,22 @@ OVERVIEW_PARAMETERS = [
 ]
 
 
-@api(["GET"], schema={"operation_id": "queues_list", "parameters": OVERVIEW_PARAMETERS,
-                      "responses": {200: s.OverviewSerializer, **ERRORS},
-                      "summary": "Every queue's figures, as the overview shows them"})
+WRITE_ERRORS = {**ERRORS, 403: s.ErrorSerializer, 409: OpenApiResponse(
+    s.ErrorSerializer, description="this request_token was used before: nothing was done again")}
+
+
+@api(["GET", "POST"], permissions=(IsAuthenticated, ReadsOrAdministers), schemas={
+    "GET": {"operation_id": "queues_list", "parameters": OVERVIEW_PARAMETERS,
+            "responses": {200: s.OverviewSerializer, **ERRORS},
+            "summary": "Every queue's figures, as the overview shows them"},
+    "POST": {"operation_id": "queues_create", "request": s.CreateQueueRequestSerializer,
+             "responses": {201: s.CreateQueueResultSerializer, **WRITE_ERRORS},
+             "summary": "Create a queue (pgmq.create, or pgmq.create_unlogged): admins",
+             "description": "Recorded in the audit log. A name pgmq refuses, or one differing from an "
+                            "existing queue's only by case (pgmq would give both one table), is a 400."}})
 def queue_list(request: Request) -> Response:
+    if request.method == "POST":
+        return _create_queue(request)
     form = forms.OverviewForm(request.query_params)
     if not form.is_valid():
         return invalid(form.errors)
@@ -163,24 +209,9 @@ def _filter_parameters() -> list[OpenApiParameter]:
         "from_": "jump: start at this msg_id",
         "last": "the far end of the sort",
     }
-    parameters = []
-    for name, field in forms.MessageFilterForm.base_fields.items():
-        if isinstance(field, forms.forms.IntegerField):
-            kind = {"type": "integer", "minimum": field.min_value, "maximum": field.max_value}
-        elif isinstance(field, forms.forms.BooleanField):
-            kind = {"type": "boolean"}
-        elif isinstance(field, forms.forms.DateTimeField):
-            kind = {"type": "string", "format": "date-time"}
-        elif isinstance(field, forms.forms.ChoiceField):
-            kind = {"type": "string", "enum": [value for value, _ in field.choices if value]}
-        elif name in ("after", "before"):
-            kind = {"type": "string", "maxLength": field.max_length, "pattern": r"^(.*\|)?[0-9]+$"}
-        else:
-            kind = {"type": "string", "maxLength": field.max_length}
-        parameters.append(OpenApiParameter("from" if name == "from_" else name,
-                                           {key: value for key, value in kind.items() if value is not None},
-                                           description=described.get(name, "")))
-    return parameters
+    return [OpenApiParameter("from" if name == "from_" else name, s.form_field_schema(name, field),
+                             description=described.get(name, ""))
+            for name, field in forms.MessageFilterForm.base_fields.items()]
 
 
 @api(["GET"], schema={"operation_id": "messages_list", "parameters": [QUEUE_NAME, *_filter_parameters()],
@@ -238,10 +269,6 @@ def message_detail(request: Request, queue_name: str, msg_id: int) -> Response:
     return Response(s.MessageDetailSerializer({
         **_row_fields(found), "message": found.message_text, "headers": found.headers_text,
         "seconds_to_vt": found.seconds_to_vt, "redacted": redacted}).data)
-
-
-WRITE_ERRORS = {**ERRORS, 403: s.ErrorSerializer, 409: OpenApiResponse(
-    s.ErrorSerializer, description="this request_token was used before: nothing was done again")}
 
 
 def _refused(error: services.ActionRefused) -> Response:
@@ -331,3 +358,250 @@ def send_message(request: Request, queue_name: str) -> Response:
         return _already_done(done)
     return Response(s.SendResultSerializer({"msg_id": outcome.result.affected[0], "audit_id": outcome.audit.pk}).data,
                     status=status.HTTP_201_CREATED)
+
+
+def _create_queue(request: Request) -> Response:
+    body = s.CreateQueueRequestSerializer(data=request.data)
+    if not body.is_valid():
+        return invalid(_serializer_errors(body.errors))
+    given = body.validated_data
+    # The page asks for the name twice against typing errors; a program's request says it once.
+    posted = QueryDict(mutable=True)
+    posted.update({"name": given["name"], "confirm_name": given["name"]})
+    if given["unlogged"]:
+        posted["unlogged"] = "1"
+    if given.get("request_token"):
+        posted["request_token"] = str(given["request_token"])
+    form = forms.CreateQueueForm(posted)
+    if not form.is_valid():
+        return invalid(form.errors)
+    try:
+        outcome = services.create_queue(user=request.user, name=form.cleaned_data["name"],
+                                        unlogged=form.cleaned_data["unlogged"],
+                                        request_token=form.cleaned_data["request_token"])
+    except services.ActionRefused as refusal:
+        return _refused(refusal)
+    except services.AlreadyDone as done:
+        return _already_done(done)
+    return Response(s.CreateQueueResultSerializer({
+        "name": form.cleaned_data["name"], "unlogged": form.cleaned_data["unlogged"], "audit_id": outcome.audit.pk,
+    }).data, status=status.HTTP_201_CREATED)
+
+
+def _typed_confirmation(request: Request, queue) -> forms.TypedConfirmationForm | Response:
+    """The page's typed confirmation: the queue's name, exactly, in the body (400 otherwise)."""
+    body = s.TypedConfirmationSerializer(data=request.data)
+    if not body.is_valid():
+        return invalid(_serializer_errors(body.errors))
+    posted = QueryDict(mutable=True)
+    posted["confirm_name"] = body.validated_data["confirm_name"]
+    if body.validated_data.get("request_token"):
+        posted["request_token"] = str(body.validated_data["request_token"])
+    form = forms.TypedConfirmationForm(posted, expected=queue.queue_name)
+    return form if form.is_valid() else invalid(form.errors)
+
+
+@api(["POST"], permissions=(IsAuthenticated, CanAdminister), schema={
+    "operation_id": "queues_purge", "parameters": [QUEUE_NAME], "request": s.TypedConfirmationSerializer,
+    "responses": {200: s.PurgeResultSerializer, **WRITE_ERRORS},
+    "summary": "Purge a queue (pgmq.purge_queue): every live message deleted; admins",
+    "description": "confirm_name must be the queue's name, exactly (400 otherwise, nothing done). The audit "
+                   "record counts exactly what went, and keeps the payloads when few."})
+def purge_queue(request: Request, queue_name: str) -> Response:
+    queue = get_queue_or_404(queue_name)
+    form = _typed_confirmation(request, queue)
+    if isinstance(form, Response):
+        return form
+    try:
+        outcome = services.purge_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])
+    except services.ActionRefused as refusal:
+        return _refused(refusal)
+    except services.AlreadyDone as done:
+        return _already_done(done)
+    return Response(s.PurgeResultSerializer({"audit_id": outcome.audit.pk, "purged": outcome.audit.affected}).data)
+
+
+@api(["POST"], permissions=(IsAuthenticated, CanAdminister), schema={
+    "operation_id": "queues_drop", "parameters": [QUEUE_NAME], "request": s.TypedConfirmationSerializer,
+    "responses": {200: s.DropResultSerializer, **WRITE_ERRORS},
+    "summary": "Drop a queue (pgmq.drop_queue), its messages and its archive; admins",
+    "description": "confirm_name must be the queue's name, exactly (400 otherwise, nothing done). The queue's "
+                   "unfinished bulk jobs are cancelled with it."})
+def drop_queue(request: Request, queue_name: str) -> Response:
+    queue = get_queue_or_404(queue_name)
+    form = _typed_confirmation(request, queue)
+    if isinstance(form, Response):
+        return form
+    try:
+        outcome = services.drop_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])
+    except services.ActionRefused as refusal:
+        return _refused(refusal)
+    except services.AlreadyDone as done:
+        return _already_done(done)
+    return Response(s.DropResultSerializer({"audit_id": outcome.audit.pk, **outcome.audit.details}).data)
+
+
+@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
+    "operation_id": "messages_resend", "parameters": [QUEUE_NAME, MSG_ID], "request": s.ResendRequestSerializer,
+    "responses": {201: s.ResendResultSerializer, **WRITE_ERRORS},
+    "summary": "Edit and resend: send an edited copy (to this queue or another) and archive the original",
+    "description": "One transaction, one audit record holding both msg_ids. If a consumer took the original "
+                   "meanwhile nothing is sent (404). Refused (403) to whom DASHBOARD_REDACT hides values: the "
+                   "copy would carry the redactions."})
+def resend_message(request: Request, queue_name: str, msg_id: int) -> Response:
+    queue = get_queue_or_404(queue_name)
+    if redaction.applies_to(request.user):
+        raise PermissionDenied("Some payload values are redacted for you (DASHBOARD_REDACT), and an edited copy would "
+                               "send the redactions instead of them: editing needs the permission to see them.")
+    body = s.ResendRequestSerializer(data=request.data)
+    if not body.is_valid():
+        return invalid(_serializer_errors(body.errors))
+    given, source = body.validated_data, body.validated_data["source"]
+    original = messages.find_message(queue, msg_id, source=source) if 0 < msg_id <= forms.MAX_MSG_ID else None
+    if original is None:
+        raise Http404(f"Message {msg_id} is not in the {source} of queue “{queue.queue_name}”: a consumer took it, "
+                      "or it never existed.")
+    posted = QueryDict(mutable=True)
+    posted["message"] = exact_json(request.data["message"])  # numbers as written, as for a send
+    if request.data.get("headers") is not None:
+        posted["headers"] = exact_json(request.data["headers"])
+    posted["destination"] = given.get("destination") or queue.queue_name
+    if given.get("request_token"):
+        posted["request_token"] = str(given["request_token"])
+    form = forms.EditForm(posted)
+    if not form.is_valid():
+        return invalid(form.errors)
+    try:
+        destination = services.existing_queue(form.cleaned_data["destination"])
+    except services.ActionRefused as refusal:
+        return invalid({"destination": [str(refusal)]})
+    try:
+        outcome = services.edit_and_resend(
+            user=request.user, queue=queue, msg_id=msg_id, source=source, destination=destination,
+            message=form.cleaned_data["message"], headers=form.cleaned_data["headers"],
+            request_token=form.cleaned_data["request_token"])
+    except services.ActionRefused as refusal:
+        return _refused(refusal)
+    except services.AlreadyDone as done:
+        return _already_done(done)
+    if outcome.result.already_gone:
+        return Response({"detail": f"Message {msg_id} was taken by a consumer meanwhile: nothing was sent.",
+                         "audit_id": outcome.audit.pk}, status=status.HTTP_404_NOT_FOUND)
+    return Response(s.ResendResultSerializer({
+        "msg_id": outcome.result.new_ids[msg_id], "destination": destination.queue_name, "original_msg_id": msg_id,
+        "original_archived": outcome.audit.details["original_archived"], "audit_id": outcome.audit.pk,
+    }).data, status=status.HTTP_201_CREATED)
+
+
+def _filter_query(given: dict) -> str:
+    """A bulk action's filter as the message browser's query string, which forms.py then checks
+    exactly as it checks the page's."""
+    query = QueryDict(mutable=True)
+    for name, value in given.items():
+        if value is not None:
+            query[name] = exact_json(value) if name in ("message", "headers") else str(value)
+    return query.urlencode()
+
+
+def _bulk_action_form(request: Request, queue, *, confirmed: bool) -> forms.MessageActionForm | Response:
+    """The message browser's "all matching this filter", from a JSON body (400 saying why if bad)."""
+    body = s.BulkActionRequestSerializer(data=request.data)
+    if not body.is_valid():
+        return invalid(_serializer_errors(body.errors))
+    given, parameters = body.validated_data, body.validated_data.get("parameters", {})
+    posted = QueryDict(mutable=True)
+    posted.update({"action": given["action"], "source": given["source"], "scope": "matching",
+                   "filter_query": _filter_query(given["filter"])})
+    if confirmed:
+        posted["confirmed"] = "1"
+    for name in ("destination", "original"):
+        if parameters.get(name):
+            posted[name] = parameters[name]
+    for name in ("remove_archived", "include_in_flight"):
+        if parameters.get(name):
+            posted[name] = "1"
+    if parameters.get("until"):
+        posted["until"] = parameters["until"].isoformat()
+    if given.get("request_token"):
+        posted["request_token"] = str(given["request_token"])
+    form = forms.MessageActionForm(posted, queue_name=queue.queue_name)
+    if not form.is_valid():
+        return invalid(form.errors)
+    return form
+
+
+@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
+    "operation_id": "jobs_plan", "parameters": [QUEUE_NAME], "request": s.BulkActionRequestSerializer,
+    "responses": {200: s.ActionPlanSerializer, **ERRORS, 403: s.ErrorSerializer},
+    "summary": "What a bulk action would do: how many messages the filter matches now (changes nothing)",
+    "description": "The count the message browser's dialog shows before \"all N matching this filter\"."})
+def plan_job(request: Request, queue_name: str) -> Response:
+    queue = get_queue_or_404(queue_name)
+    form = _bulk_action_form(request, queue, confirmed=False)
+    if isinstance(form, Response):
+        return form
+    plan = _plan(queue, form, redacted=redaction.applies_to(request.user))
+    return Response(s.ActionPlanSerializer({
+        "action": plan.action, "source": plan.source, "count": plan.count, "in_flight": plan.in_flight,
+        "filter_in_words": plan.filter_words, "destructive": plan.destructive,
+        "batch_size": settings.BULK_BATCH_SIZE}).data)
+
+
+@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
+    "operation_id": "jobs_create", "parameters": [QUEUE_NAME], "request": s.BulkActionRequestSerializer,
+    "responses": {201: s.JobSerializer, **WRITE_ERRORS},
+    "summary": "Start a bulk action on every message a filter matches: a job",
+    "description": "The job runner (`manage.py run_jobs`) does it in batches, one transaction each; follow it at "
+                   "/api/v1/jobs/{job_id}/. Its audit record is written when it ends."})
+def start_job(request: Request, queue_name: str) -> Response:
+    queue = get_queue_or_404(queue_name)
+    form = _bulk_action_form(request, queue, confirmed=True)
+    if isinstance(form, Response):
+        return form
+    data = form.cleaned_data
+    if data["action"] in (services.MOVE, services.REQUEUE):
+        # The page offers only queues that exist; a job sent elsewhere would only fail in the runner.
+        try:
+            services.existing_queue(data["destination"])
+        except services.ActionRefused as refusal:
+            return invalid({"parameters.destination": [str(refusal)]})
+    redacted = redaction.applies_to(request.user)
+    plan = _plan(queue, form, redacted=redacted)
+    try:
+        job = services.create_bulk_job(
+            user=request.user, queue=queue, source=data["source"], action=data["action"],
+            parameters=form.parameters(), filter_data=messages.filter_to_data(form.message_filter(redacted=redacted)),
+            filter_words=plan.filter_words, expected=plan.count, request_token=data["request_token"])
+    except services.AlreadyDone as done:
+        return Response({"detail": "already done: this request_token started a job before", "job_id": done.record.pk},
+                        status=status.HTTP_409_CONFLICT)
+    return Response(s.JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+JOB_ID = OpenApiParameter("job_id", {"type": "integer", "format": "int64", "minimum": 1, "maximum": forms.MAX_MSG_ID},
+                         OpenApiParameter.PATH, description="as POST .../jobs/ answered it")
+
+
+def _job_or_404(job_id: int) -> BulkJob:
+    # A job belongs to the database it acts in: its permissions are that database's.
+    job = BulkJob.objects.filter(pk=job_id, database=watched_name()).first() if job_id <= forms.MAX_MSG_ID else None
+    if job is None:
+        raise Http404(f"There is no bulk job {job_id}.")
+    return job
+
+
+@api(["GET"], schema={"operation_id": "jobs_retrieve", "parameters": [JOB_ID],
+                      "responses": {200: s.JobSerializer, **ERRORS},
+                      "summary": "A bulk job's progress, as its page shows it"})
+def job_detail(request: Request, job_id: int) -> Response:
+    return Response(s.JobSerializer(_job_or_404(job_id)).data)
+
+
+@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
+    "operation_id": "jobs_cancel", "parameters": [JOB_ID], "request": None,
+    "responses": {200: s.JobSerializer, **ERRORS, 403: s.ErrorSerializer},
+    "summary": "Cancel a bulk job: a running one stops after its current batch, a pending one at once"})
+def cancel_job(request: Request, job_id: int) -> Response:
+    job = _job_or_404(job_id)
+    services.cancel_bulk_job(job, user=request.user)
+    return Response(s.JobSerializer(job).data)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from django.db import connections
 from psycopg import sql
 
-from queues.pgmq import ARCHIVE, PGMQ_DATABASE, PGMQ_SCHEMA, Queue
+from queues.pgmq import ARCHIVE, PGMQ_SCHEMA, Queue, watched_alias
 
 ARCHIVE_EXACT_ROWS = 50_000
 SAMPLE_PER_BUCKET = 200
@@ -43,7 +43,7 @@ class ArchiveHistory:
 
 def planner_rows(query: sql.Composable) -> float:
     """The planner's row estimate for a query, without running it."""
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query).as_string())
         plan = cursor.fetchone()[0]
     return float((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
@@ -52,7 +52,7 @@ def planner_rows(query: sql.Composable) -> float:
 def archive_history(queue: Queue, *, range_s: float) -> ArchiveHistory:
     table = sql.Identifier(PGMQ_SCHEMA, queue.tables[ARCHIVE].name)
     bucket_s = max(range_s / BUCKETS, 1.0)
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute("SELECT now()")
         now = cursor.fetchone()[0]
     # Values go in as literals, not parameters: with parameters, psycopg would read a % in the
@@ -93,7 +93,7 @@ def archive_history(queue: Queue, *, range_s: float) -> ArchiveHistory:
                 rows=rows_for_percentiles.format(table=table, since=since, bucket_seconds=bucket_seconds,
                                                  buckets=sql.Literal(BUCKETS),
                                                  per_bucket=sql.Literal(SAMPLE_PER_BUCKET)))
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute(query.as_string())
         rows = cursor.fetchall()
 

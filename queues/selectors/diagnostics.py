@@ -14,7 +14,7 @@ from django.db import connections
 from psycopg import sql
 
 from queues.formatting import duration
-from queues.pgmq import ARCHIVE, LIVE, PGMQ_DATABASE, PGMQ_SCHEMA, Queue
+from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, watched_alias
 from queues.selectors.stats import QueueStats, TableFacts
 
 FIFO_HEADER = "x-pgmq-group"
@@ -82,7 +82,7 @@ class Diagnostics:
 def _fetch(query: str | sql.Composable, params: list | dict | None = None) -> list[tuple]:
     """Run a query; one that names a pgmq table must take no params (a % in a queue's name would
     read as a placeholder): its values go in as sql.Literal."""
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute(query if isinstance(query, str) else query.as_string(), params)
         return cursor.fetchall()
 

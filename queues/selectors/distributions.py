@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import connections
 from psycopg import sql
 
-from queues.pgmq import PGMQ_DATABASE, PGMQ_SCHEMA, Message, Queue
+from queues.pgmq import PGMQ_SCHEMA, Message, Queue, watched_alias
 from queues.selectors.messages import listing
 from queues.selectors.stats import QueueStats
 
@@ -54,7 +54,7 @@ def distributions(stats: QueueStats) -> Distributions:
         GROUP BY 1, 2
     """).format(age_bounds=sql.Literal(_bounds(AGE_BUCKETS)), read_bounds=sql.Literal(_bounds(READ_CT_BUCKETS)),
                 source=source)
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute(query.as_string())
         groups = cursor.fetchall()
 

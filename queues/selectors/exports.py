@@ -31,7 +31,7 @@ from django.db.models import CharField, DateTimeField, F, Func, JSONField, TextF
 from django.db.models.functions import Cast
 
 from dashboard.databases import took_too_long
-from queues.pgmq import ARCHIVE, LIVE, PGMQ_DATABASE, Queue
+from queues.pgmq import ARCHIVE, LIVE, Queue, watched_alias, watching
 from queues.redaction import payload
 from queues.selectors.messages import MessageFilter, _filtered, _model_has, state_by_database_clock
 
@@ -55,6 +55,9 @@ class ExportPlan:
     models: dict[str, Any]  # kind -> model, for the tables the filter can match in
     message_filter: MessageFilter
     columns: list[str]  # the CSV's header (last_read_at only if some table has it)
+    # The response is streamed after the request's middleware has finished: the rows are read from
+    # the database the request was for, remembered here.
+    database_alias: str = dataclasses.field(default_factory=watched_alias)
 
 
 def export_plan(queue: Queue, message_filter: MessageFilter) -> ExportPlan:
@@ -122,7 +125,7 @@ def _batch_sql(plan: ExportPlan, *, ndjson: bool, after: int, ceiling: int, limi
                 for name, expression in expressions.items()})
             names = list(expressions)
         queryset = queryset.order_by("msg_id").values_list(*names)[:limit]
-        sql, part_params = queryset.query.get_compiler(PGMQ_DATABASE).as_sql()
+        sql, part_params = queryset.query.get_compiler(watched_alias()).as_sql()
         parts.append(f"({sql})")
         params += part_params
     return f"SELECT * FROM ({' UNION ALL '.join(parts)}) AS batch ORDER BY 1 LIMIT {int(limit)}", params
@@ -144,13 +147,18 @@ def export_rows(plan: ExportPlan, *, ndjson: bool) -> Iterator[tuple]:
     """Every matching row in msg_id order, a batch at a time (see the module's docstring)."""
     if not plan.models:
         return
+    with watching(plan.database_alias):
+        yield from _export_rows(plan, ndjson=ndjson)
+
+
+def _export_rows(plan: ExportPlan, *, ndjson: bool) -> Iterator[tuple]:
     highest = _highest_msg_id(plan)
     after, limit, span = 0, EXPORT_FIRST_BATCH_ROWS, EXPORT_SPAN
     while after < highest:
         ceiling = min(after + span, highest)
         statement, params = _batch_sql(plan, ndjson=ndjson, after=after, ceiling=ceiling, limit=limit)
         try:
-            with connections[PGMQ_DATABASE].cursor() as cursor:
+            with connections[watched_alias()].cursor() as cursor:
                 cursor.execute(statement, params)
                 rows = cursor.fetchall()
         except OperationalError as error:

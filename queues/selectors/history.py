@@ -10,6 +10,7 @@ import dataclasses
 from datetime import datetime, timedelta
 
 from queues.models import QueueSample
+from queues.pgmq import watched_name
 from queues.selectors.stats import QueueStats
 
 RATE_WINDOW = timedelta(minutes=5)
@@ -45,7 +46,7 @@ def rates(stats: list[QueueStats]) -> dict[str, Rates]:
     now = max(queue.measured_at for queue in stats)
     earliest = (
         QueueSample.objects
-        .filter(queue_name__in=[queue.name for queue in stats],
+        .filter(database=watched_name(), queue_name__in=[queue.name for queue in stats],
                 sampled_at__range=(now - RATE_WINDOW, now - SHORTEST_RATE_WINDOW))
         .order_by("queue_name", "sampled_at")
         .distinct("queue_name")
@@ -81,10 +82,10 @@ def _bucketed(names: list[str], since: datetime, bucket_s: float) -> list[QueueS
         f"""
         SELECT DISTINCT ON (queue_name, floor(extract(epoch FROM sampled_at) / %s)) *
         FROM {table}
-        WHERE queue_name = ANY(%s) AND sampled_at >= %s
+        WHERE database = %s AND queue_name = ANY(%s) AND sampled_at >= %s
         ORDER BY queue_name, floor(extract(epoch FROM sampled_at) / %s), sampled_at DESC
         """,  # noqa: S608 (the table name is the model's own, not input)
-        [bucket_s, names, since, bucket_s],
+        [bucket_s, watched_name(), names, since, bucket_s],
     ))
 
 
@@ -118,7 +119,7 @@ def latest_poison_counts(names: list[str], now: datetime) -> dict[str, tuple[int
     """The sampler's latest poison count per queue (it counts big tables about once a minute)."""
     found = (
         QueueSample.objects
-        .filter(queue_name__in=names, poison__isnull=False, sampled_at__gte=now - timedelta(minutes=10))
+        .filter(database=watched_name(), queue_name__in=names, poison__isnull=False, sampled_at__gte=now - timedelta(minutes=10))
         .order_by("queue_name", "-sampled_at")
         .distinct("queue_name")
         .only("queue_name", "sampled_at", "poison")

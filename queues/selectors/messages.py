@@ -29,7 +29,7 @@ from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Left, Length, Now
 
 from dashboard.databases import took_too_long
-from queues.pgmq import ARCHIVE, LIVE, PGMQ_DATABASE, Message, Queue
+from queues.pgmq import ARCHIVE, LIVE, Message, Queue, watched_alias
 from queues.redaction import payload
 
 PAGE_SIZE = 50
@@ -240,8 +240,8 @@ def one_snapshot(tables: int):
     if tables < 2:
         yield
         return
-    with transaction.atomic(using=PGMQ_DATABASE):
-        with connections[PGMQ_DATABASE].cursor() as cursor:
+    with transaction.atomic(using=watched_alias()):
+        with connections[watched_alias()].cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         yield
 
@@ -330,13 +330,13 @@ def _page(rows: list[Message], page: PageRequest, *, has_newer: bool, has_older:
 @contextmanager
 def statement_budget(milliseconds: float):
     """Let the statements inside run at most this long (the connection's own limit comes back after)."""
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute("SELECT set_config('statement_timeout', %s, false)", [str(max(int(milliseconds), 1))])
     try:
         yield
     finally:
         try:
-            with connections[PGMQ_DATABASE].cursor() as cursor:
+            with connections[watched_alias()].cursor() as cursor:
                 cursor.execute("RESET statement_timeout")
         except DatabaseError:
             pass  # the connection is gone; Django opens a new one, with the usual limit

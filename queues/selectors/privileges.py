@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.db import connections
 
-from queues.pgmq import PGMQ_DATABASE, PGMQ_SCHEMA, Queue
+from queues.pgmq import PGMQ_SCHEMA, Queue, watched_alias
 
 # What pgmq's functions need on a queue's tables when the dashboard calls them (they run with the
 # caller's privileges): send inserts, set_vt updates, delete deletes, archive moves a row across.
@@ -17,7 +17,7 @@ NEEDED = {"live": ("SELECT", "INSERT", "UPDATE", "DELETE"), "archive": ("SELECT"
 def write_refusal(queue: Queue) -> str | None:
     """Why the database role may not act on this queue's messages; None when it may."""
     needed = [(queue.tables[kind].name, privilege) for kind, privileges in NEEDED.items() for privilege in privileges]
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute(
             "SELECT current_user, array_agg(format('%%s on %%I.%%I', privilege, %s::text, name)) "
             "FILTER (WHERE NOT has_table_privilege(format('%%I.%%I', %s::text, name), privilege)) "

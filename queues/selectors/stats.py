@@ -24,7 +24,7 @@ from django.db import OperationalError, connections
 from psycopg import sql
 
 from dashboard.databases import took_too_long
-from queues.pgmq import PGMQ_DATABASE, PGMQ_SCHEMA, Queue
+from queues.pgmq import PGMQ_SCHEMA, Queue, watched_alias
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class _CatalogEntry:
 
 
 def _catalog(names: list[str] | None) -> list[_CatalogEntry]:
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute(CATALOG_QUERY, {"names": names, "rows_per_page_guess": ROWS_PER_PAGE_GUESS})
         return [
             _CatalogEntry(queue=Queue(queue_name=row[0], is_partitioned=row[1], is_unlogged=row[2], created_at=row[3]),
@@ -212,7 +212,7 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
                          count_live=_is_small(entry.live), count_archive=_is_small(entry.archive))
             for entry in catalog[start:start + PROBES_PER_STATEMENT]
         )
-        with connections[PGMQ_DATABASE].cursor() as cursor:
+        with connections[watched_alias()].cursor() as cursor:
             cursor.execute(statement.as_string())
             probes.update({probe[0]: probe for probe in cursor.fetchall()})
 
@@ -241,7 +241,7 @@ def shared_queue_stats(names: list[str]) -> list[QueueStats]:
     process: ten tabs refreshing a thousand queues cost the database one computation, not ten."""
     if settings.STATS_CACHE_SECONDS <= 0:
         return queue_stats(names)
-    key = "queue-stats:" + hashlib.sha256("\0".join(names).encode()).hexdigest()
+    key = f"queue-stats:{watched_alias()}:" + hashlib.sha256("\0".join(names).encode()).hexdigest()
     found = cache.get(key)
     if found is None:
         found = queue_stats(names)
@@ -267,7 +267,7 @@ def poison_counts(stats: list[QueueStats]) -> dict[str, int]:
         statement = sql.SQL("SELECT count(*) FROM {live} WHERE read_ct >= {poison}").format(
             live=_quoted(queue.live.name), poison=sql.Literal(settings.POISON_READ_COUNT))
         try:
-            with connections[PGMQ_DATABASE].cursor() as cursor:
+            with connections[watched_alias()].cursor() as cursor:
                 cursor.execute(statement.as_string())
                 counts[queue.name] = cursor.fetchone()[0]
         except OperationalError as error:
@@ -282,7 +282,7 @@ def table_row_counts(table_names: list[str]) -> dict[str, RowCount]:
     Tables that do not exist are left out."""
     if not table_names:
         return {}
-    with connections[PGMQ_DATABASE].cursor() as cursor:
+    with connections[watched_alias()].cursor() as cursor:
         cursor.execute(
             "SELECT t.relname, sum(" + ESTIMATED_ROWS + ") FROM pg_class t " + LEAVES + """
              WHERE t.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = 'pgmq')
@@ -295,7 +295,7 @@ def table_row_counts(table_names: list[str]) -> dict[str, RowCount]:
     if small:
         statement = sql.SQL(" UNION ALL ").join(
             sql.SQL("SELECT {}::text, count(*) FROM {}").format(sql.Literal(name), _quoted(name)) for name in small)
-        with connections[PGMQ_DATABASE].cursor() as cursor:
+        with connections[watched_alias()].cursor() as cursor:
             cursor.execute(statement.as_string())
             counts.update({name: RowCount(count, exact=True) for name, count in cursor.fetchall()})
     return counts

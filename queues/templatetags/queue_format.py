@@ -11,7 +11,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import JsonLexer
 
-from queues import formatting
+from queues import alerting, formatting
 from queues.selectors.stats import RowCount
 
 register = template.Library()
@@ -137,3 +137,9 @@ def timestamp(moment, precise: bool = False) -> str:
 def state_class(state: str) -> str:
     return "state-" + state.replace(" ", "-")
 
+
+
+@register.simple_tag
+def alert_value(measure: str, value: float | None) -> str:
+    """An alert rule's threshold or measured value in its unit: an age for ages, a count otherwise."""
+    return alerting.describe(measure, value)

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from queues import forms, redaction, services
 from queues.models import BulkJob
-from queues.pgmq import ARCHIVE, LIVE, Queue
+from queues.pgmq import ARCHIVE, LIVE, Queue, watched_name
 from queues.selectors import messages, stats
 from queues.views.pages import get_queue_or_404
 
@@ -265,7 +265,7 @@ def create_queue(request: HttpRequest) -> HttpResponse:
 @require_POST
 @operator_required
 def cancel_job(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = BulkJob.objects.filter(pk=job_id).first()
+    job = BulkJob.objects.filter(pk=job_id, database=watched_name()).first()
     if job is None:
         raise Http404(f"There is no bulk job {job_id}.")
     services.cancel_bulk_job(job, user=request.user)

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET
 from queues import forms, redaction
 from queues.jsontext import pretty
 from queues.models import AuditEntry, BulkJob
+from queues.pgmq import watched_name
 from queues.spreadsheet import (  # noqa: F401 (FORMULA_STARTS: tests import it here)
     FORMULA_STARTS,
     line_writer,
@@ -34,7 +35,7 @@ def _json_as_text(request: HttpRequest) -> dict:
 
 def _filtered_entries(form: forms.AuditFilterForm):
     data = form.cleaned_data
-    entries = AuditEntry.objects.all()
+    entries = AuditEntry.objects.filter(database=watched_name())
     if data["queue"]:
         entries = entries.filter(queue_name=data["queue"])
     if data["user"]:
@@ -70,7 +71,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     export_query.pop("before", None)
     return render(request, "queues/audit/log.html", {
         "form": form, "entries": page, "older": older,
-        "actions": AuditEntry.objects.order_by().values_list("action", flat=True).distinct(),
+        "actions": AuditEntry.objects.filter(database=watched_name()).order_by().values_list("action", flat=True).distinct(),
         "export_query": export_query.urlencode(),
     })
 
@@ -98,7 +99,7 @@ def audit_csv(request: HttpRequest) -> HttpResponse:
 @require_GET
 def audit_entry(request: HttpRequest, entry_id: int) -> HttpResponse:
     redacted = redaction.applies_to(request.user)
-    entry = AuditEntry.objects.filter(pk=entry_id).annotate(
+    entry = AuditEntry.objects.filter(pk=entry_id, database=watched_name()).annotate(
         target_pretty=pretty(redaction.RedactedRecord("target") if redacted else "target"),
         details_pretty=pretty("details"),
         deleted_payloads_pretty=pretty(redaction.RedactedRecord("deleted_payloads", many=True) if redacted
@@ -110,7 +111,7 @@ def audit_entry(request: HttpRequest, entry_id: int) -> HttpResponse:
 
 @require_GET
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = BulkJob.objects.filter(pk=job_id).first()
+    job = BulkJob.objects.filter(pk=job_id, database=watched_name()).first()
     if job is None:
         raise Http404(f"There is no bulk job {job_id}.")
     return partial_or_page(request, "queues/audit/job.html", {"job-live": "queues/audit/_job_progress.html"},

@@ -4,6 +4,7 @@ The figures are the overview's own (queues.selectors.overview: one catalog query
 probes, shared for STATS_CACHE_SECONDS with open overviews), so a scrape costs what an overview
 refresh costs and shows the same numbers. Off (404) unless DASHBOARD_METRICS_TOKEN is set; then
 only a request bearing that token is answered. It needs no sign-in: Prometheus has no session.
+Every watched database is in one scrape, each series labelled with its name (`database`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, gener
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from queues.pgmq import watched_aliases, watched_name, watching
 from queues.selectors import overview
 from queues.selectors.stats import QueueStats, RowCount
 
@@ -36,66 +38,80 @@ class QueueCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         started = time.monotonic()
-        try:
-            stats = overview.all_queue_stats()
-            poison = overview.poison_by_queue(stats)
-        except DatabaseError as error:
-            # pgmq_up 0 is the answer Prometheus alerts on; a 5xx would only say "scrape failed".
-            logger.warning("metrics: the pgmq database did not answer: %s", str(error).strip())
-            up = 0
-        else:
-            up = 1
-            yield from _queue_metrics(stats, poison)
-        yield GaugeMetricFamily("pgmq_up", "1 when the dashboard could read pgmq's tables for this scrape, else 0.",
-                                value=up)
+        up = GaugeMetricFamily("pgmq_up", "1 when the dashboard could read this database's pgmq tables for this "
+                               "scrape, else 0.", labels=["database"])
+        families: dict[str, Metric] = {}
+        for alias in watched_aliases():
+            with watching(alias):
+                try:
+                    stats = overview.all_queue_stats()
+                    poison = overview.poison_by_queue(stats)
+                except DatabaseError as error:
+                    # pgmq_up 0 is the answer Prometheus alerts on; a 5xx would only say "scrape failed".
+                    logger.warning("metrics: the pgmq database %s did not answer: %s", watched_name(),
+                                   str(error).strip())
+                    up.add_metric([watched_name()], 0)
+                    continue
+                up.add_metric([watched_name()], 1)
+                _add_queue_metrics(families, watched_name(), stats, poison)
+        yield from families.values()
+        yield up
         yield GaugeMetricFamily("pgmq_dashboard_scrape_duration_seconds",
                                 "Time the dashboard took to read every queue's figures for this scrape.",
                                 value=time.monotonic() - started)
 
 
-def _gauge(name: str, documentation: str) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, documentation, labels=["queue"])
+QUEUE_GAUGES = {
+    "pgmq_queue_backlog": "Messages in the queue's live table (visible, in flight and delayed). " + ESTIMATE_NOTE,
+    "pgmq_queue_visible": "Messages a consumer could read now (backlog minus in flight and delayed). " + ESTIMATE_NOTE,
+    "pgmq_queue_in_flight": "Messages read and still within their visibility timeout (exact).",
+    "pgmq_queue_delayed": "Messages sent with a delay not yet reached, never read (exact).",
+    "pgmq_queue_oldest_message_age_seconds":
+        "Age of the oldest message in the live table, whatever its state; 0 when the queue is empty.",
+    "pgmq_queue_oldest_visible_message_age_seconds":
+        "Age of the oldest message a consumer could read now (what the dashboard's health uses); 0 when none is "
+        "visible.",
+    "pgmq_queue_archived": "Messages in the queue's archive table. " + ESTIMATE_NOTE,
+    "pgmq_queue_poison":
+        "Messages read DASHBOARD_POISON_READ_COUNT times or more: counted for this scrape where the table is small, "
+        "else the sampler's latest count (at most 10 min old); absent when neither.",
+}
+SENT_HELP = ("Messages ever sent to the queue: its msg_id sequence (starts again from 0 if the queue is dropped and "
+             "created again).")
+ESTIMATED_HELP = "1 when the figure named (backlog, visible, archived) is PostgreSQL's estimate, 0 when it was counted."
 
 
-def _queue_metrics(stats: list[QueueStats], poison: dict[str, overview.PoisonCount]) -> Iterator[Metric]:
-    backlog = _gauge("pgmq_queue_backlog", "Messages in the queue's live table (visible, in flight and delayed). "
-                     + ESTIMATE_NOTE)
-    visible = _gauge("pgmq_queue_visible", "Messages a consumer could read now (backlog minus in flight and delayed). "
-                     + ESTIMATE_NOTE)
-    in_flight = _gauge("pgmq_queue_in_flight", "Messages read and still within their visibility timeout (exact).")
-    delayed = _gauge("pgmq_queue_delayed", "Messages sent with a delay not yet reached, never read (exact).")
-    oldest = _gauge("pgmq_queue_oldest_message_age_seconds",
-                    "Age of the oldest message in the live table, whatever its state; 0 when the queue is empty.")
-    oldest_visible = _gauge("pgmq_queue_oldest_visible_message_age_seconds",
-                            "Age of the oldest message a consumer could read now (what the dashboard's health "
-                            "uses); 0 when none is visible.")
-    sent = CounterMetricFamily("pgmq_queue_messages_sent", "Messages ever sent to the queue: its msg_id sequence "
-                               "(starts again from 0 if the queue is dropped and created again).", labels=["queue"])
-    archived = _gauge("pgmq_queue_archived", "Messages in the queue's archive table. " + ESTIMATE_NOTE)
-    poisoned = _gauge("pgmq_queue_poison",
-                      "Messages read DASHBOARD_POISON_READ_COUNT times or more: counted for this scrape where the "
-                      "table is small, else the sampler's latest count (at most 10 min old); absent when neither.")
-    estimated = GaugeMetricFamily("pgmq_queue_estimated",
-                                  "1 when the figure named (backlog, visible, archived) is PostgreSQL's estimate, "
-                                  "0 when it was counted.", labels=["queue", "figure"])
+def _families() -> dict[str, Metric]:
+    families: dict[str, Metric] = {name: GaugeMetricFamily(name, documentation, labels=["database", "queue"])
+                                   for name, documentation in QUEUE_GAUGES.items()}
+    families["pgmq_queue_messages_sent"] = CounterMetricFamily("pgmq_queue_messages_sent", SENT_HELP,
+                                                               labels=["database", "queue"])
+    families["pgmq_queue_estimated"] = GaugeMetricFamily("pgmq_queue_estimated", ESTIMATED_HELP,
+                                                         labels=["database", "queue", "figure"])
+    return families
+
+
+def _add_queue_metrics(families: dict[str, Metric], database: str, stats: list[QueueStats],
+                       poison: dict[str, overview.PoisonCount]) -> None:
+    if not families:
+        families.update(_families())
     for queue in stats:
-        labels = [queue.name]
-        backlog.add_metric(labels, queue.backlog.value)
-        visible.add_metric(labels, queue.visible.value)
-        in_flight.add_metric(labels, queue.in_flight)
-        delayed.add_metric(labels, queue.delayed)
-        oldest.add_metric(labels, queue.oldest_age_s or 0.0)
-        oldest_visible.add_metric(labels, queue.oldest_visible_age_s or 0.0)
-        sent.add_metric(labels, queue.sent_total)
+        labels = [database, queue.name]
+        families["pgmq_queue_backlog"].add_metric(labels, queue.backlog.value)
+        families["pgmq_queue_visible"].add_metric(labels, queue.visible.value)
+        families["pgmq_queue_in_flight"].add_metric(labels, queue.in_flight)
+        families["pgmq_queue_delayed"].add_metric(labels, queue.delayed)
+        families["pgmq_queue_oldest_message_age_seconds"].add_metric(labels, queue.oldest_age_s or 0.0)
+        families["pgmq_queue_oldest_visible_message_age_seconds"].add_metric(labels, queue.oldest_visible_age_s or 0.0)
+        families["pgmq_queue_messages_sent"].add_metric(labels, queue.sent_total)
         counted: dict[str, RowCount] = {"backlog": queue.backlog, "visible": queue.visible}
         if queue.archived is not None:
-            archived.add_metric(labels, queue.archived.value)
+            families["pgmq_queue_archived"].add_metric(labels, queue.archived.value)
             counted["archived"] = queue.archived
         if queue.name in poison:
-            poisoned.add_metric(labels, poison[queue.name].value)
+            families["pgmq_queue_poison"].add_metric(labels, poison[queue.name].value)
         for figure, count in counted.items():
-            estimated.add_metric([queue.name, figure], 0 if count.exact else 1)
-    yield from (backlog, visible, in_flight, delayed, oldest, oldest_visible, sent, archived, poisoned, estimated)
+            families["pgmq_queue_estimated"].add_metric([*labels, figure], 0 if count.exact else 1)
 
 
 def _bears_the_token(request: HttpRequest) -> bool:

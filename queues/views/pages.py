@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 from dashboard.databases import took_too_long
 from queues import forms, redaction, services
 from queues.models import BulkJob
-from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
+from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features, watched_name
 from queues.selectors import archive, diagnostics, distributions, history, messages, overview, privileges
 from queues.selectors.stats import single_queue_stats, table_row_counts
 from queues.templatetags.queue_format import DISPLAY_LIMIT_CHARS
@@ -93,7 +93,7 @@ def _queue_figures(queue: Queue, range_s: int) -> dict:
     }
     return {"stats": stats, "row": row, "spread": spread, "chart_data": chart_data,
             "poison_read_count": settings.POISON_READ_COUNT,
-            "jobs": list(BulkJob.objects.filter(queue_name=queue.queue_name).order_by("-id")[:5])}
+            "jobs": list(BulkJob.objects.filter(database=watched_name(), queue_name=queue.queue_name).order_by("-id")[:5])}
 
 
 @require_GET

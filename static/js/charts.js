@@ -48,6 +48,21 @@ function baseOptions(extra = {}) {
   };
 }
 
+// A canvas is a picture to a screen reader: its label says in words what the chart shows now.
+function describe(config) {
+  const format = config.options.scales?.y?.ticks?.callback ?? ((value) => String(+value.toFixed(2)));
+  const { labels, datasets } = config.data;
+  if (config.type === "bar" && datasets.length === 1) {
+    return labels.map((label, index) => `${label}: ${format(datasets[0].data[index] ?? 0)}`).join(", ");
+  }
+  return `From ${labels[0]} to ${labels.at(-1)}: ` + datasets.map((dataset) => {
+    const values = dataset.data.filter((value) => value != null);
+    if (!values.length) return `${dataset.label}: no data`;
+    return `${dataset.label} now ${format(values.at(-1))}, lowest ${format(Math.min(...values))}, `
+      + `highest ${format(Math.max(...values))}`;
+  }).join("; ");
+}
+
 function draw(name, makeConfig, empty) {
   const canvas = document.querySelector(`canvas[data-chart="${name}"]`);
   if (!canvas) return;
@@ -61,6 +76,8 @@ function draw(name, makeConfig, empty) {
     return;
   }
   const config = makeConfig();
+  canvas.dataset.what ??= canvas.getAttribute("aria-label");
+  canvas.setAttribute("aria-label", `${canvas.dataset.what}. ${describe(config)}.`);
   if (existing && existing.canvas === canvas) {
     existing.data = config.data;
     existing.update("none");

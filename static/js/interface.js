@@ -101,3 +101,24 @@ document.addEventListener("htmx:afterSettle", () => {
   if (!currentRowKey) return;
   rows().find((row) => JSON.stringify(row.dataset) === currentRowKey)?.classList.add("keyboard-current");
 });
+
+// Scrolling panels --------------------------------------------------------------------------------
+// A panel wider than the screen (a table on a phone) scrolls sideways, a long JSON scrolls down;
+// with no link or field in it, it could not be scrolled from the keyboard, so while it overflows
+// it takes the focus itself. (Set on htmx:afterSwap, before dashboard.js gives a refreshed region
+// its focus back.)
+function focusableWhenScrolling() {
+  document.querySelectorAll(".panel, pre").forEach((box) => {
+    const overflows = box.scrollWidth > box.clientWidth || box.scrollHeight > box.clientHeight;
+    if (overflows && !box.hasAttribute("tabindex")) {
+      box.setAttribute("tabindex", "0");
+      box.dataset.scrollFocus = "";
+    } else if (!overflows && "scrollFocus" in box.dataset) {
+      box.removeAttribute("tabindex");
+      delete box.dataset.scrollFocus;
+    }
+  });
+}
+document.addEventListener("DOMContentLoaded", focusableWhenScrolling);
+document.addEventListener("htmx:afterSwap", focusableWhenScrolling);
+window.addEventListener("resize", focusableWhenScrolling);

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from dashboard.databases import first_line
 from queues.models import BulkJob
-from queues.pgmq import Queue
+from queues.pgmq import Queue, watching
 from queues.selectors.messages import filter_from_data, matching_ids, statement_budget
 from queues.services import TryAgain, bulk_job_step, end_job, fail_job
 
@@ -46,7 +46,15 @@ def claim_job() -> BulkJob | None:
 
 
 def run_job(job: BulkJob, *, stopping: threading.Event | None = None) -> None:
-    stopping = stopping or threading.Event()
+    alias = settings.WATCHED_DATABASES.get(job.database)
+    if alias is None:
+        end_job(job, BulkJob.FAILED, error=f"the database “{job.database}” is no longer watched")
+        return
+    with watching(alias):
+        _run_job(job, stopping=stopping or threading.Event())
+
+
+def _run_job(job: BulkJob, *, stopping: threading.Event) -> None:
     queue = Queue.objects.filter(queue_name=job.queue_name).first()
     if queue is None:
         end_job(job, BulkJob.FAILED, error=f"the queue “{job.queue_name}” was dropped")

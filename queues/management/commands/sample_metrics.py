@@ -1,7 +1,8 @@
 """The metric sampler: pgmq keeps no history, so this stores every queue's figures every few seconds.
 
 Run it as its own long-lived process beside the web server (`make run` does; see README for
-production). One sampler per dashboard database is enough; two would only store twice.
+production). One sampler per dashboard database is enough; two would only store twice. It samples
+every watched database in turn.
 """
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections, transaction
 
 from dashboard.databases import first_line
+from queues.alerting import evaluate_alerts, readings_from
 from queues.models import QueueSample
+from queues.pgmq import watched_aliases, watched_name, watching
 from queues.selectors.stats import poison_counts, queue_stats
 
 logger = logging.getLogger("sampler")
@@ -32,6 +35,7 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
     """
     stats = queue_stats()
     slow_poison = poison_counts([queue for queue in stats if queue.poison is None]) if count_poison_everywhere else {}
+    poison = {queue.name: queue.poison if queue.poison is not None else slow_poison.get(queue.name) for queue in stats}
     QueueSample.objects.bulk_create([
         QueueSample(
             queue_name=queue.name, sampled_at=queue.measured_at,
@@ -39,11 +43,33 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
             in_flight=queue.in_flight, delayed=queue.delayed, oldest_age_s=queue.oldest_age_s,
             sent_total=queue.sent_total, removed_total=queue.live.removed_total,
             archived=queue.archived.value if queue.archived else None,
-            poison=queue.poison if queue.poison is not None else slow_poison.get(queue.name),
+            poison=poison[queue.name],
         )
         for queue in stats
     ])
+    try:
+        evaluate_alerts(readings_from(stats, poison))
+    except Exception:  # the history is stored: a fault in alerting must not stop the sampler keeping it
+        logger.exception("alert evaluation failed for %s", watched_name())
     return len(stats)
+
+
+def sample_every_database(*, count_poison_everywhere: bool) -> list[str]:
+    """take_sample() in each watched database in turn; the names of those that failed. One that
+    fails (stopped, unreachable) is said in one line and skipped this round: it never stops the
+    others."""
+    failed = []
+    for alias in watched_aliases():
+        with watching(alias):
+            try:
+                take_sample(count_poison_everywhere=count_poison_everywhere)
+            except DatabaseError as error:
+                # The database may be restarting: try again next round, on fresh connections.
+                logger.warning("sample of %s skipped: %s", watched_name(), first_line(error))
+                failed.append(watched_name())
+                connections[alias].close()
+                connections["default"].close()
+    return failed
 
 
 def prune_samples(*, older_than: timedelta) -> int:
@@ -72,7 +98,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, interval: float, once: bool, **options: object) -> None:
         if once:
-            take_sample(count_poison_everywhere=True)
+            failed = sample_every_database(count_poison_everywhere=True)
+            if failed:
+                raise CommandError(f"could not sample {', '.join(failed)} (see the log above)")
             return
         stopping = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -83,14 +111,12 @@ class Command(BaseCommand):
         round_number = 0
         while not stopping.is_set():
             started = time.monotonic()
-            try:
-                take_sample(count_poison_everywhere=round_number % rounds_per_minute == 0)
-                if round_number % rounds_per_minute == 0:
+            sample_every_database(count_poison_everywhere=round_number % rounds_per_minute == 0)
+            if round_number % rounds_per_minute == 0:
+                try:
                     prune_samples(older_than=retention)
-            except DatabaseError as error:
-                # The database may be restarting: say so in one line and try again next round.
-                logger.warning("sample skipped: %s", first_line(error))
-                for connection in connections.all():
-                    connection.close()
+                except DatabaseError as error:
+                    logger.warning("pruning old samples skipped: %s", first_line(error))
+                    connections["default"].close()
             round_number += 1
             stopping.wait(max(interval - (time.monotonic() - started), 0))

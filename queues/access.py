@@ -1,0 +1,67 @@
+"""Who may see and do what in which watched database.
+
+The roles are Django groups (Viewer, Operator, Admin: see apps.py). With several databases each
+role also exists per database, as a group named "<database>: <role>" ("production: Operator"):
+such a group counts only while that database is being watched, a plain role group counts in
+all of them. A user whose only groups are scoped to other databases does not see this one at all;
+a user in no group at all sees every database (signing in is what viewing takes).
+"""
+from __future__ import annotations
+
+from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import AbstractBaseUser, Permission
+from django.db.models import Q, QuerySet
+
+from queues.pgmq import watched_name
+
+SCOPE_SEPARATOR = ": "
+
+
+def scoped_group_name(database: str, role: str) -> str:
+    return f"{database}{SCOPE_SEPARATOR}{role}"
+
+
+def _group_names(user: AbstractBaseUser) -> list[str]:
+    # Looked up once per request (the user object lives as long as the request).
+    if not hasattr(user, "_group_names"):
+        user._group_names = list(user.groups.values_list("name", flat=True))
+    return user._group_names
+
+
+def can_watch(user: AbstractBaseUser, database: str) -> bool:
+    """Whether `user` may see the watched database named `database` at all."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    names = _group_names(user)
+    scoped = [name for name in names if SCOPE_SEPARATOR in name]
+    if len(scoped) < len(names) or not scoped:
+        return True
+    return any(name.startswith(database + SCOPE_SEPARATOR) for name in scoped)
+
+
+class DatabaseScopedPermissions:
+    """Mixed into ModelBackend (and the proxy sign-in backend): a group's permissions count in the
+    database being watched when the group is plain or scoped to it. ModelBackend keeps its cache
+    on the user object; here it is kept per database, so switching cannot carry permissions over."""
+
+    def _get_group_permissions(self, user_obj: AbstractBaseUser) -> QuerySet[Permission]:
+        groups = user_obj.groups.filter(~Q(name__contains=SCOPE_SEPARATOR)
+                                        | Q(name__startswith=watched_name() + SCOPE_SEPARATOR))
+        return Permission.objects.filter(group__in=groups)
+
+    def get_all_permissions(self, user_obj: AbstractBaseUser, obj: object = None) -> set[str]:
+        if not user_obj.is_active or user_obj.is_anonymous or obj is not None:
+            return set()
+        by_database = user_obj.__dict__.setdefault("_perm_cache_by_database", {})
+        database = watched_name()
+        if database not in by_database:
+            for attribute in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
+                user_obj.__dict__.pop(attribute, None)
+            by_database[database] = super().get_all_permissions(user_obj, obj)
+        return by_database[database]
+
+
+class DatabaseScopedModelBackend(DatabaseScopedPermissions, ModelBackend):
+    """Django's sign-in by username and password, with permissions per watched database."""

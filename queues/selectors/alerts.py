@@ -1,0 +1,36 @@
+"""The alerts the sampler recorded (queues/alerting.py), for the alerts page and the queue page's
+panel: always of the database being watched, newest first."""
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+
+from queues.models import AlertEpisode, AlertNotification
+from queues.pgmq import watched_name
+
+OPEN_STATES = [AlertEpisode.PENDING, AlertEpisode.FIRING]
+
+
+def _episodes() -> QuerySet[AlertEpisode]:
+    return (AlertEpisode.objects.filter(database=watched_name())
+            .prefetch_related(Prefetch("notifications", queryset=AlertNotification.objects.order_by("id")))
+            .order_by("-id"))
+
+
+def open_alerts(*, queue_name: str | None = None) -> list[AlertEpisode]:
+    """Firing first, then pending (breached, waiting out the rule's `for`)."""
+    episodes = _episodes().filter(state__in=OPEN_STATES)
+    if queue_name is not None:
+        episodes = episodes.filter(queue_name=queue_name)
+    return sorted(episodes, key=lambda episode: episode.state != AlertEpisode.FIRING)
+
+
+def alert_history(*, before: int | None, limit: int, queue_name: str | None = None) -> tuple[list[AlertEpisode], int | None]:
+    """Alerts that fired, open or resolved, newest first, `limit` of them before the id `before`
+    (keyset paging); and the `before` of the next page, None on the last."""
+    episodes = _episodes().exclude(state=AlertEpisode.PENDING)
+    if queue_name is not None:
+        episodes = episodes.filter(queue_name=queue_name)
+    if before is not None:
+        episodes = episodes.filter(id__lt=before)
+    page = list(episodes[: limit + 1])
+    return page[:limit], (page[limit - 1].pk if len(page) > limit else None)
