@@ -30,6 +30,7 @@ def every_page(make_queue, pgmq_sql, django_user_model):
         "archive": "/queues/orders/messages/?source=archive", "message": "/queues/orders/messages/10/",
         "send": "/queues/orders/send/", "purge": "/queues/orders/purge/", "new-queue": "/new-queue/",
         "audit": "/audit/", "audit-entry": f"/audit/{entry.pk}/", "missing": "/queues/no-such-queue/",
+        "alerts": "/alerts/",
     }
 
 
