@@ -2,7 +2,7 @@
 
 1. The database: PGMQ_DATABASE_URL when set; otherwise an embedded PostgreSQL keeping its data
    in var/pgdata, with two pgmq databases watched, "production" and "staging", each with pgmq
-   installed and demo queues.
+   installed and demo queues, and the demo's alert rules (dashboard/demo_alerts.toml).
 2. Migrations (into the pgmq_dashboard schema), static files, and a demo login, printed.
 3. gunicorn on http://127.0.0.1:$PORT, the metric sampler, the bulk job runner, and the demo
    workload when the database is the embedded one or DEMO=1 is set. Ctrl-C (or SIGTERM) stops all of it together, the
@@ -91,6 +91,7 @@ def main() -> None:
             os.environ.setdefault("PGMQ_DATABASE_NAME", "production")
             os.environ["PGMQ_DATABASE_URL_STAGING"] = embedded_postgres.create_database(
                 os.environ["PGMQ_DATABASE_URL"], "staging")
+            os.environ.setdefault("DASHBOARD_ALERT_RULES_FILE", str(BASE_DIR / "dashboard" / "demo_alerts.toml"))
         if not os.environ.get("DJANGO_SECRET_KEY"):
             os.environ["DJANGO_SECRET_KEY"] = local_secret_key()
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")

@@ -27,7 +27,7 @@ from django.utils import timezone
 from dashboard.databases import first_line
 from queues.formatting import duration
 from queues.models import AlertEpisode, AlertNotification, QueueSample
-from queues.pgmq import watched_name
+from queues.pgmq import database_path_prefix, watched_name
 from queues.selectors.stats import QueueStats
 
 logger = logging.getLogger("alerting")
@@ -242,7 +242,8 @@ def _queue_notifications(episode: AlertEpisode, rule: dict, status: str) -> None
 def queue_link(episode: AlertEpisode) -> str | None:
     if not settings.BASE_URL:
         return None
-    return settings.BASE_URL + reverse("queue", args=[episode.queue_name])
+    # Made outside any request: the database's part of the address is added here.
+    return settings.BASE_URL + database_path_prefix(episode.database) + reverse("queue", args=[episode.queue_name])
 
 
 def summary(episode: AlertEpisode, status: str) -> str:

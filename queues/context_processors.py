@@ -7,7 +7,8 @@ from django.utils.functional import SimpleLazyObject
 
 from dashboard.databases import database_label, database_short_label
 from queues.access import can_watch
-from queues.pgmq import watched_alias
+from queues.models import AlertEpisode
+from queues.pgmq import database_path_prefix, watched_alias, watched_name
 
 
 @dataclass(frozen=True)
@@ -21,14 +22,25 @@ def other_databases(request: HttpRequest, alias: str) -> list[WatchedDatabase]:
     """The watched databases besides this one that the user has a role in."""
     if len(settings.WATCHED_DATABASES) < 2 or not hasattr(request, "user"):
         return []
-    script_prefix = getattr(request, "dashboard_script_prefix", "/")
+    script_prefix = getattr(request, "dashboard_script_prefix", "/").rstrip("/")
     try:
         return [WatchedDatabase(name=name, where=database_short_label(other),
-                                overview_url=script_prefix if index == 0 else f"{script_prefix}db/{name}/")
-                for index, (name, other) in enumerate(settings.WATCHED_DATABASES.items())
+                                overview_url=f"{script_prefix}{database_path_prefix(name)}/")
+                for name, other in settings.WATCHED_DATABASES.items()
                 if other != alias and can_watch(request.user, name)]
     except DatabaseError:
         return []  # the dashboard's own database is down: the 503 page is being shown
+
+
+def firing_alerts(request: HttpRequest) -> int:
+    """How many alerts fire in this database now, for the header (0 on pages of a signed-out user,
+    or while the dashboard's own database is down)."""
+    if not getattr(request, "user", None) or not request.user.is_authenticated:
+        return 0
+    try:
+        return AlertEpisode.objects.filter(database=watched_name(), state=AlertEpisode.FIRING).count()
+    except DatabaseError:
+        return 0
 
 
 def watched_database(request: HttpRequest) -> dict[str, object]:
@@ -41,6 +53,7 @@ def watched_database(request: HttpRequest) -> dict[str, object]:
         "watched_database_full": database_label(alias),
         "several_databases": len(settings.WATCHED_DATABASES) > 1,
         "other_databases": SimpleLazyObject(lambda: other_databases(request, alias)),
+        "firing_alerts": SimpleLazyObject(lambda: firing_alerts(request)),
     }
 
 

@@ -7,6 +7,7 @@ import json
 import math
 import re
 import shlex
+import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -439,6 +440,12 @@ class CreateQueueForm(OnceForm):
         bad = [part for part in ("$", ";", "--", "'", "\x00") if part in name]
         if bad:
             raise ValidationError(f"pgmq does not accept {', '.join(repr(part) for part in bad)} in a queue name")
+        # pgmq would take them, but a line break, a tab or a right-to-left override hides in every list
+        # and makes two different queues look alike.
+        invisible = sorted({f"U+{ord(char):04X}" for char in name if unicodedata.category(char).startswith("C")})
+        if invisible:
+            raise ValidationError(f"no control or invisible characters ({', '.join(invisible)}): they would hide in "
+                                  "every list")
         # pgmq counts 47 characters, but PostgreSQL cuts a table name at 63 bytes: a name longer in
         # UTF-8 would get a cut-off table, and the next name alike would share it.
         size = max(len(name.encode()), len(name.lower().encode()))

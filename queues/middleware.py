@@ -8,12 +8,19 @@ import psycopg
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import get_script_prefix, set_script_prefix
 
 from dashboard.databases import database_label, first_line, took_too_long, unreachable_databases
 from queues.access import can_watch
-from queues.pgmq import PGMQ_DATABASE, PGMQ_SCHEMA, QueueTableMissing, watched_alias, watching
+from queues.pgmq import (
+    PGMQ_DATABASE,
+    PGMQ_SCHEMA,
+    QueueTableMissing,
+    database_path_prefix,
+    watched_alias,
+    watching,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +45,19 @@ def pgmq_is_missing() -> bool:
         return cursor.fetchone()[0]
 
 
+def watched_database_problems(alias: str) -> list[str]:
+    """Why the watched database `alias` cannot be shown: unreachable, or without pgmq."""
+    problems = unreachable_databases([alias])
+    if not problems:
+        with watching(alias):
+            if pgmq_is_missing():
+                problems = [f"pgmq is not installed in {settings.DATABASE_SOURCES[alias]} ({database_label(alias)})"]
+    return problems
+
+
 class HealthEndpointMiddleware:
     """GET /healthz: 200 when the dashboard's own database and at least one watched database
-    answer (saying which others do not), else 503 naming what failed. No login.
+    answer with pgmq in it (saying which others do not), else 503 naming what failed. No login.
 
     Answered before Django validates the Host header: load balancers, Docker and Kubernetes
     probe by IP address, which is never in DJANGO_ALLOWED_HOSTS.
@@ -55,7 +72,7 @@ class HealthEndpointMiddleware:
         if request.path_info != self.path or request.method not in ("GET", "HEAD"):
             return self.get_response(request)
         own = unreachable_databases(["default"])
-        watched = {alias: unreachable_databases([alias]) for alias in settings.WATCHED_DATABASES.values()}
+        watched = {alias: watched_database_problems(alias) for alias in settings.WATCHED_DATABASES.values()}
         problems = [*own, *(problem for found in watched.values() for problem in found if problem not in own)]
         # One watched database away out of several leaves the others to show: still ready.
         if own or all(watched.values()):
@@ -100,10 +117,15 @@ class WatchedDatabaseMiddleware:
 
     def process_view(self, request: HttpRequest, view: Callable, args: object, kwargs: object) -> HttpResponse | None:
         user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated and not can_watch(user, request.watched_database):
-            return render(request, "403.html", {"exception": f"Your account has no role in the database "
-                                                             f"{request.watched_database!r}."}, status=403)
-        return None
+        if user is None or not user.is_authenticated or can_watch(user, request.watched_database):
+            return None
+        # Straight after signing in (or at the bare address) someone with a role elsewhere only is
+        # taken to a database of theirs; a link to a page of this database says why it is refused.
+        theirs = [name for name in settings.WATCHED_DATABASES if can_watch(user, name)]
+        if request.path_info == "/" and theirs:
+            return redirect(f"{request.dashboard_script_prefix.rstrip('/')}{database_path_prefix(theirs[0])}/")
+        return render(request, "403.html", {"exception": f"Your account has no role in the database "
+                                                         f"{request.watched_database!r}."}, status=403)
 
 
 class DatabaseUnavailableMiddleware:

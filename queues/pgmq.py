@@ -57,6 +57,11 @@ def watched_aliases() -> list[str]:
     return list(settings.WATCHED_DATABASES.values())
 
 
+def database_path_prefix(name: str) -> str:
+    """Where the pages of the watched database `name` live: "" for the first, "/db/<name>" for others."""
+    return "" if name == next(iter(settings.WATCHED_DATABASES)) else f"/db/{name}"
+
+
 @contextmanager
 def watching(alias: str) -> Iterator[None]:
     """Read and act on the watched database `alias` inside this block."""

@@ -208,6 +208,10 @@ def test_create_and_drop_a_queue(admin_client, make_queue, pgmq_sql):
     assert clash.status_code == 400 and "would give both the same table" in clash.content.decode()
     refused = admin_client.post("/new-queue/", {"name": "bad;name", "confirm_name": "bad;name"})
     assert refused.status_code == 400 and "does not accept" in refused.content.decode()
+    for hidden, code in (("line\nbreak", "U+000A"), ("tab\there", "U+0009"), ("orders\u202e", "U+202E"),
+                         ("zero\u200bwidth", "U+200B")):
+        refused = admin_client.post("/new-queue/", {"name": hidden, "confirm_name": hidden})
+        assert refused.status_code == 400 and code in refused.content.decode(), hidden
 
     dropped = admin_client.post("/queues/Fresh-Queue/drop/", {"confirm_name": "Fresh-Queue"})
     assert dropped.status_code == 302

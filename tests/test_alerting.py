@@ -234,6 +234,7 @@ def test_the_alerts_page_and_the_queue_panel_show_the_history_escaped(make_queue
     page = BeautifulSoup(html, "html.parser")
     firing = {row.find("a").get_text(): row["data-state"] for row in page.select("#alerts-open tr[data-alert]")}
     assert firing == {"a/b": "firing", "50%": "firing", "ünïcode-Äpfel": "firing"}
+    assert page.select_one("[data-firing-alerts]").get_text(" ", strip=True) == "3 firing"  # in every page's header
     history = {row.find("a").get_text(): row["data-state"]
                for row in page.select("#alerts-history-title ~ table tr[data-alert]")}
     assert history['say "hi"'] == "resolved"
@@ -320,3 +321,14 @@ def test_a_bad_rules_file_stops_with_one_line_naming_the_rule(tmp_path, monkeypa
     message = str(stopped.value)
     assert message.startswith(f"configuration error: {RULES_VARIABLE}") and expected in message
     assert "\n" not in message and "secret" not in message
+
+
+@override_settings(BASE_URL="https://pgmq.example.com", WATCHED_DATABASES={"main": "pgmq", "staging": "pgmq-staging"})
+def test_a_notifications_link_opens_the_queue_in_its_own_database():
+    from queues.alerting import webhook_body
+
+    links = {database: webhook_body(AlertEpisode(database=database, rule="r", queue_name="orders", measure="visible",
+                                                 threshold=1, value=2), "firing")["url"]
+             for database in ("main", "staging")}
+    assert links == {"main": "https://pgmq.example.com/queues/orders/",
+                     "staging": "https://pgmq.example.com/db/staging/queues/orders/"}

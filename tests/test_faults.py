@@ -345,9 +345,14 @@ def test_pgmq_removed_from_the_database_says_so_and_the_dashboard_comes_back_whe
         refreshed = live_refresh(session, "/", "overview-live")
         assert refreshed.status == 503
         assert notice(refreshed).startswith("pgmq is not installed in this database")
+        health = session.get("/healthz")  # not ready: a dashboard with nothing to show takes no traffic
+        assert health.status == 503
+        assert json.loads(health.text)["problems"] == [
+            f"pgmq is not installed in PGMQ_DATABASE_URL (postgres@127.0.0.1:{server.port}/postgres)"]
     finally:
         embedded_postgres.install_pgmq(server.url)
 
+    assert json.loads(session.get("/healthz").text) == {"status": "ok"}
     page = session.get("/")
     assert page.status == 200
     assert parse(page.text).select_one("#overview-live") is not None

@@ -259,16 +259,21 @@ def test_the_grafana_dashboard_and_alerts_use_metrics_a_scrape_has(client, metri
     assert metric_names_used(dashboard_text) | metric_names_used(alerts_text) <= exposed
 
 
-def test_the_grafana_dashboard_is_json_with_a_queue_variable():
+def test_the_grafana_dashboard_is_json_with_database_and_queue_variables():
     dashboard = json.loads((DEPLOY / "grafana" / "pgmq-dashboard.json").read_text())
     variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
-    assert "label_values(pgmq_queue_backlog, queue)" in json.dumps(variables["queue"]["query"])
+    assert "label_values(pgmq_up, database)" in json.dumps(variables["database"]["query"])
+    assert 'label_values(pgmq_queue_backlog{database=~\\"$database\\"}, queue)' in json.dumps(
+        variables["queue"]["query"])
     expressions = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
     assert any(re.search(r"\brate\(pgmq_queue_messages_sent_total\{[^}]*\}\[5m\]\)", expr) for expr in expressions)
     for metric in ("pgmq_queue_backlog", "pgmq_queue_visible", "pgmq_queue_in_flight",
                    "pgmq_queue_oldest_message_age_seconds", "pgmq_queue_poison"):
         assert any(metric in expr for expr in expressions), metric
     assert all('queue=~"$queue"' in expr for expr in expressions if "pgmq_queue_" in expr)
+    assert all('database=~"$database"' in expr for expr in expressions)
+    # Two databases may have a queue of the same name: nothing adds them up as one.
+    assert not any(re.search(r"\bby \((?![^)]*\bdatabase\b)", expr) for expr in expressions)
 
 
 def test_the_alert_rules_have_prometheus_structure():

@@ -27,6 +27,7 @@ from queues.models import AuditEntry, QueueSample
 from tests.conftest import BASE_DIR, gunicorn, sign_in, uses_databases, wait_for
 from tests.http_client import HttpSession
 from tests.pages import overview_rows, parse
+from tests.test_accessibility import Checker, axe_script  # noqa: F401 (a fixture)
 from tests.test_configuration import assert_one_line_error, run_manage
 from tests.test_faults import StoppableServer, create_queue
 
@@ -188,10 +189,12 @@ def test_a_user_with_a_role_in_one_database_only_does_not_see_the_other(dashboar
     token = Token.objects.create(user=user).key
     session = signed_in(dashboard, "staging-viewer")
 
-    refused = session.get("/")
+    landed = session.get("/")  # where signing in leads: their database, not a refusal
+    assert (landed.status, landed.url) == (200, dashboard + "/db/staging/")
+    refused = session.get("/queues/orders/")
     assert refused.status == 403
     assert "no role in the database 'main'" in parse(refused.text).select_one(".notice").get_text(" ", strip=True)
-    assert session.get("/queues/orders/").status == 403
+    assert session.get("/audit/").status == 403
     assert api(dashboard, "/api/v1/queues/", token)[0] == 403
 
     page = session.get("/db/staging/")
@@ -247,14 +250,20 @@ def test_a_stopped_database_leaves_the_others_working_and_comes_back_by_itself(
 
 
 def test_the_switcher_in_the_header_takes_you_to_the_other_database_and_back(
-        dashboard, staging_up, make_queue, scoped_roles, django_user_model, page):
+        dashboard, staging_up, make_queue, scoped_roles, django_user_model, page, axe_script):
     make_queue("orders", messages=3)
     create_queue(staging_up, "staging-only", messages=2)
     user_in(django_user_model, "oncall", "Viewer")
+    page.context.add_init_script(path=axe_script)
     sign_in(page, dashboard, "oncall", PASSWORD)
     switcher = page.locator(".database-switcher")
     expect(switcher.locator("summary")).to_contain_text("main")
     switcher.locator("summary").click()
+    axe = Checker(page, "several databases")
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        axe.check(f"the database switcher open, {scheme}")
+    assert not axe.found, axe.report()
     switcher.get_by_role("link", name="staging").click()
     expect(page).to_have_url(f"{dashboard}/db/staging/")
     expect(switcher.locator("summary")).to_contain_text("staging")
