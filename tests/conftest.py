@@ -221,6 +221,14 @@ def prometheus_tool(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
+def axe_script() -> str:
+    """axe-core, the accessibility checker tests/test_accessibility.py injects into pages. It is
+    what `make test` fetches first; this does nothing once the pinned release is there."""
+    subprocess.run([sys.executable, "scripts/fetch_static.py", "--tests"], cwd=BASE_DIR, check=True)
+    return str(BASE_DIR / "tests" / "vendor" / "axe.min.js")
+
+
+@pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():
         reason = f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)"

@@ -9,18 +9,15 @@ beside the page's own scripts without loosening its Content-Security-Policy.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 
-from tests.conftest import BASE_DIR, uses_databases
+from tests.conftest import uses_databases
 
 pytestmark = [pytest.mark.browser, uses_databases]
 
-AXE = BASE_DIR / "tests" / "vendor" / "axe.min.js"
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 SCREENS = {"laptop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 PASSWORD = "a-long-password-to-check"
@@ -32,13 +29,6 @@ RUN_AXE = """async (tags) => {
     nodes: violation.nodes.map(node => ({target: node.target.join(" "), summary: node.failureSummary})),
   }));
 }"""
-
-
-@pytest.fixture(scope="session")
-def axe_script() -> str:
-    # What `make test` does first; does nothing once the pinned release is there.
-    subprocess.run([sys.executable, "scripts/fetch_static.py", "--tests"], cwd=BASE_DIR, check=True)
-    return str(AXE)
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
 from django.contrib.auth.models import Group
+from playwright.sync_api import expect
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
@@ -27,7 +27,7 @@ from queues.models import AuditEntry, QueueSample
 from tests.conftest import BASE_DIR, gunicorn, sign_in, uses_databases, wait_for
 from tests.http_client import HttpSession
 from tests.pages import overview_rows, parse
-from tests.test_accessibility import Checker, axe_script  # noqa: F401 (a fixture)
+from tests.test_accessibility import Checker
 from tests.test_configuration import assert_one_line_error, run_manage
 from tests.test_faults import StoppableServer, create_queue
 
