@@ -25,7 +25,7 @@ from queues.pgmq import ARCHIVE, LIVE, watched_name
 from queues.selectors import history, messages, overview
 from queues.selectors.payloads import payload_texts
 from queues.selectors.stats import single_queue_stats
-from queues.views.actions import ADMINISTER, OPERATE, _plan
+from queues.views.actions import ADMINISTER, OPERATE, plan_action
 from queues.views.pages import _page_links, get_queue_or_404
 
 QUEUE_NAME = OpenApiParameter("queue_name", OpenApiTypes.STR, OpenApiParameter.PATH,
@@ -540,7 +540,7 @@ def plan_job(request: Request, queue_name: str) -> Response:
     form = _bulk_action_form(request, queue, confirmed=False)
     if isinstance(form, Response):
         return form
-    plan = _plan(queue, form, redacted=redaction.applies_to(request.user))
+    plan = plan_action(queue, form, redacted=redaction.applies_to(request.user))
     return Response(s.ActionPlanSerializer({
         "action": plan.action, "source": plan.source, "count": plan.count, "in_flight": plan.in_flight,
         "filter_in_words": plan.filter_words, "destructive": plan.destructive,
@@ -566,7 +566,7 @@ def start_job(request: Request, queue_name: str) -> Response:
         except services.ActionRefused as refusal:
             return invalid({"parameters.destination": [str(refusal)]})
     redacted = redaction.applies_to(request.user)
-    plan = _plan(queue, form, redacted=redacted)
+    plan = plan_action(queue, form, redacted=redacted)
     try:
         job = services.create_bulk_job(
             user=request.user, queue=queue, source=data["source"], action=data["action"],

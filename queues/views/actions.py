@@ -60,7 +60,7 @@ class ActionPlan:
         return max(self.count - self.in_flight, 0)
 
 
-def _plan(queue: Queue, form: forms.MessageActionForm, *, redacted: bool) -> ActionPlan:
+def plan_action(queue: Queue, form: forms.MessageActionForm, *, redacted: bool) -> ActionPlan:
     data = form.cleaned_data
     action, source = data["action"], data["source"]
     model = queue.live_messages if source == LIVE else queue.archived_messages
@@ -102,7 +102,7 @@ def message_action(request: HttpRequest, queue_name: str) -> HttpResponse:
     if not valid and set(form.errors) - {"destination", "until"}:
         return _dialog(request, {"queue": queue, "form": form, "stage": "invalid"}, status=400)
     data = form.cleaned_data
-    plan = _plan(queue, form, redacted=redaction.applies_to(request.user))
+    plan = plan_action(queue, form, redacted=redaction.applies_to(request.user))
     context = {"queue": queue, "form": form, "plan": plan, "count_budget_s": COUNT_BUDGET_MS // 1000,
                "payload_limit": settings.AUDIT_PAYLOAD_LIMIT, "batch_size": settings.BULK_BATCH_SIZE,
                "request_token": data.get("request_token") or form.fields["request_token"].initial}
