@@ -246,6 +246,7 @@ def test_the_alerts_page_and_the_queue_panel_show_the_history_escaped(make_queue
     assert [item["data-state"] for item in panel.select("li[data-alert]")] == ["resolved"]
     panel = BeautifulSoup(viewer.get(reverse("queue-alerts", args=["50%"])).content, "html.parser")
     assert "firing anything waiting" in " ".join(panel.get_text().split())
+    assert "Recently resolved" not in panel.get_text()  # nothing resolved on this queue: no empty heading
     queue_page = viewer.get(reverse("queue", args=["50%"])).content.decode()
     assert reverse("queue-alerts", args=["50%"]) in queue_page
 

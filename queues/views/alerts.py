@@ -8,6 +8,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from queues import forms
+from queues.models import AlertEpisode
 from queues.selectors import alerts
 from queues.views.pages import bad_request, get_queue_or_404, partial_or_page
 
@@ -32,5 +33,6 @@ def queue_alerts(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
     history, _older = alerts.alert_history(before=None, limit=QUEUE_PANEL_HISTORY, queue_name=queue.queue_name)
     return render(request, "queues/alerts/_queue_panel.html", {
-        "queue": queue, "open_alerts": alerts.open_alerts(queue_name=queue.queue_name), "history": history,
+        "queue": queue, "open_alerts": alerts.open_alerts(queue_name=queue.queue_name),
+        "resolved": [episode for episode in history if episode.state == AlertEpisode.RESOLVED],
     })
