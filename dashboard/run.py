@@ -98,9 +98,10 @@ def main() -> None:
         os.environ.setdefault("DASHBOARD_HTTPS", "0")  # served on plain http at 127.0.0.1
 
         manage("migrate", "--noinput", "--verbosity", "0")
-        demo_databases = {"": os.environ["PGMQ_DATABASE_URL"]}
+        # Which workload runs on which database (named as Ctrl-C's message names them).
+        demo_databases = {"the demo workload": os.environ["PGMQ_DATABASE_URL"]}
         if embedded:
-            demo_databases["staging "] = os.environ["PGMQ_DATABASE_URL_STAGING"]
+            demo_databases["the staging demo workload"] = os.environ["PGMQ_DATABASE_URL_STAGING"]
         if demo:
             for url in demo_databases.values():
                 version = embedded_postgres.install_pgmq(url)
@@ -122,8 +123,8 @@ def main() -> None:
                                                           cwd=BASE_DIR)
         children["the job runner"] = subprocess.Popen([sys.executable, "manage.py", "run_jobs"], cwd=BASE_DIR)
         if demo:
-            for which, url in demo_databases.items():
-                children[f"the {which}demo workload"] = subprocess.Popen(
+            for workload, url in demo_databases.items():
+                children[workload] = subprocess.Popen(
                     [sys.executable, "manage.py", "run_demo"], cwd=BASE_DIR, env={**os.environ, "PGMQ_DATABASE_URL": url})
 
         wait_until_serving(f"http://127.0.0.1:{port}/healthz", children)

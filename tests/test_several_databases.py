@@ -182,6 +182,25 @@ def test_roles_are_per_database_and_so_is_the_audit_log(dashboard, staging_up, m
     assert "orders" not in main_log
 
 
+def test_a_job_on_everything_a_filter_matches_runs_in_its_own_database(dashboard, staging_up, make_queue, scoped_roles,
+                                                                         django_user_model, pgmq_sql, both_databases):
+    make_queue("orders", messages=4)
+    create_queue(staging_up, "orders", messages=6)
+    token = Token.objects.create(user=user_in(django_user_model, "oncall", "staging: Operator")).key
+    status, job = api(dashboard, "/db/staging/api/v1/queues/orders/jobs/", token, {"action": "archive", "filter": {}})
+    assert status == 201 and job["expected"] == 6, job
+
+    ran = subprocess.run([sys.executable, "manage.py", "run_jobs", "--once"], cwd=BASE_DIR,
+                         env={**os.environ, **both_databases}, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    status, finished = api(dashboard, f"/db/staging/api/v1/jobs/{job['id']}/", token)
+    assert (status, finished["status"], finished["affected"]) == (200, "done", 6)
+    assert staging_up.sql("SELECT count(*) FROM pgmq.q_orders") == [(0,)]
+    assert staging_up.sql("SELECT count(*) FROM pgmq.a_orders") == [(6,)]
+    assert pgmq_sql.execute("SELECT count(*) FROM pgmq.q_orders").fetchone()[0] == 4  # main untouched
+    assert api(dashboard, f"/api/v1/jobs/{job['id']}/", token)[0] == 403  # no role in main: not even its jobs
+
+
 def test_a_user_with_a_role_in_one_database_only_does_not_see_the_other(dashboard, staging_up, scoped_roles,
                                                                          django_user_model):
     create_queue(staging_up, "orders", messages=1)
