@@ -17,9 +17,13 @@ import pytest
 from playwright.sync_api import expect
 
 from queues.management.commands.run_demo import DEMO_QUEUES
-from tests.conftest import BASE_DIR, free_port, sign_in, wait_for, with_database
+from tests.conftest import BASE_DIR, free_port, sign_in, uses_databases, wait_for, with_database
 from tests.http_client import HttpSession
 from tests.pages import number, overview_rows, parse
+
+# The test database must exist even when this file runs alone: the browser fixture's queue helper
+# and the "your own database" fixture work in it.
+pytestmark = uses_databases
 
 
 @dataclass
