@@ -7,6 +7,7 @@ the whole module: recovering without a restart is the point.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -88,6 +89,21 @@ class StoppableServer:
             return cursor.fetchall() if cursor.description else []
 
 
+@contextlib.contextmanager
+def pgmq_server(prefix: str) -> Iterator[StoppableServer]:
+    """A StoppableServer in a temporary directory, started, with pgmq installed; gone afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    server = StoppableServer(directory)
+    server.start()
+    try:
+        embedded_postgres.install_pgmq(server.url)
+        yield server
+    finally:
+        if server.is_running():
+            server.stop("immediate")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @dataclass
 class Dashboard:
     server: StoppableServer
@@ -107,17 +123,13 @@ class Dashboard:
 @pytest.fixture(scope="module")
 def module_dashboard() -> Iterator[Dashboard]:
     """The dashboard under gunicorn on a PostgreSQL of this module's own, with pgmq and a login."""
-    directory = Path(tempfile.mkdtemp(prefix="pgmq-dashboard-faults-"))
-    server = StoppableServer(directory)
-    server.start()
-    try:
-        embedded_postgres.install_pgmq(server.url)
+    with pgmq_server("pgmq-dashboard-faults-") as server:
         environment = {**os.environ, "PGMQ_DATABASE_URL": server.url, "PASSWORD": PASSWORD}
         for command in (["migrate"], ["add_user", USERNAME, "--role", "admin"]):
             done = subprocess.run([sys.executable, "manage.py", *command], cwd=BASE_DIR, env=environment,
                                   capture_output=True, text=True)
             assert done.returncode == 0, f"manage.py {' '.join(command)} failed:\n{done.stdout}{done.stderr}"
-        logs = directory / "logs"
+        logs = server.directory / "logs"
         logs.mkdir()
         # Live regions (and a page opened during an outage) retry every second: quick tests. A
         # page waits up to 5 s for a lock, time enough for a test to commit the drop it waits on.
@@ -125,10 +137,6 @@ def module_dashboard() -> Iterator[Dashboard]:
                       DASHBOARD_LOCK_TIMEOUT_MS="5000") as base_url:
             port = base_url.rsplit(":", 1)[1]
             yield Dashboard(server, base_url, logs / f"gunicorn-{port}.log")
-    finally:
-        if server.is_running():
-            server.stop("immediate")
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from queues.management.commands.sample_metrics import take_sample
 from tests.conftest import AWKWARD_NAMES, BASE_DIR, prometheus_tool, uses_databases
 from tests.pages import number, overview_rows, parse, seconds
 from tests.test_numbers_under_load import SENDS_UNDER_WAY, busy_queue, counters  # noqa: F401 (a fixture)
+from tests.test_overview import make_queue_in_every_state
 
 pytestmark = uses_databases
 TOKEN = "scrape-token-5f1d0c6e"
@@ -79,13 +80,8 @@ def test_it_rejects_post(client, metrics_on):
 
 
 def test_every_figure_matches_the_overview_and_sql(client, signed_in_client, metrics_on, make_queue, pgmq_sql):
-    make_queue("columns", messages=10)
+    make_queue_in_every_state(make_queue, pgmq_sql)
     make_queue("empty")
-    for _ in range(5):
-        pgmq_sql.execute("SELECT * FROM pgmq.read('columns', 0, 1)")  # msg 1 read five times: poison
-    pgmq_sql.execute("SELECT * FROM pgmq.read('columns', 60, 2)")  # msgs 1, 2 in flight
-    pgmq_sql.execute("""SELECT pgmq.send('columns', '{"later": 1}', 600)""")
-    pgmq_sql.execute("SELECT pgmq.archive('columns', ARRAY[9, 10]::bigint[])")
     truth_sql = """
         SELECT count(*), count(*) FILTER (WHERE vt <= now()), count(*) FILTER (WHERE vt > now() AND read_ct > 0),
                count(*) FILTER (WHERE vt > now() AND read_ct = 0), count(*) FILTER (WHERE read_ct >= 5),

@@ -121,13 +121,19 @@ def test_an_unknown_queue_is_a_404_naming_it(signed_in_client, path):
 # Issue 3: the full overview
 
 
-def test_every_column_matches_sql(signed_in_client, make_queue, pgmq_sql):
+def make_queue_in_every_state(make_queue, pgmq_sql) -> str:
+    """The queue `columns`: visible, in flight, delayed, poison and archived messages."""
     make_queue("columns", messages=10)
     for _ in range(5):
         pgmq_sql.execute("SELECT * FROM pgmq.read('columns', 0, 1)")  # msg 1 read five times: poison
     pgmq_sql.execute("SELECT * FROM pgmq.read('columns', 60, 2)")  # msgs 1, 2 in flight
     pgmq_sql.execute("""SELECT pgmq.send('columns', '{"later": 1}', 600)""")
     pgmq_sql.execute("SELECT pgmq.archive('columns', ARRAY[9, 10]::bigint[])")
+    return "columns"
+
+
+def test_every_column_matches_sql(signed_in_client, make_queue, pgmq_sql):
+    make_queue_in_every_state(make_queue, pgmq_sql)
     truth_sql = """
         SELECT count(*), count(*) FILTER (WHERE vt <= now()), count(*) FILTER (WHERE vt > now() AND read_ct > 0),
                count(*) FILTER (WHERE vt > now() AND read_ct = 0), count(*) FILTER (WHERE read_ct >= 5),

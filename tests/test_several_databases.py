@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
@@ -22,14 +19,13 @@ from playwright.sync_api import expect
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
-from dashboard import embedded_postgres
 from queues.models import AuditEntry, QueueSample
 from tests.conftest import BASE_DIR, gunicorn, sign_in, uses_databases, wait_for
 from tests.http_client import HttpSession
 from tests.pages import overview_rows, parse
 from tests.test_accessibility import Checker
 from tests.test_configuration import assert_one_line_error, run_manage
-from tests.test_faults import StoppableServer, create_queue
+from tests.test_faults import StoppableServer, create_queue, pgmq_server
 
 pytestmark = uses_databases
 
@@ -39,16 +35,8 @@ METRICS_TOKEN = "several-databases-metrics-token"
 
 @pytest.fixture(scope="module")
 def staging() -> Iterator[StoppableServer]:
-    directory = Path(tempfile.mkdtemp(prefix="pgmq-dashboard-staging-"))
-    server = StoppableServer(directory)
-    server.start()
-    try:
-        embedded_postgres.install_pgmq(server.url)
+    with pgmq_server("pgmq-dashboard-staging-") as server:
         yield server
-    finally:
-        if server.is_running():
-            server.stop("immediate")
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +100,8 @@ def scrape(base_url: str) -> dict[str, dict[tuple, float]]:
     found: dict[str, dict[tuple, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            found.setdefault(sample.name, {})[(sample.labels.get("database"), sample.labels.get("queue"))] = sample.value
+            labels = (sample.labels.get("database"), sample.labels.get("queue"))
+            found.setdefault(sample.name, {})[labels] = sample.value
     return found
 
 

@@ -4,6 +4,8 @@ and runs bulk jobs, `administer_queues` purges, creates and drops queues (403 ot
 action goes through services.py, which writes the audit log."""
 from __future__ import annotations
 
+import functools
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
@@ -68,14 +70,29 @@ class ReadsOrAdministers(CanAdminister):
         return request.method in SAFE_METHODS or super().has_permission(request, view)
 
 
+def answering_refusals(view):
+    @functools.wraps(view)
+    def answered(request: Request, *args, **kwargs) -> Response:
+        try:
+            return view(request, *args, **kwargs)
+        except services.ActionRefused as error:
+            return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log."},
+                            status=status.HTTP_400_BAD_REQUEST)
+        except services.AlreadyDone as done:
+            return Response({"detail": "already done: this request_token was used before",
+                             "audit_id": done.record.pk}, status=status.HTTP_409_CONFLICT)
+    return answered
+
+
 def api(methods: list[str], *, permissions=(IsAuthenticated,), schema: dict | None = None,
         schemas: dict[str, dict] | None = None):
     """An API view: JSON in and out, its OpenAPI description (`schemas` by method when it has
     several), and the site's sign-in middleware stepped aside (DRF authenticates the token or the
-    session itself and answers 401)."""
+    session itself and answers 401). An action the services refuse, or one already done with this
+    request_token, is answered here for every view: 400 and 409."""
     def decorate(view):
         view = api_view(methods)(parser_classes([ExactJSONParser])(renderer_classes([ExactJSONRenderer])(
-            permission_classes([*permissions, WatchesThisDatabase])(view))))
+            permission_classes([*permissions, WatchesThisDatabase])(answering_refusals(view)))))
         for method, method_schema in (schemas or {None: schema}).items():
             view = extend_schema(methods=[method] if method else None, **method_schema)(view)
         return login_not_required(view)
@@ -271,16 +288,6 @@ def message_detail(request: Request, queue_name: str, msg_id: int) -> Response:
         "seconds_to_vt": found.seconds_to_vt, "redacted": redacted}).data)
 
 
-def _refused(error: services.ActionRefused) -> Response:
-    return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log."},
-                    status=status.HTTP_400_BAD_REQUEST)
-
-
-def _already_done(done: services.AlreadyDone) -> Response:
-    return Response({"detail": "already done: this request_token was used before", "audit_id": done.record.pk},
-                    status=status.HTTP_409_CONFLICT)
-
-
 @api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
     "operation_id": "messages_act", "parameters": [QUEUE_NAME], "request": s.ActionRequestSerializer,
     "responses": {200: s.ActionResultSerializer, **WRITE_ERRORS},
@@ -309,14 +316,9 @@ def message_action(request: Request, queue_name: str) -> Response:
     form = forms.MessageActionForm(posted, queue_name=queue.queue_name)
     if not form.is_valid():
         return invalid(form.errors)
-    try:
-        outcome = services.act_on_messages(user=request.user, queue=queue, action=form.cleaned_data["action"],
-                                           msg_ids=form.cleaned_data["msg_id"], parameters=form.parameters(),
-                                           request_token=form.cleaned_data["request_token"])
-    except services.ActionRefused as refusal:
-        return _refused(refusal)
-    except services.AlreadyDone as done:
-        return _already_done(done)
+    outcome = services.act_on_messages(user=request.user, queue=queue, action=form.cleaned_data["action"],
+                                       msg_ids=form.cleaned_data["msg_id"], parameters=form.parameters(),
+                                       request_token=form.cleaned_data["request_token"])
     result = outcome.result
     return Response(s.ActionResultSerializer({
         "audit_id": outcome.audit.pk, "outcome": outcome.audit.outcome,
@@ -347,15 +349,10 @@ def send_message(request: Request, queue_name: str) -> Response:
     form = forms.SendForm(posted)
     if not form.is_valid():
         return invalid(form.errors)
-    try:
-        outcome = services.send_message(user=request.user, queue=queue, message=form.cleaned_data["message"],
-                                        headers=form.cleaned_data["headers"],
-                                        delay_s=form.cleaned_data["delay_s"] or 0,
-                                        request_token=form.cleaned_data["request_token"])
-    except services.ActionRefused as refusal:
-        return _refused(refusal)
-    except services.AlreadyDone as done:
-        return _already_done(done)
+    outcome = services.send_message(user=request.user, queue=queue, message=form.cleaned_data["message"],
+                                    headers=form.cleaned_data["headers"],
+                                    delay_s=form.cleaned_data["delay_s"] or 0,
+                                    request_token=form.cleaned_data["request_token"])
     return Response(s.SendResultSerializer({"msg_id": outcome.result.affected[0], "audit_id": outcome.audit.pk}).data,
                     status=status.HTTP_201_CREATED)
 
@@ -375,14 +372,9 @@ def _create_queue(request: Request) -> Response:
     form = forms.CreateQueueForm(posted)
     if not form.is_valid():
         return invalid(form.errors)
-    try:
-        outcome = services.create_queue(user=request.user, name=form.cleaned_data["name"],
-                                        unlogged=form.cleaned_data["unlogged"],
-                                        request_token=form.cleaned_data["request_token"])
-    except services.ActionRefused as refusal:
-        return _refused(refusal)
-    except services.AlreadyDone as done:
-        return _already_done(done)
+    outcome = services.create_queue(user=request.user, name=form.cleaned_data["name"],
+                                    unlogged=form.cleaned_data["unlogged"],
+                                    request_token=form.cleaned_data["request_token"])
     return Response(s.CreateQueueResultSerializer({
         "name": form.cleaned_data["name"], "unlogged": form.cleaned_data["unlogged"], "audit_id": outcome.audit.pk,
     }).data, status=status.HTTP_201_CREATED)
@@ -412,12 +404,7 @@ def purge_queue(request: Request, queue_name: str) -> Response:
     form = _typed_confirmation(request, queue)
     if isinstance(form, Response):
         return form
-    try:
-        outcome = services.purge_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])
-    except services.ActionRefused as refusal:
-        return _refused(refusal)
-    except services.AlreadyDone as done:
-        return _already_done(done)
+    outcome = services.purge_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])
     return Response(s.PurgeResultSerializer({"audit_id": outcome.audit.pk, "purged": outcome.audit.affected}).data)
 
 
@@ -432,12 +419,7 @@ def drop_queue(request: Request, queue_name: str) -> Response:
     form = _typed_confirmation(request, queue)
     if isinstance(form, Response):
         return form
-    try:
-        outcome = services.drop_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])
-    except services.ActionRefused as refusal:
-        return _refused(refusal)
-    except services.AlreadyDone as done:
-        return _already_done(done)
+    outcome = services.drop_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])
     return Response(s.DropResultSerializer({"audit_id": outcome.audit.pk, **outcome.audit.details}).data)
 
 
@@ -475,15 +457,10 @@ def resend_message(request: Request, queue_name: str, msg_id: int) -> Response:
         destination = services.existing_queue(form.cleaned_data["destination"])
     except services.ActionRefused as refusal:
         return invalid({"destination": [str(refusal)]})
-    try:
-        outcome = services.edit_and_resend(
-            user=request.user, queue=queue, msg_id=msg_id, source=source, destination=destination,
-            message=form.cleaned_data["message"], headers=form.cleaned_data["headers"],
-            request_token=form.cleaned_data["request_token"])
-    except services.ActionRefused as refusal:
-        return _refused(refusal)
-    except services.AlreadyDone as done:
-        return _already_done(done)
+    outcome = services.edit_and_resend(
+        user=request.user, queue=queue, msg_id=msg_id, source=source, destination=destination,
+        message=form.cleaned_data["message"], headers=form.cleaned_data["headers"],
+        request_token=form.cleaned_data["request_token"])
     if outcome.result.already_gone:
         return Response({"detail": f"Message {msg_id} was taken by a consumer meanwhile: nothing was sent.",
                          "audit_id": outcome.audit.pk}, status=status.HTTP_404_NOT_FOUND)
