@@ -100,7 +100,6 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "rest_framework",
-    "rest_framework.authtoken",  # API tokens, in the dashboard's schema (manage.py drf_create_token)
     "drf_spectacular",
     "queues",
 ]
@@ -115,6 +114,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "dashboard.proxy_auth.ProxyHeaderUserMiddleware",
+    "queues.account_audit.ActingUserMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -127,7 +127,7 @@ MIDDLEWARE = [
 # The JSON API (/api/v1/, queues/api/): a token (`Authorization: Token <key>`) or the browser's
 # session, whose unsafe requests DRF checks for CSRF; the same permissions as the pages.
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["queues.tokens.ApiTokenAuthentication",
                                        "rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -208,6 +208,8 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = bool(SECURE_HSTS_SECONDS)
 if env.text("DASHBOARD_PROXY_SSL_HEADER"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_" + env.text("DASHBOARD_PROXY_SSL_HEADER").upper().replace("-", "_"), "https")
 SESSION_COOKIE_HTTPONLY = True
+# A sign-in lasts this long (Django's default, two weeks, is long for a tool that acts on production).
+SESSION_COOKIE_AGE = env.integer("DASHBOARD_SESSION_HOURS", 12, minimum=1) * 3600
 SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"

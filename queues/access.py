@@ -3,8 +3,10 @@
 The roles are Django groups (Viewer, Operator, Admin: see apps.py). With several databases each
 role also exists per database, as a group named "<database>: <role>" ("production: Operator"):
 such a group counts only while that database is being watched, a plain role group counts in
-all of them. A user whose only groups are scoped to other databases does not see this one at all;
-a user in no group at all sees every database (signing in is what viewing takes).
+all of them, and a scoped group only ever grants acting in its database (DATABASE_PERMISSIONS),
+never a permission on the dashboard's own tables (users, groups, tokens, the audit log, jobs,
+sign-in attempts), whatever was given to it by hand. A user whose only groups are scoped to other
+databases does not see this one at all.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from django.db.models import Q, QuerySet
 from queues.pgmq import watched_name
 
 SCOPE_SEPARATOR = ": "
+# The permissions a group scoped to one database can grant there (codenames of the app "queues").
+DATABASE_PERMISSIONS = frozenset({"operate_messages", "administer_queues", "view_unredacted"})
 
 
 def scoped_group_name(database: str, role: str) -> str:
@@ -36,8 +40,9 @@ def can_watch(user: AbstractBaseUser, database: str) -> bool:
         return True
     names = _group_names(user)
     scoped = [name for name in names if SCOPE_SEPARATOR in name]
-    if len(scoped) < len(names) or not scoped:
+    if len(scoped) < len(names):
         return True
+    # No group at all sees nothing: taking away someone's last scoped role must not widen what they see.
     return any(name.startswith(database + SCOPE_SEPARATOR) for name in scoped)
 
 
@@ -47,9 +52,10 @@ class DatabaseScopedPermissions:
     on the user object; here it is kept per database, so switching cannot carry permissions over."""
 
     def _get_group_permissions(self, user_obj: AbstractBaseUser) -> QuerySet[Permission]:
-        groups = user_obj.groups.filter(~Q(name__contains=SCOPE_SEPARATOR)
-                                        | Q(name__startswith=watched_name() + SCOPE_SEPARATOR))
-        return Permission.objects.filter(group__in=groups)
+        plain = user_obj.groups.exclude(name__contains=SCOPE_SEPARATOR)
+        scoped = user_obj.groups.filter(name__startswith=watched_name() + SCOPE_SEPARATOR)
+        return Permission.objects.filter(Q(group__in=plain) | Q(group__in=scoped, content_type__app_label="queues",
+                                                               codename__in=DATABASE_PERMISSIONS)).distinct()
 
     def get_all_permissions(self, user_obj: AbstractBaseUser, obj: object = None) -> set[str]:
         if not user_obj.is_active or user_obj.is_anonymous or obj is not None:

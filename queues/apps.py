@@ -20,33 +20,41 @@ def create_dashboard_schema(using: str, **kwargs: object) -> None:
 
 
 # The three roles, as groups of permissions. Admins also need is_staff for Django's admin
-# (manage.py add_user --role admin sets it).
+# (manage.py add_user --role admin sets it). Only superusers change groups' permissions.
 ROLES = {
     "Viewer": [],
     "Operator": ["queues.operate_messages"],
     "Admin": ["queues.operate_messages", "queues.administer_queues", "queues.view_auditentry", "queues.view_bulkjob",
-              "auth.view_user", "auth.add_user", "auth.change_user", "auth.delete_user",
-              "auth.view_group", "auth.change_group"],
+              "auth.view_user", "auth.add_user", "auth.change_user", "auth.delete_user", "auth.view_group",
+              "queues.view_apitoken", "queues.add_apitoken", "queues.delete_apitoken"],
 }
 
 
 def ensure_roles(using: str, **kwargs: object) -> None:
-    """Create the role groups, or give back a permission one lost; other changes are left alone."""
+    """Create the role groups, or give back a permission one lost; other changes to plain roles are
+    left alone. A role scoped to one database holds only what it may grant there (queues/access.py):
+    anything else is taken off it."""
     if using != DEFAULT_DB_ALIAS:
         return
     from django.contrib.auth.models import Group, Permission
 
-    from queues.access import scoped_group_name
+    from queues.access import DATABASE_PERMISSIONS, scoped_group_name
 
-    # With several watched databases, each role also exists for each one alone (queues/access.py).
+    def permission(dotted: str) -> Permission:
+        app_label, codename = dotted.split(".")
+        return Permission.objects.using(using).get(content_type__app_label=app_label, codename=codename)
+
+    # With several watched databases, each role also exists for each one alone.
     databases = list(settings.WATCHED_DATABASES) if len(settings.WATCHED_DATABASES) > 1 else []
     for role, permissions in ROLES.items():
-        for name in [role, *(scoped_group_name(database, role) for database in databases)]:
-            group, _ = Group.objects.using(using).get_or_create(name=name)
-            for dotted in permissions:
-                app_label, codename = dotted.split(".")
-                group.permissions.add(Permission.objects.using(using).get(content_type__app_label=app_label,
-                                                                          codename=codename))
+        group, _ = Group.objects.using(using).get_or_create(name=role)
+        group.permissions.add(*map(permission, permissions))
+        scoped_permissions = [dotted for dotted in permissions if dotted.removeprefix("queues.") in DATABASE_PERMISSIONS]
+        for database in databases:
+            group, _ = Group.objects.using(using).get_or_create(name=scoped_group_name(database, role))
+            group.permissions.add(*map(permission, scoped_permissions))
+            group.permissions.remove(*group.permissions.exclude(content_type__app_label="queues",
+                                                                codename__in=DATABASE_PERMISSIONS))
 
 
 class QueuesConfig(AppConfig):
@@ -57,3 +65,6 @@ class QueuesConfig(AppConfig):
         pre_migrate.connect(create_dashboard_schema, sender=self)
         # After auth's own post_migrate handler has created the permissions.
         post_migrate.connect(ensure_roles, sender=self)
+        from queues import account_audit
+
+        account_audit.connect()

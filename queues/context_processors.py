@@ -32,10 +32,22 @@ def other_databases(request: HttpRequest, alias: str) -> list[WatchedDatabase]:
         return []  # the dashboard's own database is down: the 503 page is being shown
 
 
+def may_see(request: HttpRequest) -> bool:
+    """Whether the signed-in user has a role in the database this page is of (a 403 page for one
+    they have none in shows nothing of it)."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return False
+    try:
+        return can_watch(user, getattr(request, "watched_database", "") or watched_name())
+    except DatabaseError:
+        return False  # the dashboard's own database is down: the 503 page is being shown
+
+
 def firing_alerts(request: HttpRequest) -> int:
     """How many alerts fire in this database now, for the header (0 on pages of a signed-out user,
-    or while the dashboard's own database is down)."""
-    if not getattr(request, "user", None) or not request.user.is_authenticated:
+    of a database the user may not see, or while the dashboard's own database is down)."""
+    if not may_see(request):
         return 0
     try:
         return AlertEpisode.objects.filter(database=watched_name(), state=AlertEpisode.FIRING).count()
@@ -47,13 +59,17 @@ def watched_database(request: HttpRequest) -> dict[str, object]:
     """Every page says which database it shows (on call, the wrong tab is a real risk) and, with
     several, offers the others the user has a role in (looked up only if the page shows them)."""
     alias = watched_alias()
+    signed_out = not getattr(request, "user", None) or not request.user.is_authenticated
+    shown = signed_out or may_see(request)
     return {
         "watched_database_name": getattr(request, "watched_database", ""),
-        "watched_database": database_short_label(alias),
-        "watched_database_full": database_label(alias),
+        "watched_database": database_short_label(alias) if shown else "",
+        "watched_database_full": database_label(alias) if shown else "",
         "several_databases": len(settings.WATCHED_DATABASES) > 1,
         "other_databases": SimpleLazyObject(lambda: other_databases(request, alias)),
         "firing_alerts": SimpleLazyObject(lambda: firing_alerts(request)),
+        # Django's admin exists once, outside every database's prefix.
+        "admin_url": getattr(request, "dashboard_script_prefix", "/") + "admin/",
     }
 
 

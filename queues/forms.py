@@ -462,6 +462,9 @@ class CreateQueueForm(OnceForm):
 
 
 class AuditFilterForm(forms.Form):
+    ON_QUEUES, ON_ACCOUNTS = "queues", "accounts"
+    about = forms.ChoiceField(required=False, choices=[("", "everything"), (ON_QUEUES, "actions on queues"),
+                                                        (ON_ACCOUNTS, "accounts and roles")])
     queue = forms.CharField(required=False, max_length=255)
     user = forms.CharField(required=False, max_length=150)
     action = forms.CharField(required=False, max_length=40)

@@ -110,6 +110,12 @@ class WatchedDatabaseMiddleware:
                 with watching(PGMQ_DATABASE):
                     return render(request, "404.html", {"exception": "There is no watched database of that name."},
                                   status=404)
+            if match["rest"] == "/admin" or match["rest"].startswith("/admin/"):
+                # One admin site, outside every prefix: under one, a role scoped to that database
+                # would count on the dashboard's own tables (users, groups, the audit log).
+                with watching(PGMQ_DATABASE):
+                    return render(request, "404.html", {"exception": "Users and roles are managed at /admin/ only, "
+                                                                     "outside every database's address."}, status=404)
             request.path_info = match["rest"]
             set_script_prefix(f"{request.dashboard_script_prefix}db/{match['name']}/")
         with watching(alias):

@@ -1,9 +1,10 @@
 """The dashboard's own tables (schema pgmq_dashboard). pgmq's tables are unmanaged models in pgmq.py."""
+from django.conf import settings
 from django.db import models
 
 from queues.pgmq import Queue, watched_name
 
-__all__ = ["AlertEpisode", "AlertNotification", "AuditEntry", "BulkJob", "Queue", "QueueSample"]
+__all__ = ["AlertEpisode", "AlertNotification", "ApiToken", "AuditEntry", "BulkJob", "Queue", "QueueSample"]
 
 
 class QueueSample(models.Model):
@@ -190,3 +191,21 @@ class AlertNotification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.status} of {self.episode} to {self.destination}"
+
+
+class ApiToken(models.Model):
+    """A key for the API (`Authorization: Token <key>`), acting as its account. Only a hash of the
+    key is kept: the key itself is shown once, when it is made (queues/tokens.py)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True, help_text="what it is for, e.g. the CI job using it")
+    prefix = models.CharField(max_length=16, help_text="the key's first characters, to tell tokens apart")
+    key_hash = models.CharField(max_length=64, unique=True, help_text="sha256 of the key, hex")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… of {self.user} ({self.name})" if self.name else f"{self.prefix}… of {self.user}"

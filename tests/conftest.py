@@ -131,6 +131,14 @@ def make_queue(pgmq_sql: psycopg.Connection) -> Iterator[Callable[..., str]]:
             pgmq_sql.execute("SELECT pgmq.drop_queue(%s)", [name])
 
 
+def action_records():
+    """The audit log's records of actions on queues (without those of changes to accounts and roles,
+    which making a test's users writes too)."""
+    from queues.models import AuditEntry
+
+    return AuditEntry.objects.exclude(database="")
+
+
 @pytest.fixture
 def operator_password() -> str:
     return "a-long-test-password-42"
@@ -138,7 +146,10 @@ def operator_password() -> str:
 
 @pytest.fixture
 def operator(django_user_model, operator_password: str):
-    return django_user_model.objects.create_user("oncall", password=operator_password)
+    """A signed-in reader: a login needs a role to see anything."""
+    user = django_user_model.objects.create_user("oncall", password=operator_password)
+    user.groups.add(Group.objects.get(name="Viewer"))
+    return user
 
 
 @pytest.fixture

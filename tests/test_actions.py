@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 
 from queues.models import AuditEntry
-from tests.conftest import uses_databases
+from tests.conftest import action_records, uses_databases
 from tests.pages import parse
 
 pytestmark = uses_databases
@@ -44,7 +44,7 @@ def test_the_confirmation_states_what_will_happen_and_changes_nothing(operator_c
     assert plan == "Delete 3 messages of confirming for good."
     assert dialog.select_one("button[type=submit]").get_text(strip=True) == "Delete (3)"
     assert live_ids(pgmq_sql, "confirming") == [1, 2, 3, 4, 5]
-    assert AuditEntry.objects.count() == 0
+    assert action_records().count() == 0
 
 
 def test_delete_removes_the_messages_and_keeps_their_payloads_in_the_audit_log(operator_client, make_queue, pgmq_sql):
@@ -52,7 +52,7 @@ def test_delete_removes_the_messages_and_keeps_their_payloads_in_the_audit_log(o
     status, dialog = act(operator_client, "deleting", "delete", [1, 3])
     assert status == 200 and result_counts(dialog) == {"affected": 2, "gone": 0}
     assert live_ids(pgmq_sql, "deleting") == [2, 4] and archived_ids(pgmq_sql, "deleting") == []
-    entry = AuditEntry.objects.get()
+    entry = action_records().get()
     assert (entry.username, entry.action, entry.queue_name, entry.requested, entry.affected, entry.outcome) == (
         "operator-user", "delete", "deleting", 2, 2, "done")
     assert entry.target == {"msg_ids": [1, 3]}
@@ -66,7 +66,7 @@ def test_a_message_a_consumer_took_meanwhile_is_already_gone(operator_client, ma
     status, dialog = act(operator_client, "raced", "archive", [1, 2, 3])
     assert status == 200 and result_counts(dialog) == {"affected": 2, "gone": 1}
     assert archived_ids(pgmq_sql, "raced") == [1, 2, 3]
-    entry = AuditEntry.objects.get()
+    entry = action_records().get()
     assert (entry.affected, entry.already_gone, entry.outcome) == (2, 1, "partial")
     assert entry.details == {"already_gone_msg_ids": [2]}
 
@@ -85,7 +85,7 @@ def test_retry_makes_messages_visible_now_but_leaves_those_in_flight_unless_aske
     _, dialog = act(operator_client, "retried", "retry", [1, 2, 3])
     visible = {row[0] for row in pgmq_sql.execute("SELECT msg_id FROM pgmq.q_retried WHERE vt <= now()")}
     assert visible == {1, 2, 4}  # 3 stays with its consumer
-    entry = AuditEntry.objects.get()
+    entry = action_records().get()
     assert (entry.skipped, entry.details) == (1, {"skipped_msg_ids": [3]})
 
     act(operator_client, "retried", "retry", [3], include_in_flight="1")
@@ -114,7 +114,7 @@ def test_move_sends_copies_and_archives_the_originals_in_one_step(operator_clien
     assert live_ids(pgmq_sql, "source_q") == [] and archived_ids(pgmq_sql, "source_q") == [1, 2]
     copies = pgmq_sql.execute("SELECT message, headers FROM pgmq.q_dead_letters ORDER BY msg_id").fetchall()
     assert copies == [({"n": 1}, {"trace": "t1"}), ({"n": 2}, {"trace": "t2"})]
-    assert AuditEntry.objects.get().details == {"new_msg_ids": {"1": 1, "2": 2}}
+    assert action_records().get().details == {"new_msg_ids": {"1": 1, "2": 2}}
 
 
 def test_move_to_a_queue_that_is_gone_changes_nothing_and_says_why(operator_client, make_queue, pgmq_sql):
@@ -123,7 +123,7 @@ def test_move_to_a_queue_that_is_gone_changes_nothing_and_says_why(operator_clie
     assert status == 400
     assert "there is no queue named “no_such_queue”" in dialog.get_text()
     assert live_ids(pgmq_sql, "stays_put") == [1]
-    assert AuditEntry.objects.get().outcome == "failed"
+    assert action_records().get().outcome == "failed"
 
 
 def test_requeue_from_the_archive_keeping_or_removing_the_archived_copy(operator_client, make_queue, pgmq_sql):
@@ -142,7 +142,7 @@ def test_delete_from_the_archive(operator_client, make_queue, pgmq_sql):
     pgmq_sql.execute("SELECT pgmq.archive('forgotten', ARRAY[1, 2]::bigint[])")
     act(operator_client, "forgotten", "delete_archived", [2], source="archive")
     assert archived_ids(pgmq_sql, "forgotten") == [1]
-    assert AuditEntry.objects.get().deleted_payloads[0]["msg_id"] == 2
+    assert action_records().get().deleted_payloads[0]["msg_id"] == 2
 
 
 def test_an_action_of_the_other_table_is_refused(operator_client, make_queue):
@@ -162,7 +162,7 @@ def test_edit_and_resend_archives_the_original_and_records_both_ids(operator_cli
     assert archived_ids(pgmq_sql, "edited") == [1]
     assert pgmq_sql.execute("SELECT message, headers FROM pgmq.q_edited WHERE msg_id = 3").fetchone() == (
         {"n": 1, "fixed": True}, {"why": "typo"})
-    entry = AuditEntry.objects.get()
+    entry = action_records().get()
     assert (entry.action, entry.details["original_msg_id"], entry.details["new_msg_ids"]) == (
         "edit_and_resend", 1, {"1": 3})
 
@@ -216,7 +216,7 @@ def test_create_and_drop_a_queue(admin_client, make_queue, pgmq_sql):
     dropped = admin_client.post("/queues/Fresh-Queue/drop/", {"confirm_name": "Fresh-Queue"})
     assert dropped.status_code == 302
     assert pgmq_sql.execute("SELECT count(*) FROM pgmq.meta WHERE queue_name = 'Fresh-Queue'").fetchone()[0] == 0
-    assert list(AuditEntry.objects.order_by("id").values_list("action", "outcome")) == [
+    assert list(action_records().order_by("id").values_list("action", "outcome")) == [
         ("create_queue", "done"), ("create_queue", "failed"), ("drop_queue", "done")]  # the clash is on record
 
 
@@ -304,7 +304,7 @@ def test_a_delay_must_end_in_the_future(operator_client, make_queue, pgmq_sql):
     assert status == 400 and "choose a time in the future" in dialog.get_text()
     status, dialog = act(operator_client, "not_back_in_time", "delay", [1], until="2999-01-01T00:00:00")
     assert status == 400 and "at most 68 years ahead" in dialog.get_text()
-    assert AuditEntry.objects.count() == 0
+    assert action_records().count() == 0
 
 
 def test_move_leaves_a_message_in_flight_alone_unless_asked(operator_client, make_queue, pgmq_sql):

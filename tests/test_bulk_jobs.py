@@ -13,7 +13,7 @@ from queues.models import AuditEntry, BulkJob
 from queues.pgmq import Queue
 from queues.selectors.messages import filter_from_data, matching_ids
 from queues.services import bulk_job_step
-from tests.conftest import uses_databases
+from tests.conftest import action_records, uses_databases
 from tests.pages import parse
 
 pytestmark = uses_databases
@@ -72,7 +72,7 @@ def test_a_delete_job_keeps_payloads_up_to_the_limit(operator_client, typed_queu
     with override_settings(AUDIT_PAYLOAD_LIMIT=50):
         start_job(operator_client, "typed", "delete", "q=message.n%3A3")
         run_pending_jobs()
-    kept = AuditEntry.objects.latest("id")
+    kept = action_records().latest("id")
     assert kept.deleted_payloads == [{"msg_id": 3, "message": {"n": 3, "type": "order_created"}, "headers": None}]
 
 
@@ -83,7 +83,7 @@ def test_a_retry_job_leaves_messages_in_flight_alone(operator_client, typed_queu
     run_pending_jobs()
     visible = {row[0] for row in pgmq_sql.execute("SELECT msg_id FROM pgmq.q_typed WHERE vt <= now()")}
     assert visible == set(range(6, 31))
-    assert AuditEntry.objects.latest("id").skipped == 5
+    assert action_records().latest("id").skipped == 5
 
 
 def test_a_move_job_redrives_to_another_queue(operator_client, typed_queue, make_queue, pgmq_sql):

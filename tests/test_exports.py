@@ -9,7 +9,7 @@ import tracemalloc
 from urllib.parse import unquote
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from django.urls import reverse
 
@@ -128,6 +128,7 @@ def test_a_user_without_the_permission_gets_redacted_values(settings, make_queue
         _, found = export(operator_client, "private", export_format, "q=bob%40example")
         assert "keep me" not in found
     trusted = django_user_model.objects.create_user("trusted", password="a-long-test-password-43")
+    trusted.groups.add(Group.objects.get(name="Viewer"))
     trusted.user_permissions.add(Permission.objects.get(codename="view_unredacted"))
     client = Client()
     client.force_login(trusted)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.test import Client
 
 from tests.conftest import uses_databases
@@ -34,6 +34,7 @@ def redacting(settings, make_queue, pgmq_sql):
 @pytest.fixture
 def unredacted_client(django_user_model):
     user = django_user_model.objects.create_user("trusted", password="a-long-test-password-43")
+    user.groups.add(Group.objects.get(name="Viewer"))
     user.user_permissions.add(Permission.objects.get(codename="view_unredacted"))
     client = Client()
     client.force_login(user)

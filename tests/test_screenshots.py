@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Group
 
-from tests.conftest import BASE_DIR, uses_databases
+from tests.conftest import BASE_DIR, action_records, uses_databases
 
 pytestmark = [pytest.mark.browser, uses_databases]
 
@@ -24,7 +24,7 @@ def every_page(make_queue, pgmq_sql, django_user_model):
     from queues.models import AuditEntry
     AuditEntry.objects.create(username="looker", action="archive", queue_name="orders", target={"msg_ids": [1, 2, 3]},
                               requested=3, affected=3, outcome="done")
-    entry = AuditEntry.objects.get()
+    entry = action_records().get()
     return {
         "overview": "/", "queue": "/queues/orders/", "messages": "/queues/orders/messages/",
         "archive": "/queues/orders/messages/?source=archive", "message": "/queues/orders/messages/10/",

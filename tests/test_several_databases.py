@@ -17,7 +17,7 @@ import pytest
 from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 from prometheus_client.parser import text_string_to_metric_families
-from rest_framework.authtoken.models import Token
+from queues.tokens import issue_token
 
 from queues.models import AuditEntry, QueueSample
 from tests.conftest import BASE_DIR, gunicorn, sign_in, uses_databases, wait_for
@@ -144,7 +144,7 @@ def test_roles_are_per_database_and_so_is_the_audit_log(dashboard, staging_up, m
     make_queue("orders", messages=3)
     create_queue(staging_up, "orders", messages=3)
     oncall = user_in(django_user_model, "oncall", "Viewer", "staging: Operator")
-    token = Token.objects.create(user=oncall).key
+    token = issue_token(oncall)[1]
     archive_two = {"action": "archive", "msg_ids": [1, 2]}
 
     status, body = api(dashboard, "/api/v1/queues/orders/actions/", token, archive_two)
@@ -175,7 +175,7 @@ def test_a_job_on_everything_a_filter_matches_runs_in_its_own_database(dashboard
                                                                          django_user_model, pgmq_sql, both_databases):
     make_queue("orders", messages=4)
     create_queue(staging_up, "orders", messages=6)
-    token = Token.objects.create(user=user_in(django_user_model, "oncall", "staging: Operator")).key
+    token = issue_token(user_in(django_user_model, "oncall", "staging: Operator"))[1]
     status, job = api(dashboard, "/db/staging/api/v1/queues/orders/jobs/", token, {"action": "archive", "filter": {}})
     assert status == 201 and job["expected"] == 6, job
 
@@ -194,7 +194,7 @@ def test_a_user_with_a_role_in_one_database_only_does_not_see_the_other(dashboar
                                                                          django_user_model):
     create_queue(staging_up, "orders", messages=1)
     user = user_in(django_user_model, "staging-viewer", "staging: Viewer")
-    token = Token.objects.create(user=user).key
+    token = issue_token(user)[1]
     session = signed_in(dashboard, "staging-viewer")
 
     landed = session.get("/")  # where signing in leads: their database, not a refusal

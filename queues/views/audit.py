@@ -2,7 +2,7 @@
 bulk jobs with their progress."""
 from __future__ import annotations
 
-from django.db.models import TextField
+from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -33,9 +33,18 @@ def _json_as_text(request: HttpRequest) -> dict:
     return {**JSON_AS_TEXT, "target": Cast(redaction.RedactedRecord("target"), TextField())}
 
 
+def in_this_log() -> Q:
+    """This database's records, and those of no database (changes of who may do what)."""
+    return Q(database=watched_name()) | Q(database="")
+
+
 def _filtered_entries(form: forms.AuditFilterForm):
     data = form.cleaned_data
-    entries = AuditEntry.objects.filter(database=watched_name())
+    entries = AuditEntry.objects.filter(in_this_log())
+    if data["about"] == form.ON_QUEUES:
+        entries = entries.exclude(database="")
+    elif data["about"] == form.ON_ACCOUNTS:
+        entries = entries.filter(database="")
     if data["queue"]:
         entries = entries.filter(queue_name=data["queue"])
     if data["user"]:
@@ -71,7 +80,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     export_query.pop("before", None)
     return render(request, "queues/audit/log.html", {
         "form": form, "entries": page, "older": older,
-        "actions": AuditEntry.objects.filter(database=watched_name()).order_by().values_list("action", flat=True).distinct(),
+        "actions": AuditEntry.objects.filter(in_this_log()).order_by().values_list("action", flat=True).distinct(),
         "export_query": export_query.urlencode(),
     })
 
@@ -99,7 +108,7 @@ def audit_csv(request: HttpRequest) -> HttpResponse:
 @require_GET
 def audit_entry(request: HttpRequest, entry_id: int) -> HttpResponse:
     redacted = redaction.applies_to(request.user)
-    entry = AuditEntry.objects.filter(pk=entry_id, database=watched_name()).annotate(
+    entry = AuditEntry.objects.filter(in_this_log(), pk=entry_id).annotate(
         target_pretty=pretty(redaction.RedactedRecord("target") if redacted else "target"),
         details_pretty=pretty("details"),
         deleted_payloads_pretty=pretty(redaction.RedactedRecord("deleted_payloads", many=True) if redacted

@@ -4,6 +4,9 @@ import os
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from queues import account_audit
 
 # Role -> (group, staff): admins manage users in Django's admin, so they are staff too.
 ROLES = {"viewer": ("Viewer", False), "operator": ("Operator", False), "admin": ("Admin", True)}
@@ -29,7 +32,8 @@ class Command(BaseCommand):
         password = os.environ.get("PASSWORD") or getpass.getpass(f"Password for {username}: ")
         if not password:
             raise CommandError("a password is needed (set PASSWORD or type one)")
-        user, created = get_user_model().objects.get_or_create(username=username)
-        user.set_password(password)
-        set_role(user, role)
+        with transaction.atomic(), account_audit.one_record():
+            user, created = get_user_model().objects.get_or_create(username=username)
+            user.set_password(password)
+            set_role(user, role)
         self.stdout.write(f"{'Created' if created else 'Updated'} {username} as {role}.")
