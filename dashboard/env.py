@@ -57,16 +57,46 @@ def word_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+MAX_REDACT_PATH_KEYS = 8
+
+
 def json_paths(name: str) -> list[tuple[str, tuple[str, ...]]]:
     """`customer.email, card.*, headers.authorization` as (column, keys): a path is in the message
-    unless it starts with `message.` or `headers.`; `*` stands for any key or array element."""
+    unless it starts with `message.` or `headers.`; `*` stands for any key or array element; a
+    backslash makes the next character part of the key (`meta\\.email` is the key "meta.email",
+    `\\,` a comma, `\\\\` a backslash)."""
     paths = []
-    for raw in word_list(name, []):
-        keys = raw.split(".")
-        column = keys.pop(0) if keys[0] in ("message", "headers") and len(keys) > 1 else "message"
-        if any(not key or "\x00" in key for key in keys):
+    for raw, keys in _escaped_paths(text(name)):
+        if not keys or any(not key or "\x00" in key for key in keys):
             fail(f"{name}: {raw!r} is not a JSON path; write keys joined by dots, e.g. customer.email or card.*")
+        column = keys.pop(0) if keys[0] in ("message", "headers") and len(keys) > 1 else "message"
+        if len(keys) > MAX_REDACT_PATH_KEYS:  # each key doubles the SQL that redacts it (arrays on the way)
+            fail(f"{name}: {raw!r} has more than {MAX_REDACT_PATH_KEYS} keys; use * for the levels in between")
         paths.append((column, tuple(keys)))
+    return paths
+
+
+def _escaped_paths(value: str) -> list[tuple[str, list[str]]]:
+    """Comma-separated paths of dot-separated keys, each character after a backslash taken as it is."""
+    paths: list[tuple[str, list[str]]] = []
+    raw, keys, key, escaped = "", [], "", False
+    for character in value + ",":
+        if escaped:
+            key, escaped = key + character, False
+        elif character == "\\":
+            escaped = True
+        elif character == ".":
+            keys.append(key.strip())
+            key = ""
+        elif character == ",":
+            keys.append(key.strip())
+            if raw.strip():
+                paths.append((raw.strip(), keys))
+            raw, keys, key = "", [], ""
+            continue
+        else:
+            key += character
+        raw += character
     return paths
 
 

@@ -1,7 +1,8 @@
 """Redaction of sensitive JSON paths in payloads and headers (DASHBOARD_REDACT).
 
 A path is `customer.email` (in the message), `message.card.*` or `headers.authorization`; `*`
-stands for every key of an object or every element of an array at that level. A user without the
+stands for every key of an object or every element of an array at that level; a key met in an
+array is looked up in each of its elements; header names match whatever their capitals. A user without the
 permission `queues.view_unredacted` sees "[redacted]" in place of each value a path reaches: in
 lists, details, downloads, the audit log, and in what filters and searches match (a search for an
 e-mail address must not find the message whose address is hidden).
@@ -31,27 +32,39 @@ def _literal(key: str) -> str:
     return "'" + key.replace("'", "''").replace("%", "%%") + "'"
 
 
-def _redact_sql(inner: str, keys: tuple[str, ...], names: itertools.count) -> str:
+def _redact_sql(inner: str, keys: tuple[str, ...], names: itertools.count, *, any_case: bool,
+                in_array: bool = False) -> str:
     """SQL for `inner` (a jsonb expression) with the value at `keys` replaced. `inner` is bound
-    to a name first, so however deep the path, it is written (and computed) once."""
+    to a name first, so however deep the path, it is written (and computed) once. A key is looked
+    up in each element of an array met on the way (one level: not in arrays of arrays); with
+    `any_case`, whatever its capitals (header names)."""
     if not keys:
         return f"to_jsonb({_literal(REDACTED)}::text)"
     n = next(names)
     value, key, rest = f"j{n}", keys[0], keys[1:]
+    in_object = _redact_sql(f"v{n}", rest, names, any_case=any_case)
+    each_value = (f"(SELECT coalesce(jsonb_object_agg(k{n}, {{}}), '{{{{}}}}'::jsonb) "
+                  f"FROM jsonb_each({value}) AS e{n}(k{n}, v{n}))")
     if key == "*":
-        in_object = _redact_sql(f"v{n}", rest, names)
-        in_array = _redact_sql(f"w{n}", rest, names)
-        body = (f"CASE jsonb_typeof({value}) "
-                f"WHEN 'object' THEN (SELECT coalesce(jsonb_object_agg(k{n}, {in_object}), '{{}}'::jsonb) "
-                f"FROM jsonb_each({value}) AS e{n}(k{n}, v{n})) "
-                f"WHEN 'array' THEN (SELECT coalesce(jsonb_agg({in_array} ORDER BY i{n}), '[]'::jsonb) "
-                f"FROM jsonb_array_elements({value}) WITH ORDINALITY AS a{n}(w{n}, i{n})) "
-                f"ELSE {value} END")
+        in_array_element = _redact_sql(f"w{n}", rest, names, any_case=any_case)
+        on_object = each_value.format(in_object)
     else:
-        at = f"ARRAY[{_literal(key)}]"
-        inside = _redact_sql(f"({value} #> {at})", rest, names)
-        body = f"CASE WHEN ({value} #> {at}) IS NOT NULL THEN jsonb_set({value}, {at}, {inside}) ELSE {value} END"
-    return f"(SELECT {body} FROM (SELECT {inner} AS {value}) AS r{n})"
+        # A key in each element of an array: the same step, applied one level down.
+        in_array_element = (f"w{n}" if in_array else
+                            _redact_sql(f"w{n}", keys, names, any_case=any_case, in_array=True))
+        if any_case:
+            on_object = each_value.format(f"CASE WHEN lower(k{n}) = lower({_literal(key)}) THEN {in_object} "
+                                          f"ELSE v{n} END")
+        else:
+            at = f"ARRAY[{_literal(key)}]"
+            inside = _redact_sql(f"({value} #> {at})", rest, names, any_case=any_case)
+            on_object = f"CASE WHEN ({value} #> {at}) IS NOT NULL THEN jsonb_set({value}, {at}, {inside}) ELSE {value} END"
+    body = (f"CASE jsonb_typeof({value}) "
+            f"WHEN 'object' THEN {on_object} "
+            f"WHEN 'array' THEN (SELECT coalesce(jsonb_agg({in_array_element} ORDER BY i{n}), '[]'::jsonb) "
+            f"FROM jsonb_array_elements({value}) WITH ORDINALITY AS a{n}(w{n}, i{n})) "
+            f"ELSE {value} END")
+    return f"(SELECT {body} FROM (SELECT {inner} AS {value} OFFSET 0) AS r{n})"
 
 
 def redact_sql(inner: str, column: str) -> str:
@@ -59,7 +72,7 @@ def redact_sql(inner: str, column: str) -> str:
     names = itertools.count()
     for path_column, keys in settings.REDACT_PATHS:
         if path_column == column:
-            inner = _redact_sql(inner, keys, names)
+            inner = _redact_sql(inner, keys, names, any_case=column == "headers")
     return inner
 
 

@@ -129,3 +129,70 @@ def test_nothing_is_hidden_when_no_path_is_configured(make_queue, pgmq_sql, oper
     pgmq_sql.execute("SELECT pgmq.send('open', %s::jsonb, %s::jsonb)", [MESSAGE, HEADERS])
     whole = shown(operator_client.get("/queues/open/messages/1/raw/"))
     assert all(secret in whole for secret in SECRETS) and "[redacted]" not in whole
+
+
+SECRET_FILTER = {"customer": {"email": "x@secret.example"}}
+
+
+def test_a_filter_typed_by_someone_who_sees_everything_is_redacted_for_those_who_do_not(
+        redacting, operator_client, unredacted_client, django_user_model):
+    from urllib.parse import urlencode
+
+    from queues.management.commands.run_jobs import run_pending_jobs
+    from queues.models import AuditEntry, BulkJob
+    from queues.tokens import issue_token
+
+    unredacted_operator = django_user_model.objects.get(username="trusted")
+    unredacted_operator.groups.add(Group.objects.get(name="Operator"))
+    query = urlencode({"message": json.dumps(SECRET_FILTER), "q": "headers.trace_id:x-secret-trace"})
+    started = unredacted_client.post("/queues/private/act/", {
+        "action": "archive", "source": "live", "scope": "matching", "filter_query": query, "confirmed": "1"})
+    assert started.status_code == 200
+    job = BulkJob.objects.get()
+    assert "x@secret.example" in job.filter_words  # kept as typed, for those who may see it
+    assert "x@secret.example" in shown(unredacted_client.get(f"/jobs/{job.pk}/"))
+    run_pending_jobs()
+    entry = AuditEntry.objects.get(pk=BulkJob.objects.get().audit_entry_id)
+
+    viewer_token = issue_token(django_user_model.objects.get(username="operator-user"))[1]
+    seen = {
+        "job page": shown(operator_client.get(f"/jobs/{job.pk}/")),
+        "queue page": shown(operator_client.get("/queues/private/")),
+        "audit entry": shown(operator_client.get(f"/audit/{entry.pk}/")),
+        "audit CSV": b"".join(operator_client.get("/audit/export.csv").streaming_content).decode(),
+        "API job": Client().get(f"/api/v1/jobs/{job.pk}/", headers={"Authorization": f"Token {viewer_token}"}
+                                ).content.decode(),
+    }
+    for where, text in seen.items():
+        assert "x@secret.example" not in text and "x-secret-trace" not in text, where
+        assert "[redacted]" in text, where
+    assert "x@secret.example" in shown(unredacted_client.get(f"/audit/{entry.pk}/"))
+
+
+def test_a_header_path_hides_the_header_however_it_is_capitalised(settings, make_queue, pgmq_sql, operator_client):
+    settings.REDACT_PATHS = [("headers", ("authorization",))]
+    make_queue("cased")
+    pgmq_sql.execute("SELECT pgmq.send('cased', '{\"n\": 1}'::jsonb, %s::jsonb)",
+                     ['{"Authorization": "Bearer upper-s3cret", "AUTHORIZATION": "Bearer shout-s3cret", "x": 1}'])
+    for path in ("/queues/cased/messages/", "/queues/cased/messages/1/"):
+        page = shown(operator_client.get(path))
+        assert "upper-s3cret" not in page and "shout-s3cret" not in page, path
+    found = parse(operator_client.get("/queues/cased/messages/?q=headers:upper-s3cret"))
+    assert not found.select("tr[data-msg-id]")
+
+
+def test_a_path_applies_to_each_element_of_an_array_message(settings, make_queue, pgmq_sql, operator_client):
+    settings.REDACT_PATHS = [("message", ("customer", "email"))]
+    make_queue("batched")
+    pgmq_sql.execute("SELECT pgmq.send('batched', %s::jsonb)",
+                     ['[{"customer": {"email": "first@example.com", "id": 1}}, {"customer": {"email": "second@ex.com"}}]'])
+    page = shown(operator_client.get("/queues/batched/messages/1/"))
+    assert "first@example.com" not in page and "second@ex.com" not in page and "[redacted]" in page
+
+
+def test_a_key_with_a_dot_in_it_is_named_with_a_backslash(monkeypatch):
+    from dashboard import env
+
+    monkeypatch.setenv("DASHBOARD_REDACT", r"meta\.email, headers.x-api-key, message.a\\b.c")
+    assert env.json_paths("DASHBOARD_REDACT") == [("message", ("meta.email",)), ("headers", ("x-api-key",)),
+                                                  ("message", ("a\\b", "c"))]

@@ -11,6 +11,7 @@ from rest_framework import serializers
 from queues.forms import MAX_INT, MAX_MSG_ID, MessageFilterForm, MsgIdsField
 from queues.jsontext import RawJSON
 from queues.pgmq import ARCHIVE, LIVE
+from queues.selectors.messages import words_seen
 from queues.services import ARCHIVE_ACTIONS, LIVE_ACTIONS
 
 
@@ -255,7 +256,7 @@ class JobSerializer(serializers.Serializer):
     action = serializers.CharField()
     source = serializers.ChoiceField(choices=[LIVE, ARCHIVE])
     parameters = serializers.DictField()
-    filter_in_words = serializers.CharField(source="filter_words")
+    filter_in_words = serializers.SerializerMethodField(help_text="its values hidden from who sees payloads redacted")
     expected = serializers.IntegerField(allow_null=True, help_text="matching when started")
     status = serializers.ChoiceField(choices=["pending", "running", "done", "cancelled", "failed"])
     finished = serializers.BooleanField()
@@ -272,6 +273,9 @@ class JobSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
     audit_id = serializers.IntegerField(source="audit_entry_id", allow_null=True,
                                         help_text="the audit record, once the job has ended")
+
+    def get_filter_in_words(self, job) -> str:
+        return words_seen(job.filter, job.filter_words, redacted=self.context["redacted"])
 
 
 class TypedConfirmationSerializer(serializers.Serializer):

@@ -552,11 +552,15 @@ def start_job(request: Request, queue_name: str) -> Response:
     except services.AlreadyDone as done:
         return Response({"detail": "already done: this request_token started a job before", "job_id": done.record.pk},
                         status=status.HTTP_409_CONFLICT)
-    return Response(s.JobSerializer(job).data, status=status.HTTP_201_CREATED)
+    return Response(job_answer(request, job), status=status.HTTP_201_CREATED)
 
 
 JOB_ID = OpenApiParameter("job_id", {"type": "integer", "format": "int64", "minimum": 1, "maximum": forms.MAX_MSG_ID},
                          OpenApiParameter.PATH, description="as POST .../jobs/ answered it")
+
+
+def job_answer(request: Request, job: BulkJob) -> dict:
+    return s.JobSerializer(job, context={"redacted": redaction.applies_to(request.user)}).data
 
 
 def _job_or_404(job_id: int) -> BulkJob:
@@ -571,7 +575,7 @@ def _job_or_404(job_id: int) -> BulkJob:
                       "responses": {200: s.JobSerializer, **ERRORS},
                       "summary": "A bulk job's progress, as its page shows it"})
 def job_detail(request: Request, job_id: int) -> Response:
-    return Response(s.JobSerializer(_job_or_404(job_id)).data)
+    return Response(job_answer(request, _job_or_404(job_id)))
 
 
 @api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
@@ -581,4 +585,4 @@ def job_detail(request: Request, job_id: int) -> Response:
 def cancel_job(request: Request, job_id: int) -> Response:
     job = _job_or_404(job_id)
     services.cancel_bulk_job(job, user=request.user)
-    return Response(s.JobSerializer(job).data)
+    return Response(job_answer(request, job))

@@ -30,7 +30,7 @@ from django.db.models.functions import Cast, Left, Length, Now
 
 from dashboard.databases import took_too_long
 from queues.pgmq import ARCHIVE, LIVE, Message, Queue, watched_alias
-from queues.redaction import payload
+from queues.redaction import REDACTED, payload
 
 PAGE_SIZE = 50
 PREVIEW_CHARS = 300
@@ -514,6 +514,30 @@ def describe_filter(message_filter: MessageFilter) -> str:
         where = ".".join([term.column, *term.path])
         parts.append(f"{where} is {term.value!r}" if term.path else f"{where} contains {term.value!r}")
     return ", ".join(parts) if parts else "every message"
+
+
+def without_values(message_filter: MessageFilter) -> MessageFilter:
+    """The filter with every value typed into it hidden: keys, paths, states, counts and times stay.
+    How a filter someone else typed is shown to a user who sees payloads redacted (a value may be
+    the very secret redaction hides: an e-mail address, a card number)."""
+
+    def hidden(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: hidden(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [hidden(item) for item in value]
+        return REDACTED
+
+    return dataclasses.replace(
+        message_filter,
+        message_contains=None if message_filter.message_contains is None else hidden(message_filter.message_contains),
+        headers_contains=None if message_filter.headers_contains is None else hidden(message_filter.headers_contains),
+        search=tuple(dataclasses.replace(term, value=REDACTED) for term in message_filter.search))
+
+
+def words_seen(filter_data: dict, typed_words: str, *, redacted: bool) -> str:
+    """A stored filter in words, as the user looking at it may see it."""
+    return describe_filter(without_values(filter_from_data(filter_data))) if redacted else typed_words
 
 
 def filter_to_data(message_filter: MessageFilter) -> dict:

@@ -2,6 +2,8 @@
 bulk jobs with their progress."""
 from __future__ import annotations
 
+import json
+
 from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -9,6 +11,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from queues import forms, redaction
+from queues.selectors import messages
 from queues.jsontext import pretty
 from queues.models import AuditEntry, BulkJob
 from queues.pgmq import watched_name
@@ -17,7 +20,7 @@ from queues.spreadsheet import (  # noqa: F401 (FORMULA_STARTS: tests import it 
     line_writer,
     safe_cell,
 )
-from queues.views.pages import bad_request, partial_or_page
+from queues.views.pages import bad_request, jobs_seen, partial_or_page
 
 ENTRIES_PER_PAGE = 50
 CSV_COLUMNS = ["id", "at", "username", "action", "queue_name", "requested", "affected", "already_gone", "skipped",
@@ -31,6 +34,15 @@ def _json_as_text(request: HttpRequest) -> dict:
     if not redaction.applies_to(request.user):
         return JSON_AS_TEXT
     return {**JSON_AS_TEXT, "target": Cast(redaction.RedactedRecord("target"), TextField())}
+
+
+def target_seen(target: dict) -> dict:
+    """A bulk job's record as a user who sees payloads redacted may see it: the values typed into
+    its filter hidden, in the filter and in its words."""
+    if not isinstance(target, dict) or not isinstance(target.get("filter"), dict):
+        return target
+    hidden = messages.without_values(messages.filter_from_data(target["filter"]))
+    return {**target, "filter": messages.filter_to_data(hidden), "filter_in_words": messages.describe_filter(hidden)}
 
 
 def in_this_log() -> Q:
@@ -91,6 +103,7 @@ def audit_csv(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return bad_request(request, form)
     writer = line_writer()
+    redacted = redaction.applies_to(request.user)
 
     def rows():
         yield writer.writerow(CSV_COLUMNS)
@@ -98,6 +111,8 @@ def audit_csv(request: HttpRequest) -> HttpResponse:
         entries = _filtered_entries(form).annotate(
             **{f"{name}_text": text for name, text in _json_as_text(request).items()})
         for entry in entries.values(*columns).iterator(chunk_size=500):
+            if redacted and '"filter"' in entry["target_text"]:
+                entry["target_text"] = json.dumps(target_seen(json.loads(entry["target_text"])), ensure_ascii=False)
             yield writer.writerow([safe_cell(entry[column]) for column in columns])
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
@@ -115,6 +130,8 @@ def audit_entry(request: HttpRequest, entry_id: int) -> HttpResponse:
                                        else "deleted_payloads")).first()
     if entry is None:
         raise Http404(f"There is no audit entry {entry_id}.")
+    if redacted and target_seen(entry.target) is not entry.target:
+        entry.target_pretty = json.dumps(target_seen(entry.target), indent=4, ensure_ascii=False)
     return render(request, "queues/audit/entry.html", {"entry": entry})
 
 
@@ -123,5 +140,6 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = BulkJob.objects.filter(pk=job_id, database=watched_name()).first()
     if job is None:
         raise Http404(f"There is no bulk job {job_id}.")
+    jobs_seen(request, [job])
     return partial_or_page(request, "queues/audit/job.html", {"job-live": "queues/audit/_job_progress.html"},
                            {"job": job})

@@ -96,6 +96,14 @@ def _queue_figures(queue: Queue, range_s: int) -> dict:
             "jobs": list(BulkJob.objects.filter(database=watched_name(), queue_name=queue.queue_name).order_by("-id")[:5])}
 
 
+def jobs_seen(request: HttpRequest, jobs: list[BulkJob]) -> list[BulkJob]:
+    """Jobs with their filter in words as this user may see it (`filter_words_seen`)."""
+    redacted = redaction.applies_to(request.user)
+    for job in jobs:
+        job.filter_words_seen = messages.words_seen(job.filter, job.filter_words, redacted=redacted)
+    return jobs
+
+
 @require_GET
 def queue_page(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
@@ -104,6 +112,7 @@ def queue_page(request: HttpRequest, queue_name: str) -> HttpResponse:
         return bad_request(request, range_form)
     context = {"queue": queue, "range_form": range_form, "range": range_form.cleaned_data["range"] or "1h",
                "ranges": forms.RANGE_LABELS, **_queue_figures(queue, range_form.seconds())}
+    jobs_seen(request, context["jobs"])
     if not (request.htmx and request.htmx.target == "queue-live"):
         context["features"] = queue_features(queue.queue_name)
         context["write_refusal"] = _write_refusal(request, queue)
