@@ -9,3 +9,9 @@ urlpatterns = [
     path("api/v1/", include("queues.api.urls")),
     path("", include("queues.urls")),
 ]
+
+# Under /api/ every error is JSON too (queues/errors.py); elsewhere Django's pages.
+handler400 = "queues.errors.bad_request"
+handler403 = "queues.errors.permission_denied"
+handler404 = "queues.errors.page_not_found"
+handler500 = "queues.errors.server_error"

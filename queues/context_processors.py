@@ -59,7 +59,10 @@ def watched_database(request: HttpRequest) -> dict[str, object]:
     """Every page says which database it shows (on call, the wrong tab is a real risk) and, with
     several, offers the others the user has a role in (looked up only if the page shows them)."""
     alias = watched_alias()
-    signed_out = not getattr(request, "user", None) or not request.user.is_authenticated
+    try:
+        signed_out = not getattr(request, "user", None) or not request.user.is_authenticated
+    except DatabaseError:
+        signed_out = True  # the dashboard's own database is down: the 503 page is being shown
     shown = signed_out or may_see(request)
     return {
         "watched_database_name": getattr(request, "watched_database", ""),

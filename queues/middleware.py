@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 from django.conf import settings
@@ -13,6 +14,7 @@ from django.urls import get_script_prefix, set_script_prefix
 
 from dashboard.databases import database_label, first_line, took_too_long, unreachable_databases
 from queues.access import can_watch
+from queues.errors import error_answer
 from queues.pgmq import (
     PGMQ_DATABASE,
     PGMQ_SCHEMA,
@@ -83,6 +85,25 @@ class HealthEndpointMiddleware:
 
 
 DATABASE_PREFIX = re.compile(r"/db/(?P<name>[^/]+)(?P<rest>/.*)", re.DOTALL)
+ENCODED_SLASH = re.compile("%2f", re.IGNORECASE)
+
+
+def keep_encoded_slashes(request: HttpRequest) -> None:
+    """A queue name with a slash, a%2Fb in the path, stays one path segment.
+
+    The server decodes %2F into a slash before Django routes the request, so /queues/a%2Fb/ would
+    be /queues/a/b/. Where the server passes the path as it came (gunicorn's RAW_URI), it is
+    decoded again here but for %2F, which the queue-name converter then decodes (queues/converters.py).
+    """
+    raw = request.META.get("RAW_URI", "")
+    if not ENCODED_SLASH.search(raw):
+        return
+    path = "%2F".join(unquote(part) for part in ENCODED_SLASH.split(urlsplit(raw).path))
+    script_name = request.META.get("SCRIPT_NAME", "").rstrip("/")
+    if script_name and path.startswith(script_name + "/"):
+        path = path[len(script_name):]
+    request.path_info = path
+    request.path = script_name + path
 
 
 class WatchedDatabaseMiddleware:
@@ -99,24 +120,24 @@ class WatchedDatabaseMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.dashboard_script_prefix = get_script_prefix()
+        keep_encoded_slashes(request)
         match = DATABASE_PREFIX.fullmatch(request.path_info)
         if match is None:
             request.watched_database = next(iter(settings.WATCHED_DATABASES))
             alias = PGMQ_DATABASE
         else:
             request.watched_database = match["name"]
+            request.path_info = match["rest"]
             alias = settings.WATCHED_DATABASES.get(match["name"])
             if alias is None:
                 with watching(PGMQ_DATABASE):
-                    return render(request, "404.html", {"exception": "There is no watched database of that name."},
-                                  status=404)
+                    return error_answer(request, 404, "There is no watched database of that name.", "404.html")
             if match["rest"] == "/admin" or match["rest"].startswith("/admin/"):
                 # One admin site, outside every prefix: under one, a role scoped to that database
                 # would count on the dashboard's own tables (users, groups, the audit log).
                 with watching(PGMQ_DATABASE):
-                    return render(request, "404.html", {"exception": "Users and roles are managed at /admin/ only, "
-                                                                     "outside every database's address."}, status=404)
-            request.path_info = match["rest"]
+                    return error_answer(request, 404, "Users and roles are managed at /admin/ only, outside every "
+                                                      "database's address.", "404.html")
             set_script_prefix(f"{request.dashboard_script_prefix}db/{match['name']}/")
         with watching(alias):
             return self.get_response(request)
@@ -130,8 +151,8 @@ class WatchedDatabaseMiddleware:
         theirs = [name for name in settings.WATCHED_DATABASES if can_watch(user, name)]
         if request.path_info == "/" and theirs:
             return redirect(f"{request.dashboard_script_prefix.rstrip('/')}{database_path_prefix(theirs[0])}/")
-        return render(request, "403.html", {"exception": f"Your account has no role in the database "
-                                                         f"{request.watched_database!r}."}, status=403)
+        return error_answer(request, 403, f"Your account has no role in the database {request.watched_database!r}.",
+                            "403.html")
 
 
 class DatabaseUnavailableMiddleware:
@@ -164,22 +185,26 @@ class DatabaseUnavailableMiddleware:
             return self.unavailable(request)
         if took_too_long(exception):
             logger.warning("%s took too long: %s", request.path, str(exception).strip())
-            return render(request, "slow_query.html", {"timeout_s": settings.STATEMENT_TIMEOUT_MS / 1000},
-                          status=503)
+            timeout_s = settings.STATEMENT_TIMEOUT_MS / 1000
+            return error_answer(request, 503, f"the query took longer than the statement timeout ({timeout_s:g} s) and "
+                                "was stopped; try again, or narrow it", "slow_query.html", {"timeout_s": timeout_s})
         if isinstance(exception.__cause__, psycopg.errors.UndefinedTable):
             if pgmq_is_missing():
-                return render(request, "pgmq_missing.html", {"database": database_label(watched_alias())}, status=503)
+                database = database_label(watched_alias())
+                return error_answer(request, 503, f"pgmq is not installed in {database}", "pgmq_missing.html",
+                                    {"database": database})
             # A queue's table went between finding the queue and reading it: dropped meanwhile.
             return self.queue_gone(request, first_line(exception))
         if isinstance(exception.__cause__, psycopg.errors.InsufficientPrivilege):
             # The dashboard's user may act, but the database role it connects as may not (a read-only role).
-            return render(request, "403.html", {"database_refused": first_line(exception),
-                                                "database": database_label(watched_alias())}, status=403)
+            database = database_label(watched_alias())
+            return error_answer(request, 403, f"the database {database} refused it: {first_line(exception)}; nothing was "
+                                "changed", "403.html", {"database_refused": first_line(exception), "database": database})
         return None
 
     def queue_gone(self, request: HttpRequest, detail: str) -> HttpResponse:
-        return render(request, "404.html", {"exception": "This queue's table is gone: the queue was probably dropped "
-                                                         f"a moment ago ({detail})."}, status=404)
+        return error_answer(request, 404, f"This queue's table is gone: the queue was probably dropped a moment ago "
+                                          f"({detail}).", "404.html")
 
     def unavailable(self, request: HttpRequest) -> HttpResponse:
         problems = (unreachable_databases(["default", watched_alias()])
@@ -188,8 +213,8 @@ class DatabaseUnavailableMiddleware:
         # A page opened during the outage loads itself again until the database is back; only a
         # plain GET, so a form is never sent twice (htmx refreshes retry on their own timer).
         retries = request.method == "GET" and not getattr(request, "htmx", False)
-        response = render(request, "503.html", {"problems": problems,
-                                                "retry_seconds": settings.REFRESH_SECONDS if retries else None},
-                          status=503)
+        response = error_answer(request, 503, "the database is not reachable: " + "; ".join(problems), "503.html",
+                                {"problems": problems, "retry_seconds": settings.REFRESH_SECONDS if retries else None},
+                                problems=problems)
         response["Retry-After"] = str(settings.REFRESH_SECONDS)
         return response

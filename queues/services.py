@@ -61,6 +61,10 @@ class ActionRefused(Exception):
     the message says why, for the person who asked."""
 
 
+class QueueMissing(ActionRefused):
+    """A queue the action names is not there (dropped meanwhile, or never was)."""
+
+
 class AlreadyDone(Exception):
     """This very confirmation was acted on before (sent twice: a double click, a resubmitted form)."""
 
@@ -305,7 +309,7 @@ def run_batch(action: str, queue: Queue, msg_ids: list[int], parameters: dict, *
 def existing_queue(name: str) -> Queue:
     queue = Queue.objects.filter(queue_name=name).first()
     if queue is None:
-        raise ActionRefused(f"there is no queue named “{name}” (it may have been dropped)")
+        raise QueueMissing(f"there is no queue named “{name}” (it may have been dropped)")
     return queue
 
 
@@ -387,7 +391,7 @@ def _refuse_if_dropped(queue: Queue, error: DatabaseError) -> None:
     """A queue dropped since the page was loaded: say so, rather than 'relation does not exist'."""
     if isinstance(error.__cause__, psycopg.errors.UndefinedTable) and not Queue.objects.filter(
             queue_name=queue.queue_name).exists():
-        raise ActionRefused(f"the queue “{queue.queue_name}” was dropped meanwhile") from error
+        raise QueueMissing(f"the queue “{queue.queue_name}” was dropped meanwhile") from error
 
 
 def _capture(action: str, count: int) -> bool:

@@ -108,7 +108,7 @@ def test_actions_are_validated_as_on_the_pages(client, as_role, make_queue, pgmq
     response = act({"action": "move", "msg_ids": [1], "parameters": {"destination": "checked"}})
     assert response.status_code == 400 and "destination" in response.json()["errors"]
     response = act({"action": "move", "msg_ids": [1], "parameters": {"destination": "nowhere"}})
-    assert response.status_code == 400 and "nowhere" in response.json()["detail"]
+    assert response.status_code == 404 and "nowhere" in response.json()["detail"]  # an unknown queue, as in the path
     response = act({"action": "delete", "msg_ids": ["x"]})
     assert response.status_code == 400 and "msg_ids.0" in response.json()["errors"]
     assert act({"action": "delete", "msg_ids": [1]}).status_code == 200

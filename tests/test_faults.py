@@ -231,6 +231,21 @@ def test_stopping_the_database_gives_503_pages_and_health_then_the_dashboard_rec
     assert dashboard.workers_booted() == 1, "gunicorn restarted a worker: recovery must need no restart"
 
 
+def test_the_api_answers_json_during_the_outage(dashboard):
+    queue = create_queue(dashboard.server, "api_through_it", messages=1)
+    session = dashboard.session()
+    assert session.get(f"/api/v1/queues/{queue}/").status == 200
+    dashboard.server.stop("immediate")
+    try:
+        for path in ("/api/v1/queues/", f"/api/v1/queues/{queue}/", f"/api/v1/queues/{queue}/messages/"):
+            answer = session.get(path)
+            assert answer.status == 503 and answer.headers["Content-Type"] == "application/json", (path, answer.text[:200])
+            body = json.loads(answer.text)
+            assert "not reachable" in body["detail"] and body["problems"] and answer.headers["Retry-After"]
+    finally:
+        dashboard.server.start()
+
+
 def test_a_live_refresh_during_the_outage_answers_503_with_a_notice_the_page_shows(dashboard):
     server = dashboard.server
     queue = create_queue(server, "refreshed_in_the_dark", messages=2)

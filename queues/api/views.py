@@ -75,6 +75,9 @@ def answering_refusals(view):
     def answered(request: Request, *args, **kwargs) -> Response:
         try:
             return view(request, *args, **kwargs)
+        except services.QueueMissing as error:
+            return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log."},
+                            status=status.HTTP_404_NOT_FOUND)
         except services.ActionRefused as error:
             return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log."},
                             status=status.HTTP_400_BAD_REQUEST)
