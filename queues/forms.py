@@ -335,6 +335,7 @@ class MessageActionForm(OnceForm):
     remove_archived = forms.BooleanField(required=False)
     until = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)
     include_in_flight = forms.BooleanField(required=False)
+    again = forms.BooleanField(required=False)
     confirmed = forms.BooleanField(required=False)
 
     def __init__(self, *args, queue_name: str, **kwargs) -> None:
@@ -380,7 +381,8 @@ class MessageActionForm(OnceForm):
             return {"destination": data["destination"], "original": data.get("original") or "archive",
                     "include_in_flight": data["include_in_flight"]}
         if action == REQUEUE:
-            return {"destination": data["destination"], "remove_archived": data["remove_archived"]}
+            return {"destination": data["destination"], "remove_archived": data["remove_archived"],
+                    "again": data["again"]}
         return {}
 
     def message_filter(self, *, redacted: bool = False) -> MessageFilter:
@@ -411,6 +413,7 @@ class SendForm(JSONMessageForm):
 
 class EditForm(JSONMessageForm):
     destination = forms.CharField(required=False, max_length=255)
+    include_in_flight = forms.BooleanField(required=False)
 
 
 class TypedConfirmationForm(OnceForm):

@@ -4,7 +4,8 @@ from django.db import models
 
 from queues.pgmq import Queue, watched_name
 
-__all__ = ["AlertEpisode", "AlertNotification", "ApiToken", "AuditEntry", "BulkJob", "Queue", "QueueSample"]
+__all__ = ["AlertEpisode", "AlertNotification", "ApiToken", "AuditEntry", "BulkJob", "MessageCopy", "Queue",
+           "QueueSample"]
 
 
 class QueueSample(models.Model):
@@ -209,3 +210,28 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… of {self.user} ({self.name})" if self.name else f"{self.prefix}… of {self.user}"
+
+
+class MessageCopy(models.Model):
+    """A copy of a message the dashboard sent (move, requeue, edit and resend): from which message to
+    which. Written in the transaction that sent it, so an archived message requeued once is known to
+    be, and the same requeue asked twice at once makes one copy."""
+
+    database = models.CharField(max_length=40, default=watched_name,
+                                help_text="the watched database's name (settings.WATCHED_DATABASES)")
+    queue_name = models.CharField(max_length=255, help_text="the original's queue")
+    msg_id = models.BigIntegerField(help_text="the original's msg_id")
+    source = models.CharField(max_length=10, help_text="live or archive: where the original was")
+    copy_queue = models.CharField(max_length=255)
+    copy_msg_id = models.BigIntegerField()
+    action = models.CharField(max_length=40)
+    username = models.CharField(max_length=150)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["database", "queue_name", "msg_id"], name="copy_original_idx"),
+                   models.Index(fields=["database", "copy_queue", "copy_msg_id"], name="copy_copy_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.queue_name} #{self.msg_id} → {self.copy_queue} #{self.copy_msg_id} ({self.action})"

@@ -37,8 +37,8 @@ from django.utils import timezone
 from psycopg import sql
 
 from queues.jsontext import RawJSON, as_jsonb, json_text
-from queues.models import AuditEntry, BulkJob
-from queues.pgmq import ARCHIVE, LIVE, Queue, watched_alias
+from queues.models import AuditEntry, BulkJob, MessageCopy
+from queues.pgmq import ARCHIVE, LIVE, Queue, watched_alias, watched_name
 from queues.selectors.messages import statement_budget
 
 # What each action is called in the audit log and on the pages.
@@ -65,6 +65,10 @@ class QueueMissing(ActionRefused):
     """A queue the action names is not there (dropped meanwhile, or never was)."""
 
 
+class SecondDelivery(ActionRefused):
+    """Asked to copy a message a consumer is working on, without saying a second delivery is meant."""
+
+
 class AlreadyDone(Exception):
     """This very confirmation was acted on before (sent twice: a double click, a resubmitted form)."""
 
@@ -79,6 +83,8 @@ class BatchResult:
     already_gone: list[int] = dataclasses.field(default_factory=list)
     skipped: list[int] = dataclasses.field(default_factory=list)
     new_ids: dict[int, int] = dataclasses.field(default_factory=dict)  # original msg_id -> new msg_id
+    # A requeue of a message requeued before, left alone: original msg_id -> where its copy went.
+    copied_before: dict[int, dict] = dataclasses.field(default_factory=dict)
     deleted_payloads: list[RawJSON] = dataclasses.field(default_factory=list)  # one JSON object each
 
 
@@ -267,13 +273,38 @@ def _delete_archived_rows(queue: Queue, msg_ids: list[int]) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def batch_requeue(queue: Queue, msg_ids: list[int], *, destination: Queue, remove_archived: bool) -> BatchResult:
-    there = _still_there(queue, ARCHIVE, msg_ids, payloads=True)
-    chosen = _delete_archived_rows(queue, list(there)) if remove_archived else set(there)
+def batch_requeue(queue: Queue, msg_ids: list[int], *, destination: Queue, remove_archived: bool, again: bool,
+                  alias: str) -> BatchResult:
+    """A copy of each archived message sent to `destination`. One requeued before (by anyone, even
+    at this very moment: the archived rows are locked first) is left alone unless asked `again`:
+    a second copy is a second delivery."""
+    there = _still_there(queue, ARCHIVE, msg_ids, payloads=True, lock=True)
+    copied_before = {} if again else copies_of(queue, list(there), action=REQUEUE, using=alias)
+    wanted = [msg_id for msg_id in there if msg_id not in copied_before]
+    chosen = _delete_archived_rows(queue, wanted) if remove_archived else set(wanted)
     rows = [there[msg_id] for msg_id in sorted(chosen)]
     new_ids = _send_copies(destination, rows)
-    return BatchResult(affected=sorted(chosen), already_gone=sorted(set(msg_ids) - chosen),
+    return BatchResult(affected=sorted(chosen), already_gone=sorted(set(msg_ids) - set(there)),
+                       skipped=sorted(copied_before), copied_before=copied_before,
                        new_ids=dict(zip((row["msg_id"] for row in rows), new_ids, strict=True)))
+
+
+def copies_of(queue: Queue, msg_ids: list[int], *, action: str | None = None, using: str = "default") -> dict[int, dict]:
+    """Where copies of these messages of `queue` went (the latest of each), as the copies table says."""
+    found = MessageCopy.objects.using(using).filter(database=watched_name(), queue_name=queue.queue_name,
+                                                    msg_id__in=msg_ids)
+    if action:
+        found = found.filter(action=action)
+    return {copy.msg_id: {"queue": copy.copy_queue, "msg_id": copy.copy_msg_id, "at": copy.at.isoformat(),
+                          "by": copy.username, "action": copy.action} for copy in found.order_by("id")}
+
+
+def _record_copies(alias: str, *, username: str, action: str, queue: Queue, source: str, destination: Queue,
+                   new_ids: dict[int, int]) -> None:
+    MessageCopy.objects.using(alias).bulk_create([
+        MessageCopy(database=watched_name(), queue_name=queue.queue_name, msg_id=original, source=source,
+                    copy_queue=destination.queue_name, copy_msg_id=copy, action=action, username=username)
+        for original, copy in new_ids.items()])
 
 
 def batch_delete_archived(queue: Queue, msg_ids: list[int], *, capture_payloads: bool) -> BatchResult:
@@ -284,8 +315,19 @@ def batch_delete_archived(queue: Queue, msg_ids: list[int], *, capture_payloads:
                        else [])
 
 
-def run_batch(action: str, queue: Queue, msg_ids: list[int], parameters: dict, *,
-              capture_payloads: bool) -> BatchResult:
+def run_batch(action: str, queue: Queue, msg_ids: list[int], parameters: dict, *, capture_payloads: bool,
+              alias: str, username: str) -> BatchResult:
+    """One batch of `action`, inside an action_transaction whose records go through `alias`; the
+    copies it sends are recorded there too."""
+    result = _run_batch(action, queue, msg_ids, parameters, capture_payloads=capture_payloads, alias=alias)
+    if result.new_ids:
+        _record_copies(alias, username=username, action=action, queue=queue, source=ARCHIVE if action == REQUEUE else LIVE,
+                       destination=existing_queue(parameters["destination"]), new_ids=result.new_ids)
+    return result
+
+
+def _run_batch(action: str, queue: Queue, msg_ids: list[int], parameters: dict, *,
+               capture_payloads: bool, alias: str) -> BatchResult:
     if action == DELETE:
         return batch_delete(queue, msg_ids, capture_payloads=capture_payloads)
     if action == ARCHIVE_ACTION:
@@ -300,7 +342,8 @@ def run_batch(action: str, queue: Queue, msg_ids: list[int], parameters: dict, *
                           include_in_flight=parameters.get("include_in_flight", False))
     if action == REQUEUE:
         return batch_requeue(queue, msg_ids, destination=existing_queue(parameters["destination"]),
-                             remove_archived=parameters.get("remove_archived", False))
+                             remove_archived=parameters.get("remove_archived", False),
+                             again=parameters.get("again", False), alias=alias)
     if action == DELETE_ARCHIVED:
         return batch_delete_archived(queue, msg_ids, capture_payloads=capture_payloads)
     raise ActionRefused(f"unknown action {action!r}")
@@ -353,6 +396,8 @@ def _record(alias: str, *, user, action: str, queue_name: str, target: dict, req
         details["already_gone_msg_ids"] = result.already_gone
     if result.skipped:
         details["skipped_msg_ids"] = result.skipped
+    if result.copied_before:
+        details["requeued_before"] = {str(k): v for k, v in result.copied_before.items()}
     entry = AuditEntry(
         user_id=getattr(user, "pk", None), username=getattr(user, "username", "") or "(system)",
         action=action, queue_name=queue_name, target=as_jsonb(target), requested=requested,
@@ -408,7 +453,8 @@ def act_on_messages(*, user, queue: Queue, action: str, msg_ids: list[int], para
                             requested=len(msg_ids)):
         try:
             with action_transaction() as alias:
-                result = run_batch(action, queue, msg_ids, parameters, capture_payloads=_capture(action, len(msg_ids)))
+                result = run_batch(action, queue, msg_ids, parameters, capture_payloads=_capture(action, len(msg_ids)),
+                                   alias=alias, username=user.username)
                 entry = _record(alias, user=user, action=action, queue_name=queue.queue_name, target=target,
                                 requested=len(msg_ids), result=result, request_token=request_token)
         except DatabaseError as error:
@@ -440,25 +486,32 @@ def send_message(*, user, queue: Queue, message: RawJSON, headers: RawJSON | Non
 
 
 def edit_and_resend(*, user, queue: Queue, msg_id: int, source: str, destination: Queue, message: RawJSON,
-                    headers: RawJSON | None, request_token=None) -> Outcome:
+                    headers: RawJSON | None, include_in_flight: bool = False, request_token=None) -> Outcome:
     """Send an edited copy and archive the original, in one step. If a consumer took the original
-    meanwhile, nothing is sent: the copy would be a second delivery of work already done."""
+    meanwhile, nothing is sent: the copy would be a second delivery of work already done. One a
+    consumer is working on (in flight) is refused unless `include_in_flight`, for the same reason."""
     target = {"msg_id": msg_id, "source": source, "destination": destination.queue_name,
               "message": message, "headers": headers}
     with _recording_failure(user=user, action=EDIT_AND_RESEND, queue_name=queue.queue_name, target=target,
                             requested=1):
         try:
             with action_transaction() as alias:
-                if source == LIVE:
-                    archived = _pgmq_ids("SELECT * FROM pgmq.archive(%s, %s::bigint[])",
-                                         [queue.queue_name, [msg_id]])
+                there = _still_there(queue, source, [msg_id], lock=True)
+                if source == LIVE and there.get(msg_id, {}).get("in_flight") and not include_in_flight:
+                    raise SecondDelivery(f"message {msg_id} is in flight: a consumer is working on it now, and if it "
+                                         "finishes the edited copy is a second delivery of the same work; ask again "
+                                         "including messages in flight to send it anyway")
+                if source == LIVE and there:
+                    archived = _pgmq_ids("SELECT * FROM pgmq.archive(%s, %s::bigint[])", [queue.queue_name, [msg_id]])
                 else:
-                    archived = {msg_id} if _still_there(queue, ARCHIVE, [msg_id]) else set()
+                    archived = set(there)
                 if not archived:
                     result = BatchResult(already_gone=[msg_id])
                 else:
                     new_id = _send_copies(destination, [{"message_text": message, "headers_text": headers}])[0]
                     result = BatchResult(affected=[msg_id], new_ids={msg_id: new_id})
+                    _record_copies(alias, username=user.username, action=EDIT_AND_RESEND, queue=queue, source=source,
+                                   destination=destination, new_ids=result.new_ids)
                 entry = _record(alias, user=user, action=EDIT_AND_RESEND, queue_name=queue.queue_name,
                                 target=target, requested=1, result=result, request_token=request_token,
                                 details={"original_msg_id": msg_id, "destination": destination.queue_name,
@@ -611,7 +664,8 @@ def bulk_job_step(job: BulkJob, queue: Queue, matching, *, batch_size: int) -> b
                 affected, already_gone, skipped = removed, chosen_count - removed, 0
             else:
                 msg_ids = list(chosen)
-                result = run_batch(job.action, queue, msg_ids, job.parameters, capture_payloads=collecting)
+                result = run_batch(job.action, queue, msg_ids, job.parameters, capture_payloads=collecting, alias=alias,
+                                   username=job.username)
                 last = max(msg_ids, default=None)
                 affected, already_gone, skipped = len(result.affected), len(result.already_gone), len(result.skipped)
             if last is None:

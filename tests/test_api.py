@@ -88,7 +88,7 @@ def test_an_operators_action_is_done_and_recorded_with_its_name(client, as_role,
                            content_type="application/json", headers=as_role("Operator"))
     assert response.status_code == 200, response.content
     body = response.json()
-    assert body["result"] == {"affected": [1, 3], "already_gone": [], "skipped": [], "new_ids": {}}
+    assert body["result"] == {"affected": [1, 3], "already_gone": [], "skipped": [], "new_ids": {}, "requeued_before": {}}
     assert live_ids(pgmq_sql, "acted") == [2, 4]
     entry = AuditEntry.objects.get(pk=body["audit_id"])
     assert (entry.username, entry.action, entry.queue_name, entry.affected, entry.outcome) == (

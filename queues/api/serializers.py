@@ -143,6 +143,8 @@ class ActionParametersSerializer(serializers.Serializer):
     until = serializers.DateTimeField(required=False, help_text="delay: when the messages become visible")
     include_in_flight = serializers.BooleanField(
         required=False, help_text="retry, move: also messages a consumer is working on (a second delivery)")
+    again = serializers.BooleanField(
+        required=False, help_text="requeue: also messages requeued before (another copy: a second delivery)")
 
 
 class ActionRequestSerializer(serializers.Serializer):
@@ -162,6 +164,9 @@ class BatchResultSerializer(serializers.Serializer):
                                         help_text="a consumer deleted or archived them meanwhile: not an error")
     skipped = serializers.ListField(child=serializers.IntegerField())
     new_ids = serializers.DictField(child=serializers.IntegerField(), help_text="original msg_id -> copy's msg_id")
+    requeued_before = serializers.DictField(
+        child=serializers.DictField(), help_text="requeue: skipped, requeued before: msg_id -> where its copy went "
+                                                 "(queue, msg_id, at, by); `again` makes another")
 
 
 class ActionResultSerializer(serializers.Serializer):
@@ -313,6 +318,8 @@ class ResendRequestSerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=[LIVE, ARCHIVE], default=LIVE,
                                      help_text="where the original is: a live one is archived")
     destination = serializers.CharField(required=False, max_length=255, help_text="this queue by default")
+    include_in_flight = serializers.BooleanField(
+        default=False, help_text="also when a consumer is working on the original (a second delivery); 409 otherwise")
     request_token = serializers.UUIDField(required=False, help_text="the same token twice acts once (409)")
 
 

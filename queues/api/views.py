@@ -75,6 +75,9 @@ def answering_refusals(view):
     def answered(request: Request, *args, **kwargs) -> Response:
         try:
             return view(request, *args, **kwargs)
+        except services.SecondDelivery as error:
+            return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log."},
+                            status=status.HTTP_409_CONFLICT)
         except services.QueueMissing as error:
             return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log."},
                             status=status.HTTP_404_NOT_FOUND)
@@ -309,7 +312,7 @@ def message_action(request: Request, queue_name: str) -> Response:
     for name in ("destination", "original"):
         if parameters.get(name):
             posted[name] = parameters[name]
-    for name in ("remove_archived", "include_in_flight"):
+    for name in ("remove_archived", "include_in_flight", "again"):
         if parameters.get(name):
             posted[name] = "1"
     if parameters.get("until"):
@@ -326,7 +329,8 @@ def message_action(request: Request, queue_name: str) -> Response:
     return Response(s.ActionResultSerializer({
         "audit_id": outcome.audit.pk, "outcome": outcome.audit.outcome,
         "result": {"affected": result.affected, "already_gone": result.already_gone, "skipped": result.skipped,
-                   "new_ids": {str(original): new for original, new in result.new_ids.items()}},
+                   "new_ids": {str(original): new for original, new in result.new_ids.items()},
+                   "requeued_before": {str(original): copy for original, copy in result.copied_before.items()}},
     }).data)
 
 
@@ -463,7 +467,7 @@ def resend_message(request: Request, queue_name: str, msg_id: int) -> Response:
     outcome = services.edit_and_resend(
         user=request.user, queue=queue, msg_id=msg_id, source=source, destination=destination,
         message=form.cleaned_data["message"], headers=form.cleaned_data["headers"],
-        request_token=form.cleaned_data["request_token"])
+        include_in_flight=given["include_in_flight"], request_token=form.cleaned_data["request_token"])
     if outcome.result.already_gone:
         return Response({"detail": f"Message {msg_id} was taken by a consumer meanwhile: nothing was sent.",
                          "audit_id": outcome.audit.pk}, status=status.HTTP_404_NOT_FOUND)
@@ -497,7 +501,7 @@ def _bulk_action_form(request: Request, queue, *, confirmed: bool) -> forms.Mess
     for name in ("destination", "original"):
         if parameters.get(name):
             posted[name] = parameters[name]
-    for name in ("remove_archived", "include_in_flight"):
+    for name in ("remove_archived", "include_in_flight", "again"):
         if parameters.get(name):
             posted[name] = "1"
     if parameters.get("until"):

@@ -51,6 +51,7 @@ class ActionPlan:
     filter_words: str | None
     destinations: list[str]
     destructive: bool
+    requeued_before: dict[int, dict] = dataclasses.field(default_factory=dict)  # requeue: msg_id -> its copy
 
     @property
     def count_unless_in_flight(self) -> int | None:
@@ -64,13 +65,15 @@ def plan_action(queue: Queue, form: forms.MessageActionForm, *, redacted: bool) 
     data = form.cleaned_data
     action, source = data["action"], data["source"]
     model = queue.live_messages if source == LIVE else queue.archived_messages
-    in_flight = None
+    in_flight, requeued_before = None, {}
     if data["scope"] == "selected":
         ids = data["msg_id"]
         still_there = model.objects.filter(msg_id__in=ids).count()
         count, gone, words = still_there, len(ids) - still_there, None
         if source == LIVE and action in services.GUARDS_IN_FLIGHT:
             in_flight = model.objects.filter(msg_id__in=ids, vt__gt=Now(), read_ct__gt=0).count()
+        if action == services.REQUEUE:
+            requeued_before = services.copies_of(queue, ids, action=services.REQUEUE)
     else:
         message_filter = form.message_filter(redacted=redacted)
         count = messages.count_matching(queue, source, message_filter, budget_ms=COUNT_BUDGET_MS)
@@ -83,7 +86,8 @@ def plan_action(queue: Queue, form: forms.MessageActionForm, *, redacted: bool) 
         destinations = [name for name in destinations if name != queue.queue_name]
     return ActionPlan(action=action, label=ACTION_LABELS[action], source=source, count=count,
                       still_there=still_there, already_gone=gone, in_flight=in_flight, filter_words=words,
-                      destinations=destinations, destructive=action in services.DESTRUCTIVE)
+                      destinations=destinations, destructive=action in services.DESTRUCTIVE,
+                      requeued_before=requeued_before)
 
 
 def _dialog(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
@@ -191,10 +195,15 @@ def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpR
         except services.ActionRefused as refusal:
             form.add_error("destination", str(refusal))
         else:
-            outcome = services.edit_and_resend(
-                user=request.user, queue=queue, msg_id=msg_id, source=source, destination=destination,
-                message=form.cleaned_data["message"], headers=form.cleaned_data["headers"],
-                request_token=form.cleaned_data["request_token"])
+            try:
+                outcome = services.edit_and_resend(
+                    user=request.user, queue=queue, msg_id=msg_id, source=source, destination=destination,
+                    message=form.cleaned_data["message"], headers=form.cleaned_data["headers"],
+                    include_in_flight=form.cleaned_data["include_in_flight"],
+                    request_token=form.cleaned_data["request_token"])
+            except services.SecondDelivery as refusal:
+                form.add_error("include_in_flight", str(refusal))
+                return _edit_page(request, queue, form, original, source, status=409)
             if outcome.result.already_gone:
                 flash.error(request, f"Message {msg_id} was taken by a consumer meanwhile: nothing was sent.")
                 return redirect(reverse("messages", args=[queue.queue_name]))
@@ -202,11 +211,14 @@ def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpR
             flash.success(request, f"Sent the edited copy as message {new_id} to {destination.queue_name}"
                           + (f"; message {msg_id} is archived." if source == LIVE else "."))
             return redirect(reverse("message", args=[destination.queue_name, new_id]))
+    return _edit_page(request, queue, form, original, source, status=400 if request.method == "POST" else 200)
+
+
+def _edit_page(request: HttpRequest, queue: Queue, form, original, source: str, *, status: int) -> HttpResponse:
     return render(request, "queues/actions/edit.html", {
         "queue": queue, "form": form, "original": original, "source": source,
         "in_flight": source == LIVE and original.state == messages.IN_FLIGHT,
-        "destinations": Queue.objects.values_list("queue_name", flat=True)},
-        status=400 if request.method == "POST" else 200)
+        "destinations": Queue.objects.values_list("queue_name", flat=True)}, status=status)
 
 
 @require_http_methods(["GET", "POST"])
