@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from psycopg import errors as pg_errors
 
 
@@ -47,3 +47,18 @@ def took_too_long(error: BaseException) -> bool:
     the table (a purge's TRUNCATE, a migration): the database is fine, the query was bounded."""
     return isinstance(error, OperationalError) and isinstance(
         error.__cause__, (pg_errors.QueryCanceled, pg_errors.LockNotAvailable))
+
+
+# SQLSTATEs that mean "the server is not there for us": connection exceptions (08xxx),
+# administrator shutdown, crash shutdown, cannot connect now.
+CONNECTION_LOST_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def is_connection_failure(error: BaseException) -> bool:
+    """The database went away (or never answered), as opposed to refusing a statement."""
+    if isinstance(error, InterfaceError):
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(CONNECTION_LOST_STATES)

@@ -12,7 +12,13 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import get_script_prefix, set_script_prefix
 
-from dashboard.databases import database_label, first_line, took_too_long, unreachable_databases
+from dashboard.databases import (
+    database_label,
+    first_line,
+    is_connection_failure,
+    took_too_long,
+    unreachable_databases,
+)
 from queues.access import can_watch
 from queues.errors import error_answer
 from queues.pgmq import (
@@ -25,21 +31,6 @@ from queues.pgmq import (
 )
 
 logger = logging.getLogger(__name__)
-
-# SQLSTATEs that mean "the server is not there for us": connection exceptions (08xxx),
-# administrator shutdown, crash shutdown, cannot connect now.
-CONNECTION_LOST_STATES = ("08", "57P01", "57P02", "57P03")
-
-
-def is_connection_failure(error: BaseException) -> bool:
-    if isinstance(error, InterfaceError):
-        return True
-    if not isinstance(error, OperationalError):
-        return False
-    cause = error.__cause__
-    sqlstate = getattr(cause, "sqlstate", None)
-    return sqlstate is None or sqlstate.startswith(CONNECTION_LOST_STATES)
-
 
 def pgmq_is_missing() -> bool:
     with connections[watched_alias()].cursor() as cursor:

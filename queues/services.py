@@ -36,6 +36,7 @@ from django.db.models.functions import Cast, Now
 from django.utils import timezone
 from psycopg import sql
 
+from dashboard.databases import is_connection_failure
 from queues.jsontext import RawJSON, as_jsonb, json_text
 from queues.models import AuditEntry, BulkJob, MessageCopy
 from queues.pgmq import ARCHIVE, LIVE, Queue, watched_alias, watched_name
@@ -678,6 +679,8 @@ def bulk_job_step(job: BulkJob, queue: Queue, matching, *, batch_size: int) -> b
     except (ActionRefused, DatabaseError) as error:
         if isinstance(error.__cause__, TRANSIENT):
             raise TryAgain(str(error).strip()) from error
+        if is_connection_failure(error):
+            raise  # the batch was not done: the runner waits for the database and goes on
         fail_job(job, str(error).strip())
         return False
     return True

@@ -246,6 +246,36 @@ def test_the_api_answers_json_during_the_outage(dashboard):
         dashboard.server.start()
 
 
+def test_a_running_job_goes_on_within_seconds_of_the_database_coming_back(dashboard, tmp_path):
+    server = dashboard.server
+    queue = create_queue(server, "job_through_it", messages=400)
+    environment = {**os.environ, "PGMQ_DATABASE_URL": server.url, "DASHBOARD_BULK_BATCH_SIZE": "1"}
+    with open(tmp_path / "run_jobs.log", "w") as log:
+        runner = subprocess.Popen([sys.executable, "manage.py", "run_jobs", "--poll", "0.2"], cwd=BASE_DIR,
+                                  env=environment, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        session = dashboard.session()
+        session.get(f"/queues/{queue}/messages/")
+        started = session.post(f"/queues/{queue}/act/", {"action": "archive", "source": "live", "scope": "matching",
+                                                          "filter_query": "", "confirmed": "1"})
+        assert started.status == 200, started.text[:300]
+
+        def job() -> tuple:
+            return server.sql("SELECT status, affected FROM pgmq_dashboard.queues_bulkjob ORDER BY id DESC LIMIT 1")[0]
+
+        wait_for(lambda: job()[0] == "running" and job()[1] > 0, timeout=20, what="the job to be running")
+        server.stop("immediate")
+        server.start()
+        # Well inside the five statement timeouts after which another runner would take the job over.
+        wait_for(lambda: job()[0] != "running", timeout=60, what=lambda: f"the job to end, it is {job()}")
+        assert job() == ("done", 400)
+        assert server.sql(f'SELECT count(*) FROM pgmq."a_{queue}"')[0][0] == 400
+        assert runner.poll() is None, "the runner stopped"
+    finally:
+        runner.terminate()
+        runner.wait(timeout=15)
+
+
 def test_a_live_refresh_during_the_outage_answers_503_with_a_notice_the_page_shows(dashboard):
     server = dashboard.server
     queue = create_queue(server, "refreshed_in_the_dark", messages=2)

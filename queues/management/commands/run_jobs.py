@@ -18,9 +18,9 @@ from django.db import DatabaseError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from dashboard.databases import first_line
+from dashboard.databases import first_line, is_connection_failure, unreachable_databases
 from queues.models import BulkJob
-from queues.pgmq import Queue, watching
+from queues.pgmq import Queue, watched_alias, watching
 from queues.selectors.messages import filter_from_data, matching_ids, statement_budget
 from queues.services import TryAgain, bulk_job_step, end_job, fail_job
 
@@ -65,24 +65,46 @@ def _run_job(job: BulkJob, *, stopping: threading.Event) -> None:
         return matching_ids(queue, job.source, message_filter, after=after, limit=limit)
 
     failures = 0
-    # A job's statements may take longer than a page's: its own, bigger, limit.
-    with statement_budget(settings.JOB_STATEMENT_TIMEOUT_MS):
-        while not stopping.is_set():
-            try:
+    while not stopping.is_set():
+        try:
+            # A job's statements may take longer than a page's: its own, bigger, limit (set again
+            # on the new connection after an outage).
+            with statement_budget(settings.JOB_STATEMENT_TIMEOUT_MS):
                 if not bulk_job_step(job, queue, next_ids, batch_size=settings.BULK_BATCH_SIZE):
                     return
-                failures = 0
-            except TryAgain as error:
-                failures += 1
-                if failures >= ATTEMPTS:
-                    fail_job(job, f"{error} ({ATTEMPTS} times in a row)")
-                    return
-                logger.warning("job %s: %s; trying the batch again", job.pk, error)
-                stopping.wait(0.2 * 2 ** failures)
-            except Exception as error:  # a bug must end the job saying why, not kill the runner
+            failures = 0
+        except DatabaseError as error:
+            if not is_connection_failure(error):
                 logger.exception("job %s failed", job.pk)
-                fail_job(job, f"{type(error).__name__}: {error}")
+                fail_job(job, first_line(error))
                 return
+            # The database went away: this runner still holds the job (its lease outlives a short
+            # outage) and goes on from its last batch as soon as the database answers again.
+            logger.warning("job %s: %s; going on when the database is back", job.pk, first_line(error))
+            wait_for_databases(stopping)
+        except TryAgain as error:
+            failures += 1
+            if failures >= ATTEMPTS:
+                fail_job(job, f"{error} ({ATTEMPTS} times in a row)")
+                return
+            logger.warning("job %s: %s; trying the batch again", job.pk, error)
+            stopping.wait(0.2 * 2 ** failures)
+        except Exception as error:  # a bug must end the job saying why, not kill the runner
+            logger.exception("job %s failed", job.pk)
+            fail_job(job, f"{type(error).__name__}: {error}")
+            return
+
+
+def wait_for_databases(stopping: threading.Event, *, longest_wait: float = 5.0) -> None:
+    """Until the job's database and the dashboard's own answer again (or the runner is stopping)."""
+    wait = 0.2
+    while not stopping.is_set():
+        for connection in connections.all():
+            connection.close_if_unusable_or_obsolete()
+        if not unreachable_databases(["default", watched_alias()]):
+            return
+        stopping.wait(wait)
+        wait = min(wait * 2, longest_wait)
 
 
 def run_pending_jobs() -> int:
