@@ -20,3 +20,7 @@ errorlog = "-"
 # gunicorn's control socket lives in $HOME by default, shared by every gunicorn of the user.
 control_socket_disable = True
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn would take X-Forwarded-Proto (and two more) from any client on forwarded_allow_ips as
+# the request's scheme: only the header DASHBOARD_PROXY_SSL_HEADER names, as Django does.
+_proxy_ssl_header = os.environ.get("DASHBOARD_PROXY_SSL_HEADER", "").strip()
+secure_scheme_headers = {_proxy_ssl_header.upper(): "https"} if _proxy_ssl_header else {}

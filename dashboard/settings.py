@@ -108,6 +108,7 @@ MIDDLEWARE = [
     "queues.middleware.HealthEndpointMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "queues.middleware.NotCachedMiddleware",
     "queues.middleware.WatchedDatabaseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

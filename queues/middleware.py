@@ -209,3 +209,17 @@ class DatabaseUnavailableMiddleware:
                                 problems=problems)
         response["Retry-After"] = str(settings.REFRESH_SECONDS)
         return response
+
+
+class NotCachedMiddleware:
+    """Pages, API answers and downloads carry payloads and who did what: never kept by a browser's
+    or a proxy's cache (static files, answered earlier by whitenoise, keep theirs)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Cache-Control" not in response:
+            response["Cache-Control"] = "no-store, private"
+        return response

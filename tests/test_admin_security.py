@@ -239,3 +239,62 @@ def test_the_admins_audit_entry_redacts_a_deleted_payload_as_the_audit_page_does
         assert answer.status_code == 200, page
         assert "4111-secret" not in answer.content.decode(), page
     assert "[redacted]" in boss.get(f"/admin/queues/auditentry/{entry.pk}/change/").content.decode()
+
+
+# Smaller protections.
+
+
+def test_a_login_losing_its_last_scoped_role_sees_less_never_more(client, django_user_model):
+    from queues.models import AlertEpisode
+
+    own_database = Group.objects.create(name="main: Viewer")
+    user = user_in(django_user_model, "narrow", "main: Viewer")
+    client.force_login(user)
+    assert client.get("/").status_code == 200
+    user.groups.remove(own_database)
+    AlertEpisode.objects.create(database="main", rule="r", queue_name="q", measure="visible", threshold=1,
+                                state=AlertEpisode.FIRING, pending_since="2026-01-01T00:00:00Z")
+    for path in ("/", "/alerts/", "/audit/", "/api/v1/queues/"):
+        assert client.get(path).status_code == 403, path
+    refused = parse(client.get("/").content.decode())
+    assert not refused.select("[data-firing-alerts]"), "the 403 page tells of the database's alerts"
+    assert "test_" not in refused.select_one("header").get_text(), "the 403 page names the database's host"
+
+
+def test_pages_and_answers_with_payloads_are_never_cached(operator_client, make_queue, django_user_model):
+    make_queue("cached", messages=1)
+    from queues.tokens import issue_token
+
+    token = issue_token(django_user_model.objects.get(username="operator-user"))[1]
+    for path in ("/queues/cached/messages/", "/queues/cached/messages/1/", "/queues/cached/messages/1/raw/",
+                 "/queues/cached/", "/audit/"):
+        assert "no-store" in operator_client.get(path)["Cache-Control"], path
+    for path in ("/api/v1/queues/cached/messages/", "/api/v1/queues/cached/messages/1/"):
+        answer = operator_client.get(path, headers={"Authorization": f"Token {token}"})
+        assert "no-store" in answer["Cache-Control"], path
+
+
+def test_a_sign_in_lasts_twelve_hours_unless_set(client, django_user_model, settings):
+    user_in(django_user_model, "daily", "Viewer")
+    assert settings.SESSION_COOKIE_AGE == 12 * 3600
+    signed_in_answer = client.post("/login/", {"username": "daily", "password": PASSWORD})
+    assert signed_in_answer.cookies["sessionid"]["max-age"] == 12 * 3600
+
+
+def test_gunicorn_trusts_a_forwarded_scheme_only_when_told_to(pgmq_database_url, tmp_path):
+    import http.client
+    from urllib.parse import urlsplit
+
+    def answer(base_url: str):
+        parts = urlsplit(base_url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        connection.request("GET", "/login/", headers={"X-Forwarded-Proto": "https", "Host": "127.0.0.1"})
+        response = connection.getresponse()
+        return response.status, response.getheader("Location")
+
+    with gunicorn(pgmq_database_url, tmp_path, DASHBOARD_HTTPS="1") as base_url:
+        status, location = answer(base_url)
+        assert status == 301 and location.startswith("https://"), "a client's header made plain http count as https"
+    with gunicorn(pgmq_database_url, tmp_path, DASHBOARD_HTTPS="1", DASHBOARD_PROXY_SSL_HEADER="X-Forwarded-Proto") \
+            as base_url:
+        assert answer(base_url)[0] == 200
