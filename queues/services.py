@@ -39,7 +39,7 @@ from psycopg import sql
 from dashboard.databases import is_connection_failure
 from queues.jsontext import RawJSON, as_jsonb, json_text
 from queues.models import AuditEntry, BulkJob, MessageCopy
-from queues.pgmq import ARCHIVE, LIVE, Queue, watched_alias, watched_name
+from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, watched_alias, watched_name
 from queues.selectors.messages import statement_budget
 
 # What each action is called in the audit log and on the pages.
@@ -86,6 +86,7 @@ class BatchResult:
     new_ids: dict[int, int] = dataclasses.field(default_factory=dict)  # original msg_id -> new msg_id
     # A requeue of a message requeued before, left alone: original msg_id -> where its copy went.
     copied_before: dict[int, dict] = dataclasses.field(default_factory=dict)
+    payloads_left_out: bool = False  # deleted payloads too big together to keep in the record
     deleted_payloads: list[RawJSON] = dataclasses.field(default_factory=list)  # one JSON object each
 
 
@@ -126,7 +127,9 @@ def _save(instance, alias: str) -> None:
     instance._state.db = "default"
 
 
-def _rows(cursor_sql: str, params: list) -> list[tuple]:
+def _rows(cursor_sql: str, params: list | None) -> list[tuple]:
+    """Rows of a statement; params None for one with no placeholders (its % signs, in a quoted table
+    name, are then text)."""
     with connections[watched_alias()].cursor() as cursor:
         cursor.execute(cursor_sql, params)
         return cursor.fetchall()
@@ -190,6 +193,34 @@ def _send_copies(destination: Queue, rows: list[dict]) -> list[int]:
                                     [destination.queue_name, messages])]
 
 
+def _copy_rows(queue: Queue, kind: str, msg_ids: list[int], destination: Queue) -> dict[int, int]:
+    """Send a copy of these rows of `queue`'s live table or archive to `destination`, in msg_id
+    order, in one statement: the payloads go from table to table inside the database, however big,
+    exactly as stored. msg_id -> the copy's msg_id."""
+    if not msg_ids:
+        return {}
+    table = sql.Identifier(PGMQ_SCHEMA, queue.tables[kind].name)
+    ids = sql.Literal(sorted(msg_ids))
+
+    def column(name: str) -> sql.Composable:
+        if name not in queue.tables[kind].columns:
+            return sql.SQL("ARRAY(SELECT NULL::jsonb FROM {} WHERE msg_id = ANY({}::bigint[]) ORDER BY msg_id)").format(
+                table, ids)
+        return sql.SQL("ARRAY(SELECT {} FROM {} WHERE msg_id = ANY({}::bigint[]) ORDER BY msg_id)").format(
+            sql.Identifier(name), table, ids)
+
+    arguments = [sql.Literal(destination.queue_name), column("message")]
+    if "headers" in destination.tables[LIVE].columns:
+        arguments.append(column("headers"))
+    statement = sql.SQL("SELECT * FROM pgmq.send_batch({})").format(sql.SQL(", ").join(arguments))
+    ordered = sorted(_rows(sql.SQL("SELECT msg_id FROM {} WHERE msg_id = ANY({}::bigint[]) ORDER BY msg_id").format(
+        table, ids).as_string(), None))
+    with connections[watched_alias()].cursor() as cursor:
+        cursor.execute(statement.as_string())
+        copies = [row[0] for row in cursor.fetchall()]
+    return dict(zip((row[0] for row in ordered), copies, strict=True))
+
+
 # One batch of an action on known msg_ids, inside an action_transaction.
 
 
@@ -197,12 +228,27 @@ def _send_copies(destination: Queue, rows: list[dict]) -> list[int]:
 # among them (already gone), so archive, delete and requeue need no lock of their own.
 
 
+def _payloads_fit_record(queue: Queue, kind: str, msg_ids: list[int]) -> bool:
+    """Whether these messages' payloads, together, fit in one audit record: measured in the
+    database, so a huge one is never read only to be left out."""
+    if not msg_ids:
+        return True
+    table = sql.Identifier(PGMQ_SCHEMA, queue.tables[kind].name)
+    headers = (sql.SQL("coalesce(octet_length(headers::text), 0)") if "headers" in queue.tables[kind].columns
+               else sql.SQL("0"))
+    statement = sql.SQL("SELECT coalesce(sum(coalesce(octet_length(message::text), 0) + {}), 0) FROM {} "
+                        "WHERE msg_id = ANY({}::bigint[])").format(headers, table, sql.Literal(msg_ids))
+    return _rows(statement.as_string(), None)[0][0] <= PAYLOAD_BYTES_LIMIT
+
+
 def batch_delete(queue: Queue, msg_ids: list[int], *, capture_payloads: bool) -> BatchResult:
-    there = _still_there(queue, LIVE, msg_ids, payloads=True) if capture_payloads else None
+    capture = capture_payloads and _payloads_fit_record(queue, LIVE, msg_ids)
+    there = _still_there(queue, LIVE, msg_ids, payloads=True) if capture else None
     targets = list(there) if there is not None else msg_ids
     deleted = _pgmq_ids("SELECT * FROM pgmq.delete(%s, %s::bigint[])", [queue.queue_name, targets])
     return BatchResult(affected=sorted(deleted), already_gone=sorted(set(msg_ids) - deleted),
-                       deleted_payloads=[_payload_record(there[i]) for i in sorted(deleted)] if there else [])
+                       deleted_payloads=[_payload_record(there[i]) for i in sorted(deleted)] if there else [],
+                       payloads_left_out=capture_payloads and not capture)
 
 
 def batch_archive(queue: Queue, msg_ids: list[int]) -> BatchResult:
@@ -254,14 +300,16 @@ def batch_move(queue: Queue, msg_ids: list[int], *, destination: Queue, original
     if destination.tables[LIVE].name == queue.tables[LIVE].name:
         raise ActionRefused(f"“{destination.queue_name}” and “{queue.queue_name}” are one queue to pgmq "
                             "(their names differ only by case): a move would only renumber the messages")
-    there = _still_there(queue, LIVE, msg_ids, payloads=True, lock=True)
+    there = _still_there(queue, LIVE, msg_ids, lock=True)
     targets, skipped = _split_in_flight(there, include_in_flight)
+    # Copied while locked, then taken out: the locks keep consumers off them in between.
+    new_ids = _copy_rows(queue, LIVE, targets, destination)
     function = "pgmq.archive" if original == "archive" else "pgmq.delete"
     removed = _pgmq_ids(f"SELECT * FROM {function}(%s, %s::bigint[])", [queue.queue_name, targets])
-    moved = [there[msg_id] for msg_id in sorted(removed)]
-    new_ids = _send_copies(destination, moved)
+    if removed != set(targets):
+        raise ActionRefused(f"messages {sorted(set(targets) - removed)} went while locked: try again")  # undoes the copies
     return BatchResult(affected=sorted(removed), already_gone=sorted(set(msg_ids) - set(there)), skipped=skipped,
-                       new_ids=dict(zip((row["msg_id"] for row in moved), new_ids, strict=True)))
+                       new_ids=new_ids)
 
 
 def _delete_archived_rows(queue: Queue, msg_ids: list[int]) -> set[int]:
@@ -279,15 +327,14 @@ def batch_requeue(queue: Queue, msg_ids: list[int], *, destination: Queue, remov
     """A copy of each archived message sent to `destination`. One requeued before (by anyone, even
     at this very moment: the archived rows are locked first) is left alone unless asked `again`:
     a second copy is a second delivery."""
-    there = _still_there(queue, ARCHIVE, msg_ids, payloads=True, lock=True)
+    there = _still_there(queue, ARCHIVE, msg_ids, lock=True)
     copied_before = {} if again else copies_of(queue, list(there), action=REQUEUE, using=alias)
-    wanted = [msg_id for msg_id in there if msg_id not in copied_before]
-    chosen = _delete_archived_rows(queue, wanted) if remove_archived else set(wanted)
-    rows = [there[msg_id] for msg_id in sorted(chosen)]
-    new_ids = _send_copies(destination, rows)
-    return BatchResult(affected=sorted(chosen), already_gone=sorted(set(msg_ids) - set(there)),
-                       skipped=sorted(copied_before), copied_before=copied_before,
-                       new_ids=dict(zip((row["msg_id"] for row in rows), new_ids, strict=True)))
+    wanted = sorted(msg_id for msg_id in there if msg_id not in copied_before)
+    new_ids = _copy_rows(queue, ARCHIVE, wanted, destination)
+    if remove_archived:
+        _delete_archived_rows(queue, wanted)
+    return BatchResult(affected=wanted, already_gone=sorted(set(msg_ids) - set(there)),
+                       skipped=sorted(copied_before), copied_before=copied_before, new_ids=new_ids)
 
 
 def copies_of(queue: Queue, msg_ids: list[int], *, action: str | None = None, using: str = "default") -> dict[int, dict]:
@@ -309,11 +356,12 @@ def _record_copies(alias: str, *, username: str, action: str, queue: Queue, sour
 
 
 def batch_delete_archived(queue: Queue, msg_ids: list[int], *, capture_payloads: bool) -> BatchResult:
-    there = _still_there(queue, ARCHIVE, msg_ids, payloads=capture_payloads)
+    capture = capture_payloads and _payloads_fit_record(queue, ARCHIVE, msg_ids)
+    there = _still_there(queue, ARCHIVE, msg_ids, payloads=capture)
     deleted = _delete_archived_rows(queue, list(there))
     return BatchResult(affected=sorted(deleted), already_gone=sorted(set(msg_ids) - deleted),
-                       deleted_payloads=[_payload_record(there[i]) for i in sorted(deleted)] if capture_payloads
-                       else [])
+                       deleted_payloads=[_payload_record(there[i]) for i in sorted(deleted)] if capture else [],
+                       payloads_left_out=capture_payloads and not capture)
 
 
 def run_batch(action: str, queue: Queue, msg_ids: list[int], parameters: dict, *, capture_payloads: bool,
@@ -388,7 +436,7 @@ def _record(alias: str, *, user, action: str, queue_name: str, target: dict, req
     if outcome is None:
         outcome = AuditEntry.DONE if affected + len(result.skipped) == requested else AuditEntry.PARTIAL
     payloads = deleted_payloads if deleted_payloads is not None else (result.deleted_payloads or None)
-    if payloads is not None and not _payloads_fit(payloads):
+    if result.payloads_left_out or payloads is not None and not _payloads_fit(payloads):
         payloads = None  # too many to keep: the count says how many went
     details = dict(details or {})
     if result.new_ids:
@@ -536,11 +584,12 @@ def purge_queue(*, user, queue: Queue, request_token=None) -> Outcome:
         try:
             with statement_budget(settings.JOB_STATEMENT_TIMEOUT_MS), action_transaction() as alias:
                 _lock_table(queue, LIVE)
-                first = list(_still_there(queue, LIVE, list(queue.live_messages.objects.order_by("msg_id")
-                             .values_list("msg_id", flat=True)[: settings.AUDIT_PAYLOAD_LIMIT + 1]),
-                             payloads=True).values())
+                first_ids = list(queue.live_messages.objects.order_by("msg_id")
+                                 .values_list("msg_id", flat=True)[: settings.AUDIT_PAYLOAD_LIMIT + 1])
+                keep = len(first_ids) <= settings.AUDIT_PAYLOAD_LIMIT and _payloads_fit_record(queue, LIVE, first_ids)
+                first = list(_still_there(queue, LIVE, first_ids, payloads=True).values()) if keep else []
                 purged = _rows("SELECT pgmq.purge_queue(%s)", [queue.queue_name])[0][0]
-                payloads = [_payload_record(row) for row in first] if purged <= len(first) else None
+                payloads = [_payload_record(row) for row in first] if keep and purged <= len(first) else None
                 entry = _record(alias, user=user, action=PURGE, queue_name=queue.queue_name, target=target,
                                 requested=purged, affected=purged, outcome=AuditEntry.DONE, deleted_count=purged,
                                 deleted_payloads=payloads, request_token=request_token)
@@ -706,7 +755,7 @@ def _save_progress(job: BulkJob, alias: str, *, cursor: int, affected: int, alre
     # What the record keeps in full stops at its limits: past them, payloads and new ids are counted only.
     if collecting:
         batch_bytes = sum(map(len, result.deleted_payloads))
-        if (changes["affected"] <= settings.AUDIT_PAYLOAD_LIMIT
+        if (not result.payloads_left_out and changes["affected"] <= settings.AUDIT_PAYLOAD_LIMIT
                 and job.payload_bytes + batch_bytes <= PAYLOAD_BYTES_LIMIT):
             # Appended in the database, as exact JSON text: payloads never pass through Python floats.
             changes["deleted_payloads"] = Func(F("deleted_payloads"), as_jsonb(result.deleted_payloads),
