@@ -58,10 +58,16 @@ class QueueSerializer(serializers.Serializer):
                                              help_text="archived or deleted per second")
     rate_window_s = serializers.FloatField(source="rates.window_s", allow_null=True)
     sparkline = serializers.ListField(child=serializers.IntegerField(), help_text="backlog over the last 30 minutes")
+    shares_tables_with = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="other names pgmq.meta lists with this queue's very tables (pgmq lowercases names: `Foo` and `FOO` "
+                  "share q_foo); the figures are that table's. Purge, drop, move and requeue are refused (409)")
 
 
 class TotalsSerializer(serializers.Serializer):
-    queues = serializers.IntegerField()
+    queues = serializers.IntegerField(help_text="names listed in pgmq.meta")
+    tables = serializers.IntegerField(help_text="their distinct tables: names sharing one count it once in every "
+                                                "figure below")
     backlog = RowCountSerializer()
     visible = RowCountSerializer()
     in_flight = serializers.IntegerField()
@@ -323,3 +329,4 @@ class ResendResultSerializer(serializers.Serializer):
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
