@@ -330,3 +330,15 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
 
+
+class ConflictSerializer(ErrorSerializer):
+    """409: the request_token was used before (audit_id or job_id says where), or the queue shares its tables."""
+
+    audit_id = serializers.IntegerField(required=False)
+    job_id = serializers.IntegerField(required=False)
+    shares_tables_with = serializers.ListField(child=serializers.CharField(), required=False,
+                                               help_text="the other names with the queue's tables")
+    table = serializers.CharField(required=False, help_text="the live table they share")
+    resolve_sql = serializers.ListField(child=serializers.CharField(), required=False,
+                                        help_text="keeps only the name created first: removes the others' rows "
+                                                  "of pgmq.meta, leaving the tables and messages as they are")
