@@ -58,14 +58,16 @@ class Reading:
     poison: int | None
     removed_total: int | None
     in_flight: int
+    table: str  # the live table: names sharing one (pgmq.TableSharing) are alerted on once
 
 
 def readings_from(stats: list[QueueStats], poison: dict[str, int | None]) -> list[Reading]:
     return [Reading(queue_name=queue.name, measured_at=queue.measured_at,
                     oldest_visible_age_s=queue.oldest_visible_age_s, visible=queue.visible.value,
                     backlog=queue.backlog.value, poison=poison.get(queue.name), removed_total=queue.live.removed_total,
-                    in_flight=queue.in_flight)
-            for queue in stats]
+                    in_flight=queue.in_flight, table=queue.live.name)
+            # Of names sharing a table, the one created first comes first: the alert is under its name.
+            for queue in sorted(stats, key=lambda queue: (queue.queue.created_at, queue.name))]
 
 
 def rules_for_database(database: str) -> list[dict]:
@@ -152,9 +154,11 @@ def evaluate_alerts(readings: list[Reading]) -> None:
     if rules:
         history = _history_for(rules, readings)
         for rule in rules:
+            evaluated_tables = set()
             for reading in readings:
-                if not fnmatchcase(reading.queue_name, rule["queues"]):
+                if not fnmatchcase(reading.queue_name, rule["queues"]) or reading.table in evaluated_tables:
                     continue
+                evaluated_tables.add(reading.table)
                 value = measure_value(rule, reading, history.get(reading.queue_name, []))
                 episode = open_episodes.pop((rule["name"], reading.queue_name), None)
                 _step(database, rule, reading, value, episode)

@@ -4,7 +4,8 @@ pgmq keeps queue X in pgmq."q_x" (live messages) and pgmq."a_x" (the archive), t
 pgmq's own rule lower('q_' || X). The database computes that rule here too, because Python's
 str.lower() and PostgreSQL's lower() disagree on some non-ASCII letters. Queue names may hold
 capitals, dashes, spaces, double quotes and non-ASCII letters, so a table name is always quoted as
-an identifier, never pasted into SQL.
+an identifier, never pasted into SQL. Two names can get one table (`Foo` and `FOO` both get q_foo):
+table_sharing() says which.
 
 The per-queue models are unmanaged classes built at run time from one abstract definition, one
 class per table and column set, created once and cached. They live in a registry of their own so
@@ -106,6 +107,10 @@ class QueueQuerySet(models.QuerySet):
             for kind, prefix in TABLE_PREFIXES.items()
         })
 
+    def given_the_tables_of(self, queue_name: str) -> QueueQuerySet:
+        """The queues pgmq.meta lists whose tables pgmq names as it would name `queue_name`'s."""
+        return self.with_table_names().filter(live_table=Lower(Concat(Value(TABLE_PREFIXES[LIVE]), Value(queue_name))))
+
 
 class Queue(PgmqModel):
     """A row of pgmq.meta, the control table listing every queue."""
@@ -127,6 +132,11 @@ class Queue(PgmqModel):
     @cached_property
     def tables(self) -> dict[str, QueueTable]:
         return queue_tables(self.queue_name)
+
+    @cached_property
+    def table_sharing(self) -> TableSharing | None:
+        """Which other names have this queue's tables (None: none has), asked once per Queue object."""
+        return table_sharing([self.queue_name]).get(self.queue_name)
 
     @property
     def live_messages(self) -> type[Message]:
@@ -197,6 +207,63 @@ def queue_tables(queue_name: str) -> dict[str, QueueTable]:
             kind: QueueTable(queue_name=queue_name, kind=kind, name=relname, columns=frozenset(columns))
             for kind, relname, columns in cursor.fetchall()
         }
+
+
+@dataclass(frozen=True)
+class TableSharing:
+    """Names pgmq.meta lists as separate queues that pgmq gives one pair of tables: it lowercases a
+    name to make its tables' (`Foo` and `FOO` both get q_foo / a_foo). What pgmq does to the
+    tables through one name (purge, drop) it does to the other's messages too."""
+
+    queue_name: str
+    live_table: str
+    archive_table: str
+    names: tuple[str, ...]  # every name with these tables, the first created first (queue_name included)
+
+    @property
+    def others(self) -> tuple[str, ...]:
+        return tuple(name for name in self.names if name != self.queue_name)
+
+    @property
+    def first_listed(self) -> str:
+        """The name created first: the one the table's figures are reported under where it must be
+        counted once (/metrics, alerts), and the one kept by resolve_sql."""
+        return self.names[0]
+
+    @property
+    def resolve_sql(self) -> list[str]:
+        """What keeps only the name created first: the others' rows of pgmq.meta removed, the tables
+        and every message left as they are."""
+        return [f"DELETE FROM pgmq.meta WHERE queue_name = {sql.Literal(name).as_string()};" for name in self.names[1:]]
+
+    @property
+    def new_queue_sql(self) -> str:
+        """An example of creating a second queue under a name of its own."""
+        return f"SELECT pgmq.create({sql.Literal(self.live_table.removeprefix('q_') + '_2').as_string()});"
+
+
+def table_sharing(queue_names: list[str] | None = None) -> dict[str, TableSharing]:
+    """Each queue (of queue_names, or of all) whose tables pgmq also gives another name in pgmq.meta.
+
+    Asked of the database each time, never kept: a name can be added by SQL at any moment.
+    """
+    with connections[watched_alias()].cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT lower('q_' || queue_name), lower('a_' || min(queue_name)),
+                   array_agg(queue_name::text ORDER BY created_at, queue_name COLLATE "C")
+            FROM pgmq.meta
+            WHERE %(names)s::text[] IS NULL
+               OR lower('q_' || queue_name) IN (SELECT lower('q_' || name) FROM unnest(%(names)s::text[]) name)
+            GROUP BY lower('q_' || queue_name)
+            HAVING count(*) > 1
+            """,
+            {"names": queue_names},
+        )
+        groups = cursor.fetchall()
+    wanted = None if queue_names is None else set(queue_names)
+    return {name: TableSharing(queue_name=name, live_table=live, archive_table=archive, names=tuple(names))
+            for live, archive, names in groups for name in names if wanted is None or name in wanted}
 
 
 # Models built at run time register here instead of in Django's own registry.

@@ -39,7 +39,7 @@ from psycopg import sql
 from dashboard.databases import is_connection_failure
 from queues.jsontext import RawJSON, as_jsonb, json_text
 from queues.models import AuditEntry, BulkJob, MessageCopy
-from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, watched_alias, watched_name
+from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, TableSharing, table_sharing, watched_alias, watched_name
 from queues.selectors.messages import statement_budget
 
 # What each action is called in the audit log and on the pages.
@@ -68,6 +68,37 @@ class QueueMissing(ActionRefused):
 
 class SecondDelivery(ActionRefused):
     """Asked to copy a message a consumer is working on, without saying a second delivery is meant."""
+
+
+# What an action done through one of several names sharing a table (see pgmq.TableSharing) would
+# do to the others' messages.
+SHARED_TABLE_CONSEQUENCES = {
+    PURGE: "a purge through either name empties the queue of both",
+    DROP_QUEUE: "a drop through either name destroys the messages of both and leaves the other listed in "
+                "pgmq.meta without tables",
+    MOVE: "moving messages into or out of either name moves them into or out of both",
+    REQUEUE: "requeueing messages into or out of either name requeues them into or out of both",
+    EDIT_AND_RESEND: "a copy sent to either name lands in both",
+}
+
+
+class TablesShared(ActionRefused):
+    """Refused because a queue the action names shares its tables with another name."""
+
+    def __init__(self, sharing: TableSharing, action: str) -> None:
+        others = ", ".join(f"“{name}”" for name in sharing.others)
+        names = "both names" if len(sharing.names) == 2 else f"all {len(sharing.names)} names"
+        super().__init__(f"“{sharing.queue_name}” shares its tables with {others} (pgmq gives {names} the table "
+                         f"{sharing.live_table}): {SHARED_TABLE_CONSEQUENCES[action]}; keep one name first")
+        self.sharing, self.action = sharing, action
+
+
+def refuse_shared_tables(action: str, *queues: Queue) -> None:
+    """Refuse `action` if one of `queues` shares its tables, asked of pgmq.meta now."""
+    found = table_sharing([queue.queue_name for queue in queues])
+    for queue in queues:
+        if queue.queue_name in found:
+            raise TablesShared(found[queue.queue_name], action)
 
 
 class AlreadyDone(Exception):
@@ -300,6 +331,7 @@ def batch_move(queue: Queue, msg_ids: list[int], *, destination: Queue, original
     if destination.tables[LIVE].name == queue.tables[LIVE].name:
         raise ActionRefused(f"“{destination.queue_name}” and “{queue.queue_name}” are one queue to pgmq "
                             "(their names differ only by case): a move would only renumber the messages")
+    refuse_shared_tables(MOVE, queue, destination)
     there = _still_there(queue, LIVE, msg_ids, lock=True)
     targets, skipped = _split_in_flight(there, include_in_flight)
     # Copied while locked, then taken out: the locks keep consumers off them in between.
@@ -327,6 +359,7 @@ def batch_requeue(queue: Queue, msg_ids: list[int], *, destination: Queue, remov
     """A copy of each archived message sent to `destination`. One requeued before (by anyone, even
     at this very moment: the archived rows are locked first) is left alone unless asked `again`:
     a second copy is a second delivery."""
+    refuse_shared_tables(REQUEUE, queue, destination)
     there = _still_there(queue, ARCHIVE, msg_ids, lock=True)
     copied_before = {} if again else copies_of(queue, list(there), action=REQUEUE, using=alias)
     wanted = sorted(msg_id for msg_id in there if msg_id not in copied_before)
@@ -543,6 +576,8 @@ def edit_and_resend(*, user, queue: Queue, msg_id: int, source: str, destination
               "message": message, "headers": headers}
     with _recording_failure(user=user, action=EDIT_AND_RESEND, queue_name=queue.queue_name, target=target,
                             requested=1):
+        if destination.queue_name != queue.queue_name:
+            refuse_shared_tables(EDIT_AND_RESEND, queue, destination)
         try:
             with action_transaction() as alias:
                 there = _still_there(queue, source, [msg_id], lock=True)
@@ -581,6 +616,7 @@ def purge_queue(*, user, queue: Queue, request_token=None) -> Outcome:
     """
     target = {"queue": queue.queue_name}
     with _recording_failure(user=user, action=PURGE, queue_name=queue.queue_name, target=target, requested=0):
+        refuse_shared_tables(PURGE, queue)
         try:
             with statement_budget(settings.JOB_STATEMENT_TIMEOUT_MS), action_transaction() as alias:
                 _lock_table(queue, LIVE)
@@ -602,7 +638,7 @@ def purge_queue(*, user, queue: Queue, request_token=None) -> Outcome:
 def create_queue(*, user, name: str, unlogged: bool, request_token=None) -> Outcome:
     target = {"queue": name, "unlogged": unlogged}
     with _recording_failure(user=user, action=CREATE_QUEUE, queue_name=name, target=target, requested=1):
-        clash = Queue.objects.filter(queue_name__iexact=name).first()
+        clash = Queue.objects.given_the_tables_of(name).first()
         if clash is not None:
             # pgmq names tables by lower(name): Orders and orders would share one table.
             raise ActionRefused(f"a queue named “{clash.queue_name}” exists; pgmq would give both the same table")
@@ -625,6 +661,7 @@ def drop_queue(*, user, queue: Queue, request_token=None) -> Outcome:
     queue created later under the same name is another queue."""
     target = {"queue": queue.queue_name}
     with _recording_failure(user=user, action=DROP_QUEUE, queue_name=queue.queue_name, target=target, requested=1):
+        refuse_shared_tables(DROP_QUEUE, queue)
         try:
             with statement_budget(settings.JOB_STATEMENT_TIMEOUT_MS), action_transaction() as alias:
                 _lock_table(queue, LIVE)
@@ -651,6 +688,12 @@ def drop_queue(*, user, queue: Queue, request_token=None) -> Outcome:
 
 def create_bulk_job(*, user, queue: Queue, source: str, action: str, parameters: dict, filter_data: dict,
                     filter_words: str, expected: int | None, request_token=None) -> BulkJob:
+    if action in (MOVE, REQUEUE):
+        destination = Queue.objects.filter(queue_name=parameters.get("destination")).first()
+        with _recording_failure(user=user, action=action, queue_name=queue.queue_name, requested=expected or 0,
+                                target={"filter": filter_data, "filter_in_words": filter_words, "source": source,
+                                        "parameters": parameters}):
+            refuse_shared_tables(action, queue, *([destination] if destination else []))
     try:
         with transaction.atomic():
             return BulkJob.objects.create(

@@ -59,10 +59,16 @@ class QueueSerializer(serializers.Serializer):
                                              help_text="archived or deleted per second")
     rate_window_s = serializers.FloatField(source="rates.window_s", allow_null=True)
     sparkline = serializers.ListField(child=serializers.IntegerField(), help_text="backlog over the last 30 minutes")
+    shares_tables_with = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="other names pgmq.meta lists with this queue's very tables (pgmq lowercases names: `Foo` and `FOO` "
+                  "share q_foo); the figures are that table's. Purge, drop, move and requeue are refused (409)")
 
 
 class TotalsSerializer(serializers.Serializer):
-    queues = serializers.IntegerField()
+    queues = serializers.IntegerField(help_text="names listed in pgmq.meta")
+    tables = serializers.IntegerField(help_text="their distinct tables: names sharing one count it once in every "
+                                                "figure below")
     backlog = RowCountSerializer()
     visible = RowCountSerializer()
     in_flight = serializers.IntegerField()
@@ -334,3 +340,16 @@ class ResendResultSerializer(serializers.Serializer):
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+
+class ConflictSerializer(ErrorSerializer):
+    """409: the request_token was used before (audit_id or job_id says where), or the queue shares its tables."""
+
+    audit_id = serializers.IntegerField(required=False)
+    job_id = serializers.IntegerField(required=False)
+    shares_tables_with = serializers.ListField(child=serializers.CharField(), required=False,
+                                               help_text="the other names with the queue's tables")
+    table = serializers.CharField(required=False, help_text="the live table they share")
+    resolve_sql = serializers.ListField(child=serializers.CharField(), required=False,
+                                        help_text="keeps only the name created first: removes the others' rows "
+                                                  "of pgmq.meta, leaving the tables and messages as they are")

@@ -75,6 +75,10 @@ def answering_refusals(view):
     def answered(request: Request, *args, **kwargs) -> Response:
         try:
             return view(request, *args, **kwargs)
+        except services.TablesShared as error:
+            return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log.",
+                             "shares_tables_with": list(error.sharing.others), "table": error.sharing.live_table,
+                             "resolve_sql": error.sharing.resolve_sql}, status=status.HTTP_409_CONFLICT)
         except services.SecondDelivery as error:
             return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log."},
                             status=status.HTTP_409_CONFLICT)
@@ -147,7 +151,8 @@ OVERVIEW_PARAMETERS = [
 
 
 WRITE_ERRORS = {**ERRORS, 403: s.ErrorSerializer, 409: OpenApiResponse(
-    s.ErrorSerializer, description="this request_token was used before: nothing was done again")}
+    s.ConflictSerializer, description="this request_token was used before: nothing was done again; or the queue (or "
+                                      "the destination) shares its tables with another name: nothing was done")}
 
 
 @api(["GET", "POST"], permissions=(IsAuthenticated, ReadsOrAdministers), schemas={

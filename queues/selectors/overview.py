@@ -1,4 +1,7 @@
-"""The overview: every queue's figures, health, rates and sparkline; searched, sorted, paged."""
+"""The overview: every queue's figures, health, rates and sparkline; searched, sorted, paged.
+
+Names sharing one table (pgmq.TableSharing) each have their row, marked, and the totals count the
+table once."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,10 +11,10 @@ from datetime import datetime
 from django.core.paginator import Page, Paginator
 
 from queues.health import Health, queue_health
-from queues.pgmq import Queue
+from queues.pgmq import Queue, TableSharing, table_sharing
 from queues.selectors import history
 from queues.selectors.history import Rates
-from queues.selectors.stats import QueueStats, RowCount, shared_queue_stats
+from queues.selectors.stats import QueueStats, RowCount, one_per_table, shared_queue_stats
 
 QUEUES_PER_PAGE = 50
 
@@ -29,11 +32,17 @@ class OverviewRow:
     poison: PoisonCount | None
     health: Health
     sparkline: list[int] = dataclasses.field(default_factory=list)
+    table_sharing: TableSharing | None = None  # other names in pgmq.meta have this queue's tables
+
+    @property
+    def shares_tables_with(self) -> list[str]:
+        return list(self.table_sharing.others) if self.table_sharing else []
 
 
 @dataclasses.dataclass(frozen=True)
 class Totals:
-    queues: int
+    queues: int  # names listed in pgmq.meta
+    tables: int  # their distinct tables: each figure below counts a table once
     backlog: RowCount
     visible: RowCount
     in_flight: int
@@ -73,7 +82,7 @@ def overview(*, search: str = "", sort: str = "name", descending: bool = False, 
     names = list(Queue.objects.values_list("queue_name", flat=True))
     wanted = [name for name in names if search.casefold() in name.casefold()]
     stats = shared_queue_stats(wanted) if wanted else []
-    rows = _rows(stats)
+    rows = _rows(stats, table_sharing(wanted) if wanted else {})
     key = SORT_KEYS[sort]
     # Unknown values (an empty queue's age, a rate without history) stay last either way.
     known = sorted((row for row in rows if key(row) is not None),
@@ -87,7 +96,7 @@ def overview(*, search: str = "", sort: str = "name", descending: bool = False, 
     return Overview(page=page_of_rows, totals=_totals(rows), all_queues=len(names))
 
 
-def _rows(stats: list[QueueStats]) -> list[OverviewRow]:
+def _rows(stats: list[QueueStats], sharing: dict[str, TableSharing]) -> list[OverviewRow]:
     if not stats:
         return []
     rates = history.rates(stats)
@@ -97,7 +106,8 @@ def _rows(stats: list[QueueStats]) -> list[OverviewRow]:
         poison = poison_counts.get(queue.name)
         health = queue_health(queue.name, oldest_visible_age_s=queue.oldest_visible_age_s,
                               backlog=queue.backlog.value, poison=poison.value if poison else None)
-        rows.append(OverviewRow(stats=queue, rates=rates[queue.name], poison=poison, health=health))
+        rows.append(OverviewRow(stats=queue, rates=rates[queue.name], poison=poison, health=health,
+                                table_sharing=sharing.get(queue.name)))
     return rows
 
 
@@ -123,7 +133,7 @@ def all_queue_stats() -> list[QueueStats]:
 
 def row_for(stats: QueueStats) -> OverviewRow:
     """One queue's row, as the overview would show it."""
-    return _rows([stats])[0]
+    return _rows([stats], table_sharing([stats.name]))[0]
 
 
 def _sum_rates(values: list[float | None]) -> float | None:
@@ -134,15 +144,17 @@ def _sum_rates(values: list[float | None]) -> float | None:
 def _totals(rows: list[OverviewRow]) -> Totals:
     zero = RowCount(0, exact=True)
     backlog, visible, archived = zero, zero, zero
-    for row in rows:
+    kept = {id(stats) for stats in one_per_table([row.stats for row in rows])}
+    tables = [row for row in rows if id(row.stats) in kept]  # names sharing a table: it counts once
+    for row in tables:
         backlog += row.stats.backlog
         visible += row.stats.visible
         archived += row.stats.archived or zero
     return Totals(
-        queues=len(rows), backlog=backlog, visible=visible,
-        in_flight=sum(row.stats.in_flight for row in rows), delayed=sum(row.stats.delayed for row in rows),
-        archived=archived, sent=sum(row.stats.sent_total for row in rows),
-        enqueue_rate=_sum_rates([row.rates.enqueue for row in rows]),
-        processing_rate=_sum_rates([row.rates.processing for row in rows]),
+        queues=len(rows), tables=len(tables), backlog=backlog, visible=visible,
+        in_flight=sum(row.stats.in_flight for row in tables), delayed=sum(row.stats.delayed for row in tables),
+        archived=archived, sent=sum(row.stats.sent_total for row in tables),
+        enqueue_rate=_sum_rates([row.rates.enqueue for row in tables]),
+        processing_rate=_sum_rates([row.rates.processing for row in tables]),
         health=dict(Counter(row.health.state for row in rows)),
     )

@@ -206,11 +206,12 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
     """
     catalog = _catalog(list(names) if names is not None else None)
     probes: dict[str, tuple] = {}
-    for start in range(0, len(catalog), PROBES_PER_STATEMENT):
+    tables = list({entry.live.name: entry for entry in catalog}.values())  # names sharing a table: probed once
+    for start in range(0, len(tables), PROBES_PER_STATEMENT):
         statement = sql.SQL(" UNION ALL ").join(
             _probe_query(entry.live.name, entry.archive.name if entry.archive else None, entry.sequence,
                          count_live=_is_small(entry.live), count_archive=_is_small(entry.archive))
-            for entry in catalog[start:start + PROBES_PER_STATEMENT]
+            for entry in tables[start:start + PROBES_PER_STATEMENT]
         )
         with connections[watched_alias()].cursor() as cursor:
             cursor.execute(statement.as_string())
@@ -247,6 +248,17 @@ def shared_queue_stats(names: list[str]) -> list[QueueStats]:
         found = queue_stats(names)
         cache.set(key, found, settings.STATS_CACHE_SECONDS)
     return found
+
+
+def one_per_table(stats: list[QueueStats]) -> list[QueueStats]:
+    """Each live table once: of names sharing one (see pgmq.TableSharing), the first in `stats` stands for it."""
+    seen: set[str] = set()
+    kept = []
+    for queue in stats:
+        if queue.live.name not in seen:
+            seen.add(queue.live.name)
+            kept.append(queue)
+    return kept
 
 
 def _seconds(value: object) -> float | None:

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from queues import forms, redaction, services
 from queues.models import BulkJob
-from queues.pgmq import ARCHIVE, LIVE, Queue, watched_name
+from queues.pgmq import ARCHIVE, LIVE, Queue, TableSharing, table_sharing, watched_name
 from queues.selectors import messages, stats
 from queues.views.pages import get_queue_or_404
 
@@ -35,6 +35,9 @@ ACTION_LABELS = {
     services.DELETE: "Delete", services.MOVE: "Move to another queue", services.REQUEUE: "Requeue",
     services.DELETE_ARCHIVED: "Delete from the archive",
 }
+# What the page explaining a refusal for tables shared between names calls each action it refuses.
+SHARED_TABLES_ACTIONS = {services.PURGE: "Purge", services.DROP_QUEUE: "Drop", services.MOVE: "Move",
+                         services.REQUEUE: "Requeue", services.EDIT_AND_RESEND: "Edit and resend"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,18 @@ class ActionPlan:
     destinations: list[str]
     destructive: bool
     requeued_before: dict[int, dict] = dataclasses.field(default_factory=dict)  # requeue: msg_id -> its copy
+    queue_name: str = ""  # the source
+    # For a move or requeue, every name whose tables another name shares: moving from or to one is refused.
+    table_sharing: dict[str, TableSharing] = dataclasses.field(default_factory=dict)
+
+    @property
+    def refused_for_shared_tables(self) -> TableSharing | None:
+        """The source queue's sharing when this is a move or requeue from it (refused)."""
+        return self.table_sharing.get(self.queue_name) if self.action in (services.MOVE, services.REQUEUE) else None
+
+    @property
+    def destination_choices(self) -> list[tuple[str, TableSharing | None]]:
+        return [(name, self.table_sharing.get(name)) for name in self.destinations]
 
     @property
     def count_unless_in_flight(self) -> int | None:
@@ -87,7 +102,9 @@ def plan_action(queue: Queue, form: forms.MessageActionForm, *, redacted: bool) 
     return ActionPlan(action=action, label=ACTION_LABELS[action], source=source, count=count,
                       still_there=still_there, already_gone=gone, in_flight=in_flight, filter_words=words,
                       destinations=destinations, destructive=action in services.DESTRUCTIVE,
-                      requeued_before=requeued_before)
+                      requeued_before=requeued_before,
+                      queue_name=queue.queue_name,
+                      table_sharing=table_sharing() if action in (services.MOVE, services.REQUEUE) else {})
 
 
 def _dialog(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
@@ -123,6 +140,9 @@ def message_action(request: HttpRequest, queue_name: str) -> HttpResponse:
             user=request.user, queue=queue, source=data["source"], action=data["action"],
             parameters=form.parameters(), filter_data=messages.filter_to_data(message_filter),
             filter_words=plan.filter_words, expected=plan.count, request_token=data["request_token"])
+    except services.TablesShared as refusal:
+        return _dialog(request, {**context, "stage": "refused", "refusal": str(refusal), "sharing": refusal.sharing},
+                       status=409)
     except services.ActionRefused as refusal:
         return _dialog(request, {**context, "stage": "refused", "refusal": str(refusal)}, status=400)
     except services.AlreadyDone as done:
@@ -146,6 +166,8 @@ def answers_refusals(view):
         except services.AlreadyDone as done:
             flash.info(request, "That was already done: the form was sent twice. Here is the record of the first time.")
             return redirect(reverse("audit-entry", args=[done.record.pk]))
+        except services.TablesShared as refusal:
+            return shared_tables_page(request, refusal.sharing, refusal.action, refusal=str(refusal))
         except services.ActionRefused as refusal:
             flash.error(request, f"Not done: {refusal}. Nothing was changed; the attempt is in the audit log.")
             queue_name = kwargs.get("queue_name")
@@ -153,6 +175,15 @@ def answers_refusals(view):
                 return redirect(reverse("queue", args=[queue_name]))
             return redirect(reverse("overview"))
     return answering
+
+
+def shared_tables_page(request: HttpRequest, sharing: TableSharing, action: str, *,
+                       refusal: str | None = None) -> HttpResponse:
+    """Why `action` is off for a queue whose tables another name shares, and the SQL that resolves it:
+    instead of the action's form (200), or as the answer to an attempt (409)."""
+    return render(request, "queues/shared_tables.html", {
+        "sharing": sharing, "action_label": SHARED_TABLES_ACTIONS[action], "refusal": refusal,
+    }, status=409 if refusal else 200)
 
 
 @require_http_methods(["GET", "POST"])
@@ -226,6 +257,8 @@ def _edit_page(request: HttpRequest, queue: Queue, form, original, source: str, 
 @answers_refusals
 def purge_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
+    if request.method == "GET" and queue.table_sharing:
+        return shared_tables_page(request, queue.table_sharing, services.PURGE)
     form = forms.TypedConfirmationForm(posted(request), expected=queue.queue_name)
     if request.method == "POST" and form.is_valid():
         outcome = services.purge_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])
@@ -243,6 +276,8 @@ def purge_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
 @answers_refusals
 def drop_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
+    if request.method == "GET" and queue.table_sharing:
+        return shared_tables_page(request, queue.table_sharing, services.DROP_QUEUE)
     form = forms.TypedConfirmationForm(posted(request), expected=queue.queue_name)
     if request.method == "POST" and form.is_valid():
         services.drop_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])

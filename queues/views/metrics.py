@@ -4,7 +4,9 @@ The figures are the overview's own (queues.selectors.overview: one catalog query
 probes, shared for STATS_CACHE_SECONDS with open overviews), so a scrape costs what an overview
 refresh costs and shows the same numbers. Off (404) unless DASHBOARD_METRICS_TOKEN is set; then
 only a request bearing that token is answered. It needs no sign-in: Prometheus has no session.
-Every watched database is in one scrape, each series labelled with its name (`database`).
+Every watched database is in one scrape, each series labelled with its name (`database`). Names
+sharing one table (pgmq.TableSharing) are reported once, under the name created first, so a sum()
+counts the table once; pgmq_queue_shared_tables says where the others went.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, gener
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from queues.pgmq import watched_aliases, watched_name, watching
+from queues.pgmq import TableSharing, table_sharing, watched_aliases, watched_name, watching
 from queues.selectors import overview
 from queues.selectors.stats import QueueStats, RowCount
 
@@ -46,6 +48,7 @@ class QueueCollector(Collector):
                 try:
                     stats = overview.all_queue_stats()
                     poison = overview.poison_by_queue(stats)
+                    sharing = table_sharing()
                 except DatabaseError as error:
                     # pgmq_up 0 is the answer Prometheus alerts on; a 5xx would only say "scrape failed".
                     logger.warning("metrics: the pgmq database %s did not answer: %s", watched_name(),
@@ -53,7 +56,7 @@ class QueueCollector(Collector):
                     up.add_metric([watched_name()], 0)
                     continue
                 up.add_metric([watched_name()], 1)
-                _add_queue_metrics(families, watched_name(), stats, poison)
+                _add_queue_metrics(families, watched_name(), stats, poison, sharing)
         yield from families.values()
         yield up
         yield GaugeMetricFamily("pgmq_dashboard_scrape_duration_seconds",
@@ -79,6 +82,9 @@ QUEUE_GAUGES = {
 SENT_HELP = ("Messages ever sent to the queue: its msg_id sequence (starts again from 0 if the queue is dropped and "
              "created again).")
 ESTIMATED_HELP = "1 when the figure named (backlog, visible, archived) is PostgreSQL's estimate, 0 when it was counted."
+SHARED_HELP = ("1 for a queue name whose tables pgmq also gives the name reported_as, created before it (pgmq "
+               "lowercases names: Foo and FOO share q_foo). Its figures are that table's, reported once, under "
+               "reported_as.")
 
 
 def _families() -> dict[str, Metric]:
@@ -88,15 +94,22 @@ def _families() -> dict[str, Metric]:
                                                                labels=["database", "queue"])
     families["pgmq_queue_estimated"] = GaugeMetricFamily("pgmq_queue_estimated", ESTIMATED_HELP,
                                                          labels=["database", "queue", "figure"])
+    families["pgmq_queue_shared_tables"] = GaugeMetricFamily("pgmq_queue_shared_tables", SHARED_HELP,
+                                                             labels=["database", "queue", "reported_as"])
     return families
 
 
 def _add_queue_metrics(families: dict[str, Metric], database: str, stats: list[QueueStats],
-                       poison: dict[str, overview.PoisonCount]) -> None:
+                       poison: dict[str, overview.PoisonCount], sharing: dict[str, TableSharing]) -> None:
     if not families:
         families.update(_families())
+    reported = {queue.name for queue in stats}
     for queue in stats:
         labels = [database, queue.name]
+        shared = sharing.get(queue.name)
+        if shared and shared.first_listed != queue.name and shared.first_listed in reported:
+            families["pgmq_queue_shared_tables"].add_metric([*labels, shared.first_listed], 1)
+            continue
         families["pgmq_queue_backlog"].add_metric(labels, queue.backlog.value)
         families["pgmq_queue_visible"].add_metric(labels, queue.visible.value)
         families["pgmq_queue_in_flight"].add_metric(labels, queue.in_flight)

@@ -20,7 +20,7 @@ from dashboard.databases import first_line
 from queues.alerting import evaluate_alerts, readings_from
 from queues.models import QueueSample
 from queues.pgmq import watched_aliases, watched_name, watching
-from queues.selectors.stats import poison_counts, queue_stats
+from queues.selectors.stats import one_per_table, poison_counts, queue_stats
 
 logger = logging.getLogger("sampler")
 PRUNE_BATCH = 10_000
@@ -34,8 +34,12 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
     count_poison_everywhere (the sampler does that about once a minute).
     """
     stats = queue_stats()
-    slow_poison = poison_counts([queue for queue in stats if queue.poison is None]) if count_poison_everywhere else {}
-    poison = {queue.name: queue.poison if queue.poison is not None else slow_poison.get(queue.name) for queue in stats}
+    # Names sharing a table (pgmq.TableSharing) each get their sample, but the table is scanned once.
+    unknown = one_per_table([queue for queue in stats if queue.poison is None]) if count_poison_everywhere else []
+    counted = poison_counts(unknown)
+    slow_poison = {queue.live.name: counted[queue.name] for queue in unknown if queue.name in counted}
+    poison = {queue.name: queue.poison if queue.poison is not None else slow_poison.get(queue.live.name)
+              for queue in stats}
     QueueSample.objects.bulk_create([
         QueueSample(
             queue_name=queue.name, sampled_at=queue.measured_at,
