@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from queues.management.commands.run_jobs import run_pending_jobs
 from queues.management.commands.sample_metrics import take_sample
-from queues.models import AuditEntry, BulkJob, QueueSample
+from queues.models import BulkJob, QueueSample
 from tests.conftest import action_records, uses_databases
 from tests.pages import number, overview_rows, parse, totals
 from tests.test_accessibility import PASSWORD, Checker, sign_in
