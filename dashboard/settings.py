@@ -188,6 +188,13 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
+# The client's address behind proxies: the header they append it to (e.g. X-Forwarded-For) and how many
+# of them stand in front (the client is that many hops from its right). Unset: REMOTE_ADDR.
+CLIENT_IP_HEADER = env.header_name("DASHBOARD_CLIENT_IP_HEADER")
+TRUSTED_PROXIES = env.integer("DASHBOARD_TRUSTED_PROXIES", 1, minimum=1)
+if env.text("DASHBOARD_TRUSTED_PROXIES") and not CLIENT_IP_HEADER:
+    env.fail("DASHBOARD_TRUSTED_PROXIES needs DASHBOARD_CLIENT_IP_HEADER, the header those proxies append to")
+AXES_CLIENT_IP_CALLABLE = "dashboard.client_address.client_address"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
