@@ -57,3 +57,8 @@ class QueuesConfig(AppConfig):
         pre_migrate.connect(create_dashboard_schema, sender=self)
         # After auth's own post_migrate handler has created the permissions.
         post_migrate.connect(ensure_roles, sender=self)
+        from django.contrib.auth.signals import user_logged_in
+
+        from queues.sign_in_limits import take_back_on_sign_in
+
+        user_logged_in.connect(take_back_on_sign_in, dispatch_uid="sign_in_limits")
