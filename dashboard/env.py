@@ -50,6 +50,15 @@ def integer(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
+def header_name(name: str) -> str:
+    """An HTTP header's name, e.g. X-Forwarded-For, or "" when unset."""
+    value = text(name)
+    # gunicorn drops headers spelled with underscores: such a name would never arrive.
+    if value and not re.fullmatch(r"[A-Za-z0-9-]+", value):
+        fail(f"{name} must be a header name of letters, digits and dashes, e.g. X-Forwarded-For; got {value!r}")
+    return value
+
+
 def word_list(name: str, default: list[str]) -> list[str]:
     raw = text(name)
     if not raw:

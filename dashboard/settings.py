@@ -97,7 +97,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
-    "axes",
     "csp",
     "rest_framework",
     "drf_spectacular",
@@ -120,7 +119,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
-    "axes.middleware.AxesMiddleware",
+    "queues.sign_in_limits.SignInLimitMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "queues.middleware.DatabaseUnavailableMiddleware",
 ]
@@ -173,22 +172,33 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Sign-in: the login form, rate-limited by django-axes (AxesStandaloneBackend must come first), and,
-# when DASHBOARD_REMOTE_USER_HEADER names a header, the user a trusted reverse proxy signed in.
+# Sign-in: the login form, its failures limited by queues/sign_in_limits.py (its backend must come
+# first), and, when DASHBOARD_REMOTE_USER_HEADER names a header, the user a trusted reverse proxy signed in.
 REMOTE_USER_HEADER = env.text("DASHBOARD_REMOTE_USER_HEADER")
 REMOTE_USER_GROUP = env.text("DASHBOARD_REMOTE_USER_GROUP", "Viewer")
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
+    "queues.sign_in_limits.SignInLimitBackend",
     "queues.access.DatabaseScopedModelBackend",
     *(["dashboard.proxy_auth.ProxyHeaderUserBackend"] if REMOTE_USER_HEADER else []),
 ]
-AXES_FAILURE_LIMIT = env.integer("DASHBOARD_LOGIN_FAILURE_LIMIT", 5, minimum=1)
-AXES_COOLOFF_TIME = timedelta(minutes=env.integer("DASHBOARD_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
-# One name from one address: a wrong password for "alice" does not lock out "bob" behind the same proxy.
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_VERBOSE = False
+# Failed sign-ins per (name, address) and per address before each further attempt must wait 1, 2, 4 ...
+# seconds, up to the cap; forgotten after the window without a failure (README "Sign-in limits").
+SIGN_IN_FAILURE_LIMIT = env.integer("DASHBOARD_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+SIGN_IN_ADDRESS_FAILURE_LIMIT = env.integer("DASHBOARD_LOGIN_ADDRESS_FAILURE_LIMIT", 50, minimum=1)
+SIGN_IN_MAX_DELAY_SECONDS = env.integer("DASHBOARD_LOGIN_MAX_DELAY_SECONDS", 300, minimum=1)
+SIGN_IN_FAILURE_WINDOW = timedelta(minutes=env.integer("DASHBOARD_LOGIN_FAILURE_WINDOW_MINUTES", 15, minimum=1))
+if SIGN_IN_FAILURE_WINDOW.total_seconds() <= SIGN_IN_MAX_DELAY_SECONDS:
+    env.fail("DASHBOARD_LOGIN_FAILURE_WINDOW_MINUTES must be longer than DASHBOARD_LOGIN_MAX_DELAY_SECONDS: "
+             "failures forgotten before the wait ends would never make anyone wait")
+if env.text("DASHBOARD_LOGIN_LOCKOUT_MINUTES"):
+    env.fail("DASHBOARD_LOGIN_LOCKOUT_MINUTES is gone: failed sign-ins now back off instead of locking out; "
+             "see DASHBOARD_LOGIN_MAX_DELAY_SECONDS and DASHBOARD_LOGIN_FAILURE_WINDOW_MINUTES")
+# The client's address behind proxies: the header they append it to (e.g. X-Forwarded-For) and how many
+# of them stand in front (the client is that many hops from its right). Unset: REMOTE_ADDR.
+CLIENT_IP_HEADER = env.header_name("DASHBOARD_CLIENT_IP_HEADER")
+TRUSTED_PROXIES = env.integer("DASHBOARD_TRUSTED_PROXIES", 1, minimum=1)
+if env.text("DASHBOARD_TRUSTED_PROXIES") and not CLIENT_IP_HEADER:
+    env.fail("DASHBOARD_TRUSTED_PROXIES needs DASHBOARD_CLIENT_IP_HEADER, the header those proxies append to")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
@@ -240,6 +250,4 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.text("DJANGO_LOG_LEVEL", "INFO").upper()},
-    # django-axes logs every successful sign-in four times at INFO; failures and lockouts are WARNING.
-    "loggers": {"axes": {"level": "WARNING"}},
 }

@@ -1,5 +1,6 @@
 """Django's admin: users and their roles are managed here; the audit log and bulk jobs are shown
-read-only (the database refuses changes to the log anyway).
+read-only (the database refuses changes to the log anyway); deleting sign-in failures lifts the
+wait they impose.
 
 Only a superuser makes superusers, gives raw permissions or changes what a group grants. Anyone
 else with the Admin role gives roles (and roles scoped to one database) that hold nothing beyond
@@ -20,7 +21,7 @@ from django.utils.html import format_html
 from queues import account_audit, redaction
 from queues.access import DATABASE_PERMISSIONS, SCOPE_SEPARATOR
 from queues.jsontext import pretty
-from queues.models import ApiToken, AuditEntry, BulkJob
+from queues.models import ApiToken, AuditEntry, BulkJob, SignInFailures
 from queues.pgmq import watching
 from queues.tokens import issue_token
 
@@ -200,3 +201,16 @@ class BulkJobAdmin(ReadOnlyAdmin):
     list_display = ["id", "created_at", "username", "action", "queue_name", "status", "affected", "already_gone"]
     list_filter = ["status", "action"]
     exclude = ["deleted_payloads"]
+
+
+@admin.register(SignInFailures)
+class SignInFailuresAdmin(admin.ModelAdmin):
+    list_display = ["address", "username", "failures", "last_failed_at"]
+    search_fields = ["address", "username"]
+    ordering = ["-last_failed_at"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -68,3 +68,8 @@ class QueuesConfig(AppConfig):
         from queues import account_audit
 
         account_audit.connect()
+        from django.contrib.auth.signals import user_logged_in
+
+        from queues.sign_in_limits import take_back_on_sign_in
+
+        user_logged_in.connect(take_back_on_sign_in, dispatch_uid="sign_in_limits")

@@ -5,7 +5,7 @@ from django.db import models
 from queues.pgmq import Queue, watched_name
 
 __all__ = ["AlertEpisode", "AlertNotification", "ApiToken", "AuditEntry", "BulkJob", "MessageCopy", "Queue",
-           "QueueSample"]
+           "QueueSample", "SignInFailures"]
 
 
 class QueueSample(models.Model):
@@ -235,3 +235,27 @@ class MessageCopy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue_name} #{self.msg_id} → {self.copy_queue} #{self.copy_msg_id} ({self.action})"
+
+
+class SignInFailures(models.Model):
+    """Recent failed sign-ins from one address, for one name or (username null) for every name:
+    what queues/sign_in_limits.py slows down. A row without a failure for the failure window is
+    forgotten (deleted); deleting one by hand lifts its wait at once."""
+
+    address = models.TextField(help_text="an IPv4 address, or an IPv6 /64 network")
+    username = models.TextField(null=True, blank=True, help_text="null: every name from this address")
+    failures = models.PositiveIntegerField()
+    last_failed_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "sign-in failures"
+        constraints = [
+            models.UniqueConstraint(fields=["address", "username"], condition=models.Q(username__isnull=False),
+                                    name="sign_in_failures_per_name"),
+            models.UniqueConstraint(fields=["address"], condition=models.Q(username__isnull=True),
+                                    name="sign_in_failures_per_address"),
+        ]
+
+    def __str__(self) -> str:
+        who = "every name" if self.username is None else repr(self.username)
+        return f"{self.failures} failed sign-ins for {who} from {self.address}"

@@ -7,6 +7,7 @@ gunicorn, must see what a test wrote): mark them with `uses_databases` below.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import shutil
 import socket
@@ -24,6 +25,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.db import connections
+from django.utils import timezone
 
 from dashboard import embedded_postgres
 
@@ -64,6 +66,26 @@ def wait_for(condition: Callable[[], object], *, timeout: float, what: str | Cal
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
+
+
+class Clock:
+    """A stopped clock standing in for Django's (django.utils.timezone.now): time passes only when
+    the test calls advance()."""
+
+    def __init__(self) -> None:
+        self.now = timezone.now()
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += datetime.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    monkeypatch.setattr(timezone, "now", stopped := Clock())
+    return stopped
 
 
 def http_status(url: str) -> int | None:

@@ -1,4 +1,4 @@
-"""Who gets in: sign-in on every page but the health check, failed sign-ins rate-limited, the
+"""Who gets in: sign-in on every page but the health check, failed sign-ins slowed down, the
 optional reverse-proxy sign-in, and the production settings (HTTPS, HSTS, CSP, framing)."""
 from __future__ import annotations
 
@@ -61,24 +61,27 @@ def sign_in_attempt(client: Client, username: str, password: str):
 
 
 @uses_databases
-def test_failed_sign_ins_lock_that_name_from_that_address(client, django_user_model, settings):
+def test_failed_sign_ins_slow_down_that_name_from_that_address(client, django_user_model, settings, clock):
     django_user_model.objects.create_user("alice", password="alice-real-password-1")
     django_user_model.objects.create_user("bob", password="bob-real-password-1")
-    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+    for _ in range(settings.SIGN_IN_FAILURE_LIMIT - 1):
         response = sign_in_attempt(client, "alice", "guess")
         assert response.status_code == 200 and "correct username and password" in response.content.decode()
-    locked = sign_in_attempt(client, "alice", "guess")
-    assert locked.status_code == 429
-    assert "Too many failed sign-ins" in parse(locked).select_one("[role=alert]").get_text()
-    # Locked even with the right password now; another name from the same address is not.
+    waiting = sign_in_attempt(client, "alice", "guess")
+    assert waiting.status_code == 429 and waiting["Retry-After"] == "1"
+    assert "Too many failed sign-ins" in parse(waiting).select_one("[role=alert]").get_text()
+    # Refused even with the right password until the wait is over; another name from the same address is not.
     assert sign_in_attempt(client, "alice", "alice-real-password-1").status_code == 429
     assert sign_in_attempt(client, "bob", "bob-real-password-1").status_code == 302
+    client.logout()
+    clock.advance(1)
+    assert sign_in_attempt(client, "alice", "alice-real-password-1").status_code == 302
 
 
 @uses_databases
 def test_a_successful_sign_in_forgets_the_failures(client, django_user_model, settings):
     django_user_model.objects.create_user("carol", password="carol-real-password-1")
-    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+    for _ in range(settings.SIGN_IN_FAILURE_LIMIT - 1):
         sign_in_attempt(client, "carol", "guess")
     assert sign_in_attempt(client, "carol", "carol-real-password-1").status_code == 302
     client.logout()
@@ -87,7 +90,7 @@ def test_a_successful_sign_in_forgets_the_failures(client, django_user_model, se
 
 PROXY_SETTINGS = {
     "REMOTE_USER_HEADER": "X-Forwarded-User",
-    "AUTHENTICATION_BACKENDS": ["axes.backends.AxesStandaloneBackend",
+    "AUTHENTICATION_BACKENDS": ["queues.sign_in_limits.SignInLimitBackend",
                                 "django.contrib.auth.backends.ModelBackend",
                                 "dashboard.proxy_auth.ProxyHeaderUserBackend"],
 }

@@ -23,7 +23,7 @@ END $$;
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("queues", "0007_database_names"),
+        ("queues", "0009_signin_attempts"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
