@@ -30,12 +30,19 @@ ROLES = {
 }
 
 
+def fully_migrated(using: str) -> bool:
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connections[using])
+    return not executor.migration_plan(executor.loader.graph.leaf_nodes())
+
+
 def ensure_roles(using: str, **kwargs: object) -> None:
     """Create the role groups, or give back a permission one lost; other changes to plain roles are
     left alone. A role scoped to one database holds only what it may grant there (queues/access.py):
     anything else is taken off it."""
-    if using != DEFAULT_DB_ALIAS:
-        return
+    if using != DEFAULT_DB_ALIAS or not fully_migrated(using):
+        return  # a migrate to an earlier state (`migrate queues 0007`): the models are ahead of the tables
     from django.contrib.auth.models import Group, Permission
 
     from queues.access import DATABASE_PERMISSIONS, scoped_group_name

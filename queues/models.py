@@ -4,8 +4,8 @@ from django.db import models
 
 from queues.pgmq import Queue, watched_name
 
-__all__ = ["AlertEpisode", "AlertNotification", "ApiToken", "AuditEntry", "BulkJob", "MessageCopy", "Queue",
-           "QueueSample", "SignInFailures"]
+__all__ = ["AlertEpisode", "AlertNotification", "ApiToken", "AuditChainHead", "AuditEntry", "BulkJob", "MessageCopy",
+           "Queue", "QueueSample", "SignInFailures"]
 
 
 class QueueSample(models.Model):
@@ -43,7 +43,8 @@ class QueueSample(models.Model):
 class AuditEntry(models.Model):
     """One action someone took, as it happened. Written once, never changed: database triggers
     (migration 0004) refuse UPDATE, DELETE and TRUNCATE; only the table's owner could take them
-    off."""
+    off. And tamper-evident: a trigger (migration 0008) gives each record its id and chains it to
+    the one before by a hash, which queues/selectors/audit_chain.py checks."""
 
     DONE, PARTIAL, FAILED, CANCELLED = "done", "partial", "failed", "cancelled"
 
@@ -66,6 +67,10 @@ class AuditEntry(models.Model):
     deleted_count = models.IntegerField(null=True)
     request_token = models.UUIDField(null=True, unique=True,
                                      help_text="from the confirmation that asked: the same action is never done twice")
+    # Set by the database as the record is inserted, whatever Django sends.
+    chain_prev_id = models.BigIntegerField(null=True, editable=False, help_text="the record chained before this one")
+    chain_hash = models.CharField(max_length=64, default="", editable=False,
+                                  help_text="sha256 over the previous record's hash and this record's content")
 
     class Meta:
         ordering = ["-id"]
@@ -77,6 +82,21 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.queue_name}"
+
+
+class AuditChainHead(models.Model):
+    """The audit chain's newest link, in one row: its row lock puts appends in one line, and a
+    record missing from the end of the log shows against it."""
+
+    id = models.SmallIntegerField(primary_key=True, default=1)
+    last_id = models.BigIntegerField(null=True)
+    last_hash = models.CharField(max_length=64, null=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="one_audit_chain_head")]
+
+    def __str__(self) -> str:
+        return f"audit chain head at #{self.last_id}"
 
 
 class BulkJob(models.Model):

@@ -863,6 +863,11 @@ def _finish_job(job: BulkJob, status: str, *, alias: str = "default", error: str
                **({"new_msg_ids": job.new_ids} if job.new_ids else {}),
                **({"new_msg_ids_not_kept": "too many to list"} if job.new_ids is None else {})}
     with transaction.atomic(using=alias):
+        # The job's row is locked before the record takes the audit chain's lock, the order a drop
+        # of the queue takes them in (its jobs, then its record): never each waiting on the other.
+        if not BulkJob.objects.using(alias).select_for_update().filter(
+                pk=job.pk, cursor=job.cursor, status__in=[BulkJob.PENDING, BulkJob.RUNNING]).values_list("pk"):
+            raise JobTakenOver(job.pk)
         payloads = None
         if job.deleted_payloads is not None and job.affected:
             payloads = RawJSON(BulkJob.objects.using(alias).filter(pk=job.pk).values_list(

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('queues', '0007_database_names'),
+        ('queues', '0008_audit_chain'),
     ]
 
     operations = [

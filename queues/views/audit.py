@@ -15,6 +15,7 @@ from queues.selectors import messages
 from queues.jsontext import pretty
 from queues.models import AuditEntry, BulkJob
 from queues.pgmq import watched_name
+from queues.selectors.audit_chain import PAGE_CHECKS_NEWEST, verify_chain
 from queues.spreadsheet import (  # noqa: F401 (FORMULA_STARTS: tests import it here)
     FORMULA_STARTS,
     line_writer,
@@ -94,6 +95,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "form": form, "entries": page, "older": older,
         "actions": AuditEntry.objects.filter(in_this_log()).order_by().values_list("action", flat=True).distinct(),
         "export_query": export_query.urlencode(),
+        "chain": verify_chain(newest=PAGE_CHECKS_NEWEST),
     })
 
 
