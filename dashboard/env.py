@@ -145,9 +145,12 @@ def database(
     if not params.get("dbname"):
         fail(f"{name} names no database: add it to the path, e.g. postgresql://user@host:5432/mydb")
 
+    # jit off: the dashboard's statements are small, but the redacting SQL is estimated as costly
+    # (100 rows per nested JSON step) and PostgreSQL built with LLVM spent 2 s compiling each one.
     server_options = [params.pop("options", ""),
                       f"-c statement_timeout={statement_timeout_ms}",
-                      f"-c lock_timeout={lock_timeout_ms}"]
+                      f"-c lock_timeout={lock_timeout_ms}",
+                      "-c jit=off"]
     if schema:
         server_options.append(f"-c search_path={schema}")
     options = {
