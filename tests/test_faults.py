@@ -267,7 +267,8 @@ def test_a_running_job_goes_on_within_seconds_of_the_database_coming_back(dashbo
         server.stop("immediate")
         server.start()
         # Well inside the five statement timeouts after which another runner would take the job over.
-        wait_for(lambda: job()[0] != "running", timeout=60, what=lambda: f"the job to end, it is {job()}")
+        wait_for(lambda: job()[0] != "running", timeout=60,
+                 what=lambda: f"the job to end, it is {job()}; the runner said:\n{(tmp_path / 'run_jobs.log').read_text()}")
         assert job() == ("done", 400)
         assert server.sql(f'SELECT count(*) FROM pgmq."a_{queue}"')[0][0] == 400
         assert runner.poll() is None, "the runner stopped"

@@ -73,26 +73,44 @@ def _run_job(job: BulkJob, *, stopping: threading.Event) -> None:
                 if not bulk_job_step(job, queue, next_ids, batch_size=settings.BULK_BATCH_SIZE):
                     return
             failures = 0
-        except DatabaseError as error:
-            if not is_connection_failure(error):
-                logger.exception("job %s failed", job.pk)
-                fail_job(job, first_line(error))
-                return
-            # The database went away: this runner still holds the job (its lease outlives a short
-            # outage) and goes on from its last batch as soon as the database answers again.
-            logger.warning("job %s: %s; going on when the database is back", job.pk, first_line(error))
-            wait_for_databases(stopping)
         except TryAgain as error:
             failures += 1
             if failures >= ATTEMPTS:
-                fail_job(job, f"{error} ({ATTEMPTS} times in a row)")
+                _while_reachable(stopping, lambda: fail_job(job, f"{error} ({ATTEMPTS} times in a row)"))
                 return
             logger.warning("job %s: %s; trying the batch again", job.pk, error)
             stopping.wait(0.2 * 2 ** failures)
         except Exception as error:  # a bug must end the job saying why, not kill the runner
+            if _database_lost(error):
+                # This runner still holds the job (its lease outlives a short outage) and goes on
+                # from its last batch as soon as the database answers again. Whatever the loss
+                # surfaced as (a closed connection, an atomic block left broken), it is not the
+                # job's fault: failing it now would not even reach the database.
+                logger.warning("job %s: %s; going on when the database is back", job.pk, first_line(error))
+                wait_for_databases(stopping)
+                continue
             logger.exception("job %s failed", job.pk)
-            fail_job(job, f"{type(error).__name__}: {error}")
+            message = first_line(error) if isinstance(error, DatabaseError) else f"{type(error).__name__}: {error}"
+            _while_reachable(stopping, lambda: fail_job(job, message))
             return
+
+
+def _database_lost(error: BaseException) -> bool:
+    return is_connection_failure(error) or bool(unreachable_databases(["default", watched_alias()]))
+
+
+def _while_reachable(stopping: threading.Event, write) -> None:
+    """`write` (the job's end), again once the databases answer if they went away meanwhile: a
+    job left running by a runner that is alive would wait out its whole lease."""
+    while True:
+        try:
+            write()
+            return
+        except DatabaseError as error:
+            if stopping.is_set() or not _database_lost(error):
+                raise
+            logger.warning("%s; writing the job's end when the database is back", first_line(error))
+            wait_for_databases(stopping)
 
 
 def wait_for_databases(stopping: threading.Event, *, longest_wait: float = 5.0) -> None:
