@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test bench bench-export loadtest static prometheus clean
+.PHONY: run test bench bench-export bench-memory loadtest static prometheus clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: the dashboard needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -48,6 +48,11 @@ bench: $(VENV)/.dev-installed static
 # A 1M-row export streamed with flat memory (see README "Speed"), on the benchmark's database.
 bench-export: $(VENV)/.dev-installed static
 	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python manage.py bench_export $(BENCH_EXPORT_ARGS)
+
+# A worker's peak memory with 8 readers at once of each endpoint on a 50 MB and a 40 MB message
+# (see README "Speed"), on the benchmark's database.
+bench-memory: $(VENV)/.dev-installed static
+	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python manage.py bench_memory $(BENCH_MEMORY_ARGS)
 
 # The load test (see README "Speed"): producers, consumers and 20 dashboard users against gunicorn,
 # on an embedded PostgreSQL of its own in var/loadtest. LOADTEST_ARGS="--seconds 120" for longer.

@@ -58,6 +58,17 @@ AUDIT_PAYLOAD_LIMIT = env.integer("DASHBOARD_AUDIT_PAYLOAD_LIMIT", 1000)
 # A bulk job handles this many messages per transaction, each statement bounded by its own limit.
 BULK_BATCH_SIZE = env.integer("DASHBOARD_BULK_BATCH_SIZE", 5000, minimum=1)
 JOB_STATEMENT_TIMEOUT_MS = env.integer("DASHBOARD_JOB_STATEMENT_TIMEOUT_MS", 60_000, minimum=100)
+# Payloads, whatever they weigh, never whole in a worker's memory (README, "Threat model"): the API's
+# lists give a payload up to this many characters (past it, its size and no payload); its single
+# message and every download stream bigger ones from the database in chunks; a download (the
+# message page's, the API's) past DOWNLOAD_MAX_BYTES is refused with the SQL that fetches the row.
+API_LIST_PAYLOAD_CHARS = env.integer("DASHBOARD_API_LIST_PAYLOAD_CHARS", 65_536, minimum=0)
+DOWNLOAD_MAX_BYTES = env.integer("DASHBOARD_DOWNLOAD_MAX_BYTES", 256 * 1024 * 1024, minimum=1)
+# Exports at once, per signed-in user and in all in one worker process; the total is kept below the
+# worker's threads, so exports always leave a thread for pages.
+EXPORTS_PER_USER = env.integer("DASHBOARD_EXPORTS_PER_USER", 2, minimum=1)
+WORKER_THREADS = env.integer("GUNICORN_THREADS", 4, minimum=1)  # as dashboard/gunicorn.conf.py reads it
+EXPORTS_PER_WORKER = min(env.integer("DASHBOARD_EXPORTS_PER_WORKER", 2, minimum=1), max(WORKER_THREADS - 1, 1))
 # JSON paths whose values only users with the permission "view_unredacted" see (README, "Redaction").
 REDACT_PATHS = env.json_paths("DASHBOARD_REDACT")
 # A message read this many times or more is a poison message.

@@ -7,9 +7,9 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.urls import get_script_prefix, set_script_prefix
 
 from dashboard.databases import (

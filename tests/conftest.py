@@ -200,6 +200,17 @@ def admin_client(client, django_user_model):
     return client_with_role(client, django_user_model, "Admin")
 
 
+@pytest.fixture(autouse=True)
+def no_export_slots_left() -> Iterator[None]:
+    """Each test starts with every export slot free: a test that reads only an export's headers
+    leaves its response unclosed (Django's test client closes a stream once it is read), and its
+    slot would be gone for the next. tests/test_export_limits.py checks slots are given back."""
+    yield
+    from queues import export_slots
+
+    export_slots._running.clear()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def collected_static() -> None:
     """Pages link to hashed static names (whitenoise's manifest), as in production."""

@@ -8,6 +8,11 @@ from bs4 import BeautifulSoup
 DURATION_UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400}
 
 
+def body(response) -> bytes:
+    """What the client receives, streamed or not."""
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
 def parse(response_or_html) -> BeautifulSoup:
     html = response_or_html if isinstance(response_or_html, str) else response_or_html.content.decode()
     return BeautifulSoup(html, "html.parser")

@@ -123,8 +123,18 @@ class MessageSerializer(serializers.Serializer):
     headers = RawJSONField(allow_null=True)
 
 
+class MessageRowSerializer(MessageSerializer):
+    message = RawJSONField(allow_null=True, help_text=(
+        "exactly as stored (numbers keep every digit); null if longer than DASHBOARD_API_LIST_PAYLOAD_CHARS "
+        "(message_left_out: get it from the message's own endpoint), or if a consumer removed the message "
+        "while the page was read"))
+    headers_chars = serializers.IntegerField(allow_null=True)
+    message_left_out = serializers.BooleanField(help_text="the message is too big for a list: see message_chars")
+    headers_left_out = serializers.BooleanField()
+
+
 class MessagePageSerializer(serializers.Serializer):
-    results = MessageSerializer(many=True)
+    results = MessageRowSerializer(many=True)
     next = serializers.CharField(allow_null=True, help_text="the next page in the sort, every filter kept")
     previous = serializers.CharField(allow_null=True)
     next_cursor = serializers.CharField(allow_null=True, help_text="for ?after=")

@@ -5,11 +5,13 @@ action goes through services.py, which writes the audit log."""
 from __future__ import annotations
 
 import functools
+import secrets
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, QueryDict
+from django.http import Http404, QueryDict, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -24,16 +26,20 @@ from queues.api import serializers as s
 from queues.api.renderers import ExactJSONParser, ExactJSONRenderer, exact_json
 from queues.models import BulkJob
 from queues.pgmq import ARCHIVE, LIVE, watched_name
-from queues.selectors import history, messages, overview
-from queues.selectors.payloads import payload_texts
+from queues.jsontext import RawJSON
+from queues.selectors import history, messages, overview, payloads
+from queues.selectors.payloads import PayloadText, payload_texts
 from queues.selectors.stats import single_queue_stats
 from queues.views.actions import ADMINISTER, OPERATE, plan_action
-from queues.views.pages import _page_links, get_queue_or_404
+from queues.views.pages import _page_links, download_too_big, get_queue_or_404
 
 QUEUE_NAME = OpenApiParameter("queue_name", OpenApiTypes.STR, OpenApiParameter.PATH,
                               description="the queue's name as pgmq.meta has it (URL-encoded)")
 MSG_ID = OpenApiParameter("msg_id", OpenApiTypes.INT64, OpenApiParameter.PATH)
 ERRORS = {400: s.ErrorSerializer, 401: s.ErrorSerializer, 404: s.ErrorSerializer}
+# A single message's payload up to this many characters is in the answer as usual; a longer one is
+# streamed into it from the database (payloads.StoredPayload.chunks).
+INLINE_PAYLOAD_CHARS = 1024 * 1024
 
 
 class CanOperate(BasePermission):
@@ -256,12 +262,14 @@ def message_list(request: Request, queue_name: str) -> Response:
     page = messages.message_page(queue, message_filter, page_request)
     links = _page_links(request._request, page, page_request)
     ids_by_source = {kind: [row.msg_id for row in page.rows if row.source == kind] for kind in (LIVE, ARCHIVE)}
-    payloads = payload_texts(queue, ids_by_source, redacted=redacted)
+    payloads = payload_texts(queue, ids_by_source, redacted=redacted, max_chars=settings.API_LIST_PAYLOAD_CHARS)
     rows = []
     for row in page.rows:
-        found = payloads.get(row.msg_id)
-        rows.append({**_row_fields(row), "message": found.message if found else None,
-                     "headers": found.headers if found else None})
+        found = payloads.get(row.msg_id) or PayloadText(None, None)
+        rows.append({**_row_fields(row), "message": found.message, "headers": found.headers,
+                     "headers_chars": found.headers_chars,
+                     "message_left_out": found.message is None and found.message_chars is not None,
+                     "headers_left_out": found.headers is None and found.headers_chars is not None})
     column = page_request.sort
     return Response(s.MessagePageSerializer({
         "results": rows, "next": _link(request, links["older"]), "previous": _link(request, links["newer"]),
@@ -279,8 +287,11 @@ def _row_fields(row) -> dict:
 
 
 @api(["GET"], schema={
-    "operation_id": "messages_retrieve", "responses": {200: s.MessageDetailSerializer, **ERRORS},
+    "operation_id": "messages_retrieve", "responses": {200: s.MessageDetailSerializer, 413: s.ErrorSerializer,
+                                                       **ERRORS},
     "summary": "One message, whole, from the live table or else the archive",
+    "description": "A payload over 1 MiB of JSON is streamed from the database into the answer; one over "
+                   "DASHBOARD_DOWNLOAD_MAX_BYTES is refused (413) with the SQL that fetches the row.",
     "parameters": [QUEUE_NAME, MSG_ID, OpenApiParameter("source", OpenApiTypes.STR, enum=[LIVE, ARCHIVE],
                                                         description="look only there")]})
 def message_detail(request: Request, queue_name: str, msg_id: int) -> Response:
@@ -289,14 +300,46 @@ def message_detail(request: Request, queue_name: str, msg_id: int) -> Response:
     if source not in (None, LIVE, ARCHIVE):
         return invalid({"source": ["must be live or archive"]})
     redacted = redaction.applies_to(request.user)
-    found = (messages.find_message(queue, msg_id, source=source, redacted=redacted)
+    found = (messages.find_message(queue, msg_id, source=source, redacted=redacted, text_chars=INLINE_PAYLOAD_CHARS)
              if 0 < msg_id <= forms.MAX_MSG_ID else None)
     if found is None:
         raise Http404(f"Message {msg_id} is not in queue “{queue.queue_name}” nor in its archive: "
                       "it was deleted, or never existed.")
-    return Response(s.MessageDetailSerializer({
+    answer = s.MessageDetailSerializer({
         **_row_fields(found), "message": found.message_text, "headers": found.headers_text,
-        "seconds_to_vt": found.seconds_to_vt, "redacted": redacted}).data)
+        "seconds_to_vt": found.seconds_to_vt, "redacted": redacted}).data
+    streamed = {}
+    for column in ("message", "headers"):
+        if getattr(found, f"{column}_cut"):
+            stored = payloads.stored_payload(queue, msg_id, column=column, source=found.source, redacted=redacted)
+            if stored is None:
+                raise Http404(f"Message {msg_id} left queue “{queue.queue_name}” while it was read.")
+            if (refusal := download_too_big(request._request, stored)) is not None:
+                return refusal
+            streamed[column] = stored
+    if not streamed:
+        return Response(answer)
+    return streamed_answer(answer, streamed)
+
+
+def streamed_answer(answer: dict, streamed: dict[str, payloads.StoredPayload]) -> StreamingHttpResponse:
+    """`answer` as JSON, with the payloads in `streamed` written in from the database chunk by chunk:
+    the worker never holds one whole."""
+    markers = {column: f"\x00{column}-{secrets.token_hex(8)}\x00" for column in streamed}
+    text = exact_json({**answer, **{column: RawJSON(marker) for column, marker in markers.items()}})
+
+    def pieces() -> Iterator[bytes]:
+        rest = text
+        for column, marker in markers.items():
+            before, rest = rest.split(marker, 1)
+            yield before.encode()
+            yield from streamed[column].encoded_chunks()
+        yield rest.encode()
+
+    response = StreamingHttpResponse(pieces(), content_type="application/json")
+    response["Content-Length"] = str(len(text.encode()) - sum(len(marker.encode()) for marker in markers.values())
+                                     + sum(stored.bytes for stored in streamed.values()))
+    return response
 
 
 @api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
@@ -451,7 +494,8 @@ def resend_message(request: Request, queue_name: str, msg_id: int) -> Response:
     if not body.is_valid():
         return invalid(_serializer_errors(body.errors))
     given, source = body.validated_data, body.validated_data["source"]
-    original = messages.find_message(queue, msg_id, source=source) if 0 < msg_id <= forms.MAX_MSG_ID else None
+    original = (messages.find_message(queue, msg_id, source=source, text_chars=0)
+                if 0 < msg_id <= forms.MAX_MSG_ID else None)
     if original is None:
         raise Http404(f"Message {msg_id} is not in the {source} of queue “{queue.queue_name}”: a consumer took it, "
                       "or it never existed.")

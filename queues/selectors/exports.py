@@ -10,8 +10,11 @@ statement_timeout), and the next starts after the last msg_id seen: never OFFSET
   filter no index serves (a search in payloads, JSON containment, read_ct) costs at most that
   many rows per statement, so a sparse match still moves on and the export ends. An empty span
   jumps to the next msg_id that exists, so gaps in the msg_id space cost one index lookup.
-- Rows per batch follow the payloads' size (EXPORT_BATCH_BYTES, at most EXPORT_BATCH_ROWS): a
-  batch of megabyte payloads stays a few megabytes in memory, as a batch of small ones does.
+- A batch ends by size as well as by rows: the database adds the payloads' lengths up and sends
+  rows until EXPORT_BATCH_CHARS, so a batch of megabyte payloads stays a few megabytes in memory,
+  as a batch of small ones does. A row whose payloads are longer than EXPORT_INLINE_CHARS comes
+  without them (ExportRow.streamed) and the writer streams them in from the database in chunks
+  (payloads.StoredPayload): a 50 MB message is never whole in the worker.
 - Live and archive are read in one statement (UNION ALL, merged by msg_id): one snapshot per
   batch, so a message archived during the export is in it exactly once (msg_id is unique across
   both tables, and the walk never goes back).
@@ -37,7 +40,8 @@ from queues.selectors.messages import MessageFilter, _filtered, _model_has, stat
 
 EXPORT_BATCH_ROWS = 5_000
 EXPORT_FIRST_BATCH_ROWS = 500  # until the payloads' size is known
-EXPORT_BATCH_BYTES = 4 * 1024 * 1024
+EXPORT_BATCH_CHARS = 4 * 1024 * 1024
+EXPORT_INLINE_CHARS = 1024 * 1024  # a row's message and headers together; longer ones are streamed
 EXPORT_SPAN = 20_000  # msg_ids per statement at most (as a bounded search's step)
 MINIMUM_SPAN = 100  # a statement that times out is retried on a smaller span, down to this
 
@@ -101,34 +105,55 @@ def _row_expressions(model, kind: str, plan: ExportPlan) -> dict[str, Any]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportRow:
+    msg_id: int
+    source: str  # the table the row was read from
+    values: tuple  # the CSV's columns (payloads None if streamed), or (the NDJSON line,)
+    streamed: bool  # message and headers are too long to come in the batch: read them with payloads
+
+
 def _batch_sql(plan: ExportPlan, *, ndjson: bool, after: int, ceiling: int, limit: int) -> tuple[str, list]:
-    """One statement: the next `limit` matching rows with after < msg_id <= ceiling, from every
-    table, merged by msg_id. Each row is (msg_id, line) for NDJSON, (msg_id, *columns) for CSV."""
+    """One statement: the next matching rows with after < msg_id <= ceiling, from every table,
+    merged by msg_id, at most `limit` of them and no more than EXPORT_BATCH_CHARS of payloads
+    (but always one). Each row is (msg_id, rows found, streamed, the NDJSON line | *the CSV's columns)."""
     parts, params = [], []
+    names: list[str] = []
     for kind, model in plan.models.items():
         queryset = _filtered(model.objects.filter(msg_id__gt=after, msg_id__lte=ceiling), kind, plan.message_filter)
         expressions = _row_expressions(model, kind, plan)
-        if ndjson:
-            # json (not jsonb) keeps the columns in this order; either way PostgreSQL writes the
-            # numbers inside message and headers exactly as stored, never through a float.
-            pairs = []
-            for name, expression in expressions.items():
-                pairs += [Value(name.removeprefix("x_")), expression]
-            queryset = queryset.annotate(
-                x_line=Cast(Func(*pairs, function="json_build_object", output_field=JSONField()), TextField()))
-            names = ["msg_id", "x_line"]
-        else:
-            # Payloads as PostgreSQL's JSON text; times as JSON writes them (ISO 8601, as in NDJSON).
-            queryset = queryset.annotate(**{
-                name: (Cast(expression, TextField()) if name in ("x_message", "x_headers")
-                       else AsJSONText(expression) if name in TIME_COLUMNS else expression)
-                for name, expression in expressions.items()})
-            names = list(expressions)
+        # Payloads as PostgreSQL's JSON text (numbers exactly as stored, never through a float);
+        # times as JSON writes them (ISO 8601).
+        queryset = queryset.annotate(**{
+            name: (Cast(expression, TextField()) if name in ("x_message", "x_headers")
+                   else AsJSONText(expression) if name in TIME_COLUMNS else expression)
+            for name, expression in expressions.items()})
+        names = list(expressions)
+        # Each part keeps its ORDER BY and LIMIT, so PostgreSQL computes each payload's text once
+        # (the outer query's lengths and CASEs read it; a flattened part would cast it again).
         queryset = queryset.order_by("msg_id").values_list(*names)[:limit]
         sql, part_params = queryset.query.get_compiler(watched_alias()).as_sql()
         parts.append(f"({sql})")
         params += part_params
-    return f"SELECT * FROM ({' UNION ALL '.join(parts)}) AS batch ORDER BY 1 LIMIT {int(limit)}", params
+    chars = "coalesce(length(x_message), 0) + coalesce(length(x_headers), 0)"
+    sized = (f"SELECT batch.*, ({chars}) > {EXPORT_INLINE_CHARS} AS x_streamed FROM "
+             f"({' UNION ALL '.join(parts)}) AS batch ORDER BY x_msg_id LIMIT {int(limit)}")
+    counted = (f"SELECT sized.*, CASE WHEN x_streamed THEN 0 ELSE {chars} END AS x_chars FROM ({sized}) AS sized")
+    windowed = (f"SELECT counted.*, sum(x_chars) OVER (ORDER BY x_msg_id ROWS UNBOUNDED PRECEDING) AS x_running, "
+                f"count(*) OVER () AS x_found FROM ({counted}) AS counted")
+    payload_columns = {"x_message": "CASE WHEN x_streamed THEN NULL ELSE x_message END",
+                       "x_headers": "CASE WHEN x_streamed THEN NULL ELSE x_headers END"}
+    if ndjson:
+        # json (not jsonb) keeps the columns in this order and the payloads' text as it is.
+        pairs = ", ".join(
+            f"'{name.removeprefix('x_')}', " + (f"({payload_columns[name]})::json" if name in payload_columns
+                                               else f"to_json({name})")
+            for name in names)
+        selected = f"json_build_object({pairs})::text"
+    else:
+        selected = ", ".join(payload_columns.get(name, name) for name in names)
+    return (f"SELECT x_msg_id, x_found, x_source, x_streamed, {selected} FROM ({windowed}) AS windowed "
+            f"WHERE x_running - x_chars < {EXPORT_BATCH_CHARS} ORDER BY x_msg_id"), params
 
 
 def _highest_msg_id(plan: ExportPlan) -> int:
@@ -143,7 +168,7 @@ def _next_msg_id(plan: ExportPlan, position: int) -> int | None:
     return min([msg_id for msg_id in found if msg_id is not None], default=None)
 
 
-def export_rows(plan: ExportPlan, *, ndjson: bool) -> Iterator[tuple]:
+def export_rows(plan: ExportPlan, *, ndjson: bool) -> Iterator[ExportRow]:
     """Every matching row in msg_id order, a batch at a time (see the module's docstring)."""
     if not plan.models:
         return
@@ -151,7 +176,7 @@ def export_rows(plan: ExportPlan, *, ndjson: bool) -> Iterator[tuple]:
         yield from _export_rows(plan, ndjson=ndjson)
 
 
-def _export_rows(plan: ExportPlan, *, ndjson: bool) -> Iterator[tuple]:
+def _export_rows(plan: ExportPlan, *, ndjson: bool) -> Iterator[ExportRow]:
     highest = _highest_msg_id(plan)
     after, limit, span = 0, EXPORT_FIRST_BATCH_ROWS, EXPORT_SPAN
     while after < highest:
@@ -169,15 +194,18 @@ def _export_rows(plan: ExportPlan, *, ndjson: bool) -> Iterator[tuple]:
                                     "even a few at a time") from error
             span = max(span // 4, MINIMUM_SPAN)
             continue
-        yield from rows
-        if len(rows) == limit:
-            after = rows[-1][0]  # the span had more: go on right after the last row
+        found = rows[0][1] if rows else 0
+        for msg_id, _found, source, streamed, *values in rows:
+            yield ExportRow(msg_id, source, tuple(values), streamed)
+        if rows and (found == limit or len(rows) < found):
+            after = rows[-1][0]  # the span had more (past the rows or the size asked): right after the last
         else:
             after = ceiling
             if not rows and after < highest:
                 nearest = _next_msg_id(plan, after)
                 after = highest if nearest is None else max(after, nearest - 1)
         if rows:
-            row_bytes = sum(len(row[-1] or "") + len(row[-2] or "") if not ndjson else len(row[1]) for row in rows)
-            limit = max(1, min(EXPORT_BATCH_ROWS, EXPORT_BATCH_BYTES * len(rows) // max(row_bytes, 1)))
+            row_chars = sum(len(value or "") for row in rows for value in row[-2:]) if not ndjson else \
+                sum(len(row[-1]) for row in rows)
+            limit = max(1, min(EXPORT_BATCH_ROWS, EXPORT_BATCH_CHARS * len(rows) // max(row_chars, 1)))
         del rows  # the batch is gone before the next is read: memory holds one batch at most

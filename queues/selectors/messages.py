@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, OperationalError, connections, transaction
-from django.db.models import Case, CharField, F, FloatField, Func, JSONField, Q, QuerySet, TextField, Value, When
+from django.db.models import Case, CharField, FloatField, Func, Q, QuerySet, TextField, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Left, Length, Now
@@ -426,44 +426,41 @@ def _bounded_scan(queue: Queue, kinds: list[str], message_filter: MessageFilter,
     return result
 
 
-def find_message(queue: Queue, msg_id: int, *, source: str | None = None, redacted: bool = False) -> Message | None:
-    """One message with everything, from the live table, else the archive (or the one asked for)."""
+def find_message(queue: Queue, msg_id: int, *, source: str | None = None, redacted: bool = False,
+                 text_chars: int | None = None) -> Message | None:
+    """One message with everything, from the live table, else the archive (or the one asked for).
+
+    Its message and headers are PostgreSQL's indented text (message_text, headers_text), cut by
+    the database to `text_chars` when given (message_cut, headers_cut say so), so a page showing
+    a 50 MB message never holds more than its beginning."""
     kinds = [source] if source else [LIVE, ARCHIVE]
+
+    def text_of(column: str) -> Func:
+        # PostgreSQL's own text of the JSON: jsonb keeps numbers as numeric, and a float on the
+        # way (Python's or the browser's) would change 0.12345678901234567890 or 1.10.
+        pretty = Func(payload(column, redacted=redacted), function="jsonb_pretty", output_field=TextField())
+        return pretty if text_chars is None else Left(pretty, text_chars + 1)
+
     for kind in kinds:
         model = queue.live_messages if kind == LIVE else queue.archived_messages
         has_headers = _model_has(model, "headers")
         found = model.objects.filter(msg_id=msg_id).defer("message", *(["headers"] if has_headers else [])).annotate(
             state=state_by_database_clock(model),
             message_chars=Length(Cast(payload("message", redacted=redacted), TextField())),
-            # PostgreSQL's own text of the JSON: jsonb keeps numbers as numeric, and a float on
-            # the way (Python's or the browser's) would change 0.12345678901234567890 or 1.10.
-            message_text=Func(payload("message", redacted=redacted), function="jsonb_pretty", output_field=TextField()),
-            headers_text=(Func(payload("headers", redacted=redacted), function="jsonb_pretty", output_field=TextField())
-                          if has_headers
-                          else Value(None, TextField())),
+            message_text=text_of("message"),
+            headers_text=text_of("headers") if has_headers else Value(None, TextField()),
             # For the countdown: the database's clock decides, the browser only counts down.
             seconds_to_vt=RawSQL("extract(epoch FROM vt - now())", [], output_field=FloatField()),
         ).first()
         if found is not None:
             found.source = kind
+            for column in ("message", "headers"):
+                text = getattr(found, f"{column}_text")
+                cut = text_chars is not None and text is not None and len(text) > text_chars
+                setattr(found, f"{column}_cut", cut)
+                if cut:
+                    setattr(found, f"{column}_text", text[:text_chars])
             return found
-    return None
-
-
-
-def message_document(queue: Queue, msg_id: int, *, source: str | None = None, redacted: bool = False) -> str | None:
-    """The whole message as a JSON document, written by PostgreSQL (numbers exactly as stored)."""
-    for kind in [source] if source else [LIVE, ARCHIVE]:
-        model = queue.live_messages if kind == LIVE else queue.archived_messages
-        headers = payload("headers", redacted=redacted) if _model_has(model, "headers") else Value(None, JSONField())
-        document = (model.objects.filter(msg_id=msg_id)
-                    .annotate(document=Func(Func(Value("msg_id"), F("msg_id"), Value("message"),
-                                                 payload("message", redacted=redacted),
-                                                 Value("headers"), headers, function="jsonb_build_object"),
-                                            function="jsonb_pretty", output_field=TextField()))
-                    .values_list("document", flat=True).first())
-        if document is not None:
-            return document
     return None
 
 

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.db import OperationalError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
@@ -14,7 +14,8 @@ from dashboard.databases import took_too_long
 from queues import forms, redaction, services
 from queues.models import BulkJob
 from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features, watched_name
-from queues.selectors import archive, diagnostics, distributions, history, messages, overview, privileges
+from queues.errors import error_answer
+from queues.selectors import archive, diagnostics, distributions, history, messages, overview, payloads, privileges
 from queues.selectors.stats import single_queue_stats, table_row_counts
 from queues.templatetags.queue_format import DISPLAY_LIMIT_CHARS
 
@@ -267,7 +268,7 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
     if source not in (None, LIVE, ARCHIVE):
         return render(request, "400.html", {"message": "source must be live or archive"}, status=400)
     redacted = redaction.applies_to(request.user)
-    message = messages.find_message(queue, msg_id, source=source, redacted=redacted)
+    message = messages.find_message(queue, msg_id, source=source, redacted=redacted, text_chars=DISPLAY_LIMIT_CHARS)
     if message is None:
         raise Http404(f"Message {msg_id} is not in queue “{queue_name}” nor in its archive: "
                       "it was deleted, or never existed.")
@@ -277,24 +278,51 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
         "action_buttons": ACTION_BUTTONS[message.source], "destructive": services.DESTRUCTIVE,
         "write_refusal": _write_refusal(request, queue), "redacted": redacted,
         "records_reads": "last_read_at" in table.columns,
-        "too_big": (message.message_chars or 0) > DISPLAY_LIMIT_CHARS,
-        # Headers too can be a megabyte (pgmq sets no limit): cut like the message, whole in the raw JSON.
-        "headers_too_big": len(message.headers_text or "") > DISPLAY_LIMIT_CHARS,
+        # Cut by the database: the page holds the beginning only; the download gives it whole.
+        "too_big": message.message_cut,
+        # Headers too can be a megabyte (pgmq sets no limit): cut like the message.
+        "headers_too_big": message.headers_cut,
         "fetch_sql": fetch_row_sql(table.name, msg_id),
     })
 
 
 @require_GET
 def message_raw(request: HttpRequest, queue_name: str, msg_id: int) -> HttpResponse:
-    """The whole message as JSON, however big: what the page shortens, this gives in full."""
+    """The whole message (or with ?part=headers its headers): exactly PostgreSQL's `message::text`,
+    streamed from the database in chunks, however big; what the page shortens, this gives in full."""
     queue = get_queue_or_404(queue_name)
     source = request.GET.get("source") or None
-    if source not in (None, LIVE, ARCHIVE):
-        return render(request, "400.html", {"message": "source must be live or archive"}, status=400)
-    document = messages.message_document(queue, msg_id, source=source, redacted=redaction.applies_to(request.user))
-    if document is None:
+    part = request.GET.get("part") or "message"
+    if source not in (None, LIVE, ARCHIVE) or part not in ("message", "headers"):
+        return render(request, "400.html", {"message": "source must be live or archive, part message or headers"},
+                      status=400)
+    stored = payloads.stored_payload(queue, msg_id, column=part, source=source,
+                                     redacted=redaction.applies_to(request.user))
+    if stored is None:
         raise Http404(f"Message {msg_id} is not in queue “{queue_name}” nor in its archive.")
-    response = HttpResponse(document, content_type="application/json")
-    response["Content-Disposition"] = f'inline; filename="message-{msg_id}.json"'
-    return response
+    too_big = download_too_big(request, stored)
+    if too_big is not None:
+        return too_big
+    return payload_download(stored, filename=f"message-{msg_id}{'-headers' if part == 'headers' else ''}.json")
 
+
+def download_too_big(request: HttpRequest, stored: payloads.StoredPayload) -> HttpResponse | None:
+    """The refusal of a payload over DASHBOARD_DOWNLOAD_MAX_BYTES (JSON under /api/), naming the SQL that fetches it."""
+    if (stored.bytes or 0) <= settings.DOWNLOAD_MAX_BYTES:
+        return None
+    fetch_sql = fetch_row_sql(stored.queue.tables[stored.kind].name, stored.msg_id)
+    detail = (f"message {stored.msg_id}'s {stored.column} is {stored.bytes:,} bytes of JSON, over the "
+              f"{settings.DOWNLOAD_MAX_BYTES:,} bytes a download may be (DASHBOARD_DOWNLOAD_MAX_BYTES): fetch it "
+              "with SQL")
+    return error_answer(request, 413, detail, "too_big.html", {
+        "part": stored.column, "msg_id": stored.msg_id, "size": stored.bytes, "limit": settings.DOWNLOAD_MAX_BYTES,
+        "fetch_sql": fetch_sql,
+        "back_url": reverse("message", args=[stored.queue.queue_name, stored.msg_id]) + f"?source={stored.kind}",
+    }, bytes=stored.bytes, limit=settings.DOWNLOAD_MAX_BYTES, sql=fetch_sql)
+
+
+def payload_download(stored: payloads.StoredPayload, *, filename: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(stored.encoded_chunks(), content_type="application/json")
+    response["Content-Length"] = str(4 if stored.bytes is None else stored.bytes)  # "null" for SQL NULL
+    response["Content-Disposition"] = f'inline; filename="{filename}"'
+    return response

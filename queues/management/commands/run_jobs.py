@@ -76,7 +76,8 @@ def _run_job(job: BulkJob, *, stopping: threading.Event) -> None:
         except TryAgain as error:
             failures += 1
             if failures >= ATTEMPTS:
-                _while_reachable(stopping, lambda: fail_job(job, f"{error} ({ATTEMPTS} times in a row)"))
+                message = f"{error} ({ATTEMPTS} times in a row)"
+                _while_reachable(stopping, lambda: fail_job(job, message))
                 return
             logger.warning("job %s: %s; trying the batch again", job.pk, error)
             stopping.wait(0.2 * 2 ** failures)
