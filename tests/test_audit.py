@@ -99,5 +99,5 @@ def test_the_admin_shows_the_log_read_only(admin_client, make_queue):
     assert listing.status_code == 200 and "in_admin" in listing.content.decode()
     assert admin_client.get("/admin/queues/auditentry/add/").status_code == 403
     change = admin_client.post(f"/admin/queues/auditentry/{entry.pk}/change/", {"affected": "99"})
-    assert change.status_code in (200, 403) and action_records().get().affected == 1
+    assert change.status_code == 403 and action_records().get().affected == 1
     assert admin_client.post(f"/admin/queues/auditentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403

@@ -528,6 +528,9 @@ def test_numbers_at_the_limits_postgresql_stores_are_sent_exactly(admin, fuzzed,
     for text in ("1e-16383", "0e99999", "9" * 4300):
         sent = admin.post(reverse("send-message", args=[QUEUE]), {"message": f'{{"a": {text}}}'})
         assert sent.status_code == 302, complaint(sent)
+        stored = pgmq_sql.execute(f"SELECT (message -> 'a')::numeric = %s::numeric, jsonb_typeof(message -> 'a') "
+                                  f"FROM pgmq.q_{QUEUE} ORDER BY msg_id DESC LIMIT 1", [text]).fetchone()
+        assert stored == (True, "number"), (text, stored)
 
 
 MSG_ID_EDGES = [str(2**63), str(2**63 - 1) + "0", "-1", str(-(2**63))]
