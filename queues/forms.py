@@ -21,7 +21,7 @@ from queues.jsontext import RawJSON
 from queues.pgmq import ARCHIVE, LIVE
 from queues.selectors.messages import SORT_COLUMNS, SOURCES, STATES, Cursor, MessageFilter, PageRequest, SearchTerm
 from queues.selectors.overview import SORT_KEYS
-from queues.services import ARCHIVE_ACTIONS, DELAY, LIVE_ACTIONS, MOVE, REQUEUE, RETRY
+from queues.vocabulary import ARCHIVE_ACTIONS, DELAY, LIVE_ACTIONS, MESSAGE_ACTIONS, MOVE, REQUEUE, RETRY
 
 RANGES = {"15m": 900, "1h": 3600, "24h": 86_400, "7d": 604_800}
 RANGE_LABELS = {"15m": "15 min", "1h": "1 hour", "24h": "24 hours", "7d": "7 days"}
@@ -325,7 +325,7 @@ class MessageActionForm(OnceForm):
     """An action on chosen messages, or on every message a filter matches: the plan a confirmation
     shows, carried unchanged to the run."""
 
-    action = forms.ChoiceField(choices=[(action, action) for action in LIVE_ACTIONS + ARCHIVE_ACTIONS])
+    action = forms.ChoiceField(choices=[(action, action) for action in MESSAGE_ACTIONS])
     source = forms.ChoiceField(choices=[(LIVE, LIVE), (ARCHIVE, ARCHIVE)])
     scope = forms.ChoiceField(choices=[("selected", "selected"), ("matching", "matching")])
     msg_id = MsgIdsField(required=False)

@@ -41,17 +41,11 @@ from queues.jsontext import RawJSON, as_jsonb, json_text
 from queues.models import AuditEntry, BulkJob, MessageCopy
 from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, TableSharing, table_sharing, watched_alias, watched_name
 from queues.selectors.messages import statement_budget
+from queues.vocabulary import (
+    ARCHIVE_ACTION, CREATE_QUEUE, DELAY, DELETE, DELETE_ARCHIVED, DROP_QUEUE, EDIT_AND_RESEND, GUARDS_IN_FLIGHT, MOVE,
+    PURGE, REQUEUE, RETRY, SEND,
+)
 
-# What each action is called in the audit log and on the pages.
-DELETE, ARCHIVE_ACTION, RETRY, DELAY, MOVE = "delete", "archive", "retry", "delay", "move"
-REQUEUE, DELETE_ARCHIVED = "requeue", "delete_archived"
-SEND, EDIT_AND_RESEND, PURGE = "send", "edit_and_resend", "purge"
-CREATE_QUEUE, DROP_QUEUE = "create_queue", "drop_queue"
-LIVE_ACTIONS = [RETRY, DELAY, ARCHIVE_ACTION, DELETE, MOVE]
-ARCHIVE_ACTIONS = [REQUEUE, DELETE_ARCHIVED]
-DESTRUCTIVE = {DELETE, DELETE_ARCHIVED, PURGE, DROP_QUEUE, MOVE}
-# Actions that leave a message in flight alone unless asked (it would be delivered twice).
-GUARDS_IN_FLIGHT = {RETRY, MOVE}
 # Deleted payloads kept in one audit record stop here, whatever their number: far below jsonb's
 # 255 MB, and a page that still opens.
 PAYLOAD_BYTES_LIMIT = 16 * 1024 * 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from queues import services
+from queues import services, vocabulary
 from queues.models import AuditEntry
 from queues.pgmq import Queue
 from tests.conftest import uses_databases
@@ -32,7 +32,7 @@ def test_a_move_and_a_requeue_of_a_huge_message_copy_it_exactly_without_reading_
     heavy = Queue.objects.get(queue_name="heavy")
 
     def move() -> None:
-        outcome = services.act_on_messages(user=operator, queue=heavy, action=services.MOVE, msg_ids=[1],
+        outcome = services.act_on_messages(user=operator, queue=heavy, action=vocabulary.MOVE, msg_ids=[1],
                                            parameters={"destination": "heavy-dlq", "original": "archive"})
         assert outcome.result.new_ids == {1: 1}
 
@@ -40,7 +40,7 @@ def test_a_move_and_a_requeue_of_a_huge_message_copy_it_exactly_without_reading_
     assert pgmq_sql.execute('SELECT md5(message::text), headers::text FROM pgmq."q_heavy-dlq"').fetchone() == stored
 
     def requeue() -> None:
-        outcome = services.act_on_messages(user=operator, queue=heavy, action=services.REQUEUE, msg_ids=[1],
+        outcome = services.act_on_messages(user=operator, queue=heavy, action=vocabulary.REQUEUE, msg_ids=[1],
                                            parameters={"destination": "heavy", "remove_archived": True})
         assert outcome.result.new_ids == {1: 2}
 
@@ -57,7 +57,7 @@ def test_deleting_payloads_too_big_for_the_record_keeps_their_count_and_never_re
     queue = Queue.objects.get(queue_name="heavy-delete")
 
     def delete() -> None:
-        services.act_on_messages(user=operator, queue=queue, action=services.DELETE, msg_ids=[1, 2], parameters={})
+        services.act_on_messages(user=operator, queue=queue, action=vocabulary.DELETE, msg_ids=[1, 2], parameters={})
 
     assert peak_python_bytes(delete) < 2 * 1024 * 1024
     entry = AuditEntry.objects.get(action="delete", queue_name="heavy-delete")

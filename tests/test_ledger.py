@@ -15,7 +15,7 @@ from django.test import override_settings
 from pgmq import PGMQueue
 from psycopg_pool import ConnectionPool
 
-from queues import services
+from queues import services, vocabulary
 from queues.management.commands.run_jobs import run_pending_jobs
 from queues.models import AuditEntry
 from queues.pgmq import Queue
@@ -110,21 +110,21 @@ def test_every_message_ends_up_exactly_once_with_its_payload(queues_for_the_ledg
     with Workload(pgmq_database_url) as workload:
         wait_for(lambda: len(workload.sent) > 300, timeout=30, what="the producers to send 300 messages")
         # Every bulk action, by filter, while everyone works.
-        run_job(user, services.RETRY, filter_to_data(MessageFilter()), include_in_flight=True)
+        run_job(user, vocabulary.RETRY, filter_to_data(MessageFilter()), include_in_flight=True)
         until = (pgmq_sql.execute("SELECT now()").fetchone()[0] + timedelta(seconds=2)).isoformat()
-        run_job(user, services.DELAY, kind_filter("plain"), until=until)
-        run_job(user, services.ARCHIVE_ACTION, kind_filter("archive"))
-        run_job(user, services.DELETE, kind_filter("delete"))
-        run_job(user, services.MOVE, kind_filter("move_keep"), destination=DEAD_LETTERS, original="archive")
-        run_job(user, services.MOVE, kind_filter("move_drop"), destination=DEAD_LETTERS, original="delete")
-        run_job(user, services.REQUEUE, kind_filter("requeue", "archive"), source="archive", destination=QUEUE,
+        run_job(user, vocabulary.DELAY, kind_filter("plain"), until=until)
+        run_job(user, vocabulary.ARCHIVE_ACTION, kind_filter("archive"))
+        run_job(user, vocabulary.DELETE, kind_filter("delete"))
+        run_job(user, vocabulary.MOVE, kind_filter("move_keep"), destination=DEAD_LETTERS, original="archive")
+        run_job(user, vocabulary.MOVE, kind_filter("move_drop"), destination=DEAD_LETTERS, original="delete")
+        run_job(user, vocabulary.REQUEUE, kind_filter("requeue", "archive"), source="archive", destination=QUEUE,
                 remove_archived=True)
-        run_job(user, services.DELETE_ARCHIVED, kind_filter("forget", "archive"), source="archive")
+        run_job(user, vocabulary.DELETE_ARCHIVED, kind_filter("forget", "archive"), source="archive")
         # The same actions on chosen messages.
         queue = Queue.objects.get(queue_name=QUEUE)
-        for action, parameters in ((services.RETRY, {"include_in_flight": False}), (services.ARCHIVE_ACTION, {}),
-                                   (services.DELETE, {}),
-                                   (services.MOVE, {"destination": DEAD_LETTERS, "original": "delete"})):
+        for action, parameters in ((vocabulary.RETRY, {"include_in_flight": False}), (vocabulary.ARCHIVE_ACTION, {}),
+                                   (vocabulary.DELETE, {}),
+                                   (vocabulary.MOVE, {"destination": DEAD_LETTERS, "original": "delete"})):
             chosen = [row[0] for row in pgmq_sql.execute("SELECT msg_id FROM pgmq.q_ledger ORDER BY random() LIMIT 20")]
             services.act_on_messages(user=user, queue=queue, action=action, msg_ids=chosen, parameters=parameters)
         # And a purge, with producers still sending.
@@ -136,7 +136,7 @@ def test_every_message_ends_up_exactly_once_with_its_payload(queues_for_the_ledg
     created = dict(workload.sent)
     entries = list(AuditEntry.objects.filter(queue_name=QUEUE).order_by("id"))
     for entry in entries:
-        if entry.action == services.REQUEUE:
+        if entry.action == vocabulary.REQUEUE:
             for old, new in entry.details.get("new_msg_ids", {}).items():
                 created[new] = created[int(old)]
     live = dict(pgmq_sql.execute("SELECT msg_id, message FROM pgmq.q_ledger").fetchall())
@@ -146,8 +146,8 @@ def test_every_message_ends_up_exactly_once_with_its_payload(queues_for_the_ledg
     moved_away = {}  # original msg_id -> the copy's msg_id in the other queue
     for entry in entries:
         original = (entry.target.get("parameters") or {}).get("original")
-        removed_by_requeue = entry.action == services.REQUEUE and entry.target["parameters"].get("remove_archived")
-        if (entry.action == services.MOVE and original == "delete") or removed_by_requeue:
+        removed_by_requeue = entry.action == vocabulary.REQUEUE and entry.target["parameters"].get("remove_archived")
+        if (entry.action == vocabulary.MOVE and original == "delete") or removed_by_requeue:
             moved_away.update({int(old): new for old, new in entry.details.get("new_msg_ids", {}).items()})
 
     places = {"live": live, "archive": archive, "deleted by a consumer": workload.consumer_deleted,
@@ -163,9 +163,9 @@ def test_every_message_ends_up_exactly_once_with_its_payload(queues_for_the_ledg
 
     # Each copy in the dead-letter queue carries its original's payload.
     copies = dict(pgmq_sql.execute("SELECT msg_id, message FROM pgmq.q_ledger_dlq").fetchall())
-    copied = {new: created[int(old)] for entry in entries if entry.action == services.MOVE
+    copied = {new: created[int(old)] for entry in entries if entry.action == vocabulary.MOVE
               for old, new in entry.details.get("new_msg_ids", {}).items()}
     assert copies == copied and len(copies) > 0
     kinds = {entry.action for entry in entries}
-    assert {services.RETRY, services.DELAY, services.ARCHIVE_ACTION, services.DELETE, services.MOVE,
-            services.REQUEUE, services.DELETE_ARCHIVED, services.PURGE} <= kinds
+    assert {vocabulary.RETRY, vocabulary.DELAY, vocabulary.ARCHIVE_ACTION, vocabulary.DELETE, vocabulary.MOVE,
+            vocabulary.REQUEUE, vocabulary.DELETE_ARCHIVED, vocabulary.PURGE} <= kinds

@@ -12,7 +12,7 @@ from queues.forms import MAX_INT, MAX_MSG_ID, MessageFilterForm, MsgIdsField
 from queues.jsontext import RawJSON
 from queues.pgmq import ARCHIVE, LIVE
 from queues.selectors.messages import words_seen
-from queues.services import ARCHIVE_ACTIONS, LIVE_ACTIONS
+from queues.vocabulary import MESSAGE_ACTIONS
 
 
 @extend_schema_field(OpenApiTypes.ANY)
@@ -164,7 +164,7 @@ class ActionParametersSerializer(serializers.Serializer):
 
 
 class ActionRequestSerializer(serializers.Serializer):
-    action = serializers.ChoiceField(choices=LIVE_ACTIONS + ARCHIVE_ACTIONS)
+    action = serializers.ChoiceField(choices=MESSAGE_ACTIONS)
     source = serializers.ChoiceField(choices=[LIVE, ARCHIVE], default=LIVE,
                                      help_text="live actions: retry, delay, archive, delete, move; "
                                                "archive actions: requeue, delete_archived")
@@ -251,7 +251,7 @@ class FilterField(serializers.DictField):
 
 
 class BulkActionRequestSerializer(serializers.Serializer):
-    action = serializers.ChoiceField(choices=LIVE_ACTIONS + ARCHIVE_ACTIONS)
+    action = serializers.ChoiceField(choices=MESSAGE_ACTIONS)
     source = serializers.ChoiceField(choices=[LIVE, ARCHIVE], default=LIVE)
     filter = FilterField()
     parameters = ActionParametersSerializer(required=False)

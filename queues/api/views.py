@@ -20,7 +20,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthentic
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from queues import forms, redaction, services
+from queues import forms, redaction, services, vocabulary
 from queues.access import can_watch
 from queues.api import serializers as s
 from queues.api.renderers import ExactJSONParser, ExactJSONRenderer, exact_json
@@ -592,7 +592,7 @@ def start_job(request: Request, queue_name: str) -> Response:
     if isinstance(form, Response):
         return form
     data = form.cleaned_data
-    if data["action"] in (services.MOVE, services.REQUEUE):
+    if data["action"] in (vocabulary.MOVE, vocabulary.REQUEUE):
         # The page offers only queues that exist; a job sent elsewhere would only fail in the runner.
         try:
             services.existing_queue(data["destination"])

@@ -17,7 +17,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from queues import forms, redaction, services
+from queues import forms, redaction, services, vocabulary
 from queues.models import BulkJob
 from queues.pgmq import ARCHIVE, LIVE, Queue, TableSharing, table_sharing, watched_name
 from queues.selectors import messages, stats
@@ -30,14 +30,6 @@ COUNT_BUDGET_MS = 10_000
 operator_required = permission_required(OPERATE, raise_exception=True)
 admin_required = permission_required(ADMINISTER, raise_exception=True)
 
-ACTION_LABELS = {
-    services.RETRY: "Retry now", services.DELAY: "Delay", services.ARCHIVE_ACTION: "Archive",
-    services.DELETE: "Delete", services.MOVE: "Move to another queue", services.REQUEUE: "Requeue",
-    services.DELETE_ARCHIVED: "Delete from the archive",
-}
-# What the page explaining a refusal for tables shared between names calls each action it refuses.
-SHARED_TABLES_ACTIONS = {services.PURGE: "Purge", services.DROP_QUEUE: "Drop", services.MOVE: "Move",
-                         services.REQUEUE: "Requeue", services.EDIT_AND_RESEND: "Edit and resend"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +54,7 @@ class ActionPlan:
     @property
     def refused_for_shared_tables(self) -> TableSharing | None:
         """The source queue's sharing when this is a move or requeue from it (refused)."""
-        return self.table_sharing.get(self.queue_name) if self.action in (services.MOVE, services.REQUEUE) else None
+        return self.table_sharing.get(self.queue_name) if self.action in (vocabulary.MOVE, vocabulary.REQUEUE) else None
 
     @property
     def destination_choices(self) -> list[tuple[str, TableSharing | None]]:
@@ -85,26 +77,26 @@ def plan_action(queue: Queue, form: forms.MessageActionForm, *, redacted: bool) 
         ids = data["msg_id"]
         still_there = model.objects.filter(msg_id__in=ids).count()
         count, gone, words = still_there, len(ids) - still_there, None
-        if source == LIVE and action in services.GUARDS_IN_FLIGHT:
+        if source == LIVE and action in vocabulary.GUARDS_IN_FLIGHT:
             in_flight = model.objects.filter(msg_id__in=ids, vt__gt=Now(), read_ct__gt=0).count()
-        if action == services.REQUEUE:
-            requeued_before = services.copies_of(queue, ids, action=services.REQUEUE)
+        if action == vocabulary.REQUEUE:
+            requeued_before = services.copies_of(queue, ids, action=vocabulary.REQUEUE)
     else:
         message_filter = form.message_filter(redacted=redacted)
         count = messages.count_matching(queue, source, message_filter, budget_ms=COUNT_BUDGET_MS)
         still_there, gone, words = None, 0, messages.describe_filter(message_filter)
-        if source == LIVE and action in services.GUARDS_IN_FLIGHT and message_filter.state in (None, "in_flight"):
+        if source == LIVE and action in vocabulary.GUARDS_IN_FLIGHT and message_filter.state in (None, "in_flight"):
             in_flight = messages.count_matching(queue, source, dataclasses.replace(message_filter, state="in_flight"),
                                                 budget_ms=COUNT_BUDGET_MS)
     destinations = list(Queue.objects.values_list("queue_name", flat=True))
-    if action == services.MOVE:
+    if action == vocabulary.MOVE:
         destinations = [name for name in destinations if name != queue.queue_name]
-    return ActionPlan(action=action, label=ACTION_LABELS[action], source=source, count=count,
+    return ActionPlan(action=action, label=vocabulary.ACTIONS[action].title, source=source, count=count,
                       still_there=still_there, already_gone=gone, in_flight=in_flight, filter_words=words,
-                      destinations=destinations, destructive=action in services.DESTRUCTIVE,
+                      destinations=destinations, destructive=action in vocabulary.DESTRUCTIVE,
                       requeued_before=requeued_before,
                       queue_name=queue.queue_name,
-                      table_sharing=table_sharing() if action in (services.MOVE, services.REQUEUE) else {})
+                      table_sharing=table_sharing() if action in (vocabulary.MOVE, vocabulary.REQUEUE) else {})
 
 
 def _dialog(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
@@ -182,7 +174,7 @@ def shared_tables_page(request: HttpRequest, sharing: TableSharing, action: str,
     """Why `action` is off for a queue whose tables another name shares, and the SQL that resolves it:
     instead of the action's form (200), or as the answer to an attempt (409)."""
     return render(request, "queues/shared_tables.html", {
-        "sharing": sharing, "action_label": SHARED_TABLES_ACTIONS[action], "refusal": refusal,
+        "sharing": sharing, "action_label": vocabulary.ACTIONS[action].label, "refusal": refusal,
     }, status=409 if refusal else 200)
 
 
@@ -258,7 +250,7 @@ def _edit_page(request: HttpRequest, queue: Queue, form, original, source: str, 
 def purge_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
     if request.method == "GET" and queue.table_sharing:
-        return shared_tables_page(request, queue.table_sharing, services.PURGE)
+        return shared_tables_page(request, queue.table_sharing, vocabulary.PURGE)
     form = forms.TypedConfirmationForm(posted(request), expected=queue.queue_name)
     if request.method == "POST" and form.is_valid():
         outcome = services.purge_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])
@@ -277,7 +269,7 @@ def purge_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
 def drop_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
     if request.method == "GET" and queue.table_sharing:
-        return shared_tables_page(request, queue.table_sharing, services.DROP_QUEUE)
+        return shared_tables_page(request, queue.table_sharing, vocabulary.DROP_QUEUE)
     form = forms.TypedConfirmationForm(posted(request), expected=queue.queue_name)
     if request.method == "POST" and form.is_valid():
         services.drop_queue(user=request.user, queue=queue, request_token=form.cleaned_data["request_token"])

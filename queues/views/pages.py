@@ -11,20 +11,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from dashboard.databases import took_too_long
-from queues import forms, redaction, services
+from queues import forms, redaction, vocabulary
 from queues.models import BulkJob
 from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features, watched_name
 from queues.errors import error_answer
 from queues.selectors import archive, diagnostics, distributions, history, messages, overview, payloads, privileges
 from queues.selectors.stats import single_queue_stats, table_row_counts
 from queues.templatetags.queue_format import DISPLAY_LIMIT_CHARS
-
-ACTION_BUTTONS = {
-    LIVE: [(services.RETRY, "Retry now"), (services.DELAY, "Delay…"), (services.ARCHIVE_ACTION, "Archive"),
-           (services.MOVE, "Move…"), (services.DELETE, "Delete")],
-    ARCHIVE: [(services.REQUEUE, "Requeue…"), (services.DELETE_ARCHIVED, "Delete from archive")],
-}
-
 
 def get_queue_or_404(queue_name: str) -> Queue:
     """Only a name pgmq.meta lists is ever used to reach a table."""
@@ -216,11 +209,10 @@ def _action_context(request: HttpRequest, queue: Queue, message_filter: messages
                and message_filter.source in (LIVE, ARCHIVE))
     if not can_act:
         return {"can_act": False, "write_refusal": write_refusal}
-    action_buttons = ACTION_BUTTONS[message_filter.source]
     query = request.GET.copy()
     for key in ("after", "before", "from", "last"):
         query.pop(key, None)
-    return {"can_act": True, "action_buttons": action_buttons, "destructive": services.DESTRUCTIVE,
+    return {"can_act": True, "action_buttons": vocabulary.on_table(message_filter.source),
             "filter_query": query.urlencode()}
 
 
@@ -275,7 +267,8 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
     table = queue.tables[message.source]
     return render(request, "queues/message.html", {
         "queue": queue, "message": message, "has_headers": "headers" in table.columns,
-        "action_buttons": ACTION_BUTTONS[message.source], "destructive": services.DESTRUCTIVE,
+        "action_buttons": vocabulary.on_table(message.source),
+        "edit_and_resend": vocabulary.ACTIONS[vocabulary.EDIT_AND_RESEND],
         "write_refusal": _write_refusal(request, queue), "redacted": redacted,
         "records_reads": "last_read_at" in table.columns,
         # Cut by the database: the page holds the beginning only; the download gives it whole.

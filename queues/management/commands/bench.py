@@ -224,14 +224,14 @@ class Command(BaseCommand):
         same with pgmq.archive / pgmq.delete called directly with arrays of 5,000 ids, in the same
         run. Both run beside a consumer reading and archiving from the same queue, whose slowest
         call says how long a batch held it up."""
-        from queues import services
+        from queues import services, vocabulary
         from queues.management.commands.run_jobs import run_pending_jobs
         from queues.models import BulkJob
         from queues.pgmq import Queue
         from queues.selectors.messages import MessageFilter, filter_to_data
 
         results = {}
-        for action in (services.ARCHIVE_ACTION, services.DELETE):
+        for action in (vocabulary.ARCHIVE_ACTION, vocabulary.DELETE):
             client_ids, server_ids, by_filter = (f"bulk_{how}_{action}" for how in ("client_ids", "server_ids", "job"))
             self.stdout.write(f"bulk {action}: filling three queues of {count:,} messages...")
             for name in (client_ids, server_ids, by_filter):

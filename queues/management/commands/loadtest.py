@@ -69,7 +69,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from psycopg.types.json import Jsonb
 
-from queues import services
+from queues import vocabulary
 from queues.management.commands.add_user import set_role
 from queues.management.measuring import BASE_DIR, DASHBOARD_APPLICATION, backend_cpu, gunicorn, percentile
 from queues.models import AuditEntry, BulkJob
@@ -412,9 +412,9 @@ class User:
 
     def act(self) -> None:
         action = random.choices(
-            [services.RETRY, services.DELAY, services.ARCHIVE_ACTION, services.DELETE, services.MOVE,
-             services.REQUEUE, services.DELETE_ARCHIVED], [3, 1, 3, 2, 3, 3, 1])[0]
-        on_archive = action in (services.REQUEUE, services.DELETE_ARCHIVED)
+            [vocabulary.RETRY, vocabulary.DELAY, vocabulary.ARCHIVE_ACTION, vocabulary.DELETE, vocabulary.MOVE,
+             vocabulary.REQUEUE, vocabulary.DELETE_ARCHIVED], [3, 1, 3, 2, 3, 3, 1])[0]
+        on_archive = action in (vocabulary.REQUEUE, vocabulary.DELETE_ARCHIVED)
         # Mostly the worked queues; sometimes the dead-letter queue: the redrive back.
         queue = random.choice(WORKED_QUEUES * 3 + [DEAD_LETTERS])
         query = {"source": "archive" if on_archive else "live",
@@ -451,16 +451,16 @@ class User:
         elif re.search(r'<button type="submit"[^>]*\sdisabled[\s>]', form):
             self.run.tally(action, nothing_to_do=1)  # taken by consumers meanwhile, or in flight
             return
-        if action in (services.MOVE, services.REQUEUE):
+        if action in (vocabulary.MOVE, vocabulary.REQUEUE):
             destinations = select_options(form, "destination")
-            if action == services.REQUEUE and queue == DEAD_LETTERS:  # back to where it failed
+            if action == vocabulary.REQUEUE and queue == DEAD_LETTERS:  # back to where it failed
                 destinations = [name for name in destinations if name != DEAD_LETTERS]
             fields.append(("destination", random.choice(destinations)))
-        if action == services.MOVE:
+        if action == vocabulary.MOVE:
             fields.append(("original", random.choice(["archive", "delete"])))
-        if action == services.REQUEUE and random.random() < 0.5:
+        if action == vocabulary.REQUEUE and random.random() < 0.5:
             fields.append(("remove_archived", "1"))
-        if action == services.DELAY:
+        if action == vocabulary.DELAY:
             until = datetime.now(UTC) + timedelta(seconds=random.randint(5, 60))
             fields.append(("until", until.strftime("%Y-%m-%dT%H:%M:%S")))
         path = queue_path(queue, "act")
@@ -511,7 +511,7 @@ class User:
             return
         with self.run.lock:
             self.run.user_sends.append((queue, int(new_id.group(1)), (message, headers)))
-        self.run.tally(services.SEND, confirmed=1, affected=1)
+        self.run.tally(vocabulary.SEND, confirmed=1, affected=1)
         self.get("message detail (after send)", sent.location, expect=GONE_MEANWHILE)
 
     def bulk_job(self) -> None:
@@ -523,7 +523,7 @@ class User:
                   if name != "scope"]
         dialog = self.get("move by filter: dialog (htmx)", queue_path(queue, "act"),
                           htmx_target="action-dialog-content",
-                          data=[*fields, ("scope", "matching"), ("action", services.MOVE)])
+                          data=[*fields, ("scope", "matching"), ("action", vocabulary.MOVE)])
         confirm = hidden_fields(form_html(dialog.text, 'class="confirm-form"'))
         if not confirm:
             self.run.problem(f"the job's dialog has no confirmation form (status {dialog.status})")
@@ -550,7 +550,7 @@ class User:
         if page.status == 200 and ids:
             self.get("viewer acts: refused (htmx)", queue_path(queue, "act"), htmx_target="action-dialog-content",
                      expect=(403,), data=[("csrfmiddlewaretoken", csrf_token(page.text) or ""), ("source", "live"),
-                                          ("scope", "selected"), ("action", services.DELETE), ("msg_id", ids[0])])
+                                          ("scope", "selected"), ("action", vocabulary.DELETE), ("msg_id", ids[0])])
 
 
 # Memory of gunicorn's workers
@@ -862,14 +862,14 @@ class Command(BaseCommand):
         for entry in entries:
             queue, target, details = entry.queue_name, entry.target, entry.details
             parameters = target.get("parameters") or {}
-            if entry.action == services.SEND and "msg_id" in details:
+            if entry.action == vocabulary.SEND and "msg_id" in details:
                 created[(queue, details["msg_id"])] = (target["message"], target["headers"])
                 origins["sent from the dashboard"] += 1
             if "new_msg_ids_not_kept" in details:
                 problems.append(f"audit entry {entry.pk} ({entry.action}) did not keep its new msg_ids")
             for old, new in details.get("new_msg_ids", {}).items():
                 original = (queue, int(old))
-                if entry.action == services.EDIT_AND_RESEND:
+                if entry.action == vocabulary.EDIT_AND_RESEND:
                     created[(target["destination"], new)] = (target["message"], target["headers"])
                     continue
                 if original not in created:
@@ -877,12 +877,12 @@ class Command(BaseCommand):
                     continue
                 created[(parameters["destination"], new)] = created[original]
                 origins[f"copies made by {entry.action}"] += 1
-                if ((entry.action == services.MOVE and parameters.get("original") == "delete")
-                        or (entry.action == services.REQUEUE and parameters.get("remove_archived"))):
+                if ((entry.action == vocabulary.MOVE and parameters.get("original") == "delete")
+                        or (entry.action == vocabulary.REQUEUE and parameters.get("remove_archived"))):
                     if original in moved_away:
                         problems.append(f"{original} was moved away twice")
                     moved_away.add(original)
-            if entry.action in (services.DELETE, services.DELETE_ARCHIVED, services.PURGE) and entry.affected:
+            if entry.action in (vocabulary.DELETE, vocabulary.DELETE_ARCHIVED, vocabulary.PURGE) and entry.affected:
                 if entry.deleted_payloads is None:
                     problems.append(f"audit entry {entry.pk} ({entry.action}) did not keep the deleted payloads")
                 for payload in entry.deleted_payloads or []:
