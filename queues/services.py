@@ -55,6 +55,10 @@ class ActionRefused(Exception):
     """The action cannot be done as asked (a destination that does not exist, a name pgmq refuses):
     the message says why, for the person who asked."""
 
+    def not_done(self) -> str:
+        """What the pages and the API tell the person who asked."""
+        return f"Not done: {self}. Nothing was changed; the attempt is in the audit log."
+
 
 class QueueMissing(ActionRefused):
     """A queue the action names is not there (dropped meanwhile, or never was)."""

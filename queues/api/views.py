@@ -76,24 +76,23 @@ class ReadsOrAdministers(CanAdminister):
         return request.method in SAFE_METHODS or super().has_permission(request, view)
 
 
-def answering_refusals(view):
+def refusals_as_json(view):
+    """An action the services refuse, or one already done with this request_token, answered as JSON
+    (the API's twin of views.actions.refusals_as_pages)."""
     @functools.wraps(view)
     def answered(request: Request, *args, **kwargs) -> Response:
         try:
             return view(request, *args, **kwargs)
         except services.TablesShared as error:
-            return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log.",
+            return Response({"detail": error.not_done(),
                              "shares_tables_with": list(error.sharing.others), "table": error.sharing.live_table,
                              "resolve_sql": error.sharing.resolve_sql}, status=status.HTTP_409_CONFLICT)
         except services.SecondDelivery as error:
-            return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log."},
-                            status=status.HTTP_409_CONFLICT)
+            return Response({"detail": error.not_done()}, status=status.HTTP_409_CONFLICT)
         except services.QueueMissing as error:
-            return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log."},
-                            status=status.HTTP_404_NOT_FOUND)
+            return Response({"detail": error.not_done()}, status=status.HTTP_404_NOT_FOUND)
         except services.ActionRefused as error:
-            return Response({"detail": f"Not done: {error}. Nothing was changed; the attempt is in the audit log."},
-                            status=status.HTTP_400_BAD_REQUEST)
+            return Response({"detail": error.not_done()}, status=status.HTTP_400_BAD_REQUEST)
         except services.AlreadyDone as done:
             return Response({"detail": "already done: this request_token was used before",
                              "audit_id": done.record.pk}, status=status.HTTP_409_CONFLICT)
@@ -108,7 +107,7 @@ def api(methods: list[str], *, permissions=(IsAuthenticated,), schema: dict | No
     request_token, is answered here for every view: 400 and 409."""
     def decorate(view):
         view = api_view(methods)(parser_classes([ExactJSONParser])(renderer_classes([ExactJSONRenderer])(
-            permission_classes([*permissions, WatchesThisDatabase])(answering_refusals(view)))))
+            permission_classes([*permissions, WatchesThisDatabase])(refusals_as_json(view)))))
         for method, method_schema in (schemas or {None: schema}).items():
             view = extend_schema(methods=[method] if method else None, **method_schema)(view)
         return login_not_required(view)

@@ -148,8 +148,8 @@ def posted(request: HttpRequest):
     return request.POST if request.method == "POST" else None
 
 
-def answers_refusals(view):
-    """A page form's action refused, or already done by the same form sent before, answers with a
+def refusals_as_pages(view):
+    """(The API's twin: api.views.refusals_as_json.) A page form's action refused, or already done by the same form sent before, answers with a
     message where it can be seen (the queue's page, or the first time's record), not a server error."""
     @functools.wraps(view)
     def answering(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -161,7 +161,7 @@ def answers_refusals(view):
         except services.TablesShared as refusal:
             return shared_tables_page(request, refusal.sharing, refusal.action, refusal=str(refusal))
         except services.ActionRefused as refusal:
-            flash.error(request, f"Not done: {refusal}. Nothing was changed; the attempt is in the audit log.")
+            flash.error(request, refusal.not_done())
             queue_name = kwargs.get("queue_name")
             if queue_name and Queue.objects.filter(queue_name=queue_name).exists():
                 return redirect(reverse("queue", args=[queue_name]))
@@ -180,7 +180,7 @@ def shared_tables_page(request: HttpRequest, sharing: TableSharing, action: str,
 
 @require_http_methods(["GET", "POST"])
 @operator_required
-@answers_refusals
+@refusals_as_pages
 def send_message(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
     form = forms.SendForm(posted(request), initial={"message": "{\n  \n}", "delay_s": 0})
@@ -197,7 +197,7 @@ def send_message(request: HttpRequest, queue_name: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @operator_required
-@answers_refusals
+@refusals_as_pages
 def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
     if redaction.applies_to(request.user):
@@ -246,7 +246,7 @@ def _edit_page(request: HttpRequest, queue: Queue, form, original, source: str, 
 
 @require_http_methods(["GET", "POST"])
 @admin_required
-@answers_refusals
+@refusals_as_pages
 def purge_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
     if request.method == "GET" and queue.table_sharing:
@@ -265,7 +265,7 @@ def purge_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @admin_required
-@answers_refusals
+@refusals_as_pages
 def drop_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
     if request.method == "GET" and queue.table_sharing:
@@ -284,7 +284,7 @@ def drop_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @admin_required
-@answers_refusals
+@refusals_as_pages
 def create_queue(request: HttpRequest) -> HttpResponse:
     form = forms.CreateQueueForm(posted(request))
     if request.method == "POST" and form.is_valid():
