@@ -43,21 +43,21 @@ test: $(VENV)/.dev-installed static
 
 # The benchmark (see README "Speed"): an embedded PostgreSQL of its own in var/bench.
 bench: $(VENV)/.dev-installed static
-	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python manage.py bench $(BENCH_ARGS)
+	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python -m perf.bench $(BENCH_ARGS)
 
 # A 1M-row export streamed with flat memory (see README "Speed"), on the benchmark's database.
 bench-export: $(VENV)/.dev-installed static
-	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python manage.py bench_export $(BENCH_EXPORT_ARGS)
+	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python -m perf.bench_export $(BENCH_EXPORT_ARGS)
 
 # A worker's peak memory with 8 readers at once of each endpoint on a 50 MB and a 40 MB message
 # (see README "Speed"), on the benchmark's database.
 bench-memory: $(VENV)/.dev-installed static
-	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python manage.py bench_memory $(BENCH_MEMORY_ARGS)
+	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python -m perf.bench_memory $(BENCH_MEMORY_ARGS)
 
 # The load test (see README "Speed"): producers, consumers and 20 dashboard users against gunicorn,
 # on an embedded PostgreSQL of its own in var/loadtest. LOADTEST_ARGS="--seconds 120" for longer.
 loadtest: $(VENV)/.demo-installed static
-	$(BIN)/python -m dashboard.embedded_postgres var/loadtest -- $(BIN)/python manage.py loadtest $(LOADTEST_ARGS)
+	$(BIN)/python -m dashboard.embedded_postgres var/loadtest -- $(BIN)/python -m perf.loadtest $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles static/vendor tests/vendor

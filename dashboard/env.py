@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+
+# App code at settings time: queues.rules imports nothing of Django or of the app.
+from queues.rules import AlertRule, HealthRule, RulesFileError, read_alert_rules, read_health_rules
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -201,148 +203,18 @@ def watched_databases() -> dict[str, tuple[str, str]]:
     return found
 
 
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration_seconds(name: str, value: object) -> float:
-    """30, "30s", "5m", "2h", "1d" -> seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", str(value))
-    if not match:
-        fail(f"{name} must be a duration like 30s, 5m, 2h or 1d; got {value!r}")
-    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
-
-
-HEALTH_MEASURES = {"oldest_age": "duration", "backlog": "count", "poison": "count"}
-DEFAULT_HEALTH_RULE: dict[str, Any] = {
-    "queues": "*",
-    "oldest_age": {"warning": 300.0, "critical": 1800.0},
-    "backlog": {"warning": 10_000, "critical": 100_000},
-    "poison": {"warning": 1, "critical": 100},
-}
-
-
-def health_rules(name: str) -> list[dict[str, Any]]:
-    """Health thresholds per queue-name pattern, from the TOML file named by the variable.
-
-    The first rule whose `queues` pattern (shell-style: orders-*, *-dlq) matches applies; a
-    measure a rule leaves out comes from the built-in default rule, which always comes last.
-    """
-    path = text(name)
-    rules: list[dict[str, Any]] = []
-    if path:
-        try:
-            with open(path, "rb") as file:
-                document = tomllib.load(file)
-        except (OSError, tomllib.TOMLDecodeError) as error:
-            fail(f"{name}: cannot read {path}: {error}")
-        for number, raw in enumerate(document.get("rules", []), start=1):
-            where = f"{name} rule {number}"
-            if not isinstance(raw, dict) or not isinstance(raw.get("queues"), str):
-                fail(f"{where} needs queues = \"pattern\"")
-            unknown = set(raw) - {"queues", *HEALTH_MEASURES}
-            if unknown:
-                fail(f"{where} has unknown keys {sorted(unknown)}; known: queues, {', '.join(HEALTH_MEASURES)}")
-            rule: dict[str, Any] = {"queues": raw["queues"]}
-            for measure, kind in HEALTH_MEASURES.items():
-                levels = {**DEFAULT_HEALTH_RULE[measure], **raw.get(measure, {})}
-                if set(levels) != {"warning", "critical"}:
-                    fail(f"{where}: {measure} takes warning and critical only")
-                if kind == "duration":
-                    levels = {level: duration_seconds(f"{where} {measure}.{level}", value)
-                              for level, value in levels.items()}
-                elif not all(isinstance(value, int) and value >= 0 for value in levels.values()):
-                    fail(f"{where}: {measure} thresholds must be whole numbers")
-                if levels["warning"] > levels["critical"]:
-                    fail(f"{where}: {measure} warning must not be above critical")
-                rule[measure] = levels
-            rules.append(rule)
-    return [*rules, DEFAULT_HEALTH_RULE]
-
-
-ALERT_MEASURES = {"oldest_age": "duration", "visible": "count", "backlog_growth": "count", "poison": "count",
-                  "consumer_silence": "duration"}
-ALERT_RULE_KEYS = {"name", "queues", "databases", "measure", "threshold", "for", "window", "repeat", "webhooks",
-                   "emails"}
-ALERT_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}")
-EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+")
-
-
-def webhook_label(url: str, variable: str | None) -> str:
-    """How a webhook is shown on pages and in logs: its host only (Slack's and most other webhook
-    URLs carry their secret in the path or query)."""
-    if "://" not in url:
-        return "(not a URL)"
-    host = re.sub(r"^[^@]*@", "", url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0])
-    return f"${variable} ({host})" if variable else f"{url.split('://', 1)[0]}://{host}/…"
-
-
-def alert_rules(name: str) -> list[dict[str, Any]]:
-    """Alert rules from the TOML file named by the variable (README "Alerting"): every rule whose
-    `queues` and `databases` patterns match a queue is evaluated on it. A webhook written as
-    "$VARIABLE" is read from that environment variable, so the secret URL stays out of the file."""
-    path = text(name)
-    if not path:
-        return []
+def health_rules(name: str) -> tuple[HealthRule, ...]:
+    """The health rules in the TOML file named by the variable, the built-in default last."""
     try:
-        with open(path, "rb") as file:
-            document = tomllib.load(file)
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        fail(f"{name}: cannot read {path}: {error}")
-    unknown_tables = set(document) - {"rules"}
-    if unknown_tables or not isinstance(document.get("rules", []), list):
-        fail(f"{name}: the file holds only [[rules]] tables; found {sorted(unknown_tables) or 'rules not as [[rules]]'}")
-    rules: list[dict[str, Any]] = []
-    for number, raw in enumerate(document.get("rules", []), start=1):
-        where = f"{name} rule {number}"
-        if not isinstance(raw, dict):
-            fail(f"{where} must be a [[rules]] table")
-        if isinstance(raw.get("name"), str):
-            where = f"{name} rule {raw['name']!r}"
-        unknown = set(raw) - ALERT_RULE_KEYS
-        if unknown:
-            fail(f"{where} has unknown keys {sorted(unknown)}; known: {', '.join(sorted(ALERT_RULE_KEYS))}")
-        for required in ("name", "queues", "measure", "threshold"):
-            if required not in raw:
-                fail(f"{where} needs {required} = ...")
-        if not isinstance(raw["name"], str) or not ALERT_NAME_PATTERN.fullmatch(raw["name"]):
-            fail(f"{where}: name must be 1-100 letters, digits, spaces, dots, dashes or underscores")
-        if any(rule["name"] == raw["name"] for rule in rules):
-            fail(f"{where}: two rules are named {raw['name']!r}; alert history is kept per rule name")
-        for pattern_key in ("queues", "databases"):
-            if not isinstance(raw.get(pattern_key, "*"), str):
-                fail(f"{where}: {pattern_key} must be a shell-style pattern in quotes, e.g. \"orders-*\"")
-        measure = raw["measure"]
-        if measure not in ALERT_MEASURES:
-            fail(f"{where}: measure must be one of {', '.join(ALERT_MEASURES)}; got {measure!r}")
-        if ALERT_MEASURES[measure] == "duration":
-            threshold: float = duration_seconds(f"{where} threshold", raw["threshold"])
-        elif isinstance(raw["threshold"], int) and not isinstance(raw["threshold"], bool) and raw["threshold"] >= 0:
-            threshold = raw["threshold"]
-        else:
-            fail(f"{where}: threshold for {measure} must be a whole number of messages; got {raw['threshold']!r}")
-        if "window" in raw and measure != "backlog_growth":
-            fail(f"{where}: window applies to backlog_growth only")
-        webhooks = []
-        for webhook in raw.get("webhooks", []):
-            variable = webhook[1:] if isinstance(webhook, str) and webhook.startswith("$") else None
-            url = text(variable) if variable else webhook
-            if variable and not url:
-                fail(f"{where}: webhook ${variable} names an environment variable that is not set")
-            if not isinstance(url, str) or not re.fullmatch(r"https?://[^/\s?#]+[^\s]*", url):
-                fail(f"{where}: a webhook must be an http(s):// URL or \"$VARIABLE\"; got "
-                     f"{'the value of $' + variable if variable else repr(webhook_label(str(url), None))}")
-            webhooks.append({"url": url, "label": webhook_label(url, variable)})
-        emails = raw.get("emails", [])
-        if not isinstance(emails, list) or not all(isinstance(e, str) and EMAIL_PATTERN.fullmatch(e) for e in emails):
-            fail(f"{where}: emails must be a list of addresses, e.g. [\"oncall@example.com\"]")
-        rules.append({
-            "name": raw["name"], "queues": raw["queues"], "databases": raw.get("databases", "*"),
-            "measure": measure, "threshold": threshold,
-            "for_s": duration_seconds(f"{where} for", raw.get("for", 0)),
-            "window_s": duration_seconds(f"{where} window", raw.get("window", "10m")),
-            "repeat_s": duration_seconds(f"{where} repeat", raw["repeat"]) if "repeat" in raw else None,
-            "webhooks": webhooks, "emails": emails,
-        })
-    return rules
+        return read_health_rules(text(name), named_by=name)
+    except RulesFileError as error:
+        fail(str(error))
+
+
+def alert_rules(name: str) -> tuple[AlertRule, ...]:
+    """The alert rules in the TOML file named by the variable; a webhook written "$VARIABLE" is
+    read from the environment."""
+    try:
+        return read_alert_rules(text(name), named_by=name, environ=os.environ)
+    except RulesFileError as error:
+        fail(str(error))

@@ -5,8 +5,8 @@
    installed and demo queues, and the demo's alert rules (dashboard/demo_alerts.toml).
 2. Migrations (into the pgmq_dashboard schema), static files, and a demo login, printed.
 3. gunicorn on http://127.0.0.1:$PORT, the metric sampler, the bulk job runner, and the demo
-   workload when the database is the embedded one or DEMO=1 is set. Ctrl-C (or SIGTERM) stops all of it together, the
-   database too.
+   workload (dashboard/demo.py) when the database is the embedded one or DEMO=1 is set. Ctrl-C
+   (or SIGTERM) stops all of it together, the database too.
 
 With PGMQ_DATABASE_URL set and no DEMO=1, nothing is written to that database besides the
 dashboard's own schema.
@@ -39,10 +39,14 @@ def local_secret_key() -> str:
     return key_file.read_text().strip()
 
 
-def manage(*args: str, **env: str) -> None:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env={**os.environ, **env})
+def python(*args: str, **env: str) -> None:
+    result = subprocess.run([sys.executable, *args], cwd=BASE_DIR, env={**os.environ, **env})
     if result.returncode:
-        sys.exit(result.returncode)  # manage.py has already said what failed, in one line
+        sys.exit(result.returncode)  # it has already said what failed, in one line
+
+
+def manage(*args: str, **env: str) -> None:
+    python("manage.py", *args, **env)
 
 
 def wait_until_serving(url: str, children: dict[str, subprocess.Popen], timeout: float = 60) -> None:
@@ -107,7 +111,7 @@ def main() -> None:
                 version = embedded_postgres.install_pgmq(url)
                 if version:
                     print(f"installed pgmq {version} from the SQL bundled with PyPI's pgmq package", flush=True)
-                manage("run_demo", "--setup-only", PGMQ_DATABASE_URL=url)
+                python("-m", "dashboard.demo", "--setup-only", PGMQ_DATABASE_URL=url)
         manage("collectstatic", "--noinput", "--verbosity", "0")
         # demo/demo only on the throwaway embedded database; a database of your own gets a fresh
         # random password each run, so a forgotten `make run` never leaves demo/demo behind there.
@@ -125,7 +129,7 @@ def main() -> None:
         if demo:
             for workload, url in demo_databases.items():
                 children[workload] = subprocess.Popen(
-                    [sys.executable, "manage.py", "run_demo"], cwd=BASE_DIR, env={**os.environ, "PGMQ_DATABASE_URL": url})
+                    [sys.executable, "-m", "dashboard.demo"], cwd=BASE_DIR, env={**os.environ, "PGMQ_DATABASE_URL": url})
 
         wait_until_serving(f"http://127.0.0.1:{port}/healthz", children)
         parts = [*children, *(["the embedded database"] if embedded else [])]

@@ -45,7 +45,7 @@ DATABASES = {
                                              lock_timeout_ms=LOCK_TIMEOUT_MS)
        for name, (variable, url) in _watched.items()},
 }
-DATABASE_ROUTERS = ["queues.routers.PgmqRouter"]
+DATABASE_ROUTERS = ["queues.watched.PgmqRouter"]
 
 # Up to this many rows a table is counted exactly; above it PostgreSQL's estimate is shown (≈).
 EXACT_COUNT_LIMIT = env.integer("DASHBOARD_EXACT_COUNT_LIMIT", 100_000)

@@ -14,7 +14,11 @@ from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import AbstractBaseUser, Permission
 from django.db.models import Q, QuerySet
 
-from queues.pgmq import watched_name
+from queues.watched import watched_name
+
+# The permissions the roles grant (codenames of the app "queues": see apps.py).
+OPERATE = "queues.operate_messages"
+ADMINISTER = "queues.administer_queues"
 
 SCOPE_SEPARATOR = ": "
 # The permissions a group scoped to one database can grant there (codenames of the app "queues").

@@ -22,7 +22,7 @@ from queues import account_audit, redaction
 from queues.access import DATABASE_PERMISSIONS, SCOPE_SEPARATOR
 from queues.jsontext import pretty
 from queues.models import ApiToken, AuditEntry, BulkJob, SignInFailures
-from queues.pgmq import watching
+from queues.watched import watching
 from queues.tokens import issue_token
 
 # A deleted payload in the audit log can be 16 MB: the admin shows its beginning.

@@ -15,7 +15,6 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from fnmatch import fnmatchcase
 from itertools import pairwise
 
 from django.conf import settings
@@ -27,7 +26,8 @@ from django.utils import timezone
 from dashboard.databases import first_line
 from queues.formatting import duration
 from queues.models import AlertEpisode, AlertNotification, QueueSample
-from queues.pgmq import database_path_prefix, watched_name
+from queues.rules import AlertRule
+from queues.watched import database_path_prefix, watched_name
 from queues.selectors.stats import QueueStats
 
 logger = logging.getLogger("alerting")
@@ -70,8 +70,8 @@ def readings_from(stats: list[QueueStats], poison: dict[str, int | None]) -> lis
             for queue in sorted(stats, key=lambda queue: (queue.queue.created_at, queue.name))]
 
 
-def rules_for_database(database: str) -> list[dict]:
-    return [rule for rule in settings.ALERT_RULES if fnmatchcase(database, rule["databases"])]
+def rules_for_database(database: str) -> list[AlertRule]:
+    return [rule for rule in settings.ALERT_RULES if rule.matches_database(database)]
 
 
 # -- measures ----------------------------------------------------------------------------------
@@ -118,10 +118,10 @@ def consumer_silence(reading: Reading, history: list[tuple], threshold_s: float)
     return None
 
 
-def measure_value(rule: dict, reading: Reading, history: list[tuple]) -> float | None:
+def measure_value(rule: AlertRule, reading: Reading, history: list[tuple]) -> float | None:
     """The rule's measure on this queue now; None when it cannot be told this round (the state is
     then left as it is)."""
-    measure = rule["measure"]
+    measure = rule.measure
     if measure == "oldest_age":
         return reading.oldest_visible_age_s or 0.0  # nothing waiting: nothing is late
     if measure == "visible":
@@ -129,8 +129,8 @@ def measure_value(rule: dict, reading: Reading, history: list[tuple]) -> float |
     if measure == "poison":
         return None if reading.poison is None else float(reading.poison)
     if measure == "backlog_growth":
-        return backlog_growth(reading, history, rule["window_s"])
-    return consumer_silence(reading, history, rule["threshold"])
+        return backlog_growth(reading, history, rule.window_s)
+    return consumer_silence(reading, history, rule.threshold)
 
 
 def describe(measure: str, value: float | None) -> str:
@@ -156,11 +156,11 @@ def evaluate_alerts(readings: list[Reading]) -> None:
         for rule in rules:
             evaluated_tables = set()
             for reading in readings:
-                if not fnmatchcase(reading.queue_name, rule["queues"]) or reading.table in evaluated_tables:
+                if not rule.matches_queue(reading.queue_name) or reading.table in evaluated_tables:
                     continue
                 evaluated_tables.add(reading.table)
                 value = measure_value(rule, reading, history.get(reading.queue_name, []))
-                episode = open_episodes.pop((rule["name"], reading.queue_name), None)
+                episode = open_episodes.pop((rule.name, reading.queue_name), None)
                 _step(database, rule, reading, value, episode)
     # Open episodes no rule looked at: the queue was dropped, or the rule changed or went away.
     for episode in open_episodes.values():
@@ -168,27 +168,27 @@ def evaluate_alerts(readings: list[Reading]) -> None:
     deliver_notifications(database)
 
 
-def _history_for(rules: list[dict], readings: list[Reading]) -> dict[str, list[tuple]]:
-    spans = [2 * rule["window_s"] if rule["measure"] == "backlog_growth" else 2 * rule["threshold"]
-             for rule in rules if rule["measure"] in ("backlog_growth", "consumer_silence")]
+def _history_for(rules: list[AlertRule], readings: list[Reading]) -> dict[str, list[tuple]]:
+    spans = [2 * rule.window_s if rule.measure == "backlog_growth" else 2 * rule.threshold
+             for rule in rules if rule.measure in ("backlog_growth", "consumer_silence")]
     if not spans or not readings:
         return {}
     names = [reading.queue_name for reading in readings
-             if any(fnmatchcase(reading.queue_name, rule["queues"]) for rule in rules)]
+             if any(rule.matches_queue(reading.queue_name) for rule in rules)]
     since = max(reading.measured_at for reading in readings) - timedelta(seconds=max(spans)) - HISTORY_SLACK
     return _samples_since(names, since)
 
 
-def _step(database: str, rule: dict, reading: Reading, value: float | None, episode: AlertEpisode | None) -> None:
+def _step(database: str, rule: AlertRule, reading: Reading, value: float | None, episode: AlertEpisode | None) -> None:
     now = reading.measured_at
     if value is None:
         return
-    breached = value >= rule["threshold"]
+    breached = value >= rule.threshold
     if episode is None:
         if not breached:
             return
-        episode = AlertEpisode(database=database, rule=rule["name"], queue_name=reading.queue_name,
-                               measure=rule["measure"], threshold=rule["threshold"], pending_since=now)
+        episode = AlertEpisode(database=database, rule=rule.name, queue_name=reading.queue_name,
+                               measure=rule.measure, threshold=rule.threshold, pending_since=now)
     if not breached:
         if episode.state == AlertEpisode.PENDING:
             episode.delete()  # cleared before its `for`: it never fired, so it is not history
@@ -199,14 +199,14 @@ def _step(database: str, rule: dict, reading: Reading, value: float | None, epis
     episode.value = value
     episode.peak_value = max(value, episode.peak_value or value)
     with transaction.atomic():
-        if episode.state == AlertEpisode.PENDING and (now - episode.pending_since).total_seconds() >= rule["for_s"]:
+        if episode.state == AlertEpisode.PENDING and (now - episode.pending_since).total_seconds() >= rule.for_s:
             episode.state, episode.fired_at, episode.last_notified_at = AlertEpisode.FIRING, now, now
             episode.save()
             _queue_notifications(episode, rule, AlertEpisode.FIRING)
-            logger.warning("alert firing: %s on queue %r (%s): %s", rule["name"], reading.queue_name, database,
-                           describe(rule["measure"], value))
-        elif (episode.state == AlertEpisode.FIRING and rule["repeat_s"]
-              and (now - episode.last_notified_at).total_seconds() >= rule["repeat_s"]):
+            logger.warning("alert firing: %s on queue %r (%s): %s", rule.name, reading.queue_name, database,
+                           describe(rule.measure, value))
+        elif (episode.state == AlertEpisode.FIRING and rule.repeat_s
+              and (now - episode.last_notified_at).total_seconds() >= rule.repeat_s):
             episode.last_notified_at = now
             episode.save()
             _queue_notifications(episode, rule, AlertEpisode.FIRING)
@@ -221,7 +221,7 @@ def _close(episode: AlertEpisode, *, now: datetime, because: str) -> None:
             return
         episode.state, episode.resolved_at, episode.resolved_because = AlertEpisode.RESOLVED, now, because
         episode.save()
-        rule = next((rule for rule in settings.ALERT_RULES if rule["name"] == episode.rule), None)
+        rule = next((rule for rule in settings.ALERT_RULES if rule.name == episode.rule), None)
         if rule is not None:
             _queue_notifications(episode, rule, AlertEpisode.RESOLVED)
     logger.info("alert resolved: %s on queue %r (%s): %s", episode.rule, episode.queue_name, episode.database, because)
@@ -231,14 +231,14 @@ def _webhook_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
 
 
-def _queue_notifications(episode: AlertEpisode, rule: dict, status: str) -> None:
+def _queue_notifications(episode: AlertEpisode, rule: AlertRule, status: str) -> None:
     AlertNotification.objects.bulk_create(
         [AlertNotification(episode=episode, status=status, channel=AlertNotification.WEBHOOK,
-                           destination=webhook["label"], destination_key=_webhook_key(webhook["url"]))
-         for webhook in rule["webhooks"]]
+                           destination=webhook.label, destination_key=_webhook_key(webhook.url))
+         for webhook in rule.webhooks]
         + [AlertNotification(episode=episode, status=status, channel=AlertNotification.EMAIL,
                              destination=address, destination_key=address)
-           for address in rule["emails"]])
+           for address in rule.emails])
 
 
 # -- notifications -----------------------------------------------------------------------------
@@ -320,7 +320,7 @@ def deliver_notifications(database: str) -> None:
     if not due:
         return
     now = timezone.now()
-    urls = {_webhook_key(webhook["url"]): webhook["url"] for rule in settings.ALERT_RULES for webhook in rule["webhooks"]}
+    urls = {_webhook_key(webhook.url): webhook.url for rule in settings.ALERT_RULES for webhook in rule.webhooks}
     sendable = []
     for notification in due:
         gone = notification.channel == AlertNotification.WEBHOOK and notification.destination_key not in urls

@@ -8,7 +8,7 @@ from django.utils.functional import SimpleLazyObject
 from dashboard.databases import database_label, database_short_label
 from queues.access import can_watch
 from queues.models import AlertEpisode
-from queues.pgmq import database_path_prefix, watched_alias, watched_name
+from queues.watched import database_path_prefix, watched_alias, watched_name
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 import re
-import shlex
 import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,8 @@ from django.utils import timezone
 
 from queues.jsontext import RawJSON
 from queues.pgmq import ARCHIVE, LIVE
-from queues.selectors.messages import SORT_COLUMNS, SOURCES, STATES, Cursor, MessageFilter, PageRequest, SearchTerm
+from queues.selectors.messages import SORT_COLUMNS, Cursor, PageRequest
+from queues.filters import SOURCES, STATES, MessageFilter, SearchTerm, parse_search
 from queues.selectors.overview import SORT_KEYS
 from queues.vocabulary import ARCHIVE_ACTIONS, DELAY, LIVE_ACTIONS, MESSAGE_ACTIONS, MOVE, REQUEUE, RETRY
 
@@ -41,14 +41,12 @@ class UTCDateTimeField(forms.DateTimeField):
         except OverflowError:
             raise ValidationError("is out of range") from None
 MAX_INT = 2**31 - 1
-QUALIFIED_TERM = re.compile(r"^(message|headers)((?:\.[^.:]+)*):(.*)$", re.DOTALL)
 # A JSON number with a fraction or an exponent, as json.loads hands it to parse_float.
 JSON_FRACTION_EXPONENT = re.compile(r"-?\d+(?:\.(\d+))?(?:[eE]([+-]?\d+))?")
 NUMERIC_MAX_SCALE = 16_383  # digits after the point PostgreSQL's numeric (and so jsonb) can hold
 INT_MAX_DIGITS = 4_300  # Python's int() reads no longer number (sys.get_int_max_str_digits)
 # pgmq's longest table name is template_pgmq_q_<name>, and PostgreSQL's limit is 63 bytes.
 MAX_QUEUE_NAME_BYTES = 63 - len("template_pgmq_q_")
-MAX_PATH_KEYS = 50  # a search's key chain: each key nests the query once more, and Python's stack ends
 
 
 def shortened(text: str, length: int = 30) -> str:
@@ -152,29 +150,6 @@ class JSONDocumentField(forms.CharField):
         elif isinstance(value, list):
             for item in value:
                 self._check(item, depth + 1)
-
-
-def parse_search(text: str) -> tuple[SearchTerm, ...]:
-    """`timeout`, `"two words"`, `message.customer.id:42`, `headers.trace_id:abc*`, `headers:retry`."""
-    if "\x00" in text:
-        raise ValidationError("holds a NUL character, which no message can contain")
-    try:
-        tokens = shlex.split(text)
-    except ValueError as error:
-        raise ValidationError(f"cannot read the search ({error}): close the quotes") from error
-    terms = []
-    for token in tokens:
-        match = QUALIFIED_TERM.match(token)
-        if match:
-            column, path, value = match.group(1), tuple(filter(None, match.group(2).split("."))), match.group(3)
-            if not value:
-                raise ValidationError(f"“{token}” needs a value after the colon")
-            if len(path) > MAX_PATH_KEYS:
-                raise ValidationError(f"a path of at most {MAX_PATH_KEYS} keys (this one has {len(path)})")
-            terms.append(SearchTerm(column=column, path=path, value=value))
-        else:
-            terms.append(SearchTerm(column="message", path=(), value=token))
-    return tuple(terms)
 
 
 class MessageFilterForm(forms.Form):

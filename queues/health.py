@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from django.conf import settings
 
 from queues.formatting import duration
+from queues.rules import HealthRule
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 SEVERITY = {OK: 0, WARNING: 1, CRITICAL: 2}
@@ -26,8 +26,8 @@ class Health:
         return "; ".join(self.reasons) if self.reasons else "every threshold met"
 
 
-def rule_for(queue_name: str) -> dict:
-    return next(rule for rule in settings.HEALTH_RULES if fnmatchcase(queue_name, rule["queues"]))
+def rule_for(queue_name: str) -> HealthRule:
+    return next(rule for rule in settings.HEALTH_RULES if rule.matches(queue_name))
 
 
 def queue_health(queue_name: str, *, oldest_visible_age_s: float | None, backlog: int,
@@ -39,16 +39,16 @@ def queue_health(queue_name: str, *, oldest_visible_age_s: float | None, backlog
     """
     rule = rule_for(queue_name)
     measured = [
-        ("oldest_age", oldest_visible_age_s, lambda v: f"oldest waiting message {duration(v)} old"),
-        ("backlog", backlog, lambda v: f"backlog {v:,}"),
-        ("poison", poison, lambda v: f"{v:,} poison message{'s' if v != 1 else ''} (read ≥ {settings.POISON_READ_COUNT}×)"),
+        ("oldest_age", rule.oldest_age, oldest_visible_age_s, lambda v: f"oldest waiting message {duration(v)} old"),
+        ("backlog", rule.backlog, backlog, lambda v: f"backlog {v:,}"),
+        ("poison", rule.poison, poison,
+         lambda v: f"{v:,} poison message{'s' if v != 1 else ''} (read ≥ {settings.POISON_READ_COUNT}×)"),
     ]
     state, reasons = OK, []
-    for measure, value, describe in measured:
+    for measure, thresholds, value, describe in measured:
         if value is None:
             continue
-        for level in (CRITICAL, WARNING):
-            threshold = rule[measure][level]
+        for level, threshold in ((CRITICAL, thresholds.critical), (WARNING, thresholds.warning)):
             if value >= threshold:
                 shown = duration(threshold) if measure == "oldest_age" else f"{threshold:,}"
                 reasons.append(f"{describe(value)} ({level} at {shown})")

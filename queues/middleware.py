@@ -21,14 +21,8 @@ from dashboard.databases import (
 )
 from queues.access import can_watch
 from queues.errors import error_answer
-from queues.pgmq import (
-    PGMQ_DATABASE,
-    PGMQ_SCHEMA,
-    QueueTableMissing,
-    database_path_prefix,
-    watched_alias,
-    watching,
-)
+from queues.pgmq import PGMQ_SCHEMA, QueueTableMissing
+from queues.watched import PGMQ_DATABASE, database_path_prefix, watched_alias, watching
 
 logger = logging.getLogger(__name__)
 

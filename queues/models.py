@@ -2,7 +2,9 @@
 from django.conf import settings
 from django.db import models
 
-from queues.pgmq import Queue, watched_name
+from queues.filters import MessageFilter
+from queues.pgmq import Queue
+from queues.watched import watched_name
 
 __all__ = ["AlertEpisode", "AlertNotification", "ApiToken", "AuditChainHead", "AuditEntry", "BulkJob", "MessageCopy",
            "Queue", "QueueSample", "SignInFailures"]
@@ -150,6 +152,10 @@ class BulkJob(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (self.DONE, self.CANCELLED, self.FAILED)
+
+    @property
+    def message_filter(self) -> MessageFilter:
+        return MessageFilter.from_data(self.filter)
 
 
 class AlertEpisode(models.Model):

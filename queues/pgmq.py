@@ -1,76 +1,27 @@
-"""The pgmq catalog: which queues exist, where their tables are, and models to read them.
+"""The pgmq catalog: which queues exist, their tables and columns, and models to read them
+(README: "How it reads pgmq").
 
-pgmq keeps queue X in pgmq."q_x" (live messages) and pgmq."a_x" (the archive), the names made by
-pgmq's own rule lower('q_' || X). The database computes that rule here too, because Python's
-str.lower() and PostgreSQL's lower() disagree on some non-ASCII letters. Queue names may hold
-capitals, dashes, spaces, double quotes and non-ASCII letters, so a table name is always quoted as
-an identifier, never pasted into SQL. Two names can get one table (`Foo` and `FOO` both get q_foo):
-table_sharing() says which.
-
-The per-queue models are unmanaged classes built at run time from one abstract definition, one
-class per table and column set, created once and cached. They live in a registry of their own so
-they never reach Django's migrations or system checks. Columns that older pgmq versions lack
-(`headers` before 1.5, `last_read_at` before 1.10) are read from the catalog, never assumed.
-
-Everything here only reads. Writes go through pgmq's functions (see services.py).
+Table names come from the database applying pgmq's rule lower('q_' || name), never from Python's
+str.lower(), and are always quoted as identifiers. The per-queue models are unmanaged classes
+built at run time, one per table and column set, cached, in a registry of their own so they never
+reach Django's migrations or system checks. Everything here only reads.
 """
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
 
 from django.apps.registry import Apps
-from django.conf import settings
 from django.db import connections, models
+
+from queues.watched import watched_alias
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Lower
 from psycopg import sql
 
-PGMQ_DATABASE = "pgmq"  # the Django database alias of the first watched database
 PGMQ_SCHEMA = "pgmq"
-
-# Which watched database this request (or sampler round, or job) reads and acts on: set by
-# WatchedDatabaseMiddleware from the URL, by the sampler and the job runner per database.
-_watched_alias: ContextVar[str] = ContextVar("watched_alias", default=PGMQ_DATABASE)
-
-
-def watched_alias() -> str:
-    """The Django database alias of the pgmq database being watched right now."""
-    return _watched_alias.get()
-
-
-def watched_name() -> str:
-    """The name of the database being watched right now, as in settings.WATCHED_DATABASES
-    ("main", "staging"...): what URLs and stored history (samples, audit, alerts) use."""
-    return database_name(_watched_alias.get())
-
-
-def database_name(alias: str) -> str:
-    return next(name for name, known in settings.WATCHED_DATABASES.items() if known == alias)
-
-
-def watched_aliases() -> list[str]:
-    return list(settings.WATCHED_DATABASES.values())
-
-
-def database_path_prefix(name: str) -> str:
-    """Where the pages of the watched database `name` live: "" for the first, "/db/<name>" for others."""
-    return "" if name == next(iter(settings.WATCHED_DATABASES)) else f"/db/{name}"
-
-
-@contextmanager
-def watching(alias: str) -> Iterator[None]:
-    """Read and act on the watched database `alias` inside this block."""
-    token = _watched_alias.set(alias)
-    try:
-        yield
-    finally:
-        _watched_alias.reset(token)
 
 LIVE = "live"
 ARCHIVE = "archive"
@@ -90,7 +41,7 @@ def schema_qualified_db_table(table_name: str) -> str:
 
 
 class PgmqModel(models.Model):
-    """A model over one of pgmq's tables: read through the `pgmq` database alias (see routers.py)."""
+    """A model over one of pgmq's tables: read in the watched database (see watched.PgmqRouter)."""
 
     reads_pgmq = True
 
@@ -160,6 +111,11 @@ class Message(PgmqModel):
 
     class Meta(PgmqModel.Meta):
         abstract = True
+
+    @classmethod
+    def has_column(cls, name: str) -> bool:
+        """Whether this table has the column: older pgmq versions' tables lack headers or last_read_at."""
+        return any(field.name == name for field in cls._meta.get_fields())
 
 
 class ArchivedMessage(Message):

@@ -1,48 +1,31 @@
-"""Every write the dashboard makes. pgmq's own functions do the work (send, send_batch, archive,
-delete, set_vt, purge_queue, create, drop_queue); the one exception is deleting archived rows,
-for which pgmq has none. Each action runs in one transaction on the pgmq database and is recorded
-in the audit log, failed ones too.
+"""Every write the dashboard makes, through pgmq's functions (README: "What you can do").
 
-Safe beside live consumers:
-- pgmq's functions report which messages they handled: one a consumer deleted or archived
-  meanwhile is reported as already gone, not an error.
-- A retry, a delay or a move decides from a message's state (is it in flight?): those messages
-  are locked first (SELECT ... FOR UPDATE), so the state holds until the action is done;
-  consumers, which read with FOR UPDATE SKIP LOCKED, pass over them instead of waiting. A message
-  in flight is left alone unless asked: a consumer is working on it, and retrying or moving it
-  means a second delivery.
-- A move or a requeue sends a copy only of what it took out, in the same transaction: a crash in
-  between loses nothing and copies nothing twice. Payloads travel as text, so every number stays
-  exactly as it was (see jsontext.py).
-- When the dashboard's tables are in the pgmq database (the default), the audit record and a
-  bulk job's progress are written in that same transaction too: an action is never done without
-  its record, and a job resumed after a crash never handles a batch twice. A confirmation's
-  request token is unique in the records, so the same confirmation sent twice acts once.
+An action is framed by `acting` (one transaction, its audit record in it, a failure recorded
+after the rollback) and done in batches of known msg_ids by `run_batch` (which bulk jobs call
+too, see jobs.py). What decides from a message's state (is it in flight?) locks those messages
+first (FOR UPDATE): consumers, reading with SKIP LOCKED, pass over them meanwhile.
 """
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
-from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.core.exceptions import EmptyResultSet
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import F, Func, JSONField, TextField
+from django.db.models import TextField
 from django.db.models.functions import Cast, Now
-from django.utils import timezone
 from psycopg import sql
 
-from dashboard.databases import is_connection_failure
 from queues.jsontext import RawJSON, as_jsonb, json_text
 from queues.models import AuditEntry, BulkJob, MessageCopy
-from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, TableSharing, table_sharing, watched_alias, watched_name
-from queues.selectors.messages import statement_budget
+from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, TableSharing, table_sharing
+from queues.watched import watched_alias, watched_name
+from queues.watched import statement_budget
 from queues.vocabulary import (
-    ARCHIVE_ACTION, CREATE_QUEUE, DELAY, DELETE, DELETE_ARCHIVED, DROP_QUEUE, EDIT_AND_RESEND, GUARDS_IN_FLIGHT, MOVE,
+    ARCHIVE_ACTION, CREATE_QUEUE, DELAY, DELETE, DELETE_ARCHIVED, DROP_QUEUE, EDIT_AND_RESEND, MOVE,
     PURGE, REQUEUE, RETRY, SEND,
 )
 
@@ -148,7 +131,7 @@ def action_transaction() -> Iterator[str]:
             yield "default"
 
 
-def _save(instance, alias: str) -> None:
+def save_through(instance, alias: str) -> None:
     """Save one of the dashboard's rows through `alias`, then let it belong to `default` again:
     Django would otherwise read it back later through the pgmq connection, outside the
     transaction whose search_path found the dashboard's schema."""
@@ -156,7 +139,7 @@ def _save(instance, alias: str) -> None:
     instance._state.db = "default"
 
 
-def _rows(cursor_sql: str, params: list | None) -> list[tuple]:
+def sql_rows(cursor_sql: str, params: list | None) -> list[tuple]:
     """Rows of a statement; params None for one with no placeholders (its % signs, in a quoted table
     name, are then text)."""
     with connections[watched_alias()].cursor() as cursor:
@@ -166,7 +149,7 @@ def _rows(cursor_sql: str, params: list | None) -> list[tuple]:
 
 def _pgmq_ids(function_sql: str, params: list) -> set[int]:
     """msg_ids a pgmq set-returning function handled (archive, delete, set_vt, ...)."""
-    return {row[0] for row in _rows(function_sql, params)}
+    return {row[0] for row in sql_rows(function_sql, params)}
 
 
 def _lock_table(queue: Queue, kind: str) -> None:
@@ -216,9 +199,9 @@ def _send_copies(destination: Queue, rows: list[dict]) -> list[int]:
     messages = [str(row["message_text"]) for row in rows]
     if "headers" in destination.tables[LIVE].columns:
         headers = [str(row["headers_text"]) if row.get("headers_text") is not None else None for row in rows]
-        return [row[0] for row in _rows("SELECT * FROM pgmq.send_batch(%s, %s::text[]::jsonb[], %s::text[]::jsonb[])",
+        return [row[0] for row in sql_rows("SELECT * FROM pgmq.send_batch(%s, %s::text[]::jsonb[], %s::text[]::jsonb[])",
                                         [destination.queue_name, messages, headers])]
-    return [row[0] for row in _rows("SELECT * FROM pgmq.send_batch(%s, %s::text[]::jsonb[])",
+    return [row[0] for row in sql_rows("SELECT * FROM pgmq.send_batch(%s, %s::text[]::jsonb[])",
                                     [destination.queue_name, messages])]
 
 
@@ -242,7 +225,7 @@ def _copy_rows(queue: Queue, kind: str, msg_ids: list[int], destination: Queue) 
     if "headers" in destination.tables[LIVE].columns:
         arguments.append(column("headers"))
     statement = sql.SQL("SELECT * FROM pgmq.send_batch({})").format(sql.SQL(", ").join(arguments))
-    ordered = sorted(_rows(sql.SQL("SELECT msg_id FROM {} WHERE msg_id = ANY({}::bigint[]) ORDER BY msg_id").format(
+    ordered = sorted(sql_rows(sql.SQL("SELECT msg_id FROM {} WHERE msg_id = ANY({}::bigint[]) ORDER BY msg_id").format(
         table, ids).as_string(), None))
     with connections[watched_alias()].cursor() as cursor:
         cursor.execute(statement.as_string())
@@ -267,7 +250,7 @@ def _payloads_fit_record(queue: Queue, kind: str, msg_ids: list[int]) -> bool:
                else sql.SQL("0"))
     statement = sql.SQL("SELECT coalesce(sum(coalesce(octet_length(message::text), 0) + {}), 0) FROM {} "
                         "WHERE msg_id = ANY({}::bigint[])").format(headers, table, sql.Literal(msg_ids))
-    return _rows(statement.as_string(), None)[0][0] <= PAYLOAD_BYTES_LIMIT
+    return sql_rows(statement.as_string(), None)[0][0] <= PAYLOAD_BYTES_LIMIT
 
 
 def batch_delete(queue: Queue, msg_ids: list[int], *, capture_payloads: bool) -> BatchResult:
@@ -292,7 +275,7 @@ def _set_vt(queue: Queue, msg_ids: list[int], seconds_from_now: int) -> set[int]
         return _pgmq_ids("SELECT msg_id FROM pgmq.set_vt(%s, %s::bigint[], %s::integer)",
                          [queue.queue_name, msg_ids, seconds_from_now])
     return {row[0] for msg_id in msg_ids  # pgmq before 1.8 sets one message at a time
-            for row in _rows("SELECT msg_id FROM pgmq.set_vt(%s, %s::bigint, %s::integer)",
+            for row in sql_rows("SELECT msg_id FROM pgmq.set_vt(%s, %s::bigint, %s::integer)",
                              [queue.queue_name, msg_id, seconds_from_now])}
 
 
@@ -316,7 +299,7 @@ def batch_delay(queue: Queue, msg_ids: list[int], *, until: datetime) -> BatchRe
     """vt to `until`. Once that time has passed (a long job), it would be a retry: messages in
     flight are then left alone, as a retry leaves them."""
     there = _still_there(queue, LIVE, msg_ids, lock=True)
-    seconds = _rows("SELECT greatest(ceil(extract(epoch FROM %s::timestamptz - clock_timestamp())), 0)::int",
+    seconds = sql_rows("SELECT greatest(ceil(extract(epoch FROM %s::timestamptz - clock_timestamp())), 0)::int",
                     [until])[0][0]
     targets, skipped = _split_in_flight(there, include_in_flight=seconds > 0)
     updated = _set_vt(queue, targets, seconds)
@@ -443,7 +426,7 @@ def pgmq_has_array_set_vt() -> bool:
     """set_vt(queue, msg_ids[], vt) arrived in pgmq 1.8; older versions set one message at a time."""
     global _array_set_vt
     if _array_set_vt is None:
-        _array_set_vt = bool(_rows(
+        _array_set_vt = bool(sql_rows(
             "SELECT 1 FROM pg_proc WHERE proname = 'set_vt' AND pronamespace = 'pgmq'::regnamespace "
             "AND pg_get_function_identity_arguments(oid) LIKE '%%bigint[]%%'", []))
     return _array_set_vt
@@ -456,12 +439,27 @@ def _payloads_fit(payloads: list[RawJSON]) -> bool:
     return len(payloads) <= settings.AUDIT_PAYLOAD_LIMIT and sum(map(len, payloads)) <= PAYLOAD_BYTES_LIMIT
 
 
+def audit_entry(*, user_id: int | None, username: str, action: str, queue_name: str, target: dict, requested: int,
+                affected: int, already_gone: int = 0, skipped: int = 0, outcome: str, details: dict,
+                deleted_payloads: list[RawJSON] | RawJSON | None = None, deleted_count: int | None = None,
+                request_token=None) -> AuditEntry:
+    """Every audit record of an action is made here (unsaved). JSON goes in as exact text: a
+    payload in the record is the payload as it was."""
+    return AuditEntry(
+        user_id=user_id, username=username or "(system)", action=action, queue_name=queue_name,
+        target=as_jsonb(target), requested=requested, affected=affected, already_gone=already_gone,
+        skipped=skipped, outcome=outcome, details=as_jsonb(details),
+        deleted_payloads=as_jsonb(deleted_payloads) if deleted_payloads is not None else None,
+        deleted_count=deleted_count if deleted_count is not None else (
+            affected if action in (DELETE, DELETE_ARCHIVED) else None),
+        request_token=request_token)
+
+
 def _record(alias: str, *, user, action: str, queue_name: str, target: dict, requested: int,
             result: BatchResult | None = None, affected: int | None = None, outcome: str | None = None,
             details: dict | None = None, deleted_count: int | None = None,
             deleted_payloads: list[RawJSON] | None = None, request_token=None) -> AuditEntry:
-    """Write the action's audit record through `alias` (the action's own transaction when it can).
-    JSON goes in as exact text: a payload in the record is the payload as it was."""
+    """Write the action's audit record through `alias` (the action's own transaction when it can)."""
     result = result or BatchResult()
     affected = len(result.affected) if affected is None else affected
     if outcome is None:
@@ -478,16 +476,11 @@ def _record(alias: str, *, user, action: str, queue_name: str, target: dict, req
         details["skipped_msg_ids"] = result.skipped
     if result.copied_before:
         details["requeued_before"] = {str(k): v for k, v in result.copied_before.items()}
-    entry = AuditEntry(
-        user_id=getattr(user, "pk", None), username=getattr(user, "username", "") or "(system)",
-        action=action, queue_name=queue_name, target=as_jsonb(target), requested=requested,
-        affected=affected, already_gone=len(result.already_gone), skipped=len(result.skipped),
-        outcome=outcome, details=as_jsonb(details),
-        deleted_payloads=as_jsonb(payloads) if payloads is not None else None,
-        deleted_count=deleted_count if deleted_count is not None else (
-            affected if action in (DELETE, DELETE_ARCHIVED) else None),
-        request_token=request_token,
-    )
+    entry = audit_entry(
+        user_id=getattr(user, "pk", None), username=getattr(user, "username", ""), action=action,
+        queue_name=queue_name, target=target, requested=requested, affected=affected,
+        already_gone=len(result.already_gone), skipped=len(result.skipped), outcome=outcome, details=details,
+        deleted_payloads=payloads, deleted_count=deleted_count, request_token=request_token)
     try:
         with transaction.atomic(using=alias):
             entry.save(using=alias)
@@ -497,12 +490,12 @@ def _record(alias: str, *, user, action: str, queue_name: str, target: dict, req
             raise AlreadyDone(earlier) from error
         raise
     entry.refresh_from_db(using=alias, fields=["target", "details", "deleted_payloads"])  # values, not SQL
-    entry._state.db = "default"  # as _save does
+    entry._state.db = "default"  # as save_through does
     return entry
 
 
 @contextmanager
-def _recording_failure(*, user, action: str, queue_name: str, target: dict, requested: int) -> Iterator[None]:
+def recording_failure(*, user, action: str, queue_name: str, target: dict, requested: int) -> Iterator[None]:
     """A failed or refused action is recorded too, after its transaction was rolled back."""
     try:
         yield
@@ -519,6 +512,22 @@ def _refuse_if_dropped(queue: Queue, error: DatabaseError) -> None:
         raise QueueMissing(f"the queue “{queue.queue_name}” was dropped meanwhile") from error
 
 
+@contextmanager
+def acting(*, user, action: str, queue_name: str, target: dict, requested: int, queues: tuple[Queue, ...] = (),
+           budget_ms: int | None = None) -> Iterator[str]:
+    """The frame of every action: one transaction on the pgmq database (yields the alias its record
+    goes through), a queue among `queues` dropped meanwhile said so, and a failed or refused action
+    recorded too. `budget_ms`: a statement timeout of its own, for what may take longer than a page."""
+    with recording_failure(user=user, action=action, queue_name=queue_name, target=target, requested=requested):
+        try:
+            with statement_budget(budget_ms) if budget_ms else nullcontext(), action_transaction() as alias:
+                yield alias
+        except DatabaseError as error:
+            for queue in queues:
+                _refuse_if_dropped(queue, error)
+            raise
+
+
 def _capture(action: str, count: int) -> bool:
     return action in (DELETE, DELETE_ARCHIVED) and count <= settings.AUDIT_PAYLOAD_LIMIT
 
@@ -529,39 +538,30 @@ def _capture(action: str, count: int) -> bool:
 def act_on_messages(*, user, queue: Queue, action: str, msg_ids: list[int], parameters: dict,
                     request_token=None) -> Outcome:
     target = {"msg_ids": msg_ids, **({"parameters": parameters} if parameters else {})}
-    with _recording_failure(user=user, action=action, queue_name=queue.queue_name, target=target,
-                            requested=len(msg_ids)):
-        try:
-            with action_transaction() as alias:
-                result = run_batch(action, queue, msg_ids, parameters, capture_payloads=_capture(action, len(msg_ids)),
-                                   alias=alias, username=user.username)
-                entry = _record(alias, user=user, action=action, queue_name=queue.queue_name, target=target,
-                                requested=len(msg_ids), result=result, request_token=request_token)
-        except DatabaseError as error:
-            _refuse_if_dropped(queue, error)
-            raise
+    with acting(user=user, action=action, queue_name=queue.queue_name, target=target, requested=len(msg_ids),
+                queues=(queue,)) as alias:
+        result = run_batch(action, queue, msg_ids, parameters, capture_payloads=_capture(action, len(msg_ids)),
+                           alias=alias, username=user.username)
+        entry = _record(alias, user=user, action=action, queue_name=queue.queue_name, target=target,
+                        requested=len(msg_ids), result=result, request_token=request_token)
     return Outcome(result, entry)
 
 
 def send_message(*, user, queue: Queue, message: RawJSON, headers: RawJSON | None, delay_s: int,
                  request_token=None) -> Outcome:
     target = {"message": message, "headers": headers, "delay_s": delay_s}
-    with _recording_failure(user=user, action=SEND, queue_name=queue.queue_name, target=target, requested=1):
-        try:
-            with action_transaction() as alias:
-                if "headers" in queue.tables[LIVE].columns:
-                    new_id = _rows("SELECT * FROM pgmq.send(%s, %s::jsonb, %s::jsonb, %s::integer)",
-                                   [queue.queue_name, str(message), str(headers) if headers is not None else None,
-                                    delay_s])[0][0]
-                else:
-                    new_id = _rows("SELECT * FROM pgmq.send(%s, %s::jsonb, %s::integer)",
-                                   [queue.queue_name, str(message), delay_s])[0][0]
-                result = BatchResult(affected=[new_id])
-                entry = _record(alias, user=user, action=SEND, queue_name=queue.queue_name, target=target,
-                                requested=1, result=result, details={"msg_id": new_id}, request_token=request_token)
-        except DatabaseError as error:
-            _refuse_if_dropped(queue, error)
-            raise
+    with acting(user=user, action=SEND, queue_name=queue.queue_name, target=target, requested=1,
+                queues=(queue,)) as alias:
+        if "headers" in queue.tables[LIVE].columns:
+            new_id = sql_rows("SELECT * FROM pgmq.send(%s, %s::jsonb, %s::jsonb, %s::integer)",
+                              [queue.queue_name, str(message), str(headers) if headers is not None else None,
+                               delay_s])[0][0]
+        else:
+            new_id = sql_rows("SELECT * FROM pgmq.send(%s, %s::jsonb, %s::integer)",
+                              [queue.queue_name, str(message), delay_s])[0][0]
+        result = BatchResult(affected=[new_id])
+        entry = _record(alias, user=user, action=SEND, queue_name=queue.queue_name, target=target,
+                        requested=1, result=result, details={"msg_id": new_id}, request_token=request_token)
     return Outcome(result, entry)
 
 
@@ -572,36 +572,30 @@ def edit_and_resend(*, user, queue: Queue, msg_id: int, source: str, destination
     consumer is working on (in flight) is refused unless `include_in_flight`, for the same reason."""
     target = {"msg_id": msg_id, "source": source, "destination": destination.queue_name,
               "message": message, "headers": headers}
-    with _recording_failure(user=user, action=EDIT_AND_RESEND, queue_name=queue.queue_name, target=target,
-                            requested=1):
+    with acting(user=user, action=EDIT_AND_RESEND, queue_name=queue.queue_name, target=target, requested=1,
+                queues=(queue, destination)) as alias:
         if destination.queue_name != queue.queue_name:
             refuse_shared_tables(EDIT_AND_RESEND, queue, destination)
-        try:
-            with action_transaction() as alias:
-                there = _still_there(queue, source, [msg_id], lock=True)
-                if source == LIVE and there.get(msg_id, {}).get("in_flight") and not include_in_flight:
-                    raise SecondDelivery(f"message {msg_id} is in flight: a consumer is working on it now, and if it "
-                                         "finishes the edited copy is a second delivery of the same work; ask again "
-                                         "including messages in flight to send it anyway")
-                if source == LIVE and there:
-                    archived = _pgmq_ids("SELECT * FROM pgmq.archive(%s, %s::bigint[])", [queue.queue_name, [msg_id]])
-                else:
-                    archived = set(there)
-                if not archived:
-                    result = BatchResult(already_gone=[msg_id])
-                else:
-                    new_id = _send_copies(destination, [{"message_text": message, "headers_text": headers}])[0]
-                    result = BatchResult(affected=[msg_id], new_ids={msg_id: new_id})
-                    _record_copies(alias, username=user.username, action=EDIT_AND_RESEND, queue=queue, source=source,
-                                   destination=destination, new_ids=result.new_ids)
-                entry = _record(alias, user=user, action=EDIT_AND_RESEND, queue_name=queue.queue_name,
-                                target=target, requested=1, result=result, request_token=request_token,
-                                details={"original_msg_id": msg_id, "destination": destination.queue_name,
-                                         "original_archived": source == LIVE and bool(archived)})
-        except DatabaseError as error:
-            _refuse_if_dropped(queue, error)
-            _refuse_if_dropped(destination, error)
-            raise
+        there = _still_there(queue, source, [msg_id], lock=True)
+        if source == LIVE and there.get(msg_id, {}).get("in_flight") and not include_in_flight:
+            raise SecondDelivery(f"message {msg_id} is in flight: a consumer is working on it now, and if it "
+                                 "finishes the edited copy is a second delivery of the same work; ask again "
+                                 "including messages in flight to send it anyway")
+        if source == LIVE and there:
+            archived = _pgmq_ids("SELECT * FROM pgmq.archive(%s, %s::bigint[])", [queue.queue_name, [msg_id]])
+        else:
+            archived = set(there)
+        if not archived:
+            result = BatchResult(already_gone=[msg_id])
+        else:
+            new_id = _send_copies(destination, [{"message_text": message, "headers_text": headers}])[0]
+            result = BatchResult(affected=[msg_id], new_ids={msg_id: new_id})
+            _record_copies(alias, username=user.username, action=EDIT_AND_RESEND, queue=queue, source=source,
+                           destination=destination, new_ids=result.new_ids)
+        entry = _record(alias, user=user, action=EDIT_AND_RESEND, queue_name=queue.queue_name,
+                        target=target, requested=1, result=result, request_token=request_token,
+                        details={"original_msg_id": msg_id, "destination": destination.queue_name,
+                                 "original_archived": source == LIVE and bool(archived)})
     return Outcome(result, entry)
 
 
@@ -613,43 +607,37 @@ def purge_queue(*, user, queue: Queue, request_token=None) -> Outcome:
     the rows, about a second per ten million). Like a job, it may take longer than a page.
     """
     target = {"queue": queue.queue_name}
-    with _recording_failure(user=user, action=PURGE, queue_name=queue.queue_name, target=target, requested=0):
+    with acting(user=user, action=PURGE, queue_name=queue.queue_name, target=target, requested=0, queues=(queue,),
+                budget_ms=settings.JOB_STATEMENT_TIMEOUT_MS) as alias:
         refuse_shared_tables(PURGE, queue)
-        try:
-            with statement_budget(settings.JOB_STATEMENT_TIMEOUT_MS), action_transaction() as alias:
-                _lock_table(queue, LIVE)
-                first_ids = list(queue.live_messages.objects.order_by("msg_id")
-                                 .values_list("msg_id", flat=True)[: settings.AUDIT_PAYLOAD_LIMIT + 1])
-                keep = len(first_ids) <= settings.AUDIT_PAYLOAD_LIMIT and _payloads_fit_record(queue, LIVE, first_ids)
-                first = list(_still_there(queue, LIVE, first_ids, payloads=True).values()) if keep else []
-                purged = _rows("SELECT pgmq.purge_queue(%s)", [queue.queue_name])[0][0]
-                payloads = [_payload_record(row) for row in first] if keep and purged <= len(first) else None
-                entry = _record(alias, user=user, action=PURGE, queue_name=queue.queue_name, target=target,
-                                requested=purged, affected=purged, outcome=AuditEntry.DONE, deleted_count=purged,
-                                deleted_payloads=payloads, request_token=request_token)
-        except DatabaseError as error:
-            _refuse_if_dropped(queue, error)
-            raise
+        _lock_table(queue, LIVE)
+        first_ids = list(queue.live_messages.objects.order_by("msg_id")
+                         .values_list("msg_id", flat=True)[: settings.AUDIT_PAYLOAD_LIMIT + 1])
+        keep = len(first_ids) <= settings.AUDIT_PAYLOAD_LIMIT and _payloads_fit_record(queue, LIVE, first_ids)
+        first = list(_still_there(queue, LIVE, first_ids, payloads=True).values()) if keep else []
+        purged = sql_rows("SELECT pgmq.purge_queue(%s)", [queue.queue_name])[0][0]
+        payloads = [_payload_record(row) for row in first] if keep and purged <= len(first) else None
+        entry = _record(alias, user=user, action=PURGE, queue_name=queue.queue_name, target=target,
+                        requested=purged, affected=purged, outcome=AuditEntry.DONE, deleted_count=purged,
+                        deleted_payloads=payloads, request_token=request_token)
     return Outcome(BatchResult(), entry)
 
 
 def create_queue(*, user, name: str, unlogged: bool, request_token=None) -> Outcome:
     target = {"queue": name, "unlogged": unlogged}
-    with _recording_failure(user=user, action=CREATE_QUEUE, queue_name=name, target=target, requested=1):
+    with acting(user=user, action=CREATE_QUEUE, queue_name=name, target=target, requested=1) as alias:
         clash = Queue.objects.given_the_tables_of(name).first()
         if clash is not None:
             # pgmq names tables by lower(name): Orders and orders would share one table.
             raise ActionRefused(f"a queue named “{clash.queue_name}” exists; pgmq would give both the same table")
         try:
-            with action_transaction() as alias:
-                _rows("SELECT pgmq.create_unlogged(%s)" if unlogged else "SELECT pgmq.create(%s)", [name])
-                entry = _record(alias, user=user, action=CREATE_QUEUE, queue_name=name, target=target,
-                                requested=1, affected=1, request_token=request_token)
+            sql_rows("SELECT pgmq.create_unlogged(%s)" if unlogged else "SELECT pgmq.create(%s)", [name])
         except DatabaseError as error:
-            cause = error.__cause__
-            if isinstance(cause, psycopg.errors.RaiseException):
-                raise ActionRefused(f"pgmq refused the name: {cause.diag.message_primary}") from error
+            if isinstance(error.__cause__, psycopg.errors.RaiseException):
+                raise ActionRefused(f"pgmq refused the name: {error.__cause__.diag.message_primary}") from error
             raise
+        entry = _record(alias, user=user, action=CREATE_QUEUE, queue_name=name, target=target,
+                        requested=1, affected=1, request_token=request_token)
     return Outcome(BatchResult(), entry)
 
 
@@ -658,231 +646,20 @@ def drop_queue(*, user, queue: Queue, request_token=None) -> Outcome:
     like a job, may take longer than a page). The queue's unfinished jobs are cancelled with it: a
     queue created later under the same name is another queue."""
     target = {"queue": queue.queue_name}
-    with _recording_failure(user=user, action=DROP_QUEUE, queue_name=queue.queue_name, target=target, requested=1):
+    with acting(user=user, action=DROP_QUEUE, queue_name=queue.queue_name, target=target, requested=1,
+                queues=(queue,), budget_ms=settings.JOB_STATEMENT_TIMEOUT_MS) as alias:
         refuse_shared_tables(DROP_QUEUE, queue)
-        try:
-            with statement_budget(settings.JOB_STATEMENT_TIMEOUT_MS), action_transaction() as alias:
-                _lock_table(queue, LIVE)
-                live = queue.live_messages.objects.count()
-                archived = 0
-                if queue.tables[ARCHIVE].exists:
-                    _lock_table(queue, ARCHIVE)
-                    archived = queue.archived_messages.objects.count()
-                _rows("SELECT pgmq.drop_queue(%s)", [queue.queue_name])
-                BulkJob.objects.using(alias).filter(
-                    queue_name=queue.queue_name, status__in=[BulkJob.PENDING, BulkJob.RUNNING]).update(
-                    cancel_requested=True, cancelled_by=f"{user.username} (dropped the queue)")
-                entry = _record(alias, user=user, action=DROP_QUEUE, queue_name=queue.queue_name, target=target,
-                                requested=1, affected=1, deleted_count=live + archived, request_token=request_token,
-                                details={"live_messages": live, "archived_messages": archived})
-        except DatabaseError as error:
-            _refuse_if_dropped(queue, error)
-            raise
+        _lock_table(queue, LIVE)
+        live = queue.live_messages.objects.count()
+        archived = 0
+        if queue.tables[ARCHIVE].exists:
+            _lock_table(queue, ARCHIVE)
+            archived = queue.archived_messages.objects.count()
+        sql_rows("SELECT pgmq.drop_queue(%s)", [queue.queue_name])
+        BulkJob.objects.using(alias).filter(
+            queue_name=queue.queue_name, status__in=[BulkJob.PENDING, BulkJob.RUNNING]).update(
+            cancel_requested=True, cancelled_by=f"{user.username} (dropped the queue)")
+        entry = _record(alias, user=user, action=DROP_QUEUE, queue_name=queue.queue_name, target=target,
+                        requested=1, affected=1, deleted_count=live + archived, request_token=request_token,
+                        details={"live_messages": live, "archived_messages": archived})
     return Outcome(BatchResult(), entry)
-
-
-# Bulk jobs: every message matching a filter, in batches
-
-
-def create_bulk_job(*, user, queue: Queue, source: str, action: str, parameters: dict, filter_data: dict,
-                    filter_words: str, expected: int | None, request_token=None) -> BulkJob:
-    if action in (MOVE, REQUEUE):
-        destination = Queue.objects.filter(queue_name=parameters.get("destination")).first()
-        with _recording_failure(user=user, action=action, queue_name=queue.queue_name, requested=expected or 0,
-                                target={"filter": filter_data, "filter_in_words": filter_words, "source": source,
-                                        "parameters": parameters}):
-            refuse_shared_tables(action, queue, *([destination] if destination else []))
-    try:
-        with transaction.atomic():
-            return BulkJob.objects.create(
-                user_id=getattr(user, "pk", None), username=user.username, queue_name=queue.queue_name,
-                source=source, action=action, parameters=parameters, filter=filter_data, filter_words=filter_words,
-                expected=expected, deleted_payloads=[] if action in (DELETE, DELETE_ARCHIVED) else None,
-                request_token=request_token)
-    except IntegrityError as error:
-        earlier = request_token and BulkJob.objects.filter(request_token=request_token).first()
-        if earlier:
-            raise AlreadyDone(earlier) from error
-        raise
-
-
-def cancel_bulk_job(job: BulkJob, *, user) -> None:
-    """A running job stops after its current batch; one no runner has taken yet ends now."""
-    BulkJob.objects.filter(pk=job.pk).update(cancel_requested=True, cancelled_by=user.username)
-    job.refresh_from_db()
-    if job.status == BulkJob.PENDING:
-        end_job(job, BulkJob.CANCELLED)
-
-
-class JobTakenOver(Exception):
-    """Another runner moved the job on meanwhile (this one's lease had run out): its batch is undone."""
-
-
-class TryAgain(Exception):
-    """The batch was undone by something passing (a consumer held a lock a moment too long, a
-    deadlock with a consumer's own batch): the same batch can simply be tried again."""
-
-
-TRANSIENT = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
-
-
-def bulk_job_step(job: BulkJob, queue: Queue, matching, *, batch_size: int) -> bool:
-    """Handle the next batch of `job` on `queue`; False when the job has ended or is no longer ours.
-
-    `matching(queue, after, limit)` gives the query for the next msg_ids the job's filter matches,
-    in msg_id order after `after`. The batch, the job's new cursor and counts (and, at the end,
-    its audit record) are written in one transaction when the databases allow it; the cursor only
-    moves from where this runner found it, so two runners never both handle a batch.
-    """
-    state = BulkJob.objects.filter(pk=job.pk).values("status", "cursor", "cancel_requested", "cancelled_by").first()
-    if state is None or state["status"] != BulkJob.RUNNING or state["cursor"] != job.cursor:
-        return False
-    if state["cancel_requested"]:
-        job.cancelled_by = state["cancelled_by"]
-        end_job(job, BulkJob.CANCELLED)
-        return False
-    collecting = job.action in (DELETE, DELETE_ARCHIVED) and job.deleted_payloads is not None
-    if collecting:
-        # While the payloads still fit in the record, batches only as big as the room left (+1, to
-        # see it overflow): no batch reads thousands of payloads only to throw them away.
-        batch_size = min(batch_size, settings.AUDIT_PAYLOAD_LIMIT - job.affected + 1)
-    try:
-        with action_transaction() as alias:
-            chosen = matching(queue, job.cursor, batch_size)
-            if job.action in REMOVALS and not collecting:
-                chosen_count, removed, last = _remove_chosen(queue, job.action, chosen)
-                result = BatchResult()
-                affected, already_gone, skipped = removed, chosen_count - removed, 0
-            else:
-                msg_ids = list(chosen)
-                result = run_batch(job.action, queue, msg_ids, job.parameters, capture_payloads=collecting, alias=alias,
-                                   username=job.username)
-                last = max(msg_ids, default=None)
-                affected, already_gone, skipped = len(result.affected), len(result.already_gone), len(result.skipped)
-            if last is None:
-                _finish_job(job, BulkJob.DONE, alias=alias)
-                return False
-            _save_progress(job, alias, cursor=last, affected=affected, already_gone=already_gone, skipped=skipped,
-                           result=result, collecting=collecting)
-    except JobTakenOver:
-        return False
-    except (ActionRefused, DatabaseError) as error:
-        if isinstance(error.__cause__, TRANSIENT):
-            raise TryAgain(str(error).strip()) from error
-        if is_connection_failure(error):
-            raise  # the batch was not done: the runner waits for the database and goes on
-        fail_job(job, str(error).strip())
-        return False
-    return True
-
-
-def fail_job(job: BulkJob, error: str) -> None:
-    """End the job as failed, saying why, unless another runner has moved it on meanwhile (then the
-    error was a race this runner lost, not the job's failure)."""
-    fresh = BulkJob.objects.filter(pk=job.pk).first()
-    if fresh is None or fresh.status not in (BulkJob.PENDING, BulkJob.RUNNING) or fresh.cursor != job.cursor:
-        return
-    if not Queue.objects.filter(queue_name=job.queue_name).exists():
-        error = f"the queue “{job.queue_name}” was dropped"
-    end_job(fresh, BulkJob.FAILED, error=error)
-
-
-def _save_progress(job: BulkJob, alias: str, *, cursor: int, affected: int, already_gone: int, skipped: int,
-                   result: BatchResult, collecting: bool) -> None:
-    """Move the job on, from the cursor this runner found it at and only if it is still running."""
-    changes: dict[str, Any] = {"cursor": cursor, "affected": job.affected + affected,
-                               "already_gone": job.already_gone + already_gone, "skipped": job.skipped + skipped,
-                               "batches": job.batches + 1, "heartbeat_at": timezone.now()}
-    # What the record keeps in full stops at its limits: past them, payloads and new ids are counted only.
-    if collecting:
-        batch_bytes = sum(map(len, result.deleted_payloads))
-        if (not result.payloads_left_out and changes["affected"] <= settings.AUDIT_PAYLOAD_LIMIT
-                and job.payload_bytes + batch_bytes <= PAYLOAD_BYTES_LIMIT):
-            # Appended in the database, as exact JSON text: payloads never pass through Python floats.
-            changes["deleted_payloads"] = Func(F("deleted_payloads"), as_jsonb(result.deleted_payloads),
-                                               function="", arg_joiner=" || ", output_field=JSONField())
-            changes["payload_bytes"] = job.payload_bytes + batch_bytes
-        else:
-            changes["deleted_payloads"] = None
-    if result.new_ids and job.new_ids is not None:
-        new_ids = {**job.new_ids, **{str(k): v for k, v in result.new_ids.items()}}
-        changes["new_ids"] = new_ids if len(new_ids) <= settings.AUDIT_PAYLOAD_LIMIT else None
-    moved_on = BulkJob.objects.using(alias).filter(pk=job.pk, cursor=job.cursor, status=BulkJob.RUNNING).update(
-        **changes)
-    if not moved_on:
-        raise JobTakenOver(job.pk)
-    for name, value in changes.items():
-        if name != "deleted_payloads":
-            setattr(job, name, value)
-    if changes.get("deleted_payloads", True) is None:
-        job.deleted_payloads = None
-
-
-# Actions that only take messages out and keep no payload: by filter, the batch's ids are chosen
-# and handed to pgmq in one statement, so only counts travel back. (Sending 5,000 ids out and back
-# per batch costs more than pgmq's removal itself.)
-REMOVALS = {DELETE, ARCHIVE_ACTION, DELETE_ARCHIVED}
-
-
-def _remove_chosen(queue: Queue, action: str, chosen) -> tuple[int, int, int | None]:
-    """Remove the messages the `chosen` query picks: how many it chose, how many were removed (the
-    rest were already gone), and the highest msg_id chosen (None: it chose none)."""
-    try:
-        chosen_sql, params = chosen.query.get_compiler(using=watched_alias()).as_sql()
-    except EmptyResultSet:  # a filter that can match nothing here (headers on a queue without them)
-        return 0, 0, None
-    params = list(params)
-    if action == DELETE_ARCHIVED:
-        # pgmq has no function for it; the table name escaped for the placeholders that follow.
-        removal = sql.SQL("DELETE FROM {} WHERE msg_id IN (SELECT msg_id FROM chosen) RETURNING msg_id").format(
-            sql.Identifier("pgmq", queue.tables[ARCHIVE].name)).as_string().replace("%", "%%")
-    else:
-        removal = f"SELECT * FROM pgmq.{action}(%s, ARRAY(SELECT msg_id FROM chosen))"
-        params.append(queue.queue_name)
-    return _rows(
-        f"WITH chosen AS MATERIALIZED ({chosen_sql}), removed AS ({removal}) "
-        "SELECT (SELECT count(*) FROM chosen), (SELECT count(*) FROM removed), (SELECT max(msg_id) FROM chosen)",
-        params)[0]
-
-
-def end_job(job: BulkJob, status: str, *, error: str = "") -> None:
-    """End the job outside a batch's transaction (cancelled, failed)."""
-    with suppress(JobTakenOver):
-        _finish_job(job, status, error=error)
-
-
-def _finish_job(job: BulkJob, status: str, *, alias: str = "default", error: str = "") -> None:
-    """End the job with its audit record (both or neither), unless another runner moved it on.
-    The payloads go from the job's row to the record inside the database, exactly as they were."""
-    outcome = {BulkJob.DONE: AuditEntry.DONE, BulkJob.CANCELLED: AuditEntry.CANCELLED,
-               BulkJob.FAILED: AuditEntry.FAILED}[status]
-    details = {"batches": job.batches, **({"error": error} if error else {}),
-               **({"cancelled_by": job.cancelled_by} if status == BulkJob.CANCELLED and job.cancelled_by else {}),
-               **({"new_msg_ids": job.new_ids} if job.new_ids else {}),
-               **({"new_msg_ids_not_kept": "too many to list"} if job.new_ids is None else {})}
-    with transaction.atomic(using=alias):
-        # The job's row is locked before the record takes the audit chain's lock, the order a drop
-        # of the queue takes them in (its jobs, then its record): never each waiting on the other.
-        if not BulkJob.objects.using(alias).select_for_update().filter(
-                pk=job.pk, cursor=job.cursor, status__in=[BulkJob.PENDING, BulkJob.RUNNING]).values_list("pk"):
-            raise JobTakenOver(job.pk)
-        payloads = None
-        if job.deleted_payloads is not None and job.affected:
-            payloads = RawJSON(BulkJob.objects.using(alias).filter(pk=job.pk).values_list(
-                Cast("deleted_payloads", TextField()), flat=True).get())
-        entry = AuditEntry(
-            user_id=job.user_id, username=job.username, action=job.action, queue_name=job.queue_name,
-            target={"filter": job.filter, "filter_in_words": job.filter_words, "source": job.source,
-                    "parameters": job.parameters, "job": job.pk},
-            requested=job.expected if job.expected is not None else job.affected + job.already_gone + job.skipped,
-            affected=job.affected, already_gone=job.already_gone, skipped=job.skipped, outcome=outcome,
-            details=details, deleted_payloads=as_jsonb(payloads) if payloads is not None else None,
-            deleted_count=job.affected if job.action in (DELETE, DELETE_ARCHIVED) else None,
-        )
-        _save(entry, alias)
-        ended = BulkJob.objects.using(alias).filter(
-            pk=job.pk, cursor=job.cursor, status__in=[BulkJob.PENDING, BulkJob.RUNNING]).update(
-            status=status, error=error, finished_at=timezone.now(), audit_entry_id=entry.pk, deleted_payloads=None)
-        if not ended:
-            raise JobTakenOver(job.pk)
-    job.status, job.error, job.audit_entry_id, job.deleted_payloads = status, error, entry.pk, None

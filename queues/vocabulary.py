@@ -27,6 +27,11 @@ class Action:
     def title(self) -> str:
         return self.dialog_title or self.label
 
+    @property
+    def verb(self) -> str:
+        """The label's verb, for sentences ("Retry those too")."""
+        return self.label.split()[0]
+
 
 RETRY, DELAY, ARCHIVE_ACTION, DELETE, MOVE = "retry", "delay", "archive", "delete", "move"
 REQUEUE, DELETE_ARCHIVED = "requeue", "delete_archived"

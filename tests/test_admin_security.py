@@ -17,8 +17,8 @@ from django.urls import URLPattern, URLResolver
 
 from dashboard import embedded_postgres
 from queues.models import AuditEntry
-from queues.pgmq import watching
-from tests.conftest import gunicorn, uses_databases, with_database
+from queues.watched import watching
+from tests.conftest import gunicorn, uses_databases
 from tests.http_client import HttpSession
 from tests.pages import parse
 from tests.test_configuration import run_manage

@@ -17,6 +17,7 @@ from django.urls import reverse
 from dashboard import env
 from queues.management.commands.sample_metrics import take_sample
 from queues.models import AlertEpisode, AlertNotification, QueueSample
+from queues.rules import AlertRule
 from tests.conftest import AWKWARD_NAMES, client_with_role, uses_databases, wait_for
 
 pytestmark = uses_databases
@@ -68,7 +69,7 @@ def alert_rules(tmp_path, monkeypatch):
     """Parse a rules file as settings.py does and put the rules in effect for the test."""
     overrides = []
 
-    def configure(toml: str) -> list[dict]:
+    def configure(toml: str) -> tuple[AlertRule, ...]:
         path = tmp_path / "alerts.toml"
         path.write_text(toml)
         monkeypatch.setenv(RULES_VARIABLE, str(path))
@@ -266,7 +267,7 @@ def test_it_alerts_on_backlog_growth_and_consumer_silence_from_the_samples(make_
         measure = "consumer_silence"
         threshold = "1s"
     """)
-    assert [rule["window_s"] for rule in rules] == [1.0, 600.0]
+    assert [rule.window_s for rule in rules] == [1.0, 600.0]
     make_queue("grow", messages=1)
     take_sample(count_poison_everywhere=True)
     first = QueueSample.objects.get(queue_name="grow").sampled_at

@@ -65,7 +65,7 @@ def test_the_audit_page_filters_and_pages(admin_client, make_queue):
 
     only_b = parse(admin_client.get("/audit/?queue=audited_b"))
     assert [row.select_one("[data-column=action]").get_text() for row in only_b.select("tr[data-audit-entry]")] == [
-        "archive"]
+        "Archive"]
     assert admin_client.get("/audit/?since=never").status_code == 400
 
 

@@ -18,7 +18,8 @@ from django.core.management import call_command
 from django.db import connection, transaction
 
 from dashboard.embedded_postgres import install_pgmq
-from queues import services
+from queues import jobs
+from queues.filters import MessageFilter
 from queues.management.commands.run_jobs import run_pending_jobs
 from queues.models import AuditEntry, BulkJob
 from queues.pgmq import Queue
@@ -243,9 +244,8 @@ def test_a_job_ending_while_its_queue_is_dropped_does_not_deadlock(make_queue, p
     """A drop locks the queue's jobs and then writes its record; a job ending locks its row before
     its record too, so neither waits for the other's lock while holding the one it needs."""
     make_queue("dropping", messages=1)
-    job = services.create_bulk_job(user=admin_user, queue=Queue.objects.get(queue_name="dropping"), source="live",
-                                   action="archive", parameters={}, filter_data={}, filter_words="everything",
-                                   expected=1)
+    job = jobs.create(user=admin_user, queue=Queue.objects.get(queue_name="dropping"), source="live",
+                      action="archive", parameters={}, message_filter=MessageFilter(), expected=1)
     with psycopg.connect(pgmq_database_url) as dropping:
         dropping.execute("UPDATE pgmq_dashboard.queues_bulkjob SET cancel_requested = true WHERE id = %s", [job.pk])
         errors: list[Exception] = []
@@ -254,7 +254,7 @@ def test_a_job_ending_while_its_queue_is_dropped_does_not_deadlock(make_queue, p
             try:
                 with connection.cursor() as cursor:  # this thread's own connection
                     cursor.execute("SET lock_timeout = '10s'")  # the test, not the lock, decides how long
-                services.end_job(job, BulkJob.CANCELLED)
+                jobs.end(job, BulkJob.CANCELLED)
             except Exception as error:  # noqa: BLE001 (reported below)
                 errors.append(error)
             finally:

@@ -82,7 +82,7 @@ def test_an_operator_deletes_everything_a_filter_matches_as_a_job(page, dashboar
     assert remaining == list(range(1, 10))
 
     page.get_by_role("link", name="entry").click()
-    expect(page.locator("h1")).to_contain_text("delete on filtered_out")
+    expect(page.locator("h1")).to_contain_text("Delete on filtered_out")
     shot(page, "audit-entry")
 
 

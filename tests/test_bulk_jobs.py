@@ -8,11 +8,10 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from queues.management.commands.run_jobs import claim_job, run_job, run_pending_jobs
+from queues import jobs
+from queues.management.commands.run_jobs import run_job, run_pending_jobs
 from queues.models import AuditEntry, BulkJob
 from queues.pgmq import Queue
-from queues.selectors.messages import filter_from_data, matching_ids
-from queues.services import bulk_job_step
 from tests.conftest import action_records, uses_databases
 from tests.pages import parse
 
@@ -109,12 +108,9 @@ def test_a_requeue_job_replays_the_archive(operator_client, typed_queue, pgmq_sq
 def test_a_job_stops_between_batches_when_asked(operator_client, typed_queue, pgmq_sql):
     with override_settings(BULK_BATCH_SIZE=5):
         job = start_job(operator_client, "typed", "archive", "")
-        claimed = claim_job()
-        message_filter = filter_from_data(claimed.filter)
+        claimed = jobs.claim()
         queue = Queue.objects.get(queue_name="typed")
-        assert bulk_job_step(claimed, queue, lambda q, after, limit: matching_ids(q, "live", message_filter,
-                                                                                  after=after, limit=limit),
-                             batch_size=5)
+        assert jobs.step(claimed, queue, batch_size=5)
         response = operator_client.post(f"/jobs/{job.pk}/cancel/")
         assert response.status_code == 302
         run_job(claimed)
@@ -130,16 +126,13 @@ def test_a_job_whose_runner_died_is_taken_over_and_handles_nothing_twice(operato
     with override_settings(BULK_BATCH_SIZE=7):
         job = start_job(operator_client, "typed", "requeue", "", source="archive", destination="typed_copy")
         pgmq_sql.execute("SELECT pgmq.archive('typed', array_agg(i)) FROM generate_series(1, 30) i")
-        first_runner = claim_job()
-        message_filter = filter_from_data(first_runner.filter)
+        first_runner = jobs.claim()
         queue = Queue.objects.get(queue_name="typed")
-        step = lambda runner: bulk_job_step(  # noqa: E731
-            runner, queue, lambda q, after, limit: matching_ids(q, "archive", message_filter, after=after,
-                                                                limit=limit), batch_size=7)
+        step = lambda runner: jobs.step(runner, queue, batch_size=7)  # noqa: E731
         assert step(first_runner) and step(first_runner)  # two batches, then the runner dies
-        assert claim_job() is None  # its lease still holds
+        assert jobs.claim() is None  # its lease still holds
         BulkJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
-        second_runner = claim_job()
+        second_runner = jobs.claim()
         assert second_runner.pk == job.pk and second_runner.cursor == 14
         assert step(second_runner)
         assert not step(first_runner)  # it was only slow, and comes back: the job is no longer its own
@@ -213,12 +206,10 @@ def test_a_filter_the_table_cannot_meet_matches_nothing(operator_client, typed_q
 
 
 def test_a_bug_in_a_batch_ends_the_job_saying_why_and_the_runner_goes_on(operator_client, typed_queue, monkeypatch):
-    from queues import services
-
     def broken(*args, **kwargs):
         raise ValueError("something unexpected")
 
-    monkeypatch.setattr(services, "run_batch", broken)
+    monkeypatch.setattr(jobs, "run_batch", broken)
     job = start_job(operator_client, "typed", "retry", "")
     second = start_job(operator_client, "typed", "retry", "")
     assert run_pending_jobs() == 2

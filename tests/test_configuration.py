@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from django.db import connections
 
+from queues import rules
 from tests.conftest import BASE_DIR, free_port, uses_databases, with_database
 
 STRONG_KEY = secrets.token_urlsafe(50)
@@ -153,10 +154,12 @@ def test_health_rules_come_from_a_toml_file(tmp_path):
     rules_file.write_text(HEALTH_RULES)
     result = print_setting("HEALTH_RULES", DASHBOARD_HEALTH_RULES_FILE=str(rules_file))
     assert result.returncode == 0, result.stderr
-    first, default = eval(result.stdout.strip().splitlines()[-1])  # noqa: S307 (our own repr of plain data)
-    assert first == {"queues": "payments-*", "oldest_age": {"warning": 30.0, "critical": 120.0},
-                     "backlog": {"warning": 100, "critical": 1000}, "poison": {"warning": 1, "critical": 100}}
-    assert default["queues"] == "*"
+    types = {"HealthRule": rules.HealthRule, "Thresholds": rules.Thresholds}
+    first, default = eval(result.stdout.strip().splitlines()[-1], types)  # noqa: S307 (our own repr of frozen values)
+    assert first == rules.HealthRule(queues="payments-*", oldest_age=rules.Thresholds(warning=30.0, critical=120.0),
+                                     backlog=rules.Thresholds(warning=100, critical=1000),
+                                     poison=rules.Thresholds(warning=1, critical=100))
+    assert default == rules.DEFAULT_HEALTH_RULE
 
 
 @pytest.mark.parametrize("content, complaint", [

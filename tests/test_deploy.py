@@ -323,6 +323,20 @@ def test_the_dockerfile_copies_files_that_exist_and_are_not_ignored():
         assert needed not in ignored
 
 
+def test_the_image_carries_neither_the_tests_nor_the_developer_tools_and_needs_neither():
+    ignored = {line.strip() for line in (BASE_DIR / ".dockerignore").read_text().splitlines()}
+    assert {"tests", "perf"} <= ignored
+    # What the image runs imports neither, by name or as an app.
+    from django.conf import settings
+
+    assert not [app for app in settings.INSTALLED_APPS if app.split(".")[0] in ("perf", "tests")]
+    for source in [BASE_DIR / "manage.py", *(BASE_DIR / "dashboard").rglob("*.py"), *(BASE_DIR / "queues").rglob("*.py")]:
+        tree = ast.parse(source.read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert not [name for name in imported if name.split(".")[0] in ("perf", "tests")], source
+
+
 def test_the_dockerfile_fetches_static_files_with_the_script_alone():
     # The build runs scripts/fetch_static.py with nothing else of the project copied yet.
     tree = ast.parse((BASE_DIR / "scripts" / "fetch_static.py").read_text())

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from playwright.sync_api import expect
 
-from queues.management.commands.run_demo import DEMO_QUEUES
+from dashboard.demo import DEMO_QUEUES
 from tests.conftest import BASE_DIR, free_port, sign_in, uses_databases, wait_for, with_database
 from tests.http_client import HttpSession
 from tests.pages import number, overview_rows, parse

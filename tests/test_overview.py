@@ -1,6 +1,7 @@
 """The overview: every queue in pgmq.meta with its backlog, true to the tables."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from django.test import override_settings
 
 from queues.management.commands.sample_metrics import take_sample
 from queues.models import QueueSample
+from queues.rules import HealthRule, Thresholds
 from tests.conftest import AWKWARD_NAMES, uses_databases
 from tests.pages import number, overview_rows, parse, seconds, stat, totals
 
@@ -256,11 +258,10 @@ def test_a_big_queues_poison_comes_from_the_sampler(signed_in_client, make_queue
 def test_health_follows_the_first_matching_rule(signed_in_client, make_queue):
     make_queue("payments-eu", messages=3)
     make_queue("reports", messages=3)
-    strict = {"oldest_age": {"warning": 3600.0, "critical": 7200.0}, "backlog": {"warning": 1, "critical": 3},
-              "poison": {"warning": 1, "critical": 10}}
-    lenient = {"oldest_age": {"warning": 3600.0, "critical": 7200.0}, "backlog": {"warning": 100, "critical": 1000},
-               "poison": {"warning": 1, "critical": 10}}
-    with override_settings(HEALTH_RULES=[{"queues": "payments-*", **strict}, {"queues": "*", **lenient}]):
+    strict = HealthRule(queues="payments-*", oldest_age=Thresholds(warning=3600.0, critical=7200.0),
+                        backlog=Thresholds(warning=1, critical=3), poison=Thresholds(warning=1, critical=10))
+    lenient = replace(strict, queues="*", backlog=Thresholds(warning=100, critical=1000))
+    with override_settings(HEALTH_RULES=[strict, lenient]):
         rows = overview_rows(parse(signed_in_client.get("/?sort=-health")))
     assert (rows["payments-eu"]["health"], rows["payments-eu"]["health_reason"]) == (
         "critical", "backlog 3 (critical at 3)")

@@ -7,7 +7,6 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
 
-from queues.models import AuditEntry
 from tests.conftest import action_records, uses_databases
 from tests.pages import parse
 

@@ -31,7 +31,7 @@ import yaml
 from django.conf import settings
 from psycopg import sql
 
-from queues.management.commands import run_demo
+from dashboard import demo
 from tests.conftest import BASE_DIR, free_port, gunicorn, http_status, prometheus_tool, uses_databases, wait_for
 from tests.pages import number, overview_rows, parse
 from tests.test_metrics import COLUMNS, TOKEN
@@ -45,7 +45,7 @@ STATS_CACHE_SECONDS = 2
 VISIBILITY_TIMEOUT_S = 3
 # Once the workload has stopped, the test's own slow consumer takes a message from each of these
 # for 10 minutes, so that the settled queues have messages in flight that stay in flight.
-SLOWLY_CONSUMED = [run_demo.ORDERS, run_demo.WEBHOOKS, run_demo.NOTIFICATIONS]
+SLOWLY_CONSUMED = [demo.ORDERS, demo.WEBHOOKS, demo.NOTIFICATIONS]
 
 
 class Prometheus:
@@ -138,10 +138,10 @@ def prometheus(metrics_server: str, tmp_path: Path) -> Iterator[Prometheus]:
 
 
 class DemoWorkload:
-    """`make run`'s demo workload (queues.management.commands.run_demo), in this process's threads."""
+    """`make run`'s demo workload (dashboard/demo.py), in this process's threads."""
 
     def __init__(self, database_url: str) -> None:
-        self.workload = run_demo.Workload(database_url)
+        self.workload = demo.Workload(database_url)
         self.threads = self.workload.threads()
 
     def start(self) -> None:
@@ -161,8 +161,8 @@ class DemoWorkload:
 @pytest.fixture
 def demo_workload(pgmq_database_url: str, pgmq_sql: psycopg.Connection,
                   monkeypatch: pytest.MonkeyPatch) -> Iterator[DemoWorkload]:
-    monkeypatch.setattr(run_demo, "VISIBILITY_TIMEOUT_S", VISIBILITY_TIMEOUT_S)
-    run_demo.set_up_demo_queues(pgmq_database_url)
+    monkeypatch.setattr(demo, "VISIBILITY_TIMEOUT_S", VISIBILITY_TIMEOUT_S)
+    demo.set_up_demo_queues(pgmq_database_url)
     workload = DemoWorkload(pgmq_database_url)
     try:
         yield workload
@@ -171,7 +171,7 @@ def demo_workload(pgmq_database_url: str, pgmq_sql: psycopg.Connection,
         for thread in workload.threads:
             if thread.is_alive():
                 thread.join(timeout=10)
-        for queue in run_demo.DEMO_QUEUES:
+        for queue in demo.DEMO_QUEUES:
             pgmq_sql.execute("SELECT pgmq.drop_queue(%s)", [queue])
 
 
@@ -182,7 +182,7 @@ def live_table(queue: str) -> sql.Identifier:
 def sent_and_archived(pgmq_sql: psycopg.Connection) -> dict[str, tuple[int, int]]:
     """Each demo queue's counters that only grow: its msg_id sequence and its archive's rows."""
     counters = {}
-    for queue in run_demo.DEMO_QUEUES:
+    for queue in demo.DEMO_QUEUES:
         counters[queue] = pgmq_sql.execute(sql.SQL(
             "SELECT coalesce(pg_sequence_last_value("
             "           pg_get_serial_sequence(format('pgmq.%I', {table}::text), 'msg_id')::regclass), 0),"
@@ -196,7 +196,7 @@ def figures_in_sql(pgmq_sql: psycopg.Connection) -> dict[str, dict[str, int]]:
     """Each demo queue's figures counted from its tables, keyed as COLUMNS (metric -> queue -> value)."""
     figures: dict[str, dict[str, int]] = {metric: {} for metric in COLUMNS}
     counters = sent_and_archived(pgmq_sql)
-    for queue in run_demo.DEMO_QUEUES:
+    for queue in demo.DEMO_QUEUES:
         backlog, visible, in_flight, delayed, poison = pgmq_sql.execute(sql.SQL(
             "SELECT count(*), count(*) FILTER (WHERE vt <= now()), count(*) FILTER (WHERE vt > now() AND read_ct > 0),"
             "       count(*) FILTER (WHERE vt > now() AND read_ct = 0), count(*) FILTER (WHERE read_ct >= {poison})"
@@ -215,7 +215,7 @@ def poison_anywhere(pgmq_sql: psycopg.Connection) -> bool:
 def held_by_the_workload(pgmq_sql: psycopg.Connection) -> int:
     """Messages the workload's consumers still hold (read, visibility timeout not yet passed)."""
     return sum(pgmq_sql.execute(sql.SQL("SELECT count(*) FROM {live} WHERE read_ct > 0 AND vt > now()").format(
-        live=live_table(queue))).fetchone()[0] for queue in run_demo.DEMO_QUEUES)
+        live=live_table(queue))).fetchone()[0] for queue in demo.DEMO_QUEUES)
 
 
 def test_prometheus_scrapes_what_the_tables_hold_during_the_demo_and_what_the_overview_shows_after(
@@ -235,14 +235,14 @@ def test_prometheus_scrapes_what_the_tables_hold_during_the_demo_and_what_the_ov
         sent = prometheus.per_queue("pgmq_queue_messages_sent_total", scrape)
         archived = prometheus.per_queue("pgmq_queue_archived", scrape)
         backlog = prometheus.per_queue("pgmq_queue_backlog", scrape)
-        for queue in run_demo.DEMO_QUEUES:
+        for queue in demo.DEMO_QUEUES:
             assert before[queue][0] <= sent[queue] <= after[queue][0], (queue, before, sent, after)
             assert before[queue][1] <= archived[queue] <= after[queue][1], (queue, before, archived, after)
             # The sequence is read after the counts' snapshot; deletes make the sum fall short.
             assert backlog[queue] + archived[queue] <= sent[queue], queue
         states = [prometheus.per_queue(metric, scrape)
                   for metric in ("pgmq_queue_visible", "pgmq_queue_in_flight", "pgmq_queue_delayed")]
-        for queue in run_demo.DEMO_QUEUES:  # one snapshot per queue: its states add up to its backlog
+        for queue in demo.DEMO_QUEUES:  # one snapshot per queue: its states add up to its backlog
             assert sum(state[queue] for state in states) == backlog[queue], (queue, [s[queue] for s in states])
         rounds += 1
 
@@ -259,10 +259,10 @@ def test_prometheus_scrapes_what_the_tables_hold_during_the_demo_and_what_the_ov
     scraped = {metric: prometheus.per_queue(metric, scrape) for metric in COLUMNS}
     truth = figures_in_sql(pgmq_sql)
     rows = overview_rows(parse(signed_in_client.get("/")))
-    shown = {metric: {queue: number(rows[queue][column]) for queue in run_demo.DEMO_QUEUES}
+    shown = {metric: {queue: number(rows[queue][column]) for queue in demo.DEMO_QUEUES}
              for metric, column in COLUMNS.items()}
     for metric in COLUMNS:
-        assert {queue: scraped[metric].get(queue) for queue in run_demo.DEMO_QUEUES} == truth[metric] \
+        assert {queue: scraped[metric].get(queue) for queue in demo.DEMO_QUEUES} == truth[metric] \
             == shown[metric], metric
     # The demo made every figure move somewhere.
     assert all(any(values.values()) for values in truth.values()), truth

@@ -7,6 +7,7 @@ import psycopg
 import pytest
 from django.test import override_settings
 
+from queues.rules import HealthRule, Thresholds
 from queues.selectors import diagnostics as diagnostics_module
 from tests.conftest import uses_databases
 from tests.pages import number, parse, seconds, stat
@@ -57,10 +58,10 @@ def test_every_figure_matches_sql(signed_in_client, mixed_queue, pgmq_sql):
 
 
 def test_health_and_its_reason_follow_the_rule_for_the_queue_name(signed_in_client, mixed_queue):
-    rules = [{"queues": "mix*", "oldest_age": {"warning": 3600.0, "critical": 7200.0},
-              "backlog": {"warning": 5, "critical": 100}, "poison": {"warning": 100, "critical": 1000}},
-             {"queues": "*", "oldest_age": {"warning": 1.0, "critical": 2.0}, "backlog": {"warning": 1, "critical": 2},
-              "poison": {"warning": 1, "critical": 2}}]
+    rules = [HealthRule(queues="mix*", oldest_age=Thresholds(warning=3600.0, critical=7200.0),
+                        backlog=Thresholds(warning=5, critical=100), poison=Thresholds(warning=100, critical=1000)),
+             HealthRule(queues="*", oldest_age=Thresholds(warning=1.0, critical=2.0),
+                        backlog=Thresholds(warning=1, critical=2), poison=Thresholds(warning=1, critical=2))]
     with override_settings(HEALTH_RULES=rules):
         page = parse(signed_in_client.get("/queues/mixed/"))
     badge = page.select_one("#queue-live .health")

@@ -11,8 +11,8 @@ from rest_framework import serializers
 from queues.forms import MAX_INT, MAX_MSG_ID, MessageFilterForm, MsgIdsField
 from queues.jsontext import RawJSON
 from queues.pgmq import ARCHIVE, LIVE
-from queues.selectors.messages import words_seen
-from queues.vocabulary import MESSAGE_ACTIONS
+from queues.filters import words_seen
+from queues.vocabulary import ARCHIVE_ACTIONS, LIVE_ACTIONS, MESSAGE_ACTIONS
 
 
 @extend_schema_field(OpenApiTypes.ANY)
@@ -166,8 +166,8 @@ class ActionParametersSerializer(serializers.Serializer):
 class ActionRequestSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=MESSAGE_ACTIONS)
     source = serializers.ChoiceField(choices=[LIVE, ARCHIVE], default=LIVE,
-                                     help_text="live actions: retry, delay, archive, delete, move; "
-                                               "archive actions: requeue, delete_archived")
+                                     help_text=f"live actions: {', '.join(LIVE_ACTIONS)}; "
+                                               f"archive actions: {', '.join(ARCHIVE_ACTIONS)}")
     msg_ids = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_MSG_ID),
                                     min_length=1, max_length=MsgIdsField.MAX)
     parameters = ActionParametersSerializer(required=False)

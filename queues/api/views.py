@@ -12,31 +12,33 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, QueryDict, StreamingHttpResponse
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+
+from datetime import datetime
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes, permission_classes, renderer_classes
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from queues import forms, redaction, services, vocabulary
+from queues import forms, jobs, redaction, services, vocabulary
+from queues.access import ADMINISTER, OPERATE
+from queues.selectors import plans
 from queues.access import can_watch
+from queues.api import schemas as openapi
 from queues.api import serializers as s
 from queues.api.renderers import ExactJSONParser, ExactJSONRenderer, exact_json
 from queues.models import BulkJob
-from queues.pgmq import ARCHIVE, LIVE, watched_name
+from queues.pgmq import ARCHIVE, LIVE
 from queues.jsontext import RawJSON
 from queues.selectors import history, messages, overview, payloads
 from queues.selectors.payloads import PayloadText, payload_texts
 from queues.selectors.stats import single_queue_stats
-from queues.views.actions import ADMINISTER, OPERATE, plan_action
-from queues.views.pages import _page_links, download_too_big, get_queue_or_404
+from queues.shortcuts import download_too_big, get_job_or_404, get_queue_or_404, page_links
 
-QUEUE_NAME = OpenApiParameter("queue_name", OpenApiTypes.STR, OpenApiParameter.PATH,
-                              description="the queue's name as pgmq.meta has it (URL-encoded)")
-MSG_ID = OpenApiParameter("msg_id", OpenApiTypes.INT64, OpenApiParameter.PATH)
-ERRORS = {400: s.ErrorSerializer, 401: s.ErrorSerializer, 404: s.ErrorSerializer}
+
+
+
 # A single message's payload up to this many characters is in the answer as usual; a longer one is
 # streamed into it from the database (payloads.StoredPayload.chunks).
 INLINE_PAYLOAD_CHARS = 1024 * 1024
@@ -146,29 +148,13 @@ def _link(request: Request, query: str | None) -> str | None:
     return request.build_absolute_uri(request.path + query) if query else None
 
 
-OVERVIEW_PARAMETERS = [
-    OpenApiParameter("q", OpenApiTypes.STR, description="queues whose name contains this, any case"),
-    OpenApiParameter("sort", OpenApiTypes.STR, enum=[key for key, _ in forms.sort_choices(overview.SORT_KEYS)],
-                     description="a column, or -column for descending"),
-    OpenApiParameter("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000},
-                     description=f"{overview.QUEUES_PER_PAGE} queues a page"),
-]
 
 
-WRITE_ERRORS = {**ERRORS, 403: s.ErrorSerializer, 409: OpenApiResponse(
-    s.ConflictSerializer, description="this request_token was used before: nothing was done again; or the queue (or "
-                                      "the destination) shares its tables with another name: nothing was done")}
 
 
-@api(["GET", "POST"], permissions=(IsAuthenticated, ReadsOrAdministers), schemas={
-    "GET": {"operation_id": "queues_list", "parameters": OVERVIEW_PARAMETERS,
-            "responses": {200: s.OverviewSerializer, **ERRORS},
-            "summary": "Every queue's figures, as the overview shows them"},
-    "POST": {"operation_id": "queues_create", "request": s.CreateQueueRequestSerializer,
-             "responses": {201: s.CreateQueueResultSerializer, **WRITE_ERRORS},
-             "summary": "Create a queue (pgmq.create, or pgmq.create_unlogged): admins",
-             "description": "Recorded in the audit log. A name pgmq refuses, or one differing from an "
-                            "existing queue's only by case (pgmq would give both one table), is a 400."}})
+
+
+@api(["GET", "POST"], permissions=(IsAuthenticated, ReadsOrAdministers), schemas=openapi.QUEUE_LIST)
 def queue_list(request: Request) -> Response:
     if request.method == "POST":
         return _create_queue(request)
@@ -204,18 +190,12 @@ def _queue_row(queue_name: str) -> overview.OverviewRow:
     return row
 
 
-@api(["GET"], schema={"operation_id": "queues_retrieve", "parameters": [QUEUE_NAME],
-                      "responses": {200: s.QueueSerializer, **ERRORS},
-                      "summary": "One queue's figures, as its page shows them"})
+@api(["GET"], schema=openapi.QUEUE_DETAIL)
 def queue_detail(request: Request, queue_name: str) -> Response:
     return Response(s.QueueSerializer(_queue_row(queue_name)).data)
 
 
-@api(["GET"], schema={
-    "operation_id": "queues_history", "responses": {200: s.HistorySerializer, **ERRORS},
-    "summary": "A queue's metric history (the sampler's samples), as the queue page charts it",
-    "parameters": [QUEUE_NAME, OpenApiParameter("range", OpenApiTypes.STR, enum=list(forms.RANGES),
-                                                 description="how far back (1h by default)")]})
+@api(["GET"], schema=openapi.QUEUE_HISTORY)
 def queue_history(request: Request, queue_name: str) -> Response:
     queue = get_queue_or_404(queue_name)
     form = forms.RangeForm(request.query_params)
@@ -228,28 +208,10 @@ def queue_history(request: Request, queue_name: str) -> Response:
     return Response(s.HistorySerializer({"range": form.cleaned_data["range"] or "1h", "points": points}).data)
 
 
-def _filter_parameters() -> list[OpenApiParameter]:
-    """The message list's query parameters, from MessageFilterForm itself."""
-    described = {
-        "source": "live (default), archive, or both as one list",
-        "state": "live messages only",
-        "message": "JSON the message contains (jsonb @>)",
-        "headers": "JSON the headers contain (jsonb @>)",
-        "q": "search: `timeout`, `headers:retry`, `message.customer.id:42`, `headers.trace_id:abc*`",
-        "sort": "a column, or -column for descending (-msg_id by default)",
-        "after": "cursor: the page after this place (next_cursor)",
-        "before": "cursor: the page before this place (previous_cursor)",
-        "from_": "jump: start at this msg_id",
-        "last": "the far end of the sort",
-    }
-    return [OpenApiParameter("from" if name == "from_" else name, s.form_field_schema(name, field),
-                             description=described.get(name, ""))
-            for name, field in forms.MessageFilterForm.base_fields.items()]
 
 
-@api(["GET"], schema={"operation_id": "messages_list", "parameters": [QUEUE_NAME, *_filter_parameters()],
-                      "responses": {200: s.MessagePageSerializer, **ERRORS},
-                      "summary": "A page of messages: the message browser's filters and keyset cursors"})
+
+@api(["GET"], schema=openapi.MESSAGE_LIST)
 def message_list(request: Request, queue_name: str) -> Response:
     queue = get_queue_or_404(queue_name)
     form = forms.MessageFilterForm(request.query_params)
@@ -259,7 +221,7 @@ def message_list(request: Request, queue_name: str) -> Response:
     message_filter = form.message_filter(redacted=redacted)
     page_request = form.page_request()
     page = messages.message_page(queue, message_filter, page_request)
-    links = _page_links(request._request, page, page_request)
+    links = page_links(request._request, page, page_request)
     ids_by_source = {kind: [row.msg_id for row in page.rows if row.source == kind] for kind in (LIVE, ARCHIVE)}
     payloads = payload_texts(queue, ids_by_source, redacted=redacted, max_chars=settings.API_LIST_PAYLOAD_CHARS)
     rows = []
@@ -285,14 +247,7 @@ def _row_fields(row) -> dict:
             "archived_at": getattr(row, "archived_at", None), "message_chars": row.message_chars}
 
 
-@api(["GET"], schema={
-    "operation_id": "messages_retrieve", "responses": {200: s.MessageDetailSerializer, 413: s.ErrorSerializer,
-                                                       **ERRORS},
-    "summary": "One message, whole, from the live table or else the archive",
-    "description": "A payload over 1 MiB of JSON is streamed from the database into the answer; one over "
-                   "DASHBOARD_DOWNLOAD_MAX_BYTES is refused (413) with the SQL that fetches the row.",
-    "parameters": [QUEUE_NAME, MSG_ID, OpenApiParameter("source", OpenApiTypes.STR, enum=[LIVE, ARCHIVE],
-                                                        description="look only there")]})
+@api(["GET"], schema=openapi.MESSAGE_DETAIL)
 def message_detail(request: Request, queue_name: str, msg_id: int) -> Response:
     queue = get_queue_or_404(queue_name)
     source = request.query_params.get("source") or None
@@ -341,32 +296,44 @@ def streamed_answer(answer: dict, streamed: dict[str, payloads.StoredPayload]) -
     return response
 
 
-@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
-    "operation_id": "messages_act", "parameters": [QUEUE_NAME], "request": s.ActionRequestSerializer,
-    "responses": {200: s.ActionResultSerializer, **WRITE_ERRORS},
-    "summary": "Retry, delay, archive, delete or move live messages; requeue or delete archived ones",
-    "description": "Acts on the msg_ids given, at once (what the page's dialog does once confirmed), in one "
-                   "transaction, recorded in the audit log with the API user's name."})
+def form_data(**values) -> QueryDict:
+    """Values a serializer validated, as the page's form would have posted them, for forms.py to
+    check exactly as it checks the page's: None, False and "" left out, True as "1", a list
+    repeated, a time in ISO 8601. JSON values come as text already (exact_json)."""
+    posted = QueryDict(mutable=True)
+    for name, value in values.items():
+        if value is None or value is False or value == "":
+            continue
+        if value is True:
+            posted[name] = "1"
+        elif isinstance(value, list):
+            posted.setlist(name, [str(item) for item in value])
+        elif isinstance(value, datetime):
+            posted[name] = value.isoformat()
+        else:
+            posted[name] = str(value)
+    return posted
+
+
+def _action_form(queue, given: dict, *, scope: str, confirmed: bool, **chosen) -> forms.MessageActionForm:
+    """An action request (ActionRequestSerializer's or BulkActionRequestSerializer's data) as the
+    page's action form; `chosen`: msg_id or filter_query."""
+    parameters = given.get("parameters", {})
+    return forms.MessageActionForm(form_data(
+        action=given["action"], source=given["source"], scope=scope, confirmed=confirmed,
+        request_token=given.get("request_token"), **chosen,
+        **{name: parameters.get(name) for name in ("destination", "original", "remove_archived", "include_in_flight",
+                                                   "again", "until")}), queue_name=queue.queue_name)
+
+
+@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema=openapi.MESSAGE_ACTION)
 def message_action(request: Request, queue_name: str) -> Response:
     queue = get_queue_or_404(queue_name)
     body = s.ActionRequestSerializer(data=request.data)
     if not body.is_valid():
         return invalid(_serializer_errors(body.errors))
-    given, parameters = body.validated_data, body.validated_data.get("parameters", {})
-    posted = QueryDict(mutable=True)
-    posted.update({"action": given["action"], "source": given["source"], "scope": "selected", "confirmed": "1"})
-    posted.setlist("msg_id", [str(msg_id) for msg_id in given["msg_ids"]])
-    for name in ("destination", "original"):
-        if parameters.get(name):
-            posted[name] = parameters[name]
-    for name in ("remove_archived", "include_in_flight", "again"):
-        if parameters.get(name):
-            posted[name] = "1"
-    if parameters.get("until"):
-        posted["until"] = parameters["until"].isoformat()
-    if given.get("request_token"):
-        posted["request_token"] = str(given["request_token"])
-    form = forms.MessageActionForm(posted, queue_name=queue.queue_name)
+    form = _action_form(queue, body.validated_data, scope="selected", confirmed=True,
+                        msg_id=body.validated_data["msg_ids"])
     if not form.is_valid():
         return invalid(form.errors)
     outcome = services.act_on_messages(user=request.user, queue=queue, action=form.cleaned_data["action"],
@@ -381,26 +348,17 @@ def message_action(request: Request, queue_name: str) -> Response:
     }).data)
 
 
-@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
-    "operation_id": "messages_send", "parameters": [QUEUE_NAME], "request": s.SendRequestSerializer,
-    "responses": {201: s.SendResultSerializer, **WRITE_ERRORS},
-    "summary": "Send a message (pgmq.send), recorded in the audit log",
-    "description": "The message's numbers reach pgmq exactly as written in the request."})
+@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema=openapi.SEND_MESSAGE)
 def send_message(request: Request, queue_name: str) -> Response:
     queue = get_queue_or_404(queue_name)
     body = s.SendRequestSerializer(data=request.data)
     if not body.is_valid():
         return invalid(_serializer_errors(body.errors))
     data = request.data  # as parsed: numbers still as written (RawJSON), which exact_json writes back
-    posted = QueryDict(mutable=True)
-    posted["message"] = exact_json(data["message"])
-    if data.get("headers") is not None:
-        posted["headers"] = exact_json(data["headers"])
-    if body.validated_data.get("delay_s") is not None:
-        posted["delay_s"] = str(body.validated_data["delay_s"])
-    if body.validated_data.get("request_token"):
-        posted["request_token"] = str(body.validated_data["request_token"])
-    form = forms.SendForm(posted)
+    form = forms.SendForm(form_data(
+        message=exact_json(data["message"]),
+        headers=exact_json(data["headers"]) if data.get("headers") is not None else None,
+        delay_s=body.validated_data.get("delay_s"), request_token=body.validated_data.get("request_token")))
     if not form.is_valid():
         return invalid(form.errors)
     outcome = services.send_message(user=request.user, queue=queue, message=form.cleaned_data["message"],
@@ -417,13 +375,8 @@ def _create_queue(request: Request) -> Response:
         return invalid(_serializer_errors(body.errors))
     given = body.validated_data
     # The page asks for the name twice against typing errors; a program's request says it once.
-    posted = QueryDict(mutable=True)
-    posted.update({"name": given["name"], "confirm_name": given["name"]})
-    if given["unlogged"]:
-        posted["unlogged"] = "1"
-    if given.get("request_token"):
-        posted["request_token"] = str(given["request_token"])
-    form = forms.CreateQueueForm(posted)
+    form = forms.CreateQueueForm(form_data(name=given["name"], confirm_name=given["name"], unlogged=given["unlogged"],
+                                           request_token=given.get("request_token")))
     if not form.is_valid():
         return invalid(form.errors)
     outcome = services.create_queue(user=request.user, name=form.cleaned_data["name"],
@@ -439,20 +392,11 @@ def _typed_confirmation(request: Request, queue) -> forms.TypedConfirmationForm 
     body = s.TypedConfirmationSerializer(data=request.data)
     if not body.is_valid():
         return invalid(_serializer_errors(body.errors))
-    posted = QueryDict(mutable=True)
-    posted["confirm_name"] = body.validated_data["confirm_name"]
-    if body.validated_data.get("request_token"):
-        posted["request_token"] = str(body.validated_data["request_token"])
-    form = forms.TypedConfirmationForm(posted, expected=queue.queue_name)
+    form = forms.TypedConfirmationForm(form_data(**body.validated_data), expected=queue.queue_name)
     return form if form.is_valid() else invalid(form.errors)
 
 
-@api(["POST"], permissions=(IsAuthenticated, CanAdminister), schema={
-    "operation_id": "queues_purge", "parameters": [QUEUE_NAME], "request": s.TypedConfirmationSerializer,
-    "responses": {200: s.PurgeResultSerializer, **WRITE_ERRORS},
-    "summary": "Purge a queue (pgmq.purge_queue): every live message deleted; admins",
-    "description": "confirm_name must be the queue's name, exactly (400 otherwise, nothing done). The audit "
-                   "record counts exactly what went, and keeps the payloads when few."})
+@api(["POST"], permissions=(IsAuthenticated, CanAdminister), schema=openapi.PURGE_QUEUE)
 def purge_queue(request: Request, queue_name: str) -> Response:
     queue = get_queue_or_404(queue_name)
     form = _typed_confirmation(request, queue)
@@ -462,12 +406,7 @@ def purge_queue(request: Request, queue_name: str) -> Response:
     return Response(s.PurgeResultSerializer({"audit_id": outcome.audit.pk, "purged": outcome.audit.affected}).data)
 
 
-@api(["POST"], permissions=(IsAuthenticated, CanAdminister), schema={
-    "operation_id": "queues_drop", "parameters": [QUEUE_NAME], "request": s.TypedConfirmationSerializer,
-    "responses": {200: s.DropResultSerializer, **WRITE_ERRORS},
-    "summary": "Drop a queue (pgmq.drop_queue), its messages and its archive; admins",
-    "description": "confirm_name must be the queue's name, exactly (400 otherwise, nothing done). The queue's "
-                   "unfinished bulk jobs are cancelled with it."})
+@api(["POST"], permissions=(IsAuthenticated, CanAdminister), schema=openapi.DROP_QUEUE)
 def drop_queue(request: Request, queue_name: str) -> Response:
     queue = get_queue_or_404(queue_name)
     form = _typed_confirmation(request, queue)
@@ -477,13 +416,7 @@ def drop_queue(request: Request, queue_name: str) -> Response:
     return Response(s.DropResultSerializer({"audit_id": outcome.audit.pk, **outcome.audit.details}).data)
 
 
-@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
-    "operation_id": "messages_resend", "parameters": [QUEUE_NAME, MSG_ID], "request": s.ResendRequestSerializer,
-    "responses": {201: s.ResendResultSerializer, **WRITE_ERRORS},
-    "summary": "Edit and resend: send an edited copy (to this queue or another) and archive the original",
-    "description": "One transaction, one audit record holding both msg_ids. If a consumer took the original "
-                   "meanwhile nothing is sent (404). Refused (403) to whom DASHBOARD_REDACT hides values: the "
-                   "copy would carry the redactions."})
+@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema=openapi.RESEND_MESSAGE)
 def resend_message(request: Request, queue_name: str, msg_id: int) -> Response:
     queue = get_queue_or_404(queue_name)
     if redaction.applies_to(request.user):
@@ -498,14 +431,10 @@ def resend_message(request: Request, queue_name: str, msg_id: int) -> Response:
     if original is None:
         raise Http404(f"Message {msg_id} is not in the {source} of queue “{queue.queue_name}”: a consumer took it, "
                       "or it never existed.")
-    posted = QueryDict(mutable=True)
-    posted["message"] = exact_json(request.data["message"])  # numbers as written, as for a send
-    if request.data.get("headers") is not None:
-        posted["headers"] = exact_json(request.data["headers"])
-    posted["destination"] = given.get("destination") or queue.queue_name
-    if given.get("request_token"):
-        posted["request_token"] = str(given["request_token"])
-    form = forms.EditForm(posted)
+    form = forms.EditForm(form_data(
+        message=exact_json(request.data["message"]),  # numbers as written, as for a send
+        headers=exact_json(request.data["headers"]) if request.data.get("headers") is not None else None,
+        destination=given.get("destination") or queue.queue_name, request_token=given.get("request_token")))
     if not form.is_valid():
         return invalid(form.errors)
     try:
@@ -528,11 +457,8 @@ def resend_message(request: Request, queue_name: str, msg_id: int) -> Response:
 def _filter_query(given: dict) -> str:
     """A bulk action's filter as the message browser's query string, which forms.py then checks
     exactly as it checks the page's."""
-    query = QueryDict(mutable=True)
-    for name, value in given.items():
-        if value is not None:
-            query[name] = exact_json(value) if name in ("message", "headers") else str(value)
-    return query.urlencode()
+    return form_data(**{name: exact_json(value) if name in ("message", "headers") and value is not None else value
+                        for name, value in given.items()}).urlencode()
 
 
 def _bulk_action_form(request: Request, queue, *, confirmed: bool) -> forms.MessageActionForm | Response:
@@ -540,51 +466,27 @@ def _bulk_action_form(request: Request, queue, *, confirmed: bool) -> forms.Mess
     body = s.BulkActionRequestSerializer(data=request.data)
     if not body.is_valid():
         return invalid(_serializer_errors(body.errors))
-    given, parameters = body.validated_data, body.validated_data.get("parameters", {})
-    posted = QueryDict(mutable=True)
-    posted.update({"action": given["action"], "source": given["source"], "scope": "matching",
-                   "filter_query": _filter_query(given["filter"])})
-    if confirmed:
-        posted["confirmed"] = "1"
-    for name in ("destination", "original"):
-        if parameters.get(name):
-            posted[name] = parameters[name]
-    for name in ("remove_archived", "include_in_flight", "again"):
-        if parameters.get(name):
-            posted[name] = "1"
-    if parameters.get("until"):
-        posted["until"] = parameters["until"].isoformat()
-    if given.get("request_token"):
-        posted["request_token"] = str(given["request_token"])
-    form = forms.MessageActionForm(posted, queue_name=queue.queue_name)
+    form = _action_form(queue, body.validated_data, scope="matching", confirmed=confirmed,
+                        filter_query=_filter_query(body.validated_data["filter"]))
     if not form.is_valid():
         return invalid(form.errors)
     return form
 
 
-@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
-    "operation_id": "jobs_plan", "parameters": [QUEUE_NAME], "request": s.BulkActionRequestSerializer,
-    "responses": {200: s.ActionPlanSerializer, **ERRORS, 403: s.ErrorSerializer},
-    "summary": "What a bulk action would do: how many messages the filter matches now (changes nothing)",
-    "description": "The count the message browser's dialog shows before \"all N matching this filter\"."})
+@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema=openapi.PLAN_JOB)
 def plan_job(request: Request, queue_name: str) -> Response:
     queue = get_queue_or_404(queue_name)
     form = _bulk_action_form(request, queue, confirmed=False)
     if isinstance(form, Response):
         return form
-    plan = plan_action(queue, form, redacted=redaction.applies_to(request.user))
+    plan = plans.plan_for_form(queue, form, redacted=redaction.applies_to(request.user))
     return Response(s.ActionPlanSerializer({
         "action": plan.action, "source": plan.source, "count": plan.count, "in_flight": plan.in_flight,
         "filter_in_words": plan.filter_words, "destructive": plan.destructive,
         "batch_size": settings.BULK_BATCH_SIZE}).data)
 
 
-@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
-    "operation_id": "jobs_create", "parameters": [QUEUE_NAME], "request": s.BulkActionRequestSerializer,
-    "responses": {201: s.JobSerializer, **WRITE_ERRORS},
-    "summary": "Start a bulk action on every message a filter matches: a job",
-    "description": "The job runner (`manage.py run_jobs`) does it in batches, one transaction each; follow it at "
-                   "/api/v1/jobs/{job_id}/. Its audit record is written when it ends."})
+@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema=openapi.START_JOB)
 def start_job(request: Request, queue_name: str) -> Response:
     queue = get_queue_or_404(queue_name)
     form = _bulk_action_form(request, queue, confirmed=True)
@@ -598,46 +500,32 @@ def start_job(request: Request, queue_name: str) -> Response:
         except services.ActionRefused as refusal:
             return invalid({"parameters.destination": [str(refusal)]})
     redacted = redaction.applies_to(request.user)
-    plan = plan_action(queue, form, redacted=redacted)
+    plan = plans.plan_for_form(queue, form, redacted=redacted)
     try:
-        job = services.create_bulk_job(
+        job = jobs.create(
             user=request.user, queue=queue, source=data["source"], action=data["action"],
-            parameters=form.parameters(), filter_data=messages.filter_to_data(form.message_filter(redacted=redacted)),
-            filter_words=plan.filter_words, expected=plan.count, request_token=data["request_token"])
+            parameters=form.parameters(), message_filter=form.message_filter(redacted=redacted),
+            expected=plan.count, request_token=data["request_token"])
     except services.AlreadyDone as done:
         return Response({"detail": "already done: this request_token started a job before", "job_id": done.record.pk},
                         status=status.HTTP_409_CONFLICT)
     return Response(job_answer(request, job), status=status.HTTP_201_CREATED)
 
 
-JOB_ID = OpenApiParameter("job_id", {"type": "integer", "format": "int64", "minimum": 1, "maximum": forms.MAX_MSG_ID},
-                         OpenApiParameter.PATH, description="as POST .../jobs/ answered it")
+
 
 
 def job_answer(request: Request, job: BulkJob) -> dict:
     return s.JobSerializer(job, context={"redacted": redaction.applies_to(request.user)}).data
 
 
-def _job_or_404(job_id: int) -> BulkJob:
-    # A job belongs to the database it acts in: its permissions are that database's.
-    job = BulkJob.objects.filter(pk=job_id, database=watched_name()).first() if job_id <= forms.MAX_MSG_ID else None
-    if job is None:
-        raise Http404(f"There is no bulk job {job_id}.")
-    return job
-
-
-@api(["GET"], schema={"operation_id": "jobs_retrieve", "parameters": [JOB_ID],
-                      "responses": {200: s.JobSerializer, **ERRORS},
-                      "summary": "A bulk job's progress, as its page shows it"})
+@api(["GET"], schema=openapi.JOB_DETAIL)
 def job_detail(request: Request, job_id: int) -> Response:
-    return Response(job_answer(request, _job_or_404(job_id)))
+    return Response(job_answer(request, get_job_or_404(job_id)))
 
 
-@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema={
-    "operation_id": "jobs_cancel", "parameters": [JOB_ID], "request": None,
-    "responses": {200: s.JobSerializer, **ERRORS, 403: s.ErrorSerializer},
-    "summary": "Cancel a bulk job: a running one stops after its current batch, a pending one at once"})
+@api(["POST"], permissions=(IsAuthenticated, CanOperate), schema=openapi.CANCEL_JOB)
 def cancel_job(request: Request, job_id: int) -> Response:
-    job = _job_or_404(job_id)
-    services.cancel_bulk_job(job, user=request.user)
+    job = get_job_or_404(job_id)
+    jobs.cancel(job, user=request.user)
     return Response(job_answer(request, job))

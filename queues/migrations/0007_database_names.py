@@ -2,7 +2,7 @@
 
 from django.db import migrations, models
 
-import queues.pgmq
+import queues.watched
 
 
 class Migration(migrations.Migration):
@@ -19,17 +19,17 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='auditentry',
             name='database',
-            field=models.CharField(db_index=True, default=queues.pgmq.watched_name, help_text="the watched database's name (settings.WATCHED_DATABASES)", max_length=40),
+            field=models.CharField(db_index=True, default=queues.watched.watched_name, help_text="the watched database's name (settings.WATCHED_DATABASES)", max_length=40),
         ),
         migrations.AddField(
             model_name='bulkjob',
             name='database',
-            field=models.CharField(default=queues.pgmq.watched_name, help_text="the watched database's name (settings.WATCHED_DATABASES)", max_length=40),
+            field=models.CharField(default=queues.watched.watched_name, help_text="the watched database's name (settings.WATCHED_DATABASES)", max_length=40),
         ),
         migrations.AddField(
             model_name='queuesample',
             name='database',
-            field=models.CharField(default=queues.pgmq.watched_name, help_text="the watched database's name (settings.WATCHED_DATABASES)", max_length=40),
+            field=models.CharField(default=queues.watched.watched_name, help_text="the watched database's name (settings.WATCHED_DATABASES)", max_length=40),
         ),
         migrations.AddIndex(
             model_name='queuesample',

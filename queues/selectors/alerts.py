@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Prefetch, QuerySet
 
 from queues.models import AlertEpisode, AlertNotification
-from queues.pgmq import watched_name
+from queues.watched import watched_name
 
 OPEN_STATES = [AlertEpisode.PENDING, AlertEpisode.FIRING]
 

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from django.db import connections
 from psycopg import sql
 
-from queues.pgmq import ARCHIVE, PGMQ_SCHEMA, Queue, watched_alias
+from queues.pgmq import ARCHIVE, PGMQ_SCHEMA, Queue
+from queues.watched import watched_alias
 
 ARCHIVE_EXACT_ROWS = 50_000
 SAMPLE_PER_BUCKET = 200

@@ -14,7 +14,8 @@ from django.db import connections
 from psycopg import sql
 
 from queues.formatting import duration
-from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, watched_alias
+from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue
+from queues.watched import watched_alias
 from queues.selectors.stats import QueueStats, TableFacts
 
 FIFO_HEADER = "x-pgmq-group"

@@ -11,7 +11,8 @@ from django.conf import settings
 from django.db import connections
 from psycopg import sql
 
-from queues.pgmq import PGMQ_SCHEMA, Message, Queue, watched_alias
+from queues.pgmq import PGMQ_SCHEMA, Message, Queue
+from queues.watched import watched_alias
 from queues.selectors.messages import listing
 from queues.selectors.stats import QueueStats
 

@@ -34,9 +34,11 @@ from django.db.models import CharField, DateTimeField, F, Func, JSONField, TextF
 from django.db.models.functions import Cast
 
 from dashboard.databases import took_too_long
-from queues.pgmq import ARCHIVE, LIVE, Queue, watched_alias, watching
+from queues.pgmq import ARCHIVE, LIVE, Queue
+from queues.watched import watched_alias, watching
 from queues.redaction import payload
-from queues.selectors.messages import MessageFilter, _filtered, _model_has, state_by_database_clock
+from queues.selectors.messages import state_by_database_clock
+from queues.filters import MessageFilter
 
 EXPORT_BATCH_ROWS = 5_000
 EXPORT_FIRST_BATCH_ROWS = 500  # until the payloads' size is known
@@ -68,7 +70,7 @@ def export_plan(queue: Queue, message_filter: MessageFilter) -> ExportPlan:
     tables = queue.tables
     models = {kind: (queue.live_messages if kind == LIVE else queue.archived_messages)
               for kind in message_filter.sources if tables[kind].exists}
-    has_last_read = any(_model_has(model, "last_read_at") for model in models.values())
+    has_last_read = any(model.has_column("last_read_at") for model in models.values())
     columns = [column for column in CSV_COLUMNS if column != "last_read_at" or has_last_read]
     return ExportPlan(queue=queue, models=models, message_filter=message_filter, columns=columns)
 
@@ -96,12 +98,12 @@ def _row_expressions(model, kind: str, plan: ExportPlan) -> dict[str, Any]:
         "x_state": state_by_database_clock(model),
         "x_read_ct": F("read_ct"),
         "x_enqueued_at": F("enqueued_at"),
-        **({"x_last_read_at": F("last_read_at") if _model_has(model, "last_read_at") else _null(DateTimeField())}
+        **({"x_last_read_at": F("last_read_at") if model.has_column("last_read_at") else _null(DateTimeField())}
            if "last_read_at" in plan.columns else {}),
         "x_vt": F("vt"),
         "x_archived_at": F("archived_at") if kind == ARCHIVE else _null(DateTimeField()),
         "x_message": payload("message", redacted=redacted),
-        "x_headers": payload("headers", redacted=redacted) if _model_has(model, "headers") else _null(JSONField()),
+        "x_headers": payload("headers", redacted=redacted) if model.has_column("headers") else _null(JSONField()),
     }
 
 
@@ -120,7 +122,7 @@ def _batch_sql(plan: ExportPlan, *, ndjson: bool, after: int, ceiling: int, limi
     parts, params = [], []
     names: list[str] = []
     for kind, model in plan.models.items():
-        queryset = _filtered(model.objects.filter(msg_id__gt=after, msg_id__lte=ceiling), kind, plan.message_filter)
+        queryset = plan.message_filter.apply(model.objects.filter(msg_id__gt=after, msg_id__lte=ceiling), kind)
         expressions = _row_expressions(model, kind, plan)
         # Payloads as PostgreSQL's JSON text (numbers exactly as stored, never through a float);
         # times as JSON writes them (ISO 8601).

@@ -10,7 +10,7 @@ import dataclasses
 from datetime import datetime, timedelta
 
 from queues.models import QueueSample
-from queues.pgmq import watched_name
+from queues.watched import watched_name
 from queues.selectors.stats import QueueStats
 
 RATE_WINDOW = timedelta(minutes=5)

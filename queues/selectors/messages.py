@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import json
-import re
 import time
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.db.models import Case, CharField, FloatField, Func, Q, QuerySet, TextField, Value, When
 from django.db.models.expressions import RawSQL
-from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Left, Length, Now
 
 from dashboard.databases import took_too_long
-from queues.pgmq import ARCHIVE, LIVE, Message, Queue, watched_alias
-from queues.redaction import REDACTED, payload
+from queues.pgmq import ARCHIVE, LIVE, Message, Queue
+from queues.filters import ARCHIVED, DELAYED, IN_FLIGHT, VISIBLE, MessageFilter
+from queues.watched import statement_budget, watched_alias
+from queues.redaction import payload
 
 PAGE_SIZE = 50
 PREVIEW_CHARS = 300
@@ -38,18 +36,12 @@ SCAN_CHUNK = 20_000  # msg_ids per step of a bounded scan
 MINIMUM_STEP_MS = 100  # a step's statement timeout, however little of the budget is left
 MAX_MSG_ID = 2**63 - 1
 
-VISIBLE, IN_FLIGHT, DELAYED, ARCHIVED = "visible", "in flight", "delayed", "archived"
-STATES = {"visible": VISIBLE, "in_flight": IN_FLIGHT, "delayed": DELAYED}
 SORT_COLUMNS = ["msg_id", "enqueued_at", "read_ct", "vt", "archived_at"]
-SOURCES = [LIVE, ARCHIVE, "both"]
 
-
-def _model_has(model, column: str) -> bool:
-    return any(field.name == column for field in model._meta.get_fields())
 
 
 def state_by_database_clock(model) -> Case | Value:
-    if _model_has(model, "archived_at"):
+    if model.has_column("archived_at"):
         return Value(ARCHIVED, CharField())
     return Case(
         When(vt__lte=Now(), then=Value(VISIBLE)),
@@ -63,7 +55,7 @@ def listing(messages: QuerySet[Message], *, redacted: bool = False) -> QuerySet[
     """What a row of a list needs: the state by the database's clock and a short preview of the
     payload, cut in SQL so a megabyte payload never leaves the database for a list."""
     model = messages.model
-    has_headers = _model_has(model, "headers")
+    has_headers = model.has_column("headers")
     message_text = Cast(payload("message", redacted=redacted), TextField())
     return messages.defer("message", *(["headers"] if has_headers else [])).annotate(
         state=state_by_database_clock(model),
@@ -72,52 +64,6 @@ def listing(messages: QuerySet[Message], *, redacted: bool = False) -> QuerySet[
         headers_preview=(Left(Cast(payload("headers", redacted=redacted), TextField()), PREVIEW_CHARS) if has_headers
                          else Value(None, TextField())),
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchTerm:
-    """One term of the search box: `text`, `headers:text`, `message.customer.id:42`, `headers.trace_id:abc*`."""
-
-    column: str  # "message" or "headers"
-    path: tuple[str, ...]  # empty: the text anywhere in the column
-    value: str
-
-
-@dataclasses.dataclass(frozen=True)
-class MessageFilter:
-    source: str = LIVE
-    state: str | None = None  # a key of STATES
-    read_ct_min: int | None = None
-    read_ct_max: int | None = None
-    enqueued_after: datetime | None = None
-    enqueued_before: datetime | None = None
-    archived_after: datetime | None = None
-    archived_before: datetime | None = None
-    message_contains: Any = None  # parsed JSON
-    headers_contains: Any = None
-    search: tuple[SearchTerm, ...] = ()
-    # Matches payloads as a user without "view_unredacted" sees them (see queues/redaction.py).
-    redacted: bool = False
-
-    @property
-    def sources(self) -> list[str]:
-        """Which tables can hold a match."""
-        wanted = [LIVE, ARCHIVE] if self.source == "both" else [self.source]
-        if self.state:
-            wanted = [kind for kind in wanted if kind == LIVE]  # archived messages have no state
-        if self.archived_after or self.archived_before:
-            wanted = [kind for kind in wanted if kind == ARCHIVE]
-        return wanted
-
-    @property
-    def needs_scan(self) -> bool:
-        """True when no index can find the matches: payloads, headers, read_ct."""
-        return bool(self.search or self.message_contains is not None or self.headers_contains is not None
-                    or self.read_ct_min is not None or self.read_ct_max is not None)
-
-    @property
-    def is_empty(self) -> bool:
-        return self == MessageFilter(source=self.source, redacted=self.redacted)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,61 +94,6 @@ class MessagePage:
     scan_stopped_at: int | None = None  # a bounded scan ran out of time below this msg_id
     timed_out: bool = False
     missing_columns: tuple[str, ...] = ()  # filters this pgmq version's tables cannot answer
-
-
-def _filtered(queryset: QuerySet, kind: str, message_filter: MessageFilter) -> QuerySet:
-    f = message_filter
-    model = queryset.model
-    if kind not in f.sources:
-        # A condition this table cannot meet (a state in the archive, archived_at in the live
-        # table): nothing matches, rather than the condition being dropped and everything matching.
-        return queryset.none()
-    if kind == LIVE and f.state:
-        queryset = queryset.filter({
-            "visible": Q(vt__lte=Now()),
-            "in_flight": Q(vt__gt=Now(), read_ct__gt=0),
-            "delayed": Q(vt__gt=Now(), read_ct=0),
-        }[f.state])
-    if f.read_ct_min is not None:
-        queryset = queryset.filter(read_ct__gte=f.read_ct_min)
-    if f.read_ct_max is not None:
-        queryset = queryset.filter(read_ct__lte=f.read_ct_max)
-    if f.enqueued_after:
-        queryset = queryset.filter(enqueued_at__gte=f.enqueued_after)
-    if f.enqueued_before:
-        queryset = queryset.filter(enqueued_at__lt=f.enqueued_before)
-    if kind == ARCHIVE and f.archived_after:
-        queryset = queryset.filter(archived_at__gte=f.archived_after)
-    if kind == ARCHIVE and f.archived_before:
-        queryset = queryset.filter(archived_at__lt=f.archived_before)
-    if f.message_contains is not None:
-        queryset = queryset.alias(message_seen=payload("message", redacted=f.redacted)).filter(
-            message_seen__contains=f.message_contains)
-    if f.headers_contains is not None:
-        queryset = queryset.alias(headers_seen=payload("headers", redacted=f.redacted)).filter(
-            headers_seen__contains=f.headers_contains) if _model_has(model, "headers") else queryset.none()
-    for number, term in enumerate(f.search):
-        queryset = _searched(queryset, term, alias=f"search_{number}", redacted=f.redacted)
-    return queryset
-
-
-def _searched(queryset: QuerySet, term: SearchTerm, *, alias: str, redacted: bool) -> QuerySet:
-    """No path: the text anywhere in the column, any case. A path: that value exactly (as text,
-    so 42 finds 42 and "42"), with * as a wildcard."""
-    if term.column == "headers" and not _model_has(queryset.model, "headers"):
-        return queryset.none()
-    if not term.path:
-        return queryset.annotate(**{alias: Cast(payload(term.column, redacted=redacted), TextField())}).filter(
-            **{f"{alias}__icontains": term.value})
-    # The key chain built a key at a time: a key may itself contain "__", which KT() would split.
-    value = payload(term.column, redacted=redacted)
-    for key in term.path[:-1]:
-        value = KeyTransform(key, value)
-    queryset = queryset.annotate(**{alias: KeyTextTransform(term.path[-1], value)})
-    if "*" in term.value:
-        wildcard = "^" + ".*".join(re.escape(part) for part in term.value.split("*")) + "$"
-        return queryset.filter(**{f"{alias}__iregex": wildcard})
-    return queryset.filter(**{alias: term.value})
 
 
 def _ordered(queryset: QuerySet, page: PageRequest, *, reverse: bool = False) -> QuerySet:
@@ -264,7 +155,7 @@ def _fetch_in_snapshot(queue: Queue, kinds: list[str], message_filter: MessageFi
         model = queue.live_messages if kind == LIVE else queue.archived_messages
         if page.sort not in {field.name for field in model._meta.get_fields()}:
             continue  # archived_at sorts only the archive
-        queryset = _filtered(model.objects.all(), kind, message_filter)
+        queryset = message_filter.apply(model.objects.all(), kind)
         if cursor is not None:
             queryset = queryset.filter(_beyond(cursor, page, backwards=backwards, inclusive=inclusive))
         if msg_id_floor is not None:
@@ -284,7 +175,7 @@ def message_page(queue: Queue, message_filter: MessageFilter, page: PageRequest)
     kinds = message_filter.sources
     missing = tuple(column for column in ("headers",) if (
         message_filter.headers_contains is not None or any(t.column == "headers" for t in message_filter.search))
-        and not _model_has(queue.live_messages, column))
+        and not queue.live_messages.has_column(column))
     if message_filter.needs_scan and page.sort == "msg_id":
         result = _bounded_scan(queue, kinds, message_filter, page)
     else:
@@ -325,21 +216,6 @@ def _page(rows: list[Message], page: PageRequest, *, has_newer: bool, has_older:
     last = Cursor(_sort_value(rows[-1], page.sort), rows[-1].msg_id) if rows else None
     return MessagePage(rows=rows, has_newer=has_newer and bool(rows), has_older=has_older, first=first,
                        last=last, **extra)
-
-
-@contextmanager
-def statement_budget(milliseconds: float):
-    """Let the statements inside run at most this long (the connection's own limit comes back after)."""
-    with connections[watched_alias()].cursor() as cursor:
-        cursor.execute("SELECT set_config('statement_timeout', %s, false)", [str(max(int(milliseconds), 1))])
-    try:
-        yield
-    finally:
-        try:
-            with connections[watched_alias()].cursor() as cursor:
-                cursor.execute("RESET statement_timeout")
-        except DatabaseError:
-            pass  # the connection is gone; Django opens a new one, with the usual limit
 
 
 def _empty_page(**extra) -> MessagePage:
@@ -443,7 +319,7 @@ def find_message(queue: Queue, msg_id: int, *, source: str | None = None, redact
 
     for kind in kinds:
         model = queue.live_messages if kind == LIVE else queue.archived_messages
-        has_headers = _model_has(model, "headers")
+        has_headers = model.has_column("headers")
         found = model.objects.filter(msg_id=msg_id).defer("message", *(["headers"] if has_headers else [])).annotate(
             state=state_by_database_clock(model),
             message_chars=Length(Cast(payload("message", redacted=redacted), TextField())),
@@ -462,94 +338,3 @@ def find_message(queue: Queue, msg_id: int, *, source: str | None = None, redact
                     setattr(found, f"{column}_text", text[:text_chars])
             return found
     return None
-
-
-# For actions: what a filter matches, said exactly and in words.
-
-
-def matching_ids(queue: Queue, kind: str, message_filter: MessageFilter, *, after: int, limit: int) -> QuerySet:
-    """The query for the next `limit` msg_ids the filter matches in the live table or the archive,
-    after `after`, in msg_id order (a bulk job either reads them or hands the query to pgmq)."""
-    model = queue.live_messages if kind == LIVE else queue.archived_messages
-    found = _filtered(model.objects.filter(msg_id__gt=after), kind, message_filter)
-    return found.order_by("msg_id").values_list("msg_id", flat=True)[:limit]
-
-
-def count_matching(queue: Queue, kind: str, message_filter: MessageFilter, *, budget_ms: int) -> int | None:
-    """How many messages match, exactly; None when counting takes longer than the budget."""
-    model = queue.live_messages if kind == LIVE else queue.archived_messages
-    try:
-        with statement_budget(budget_ms):
-            return _filtered(model.objects.all(), kind, message_filter).count()
-    except OperationalError as error:
-        if not took_too_long(error):
-            raise
-        return None
-
-
-def describe_filter(message_filter: MessageFilter) -> str:
-    """The filter in words, for confirmations and the audit log."""
-    f = message_filter
-    parts = []
-    if f.state:
-        parts.append(f"state is {STATES[f.state]}")
-    if f.read_ct_min is not None and f.read_ct_max is not None:
-        parts.append(f"read_ct from {f.read_ct_min} to {f.read_ct_max}")
-    elif f.read_ct_min is not None:
-        parts.append(f"read_ct at least {f.read_ct_min}")
-    elif f.read_ct_max is not None:
-        parts.append(f"read_ct at most {f.read_ct_max}")
-    for label, moment in (("enqueued after", f.enqueued_after), ("enqueued before", f.enqueued_before),
-                          ("archived after", f.archived_after), ("archived before", f.archived_before)):
-        if moment:
-            parts.append(f"{label} {moment:%Y-%m-%d %H:%M:%S %Z}")
-    if f.message_contains is not None:
-        parts.append(f"message contains {json.dumps(f.message_contains, ensure_ascii=False)}")
-    if f.headers_contains is not None:
-        parts.append(f"headers contain {json.dumps(f.headers_contains, ensure_ascii=False)}")
-    for term in f.search:
-        where = ".".join([term.column, *term.path])
-        parts.append(f"{where} is {term.value!r}" if term.path else f"{where} contains {term.value!r}")
-    return ", ".join(parts) if parts else "every message"
-
-
-def without_values(message_filter: MessageFilter) -> MessageFilter:
-    """The filter with every value typed into it hidden: keys, paths, states, counts and times stay.
-    How a filter someone else typed is shown to a user who sees payloads redacted (a value may be
-    the very secret redaction hides: an e-mail address, a card number)."""
-
-    def hidden(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {key: hidden(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [hidden(item) for item in value]
-        return REDACTED
-
-    return dataclasses.replace(
-        message_filter,
-        message_contains=None if message_filter.message_contains is None else hidden(message_filter.message_contains),
-        headers_contains=None if message_filter.headers_contains is None else hidden(message_filter.headers_contains),
-        search=tuple(dataclasses.replace(term, value=REDACTED) for term in message_filter.search))
-
-
-def words_seen(filter_data: dict, typed_words: str, *, redacted: bool) -> str:
-    """A stored filter in words, as the user looking at it may see it."""
-    return describe_filter(without_values(filter_from_data(filter_data))) if redacted else typed_words
-
-
-def filter_to_data(message_filter: MessageFilter) -> dict:
-    data = dataclasses.asdict(message_filter)
-    for key, value in data.items():
-        if isinstance(value, datetime):
-            data[key] = value.isoformat()
-    return data
-
-
-def filter_from_data(data: dict) -> MessageFilter:
-    values = dict(data)
-    for key in ("enqueued_after", "enqueued_before", "archived_after", "archived_before"):
-        if values.get(key):
-            values[key] = datetime.fromisoformat(values[key])
-    values["search"] = tuple(SearchTerm(column=term["column"], path=tuple(term["path"]), value=term["value"])
-                             for term in values.get("search", ()))
-    return MessageFilter(**values)

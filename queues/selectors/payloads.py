@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from django.db.models import Case, Func, IntegerField, TextField, Value, When
 from django.db.models.functions import Cast, Length, Substr
 
-from queues.pgmq import ARCHIVE, LIVE, Queue, watched_alias, watching
+from queues.pgmq import ARCHIVE, LIVE, Queue
+from queues.watched import watched_alias, watching
 from queues.redaction import payload
-from queues.selectors.messages import _model_has
 
 # Characters per statement: 2 MiB of ASCII, at most 8 MiB of UTF-8. Each statement turns the whole
 # jsonb into text again (about 0.2 s for 50 MB): smaller chunks would cost the database more.
@@ -55,7 +55,7 @@ def payload_texts(queue: Queue, ids_by_source: dict[str, list[int]], *, redacted
             continue
         model = queue.live_messages if kind == LIVE else queue.archived_messages
         columns = {"message": _text("message", redacted=redacted)}
-        if _model_has(model, "headers"):
+        if model.has_column("headers"):
             columns["headers"] = _text("headers", redacted=redacted)
         annotations = {}
         for column, text in columns.items():
@@ -114,7 +114,7 @@ def stored_payload(queue: Queue, msg_id: int, *, column: str = "message", source
     """The payload of msg_id (live, else archived, or in `source`) measured; None if no such row."""
     for kind in [source] if source else [LIVE, ARCHIVE]:
         model = queue.live_messages if kind == LIVE else queue.archived_messages
-        if column == "headers" and not _model_has(model, "headers"):
+        if column == "headers" and not model.has_column("headers"):
             sizes = model.objects.filter(msg_id=msg_id).annotate(
                 chars=Value(None, IntegerField()), size=Value(None, IntegerField()))
         else:

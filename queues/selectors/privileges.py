@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from django.db import connections
 
-from queues.pgmq import PGMQ_SCHEMA, Queue, watched_alias
+from queues.pgmq import PGMQ_SCHEMA, Queue
+from queues.watched import watched_alias
 
 # What pgmq's functions need on a queue's tables when the dashboard calls them (they run with the
 # caller's privileges): send inserts, set_vt updates, delete deletes, archive moves a row across.

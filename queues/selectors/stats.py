@@ -24,7 +24,8 @@ from django.db import OperationalError, connections
 from psycopg import sql
 
 from dashboard.databases import took_too_long
-from queues.pgmq import PGMQ_SCHEMA, Queue, watched_alias
+from queues.pgmq import PGMQ_SCHEMA, Queue
+from queues.watched import watched_alias
 
 logger = logging.getLogger(__name__)
 

@@ -13,11 +13,19 @@ from pygments.lexers import JsonLexer
 
 from queues import alerting, formatting
 from queues.selectors.stats import RowCount
+from queues.vocabulary import ACTIONS
 
 register = template.Library()
 
 ESTIMATE_EXPLANATION = ("PostgreSQL's estimate (pg_stat's running row count, or the planner's statistics): "
                         "counting every row of a table this big would load the database.")
+
+
+@register.filter
+def action_label(name: str) -> str:
+    """An action's label as the pages name it (vocabulary.py); an account change's name as recorded."""
+    action = ACTIONS.get(name)
+    return action.label if action else name
 
 
 @register.filter

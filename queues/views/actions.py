@@ -4,99 +4,29 @@ admins also purge, create and drop queues. services.py does the work and writes 
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
-from django.db.models.functions import Now
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from queues import forms, redaction, services, vocabulary
-from queues.models import BulkJob
-from queues.pgmq import ARCHIVE, LIVE, Queue, TableSharing, table_sharing, watched_name
+from queues import forms, jobs, redaction, services, vocabulary
+from queues.access import ADMINISTER, OPERATE
+from queues.selectors import plans
+from queues.pgmq import ARCHIVE, LIVE, Queue, TableSharing
+from queues.filters import IN_FLIGHT
 from queues.selectors import messages, stats
-from queues.views.pages import get_queue_or_404
+from queues.shortcuts import get_queue_or_404
 
-OPERATE = "queues.operate_messages"
-ADMINISTER = "queues.administer_queues"
-COUNT_BUDGET_MS = 10_000
 
 operator_required = permission_required(OPERATE, raise_exception=True)
 admin_required = permission_required(ADMINISTER, raise_exception=True)
 
-
-
-@dataclasses.dataclass(frozen=True)
-class ActionPlan:
-    """What an action will do, stated before it is done."""
-
-    action: str
-    label: str
-    source: str
-    count: int | None  # exact; None when counting took too long (a filter on a huge table)
-    still_there: int | None  # of the selected messages
-    already_gone: int  # selected, but a consumer took them meanwhile
-    in_flight: int | None  # a retry makes these visible again: a second delivery
-    filter_words: str | None
-    destinations: list[str]
-    destructive: bool
-    requeued_before: dict[int, dict] = dataclasses.field(default_factory=dict)  # requeue: msg_id -> its copy
-    queue_name: str = ""  # the source
-    # For a move or requeue, every name whose tables another name shares: moving from or to one is refused.
-    table_sharing: dict[str, TableSharing] = dataclasses.field(default_factory=dict)
-
-    @property
-    def refused_for_shared_tables(self) -> TableSharing | None:
-        """The source queue's sharing when this is a move or requeue from it (refused)."""
-        return self.table_sharing.get(self.queue_name) if self.action in (vocabulary.MOVE, vocabulary.REQUEUE) else None
-
-    @property
-    def destination_choices(self) -> list[tuple[str, TableSharing | None]]:
-        return [(name, self.table_sharing.get(name)) for name in self.destinations]
-
-    @property
-    def count_unless_in_flight(self) -> int | None:
-        """How many are done if the ones in flight are left alone (the default)."""
-        if self.count is None or not self.in_flight:
-            return self.count
-        return max(self.count - self.in_flight, 0)
-
-
-def plan_action(queue: Queue, form: forms.MessageActionForm, *, redacted: bool) -> ActionPlan:
-    data = form.cleaned_data
-    action, source = data["action"], data["source"]
-    model = queue.live_messages if source == LIVE else queue.archived_messages
-    in_flight, requeued_before = None, {}
-    if data["scope"] == "selected":
-        ids = data["msg_id"]
-        still_there = model.objects.filter(msg_id__in=ids).count()
-        count, gone, words = still_there, len(ids) - still_there, None
-        if source == LIVE and action in vocabulary.GUARDS_IN_FLIGHT:
-            in_flight = model.objects.filter(msg_id__in=ids, vt__gt=Now(), read_ct__gt=0).count()
-        if action == vocabulary.REQUEUE:
-            requeued_before = services.copies_of(queue, ids, action=vocabulary.REQUEUE)
-    else:
-        message_filter = form.message_filter(redacted=redacted)
-        count = messages.count_matching(queue, source, message_filter, budget_ms=COUNT_BUDGET_MS)
-        still_there, gone, words = None, 0, messages.describe_filter(message_filter)
-        if source == LIVE and action in vocabulary.GUARDS_IN_FLIGHT and message_filter.state in (None, "in_flight"):
-            in_flight = messages.count_matching(queue, source, dataclasses.replace(message_filter, state="in_flight"),
-                                                budget_ms=COUNT_BUDGET_MS)
-    destinations = list(Queue.objects.values_list("queue_name", flat=True))
-    if action == vocabulary.MOVE:
-        destinations = [name for name in destinations if name != queue.queue_name]
-    return ActionPlan(action=action, label=vocabulary.ACTIONS[action].title, source=source, count=count,
-                      still_there=still_there, already_gone=gone, in_flight=in_flight, filter_words=words,
-                      destinations=destinations, destructive=action in vocabulary.DESTRUCTIVE,
-                      requeued_before=requeued_before,
-                      queue_name=queue.queue_name,
-                      table_sharing=table_sharing() if action in (vocabulary.MOVE, vocabulary.REQUEUE) else {})
 
 
 def _dialog(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
@@ -115,8 +45,8 @@ def message_action(request: HttpRequest, queue_name: str) -> HttpResponse:
     if not valid and set(form.errors) - {"destination", "until"}:
         return _dialog(request, {"queue": queue, "form": form, "stage": "invalid"}, status=400)
     data = form.cleaned_data
-    plan = plan_action(queue, form, redacted=redaction.applies_to(request.user))
-    context = {"queue": queue, "form": form, "plan": plan, "count_budget_s": COUNT_BUDGET_MS // 1000,
+    plan = plans.plan_for_form(queue, form, redacted=redaction.applies_to(request.user))
+    context = {"queue": queue, "form": form, "plan": plan, "count_budget_s": plans.COUNT_BUDGET_MS // 1000,
                "payload_limit": settings.AUDIT_PAYLOAD_LIMIT, "batch_size": settings.BULK_BATCH_SIZE,
                "request_token": data.get("request_token") or form.fields["request_token"].initial}
     if not valid or not data["confirmed"]:
@@ -127,11 +57,10 @@ def message_action(request: HttpRequest, queue_name: str) -> HttpResponse:
                                                msg_ids=data["msg_id"], parameters=form.parameters(),
                                                request_token=data["request_token"])
             return _dialog(request, {**context, "stage": "result", "outcome": outcome})
-        message_filter = form.message_filter(redacted=redaction.applies_to(request.user))
-        job = services.create_bulk_job(
+        job = jobs.create(
             user=request.user, queue=queue, source=data["source"], action=data["action"],
-            parameters=form.parameters(), filter_data=messages.filter_to_data(message_filter),
-            filter_words=plan.filter_words, expected=plan.count, request_token=data["request_token"])
+            parameters=form.parameters(), message_filter=form.message_filter(redacted=redaction.applies_to(request.user)),
+            expected=plan.count, request_token=data["request_token"])
     except services.TablesShared as refusal:
         return _dialog(request, {**context, "stage": "refused", "refusal": str(refusal), "sharing": refusal.sharing},
                        status=409)
@@ -240,7 +169,7 @@ def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpR
 def _edit_page(request: HttpRequest, queue: Queue, form, original, source: str, *, status: int) -> HttpResponse:
     return render(request, "queues/actions/edit.html", {
         "queue": queue, "form": form, "original": original, "source": source,
-        "in_flight": source == LIVE and original.state == messages.IN_FLIGHT,
+        "in_flight": source == LIVE and original.state == IN_FLIGHT,
         "destinations": Queue.objects.values_list("queue_name", flat=True)}, status=status)
 
 
@@ -299,15 +228,3 @@ def create_queue(request: HttpRequest) -> HttpResponse:
             return redirect(reverse("queue", args=[form.cleaned_data["name"]]))
     return render(request, "queues/actions/create.html", {"form": form},
                   status=400 if request.method == "POST" else 200)
-
-
-@require_POST
-@operator_required
-def cancel_job(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = BulkJob.objects.filter(pk=job_id, database=watched_name()).first()
-    if job is None:
-        raise Http404(f"There is no bulk job {job_id}.")
-    services.cancel_bulk_job(job, user=request.user)
-    flash.info(request, f"Job {job.pk} is cancelled." if job.finished
-               else f"Job {job.pk} stops after its current batch.")
-    return redirect(reverse("job", args=[job.pk]))

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET
 from queues import forms
 from queues.models import AlertEpisode
 from queues.selectors import alerts
-from queues.views.pages import bad_request, get_queue_or_404, partial_or_page
+from queues.shortcuts import bad_request, get_queue_or_404, partial_or_page
 
 ALERTS_PER_PAGE = 50
 QUEUE_PANEL_HISTORY = 5

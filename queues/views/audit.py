@@ -11,17 +11,17 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from queues import forms, redaction
-from queues.selectors import messages
 from queues.jsontext import pretty
-from queues.models import AuditEntry, BulkJob
-from queues.pgmq import watched_name
+from queues.models import AuditEntry
+from queues.filters import MessageFilter
+from queues.watched import watched_name
 from queues.selectors.audit_chain import PAGE_CHECKS_NEWEST, verify_chain
 from queues.spreadsheet import (  # noqa: F401 (FORMULA_STARTS: tests import it here)
     FORMULA_STARTS,
     line_writer,
     safe_cell,
 )
-from queues.views.pages import bad_request, jobs_seen, partial_or_page
+from queues.shortcuts import bad_request
 
 ENTRIES_PER_PAGE = 50
 CSV_COLUMNS = ["id", "at", "username", "action", "queue_name", "requested", "affected", "already_gone", "skipped",
@@ -42,8 +42,8 @@ def target_seen(target: dict) -> dict:
     its filter hidden, in the filter and in its words."""
     if not isinstance(target, dict) or not isinstance(target.get("filter"), dict):
         return target
-    hidden = messages.without_values(messages.filter_from_data(target["filter"]))
-    return {**target, "filter": messages.filter_to_data(hidden), "filter_in_words": messages.describe_filter(hidden)}
+    hidden = MessageFilter.from_data(target["filter"]).without_values()
+    return {**target, "filter": hidden.to_data(), "filter_in_words": hidden.in_words()}
 
 
 def in_this_log() -> Q:
@@ -135,13 +135,3 @@ def audit_entry(request: HttpRequest, entry_id: int) -> HttpResponse:
     if redacted and target_seen(entry.target) is not entry.target:
         entry.target_pretty = json.dumps(target_seen(entry.target), indent=4, ensure_ascii=False)
     return render(request, "queues/audit/entry.html", {"entry": entry})
-
-
-@require_GET
-def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = BulkJob.objects.filter(pk=job_id, database=watched_name()).first()
-    if job is None:
-        raise Http404(f"There is no bulk job {job_id}.")
-    jobs_seen(request, [job])
-    return partial_or_page(request, "queues/audit/job.html", {"job-live": "queues/audit/_job_progress.html"},
-                           {"job": job})

@@ -19,7 +19,7 @@ from queues import export_slots, forms, redaction
 from queues.errors import error_answer
 from queues.selectors import exports, payloads
 from queues.spreadsheet import line_writer, safe_cell
-from queues.views.pages import bad_request, get_queue_or_404
+from queues.shortcuts import bad_request, get_queue_or_404
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson; charset=utf-8"}
 UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")

@@ -25,7 +25,8 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, gener
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from queues.pgmq import TableSharing, table_sharing, watched_aliases, watched_name, watching
+from queues.pgmq import TableSharing, table_sharing
+from queues.watched import watched_aliases, watched_name, watching
 from queues.selectors import overview
 from queues.selectors.stats import QueueStats, RowCount
 

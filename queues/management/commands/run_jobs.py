@@ -1,54 +1,32 @@
-"""The bulk job runner: actions on every message matching a filter, in batches, until stopped.
-
-Run one or more beside the web server (`make run` starts one). A runner claims a job with a lease
-(status running, a heartbeat every batch) rather than a lock held for the job's length, which
-would be a long transaction holding back vacuum. A job whose runner died is taken over once its
-heartbeat is older than any batch can take, and goes on from its last batch.
+"""The bulk job runner's loop: claim a job, run its batches (queues/jobs.py) until it ends, again
+for the next, until stopped. Run one or more beside the web server (`make run` starts one).
 """
 from __future__ import annotations
 
 import logging
 import signal
 import threading
-from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import DatabaseError, connections, transaction
-from django.db.models import Q
-from django.utils import timezone
+from django.db import DatabaseError, connections
 
 from dashboard.databases import first_line, is_connection_failure, unreachable_databases
 from queues.models import BulkJob
-from queues.pgmq import Queue, watched_alias, watching
-from queues.selectors.messages import filter_from_data, matching_ids, statement_budget
-from queues.services import TryAgain, bulk_job_step, end_job, fail_job
+from queues.pgmq import Queue
+from queues.watched import watched_alias, watching
+
+from queues.watched import statement_budget
+from queues import jobs
 
 logger = logging.getLogger("jobs")
-# A batch runs a few statements, each at most JOB_STATEMENT_TIMEOUT_MS: a heartbeat older than
-# five of those means the runner is gone, not slow.
-STALE_AFTER = timedelta(milliseconds=5 * settings.JOB_STATEMENT_TIMEOUT_MS)
 ATTEMPTS = 5  # a batch undone by something passing (a lock, a deadlock) is tried this many times
-
-
-def claim_job() -> BulkJob | None:
-    with transaction.atomic():
-        job = (BulkJob.objects.select_for_update(skip_locked=True)
-               .filter(Q(status=BulkJob.PENDING)
-                       | Q(status=BulkJob.RUNNING, heartbeat_at__lt=timezone.now() - STALE_AFTER))
-               .order_by("id").first())
-        if job is None:
-            return None
-        job.status, job.heartbeat_at = BulkJob.RUNNING, timezone.now()
-        job.started_at = job.started_at or job.heartbeat_at
-        job.save(update_fields=["status", "heartbeat_at", "started_at"])
-        return job
 
 
 def run_job(job: BulkJob, *, stopping: threading.Event | None = None) -> None:
     alias = settings.WATCHED_DATABASES.get(job.database)
     if alias is None:
-        end_job(job, BulkJob.FAILED, error=f"the database “{job.database}” is no longer watched")
+        jobs.end(job, BulkJob.FAILED, error=f"the database “{job.database}” is no longer watched")
         return
     with watching(alias):
         _run_job(job, stopping=stopping or threading.Event())
@@ -57,27 +35,22 @@ def run_job(job: BulkJob, *, stopping: threading.Event | None = None) -> None:
 def _run_job(job: BulkJob, *, stopping: threading.Event) -> None:
     queue = Queue.objects.filter(queue_name=job.queue_name).first()
     if queue is None:
-        end_job(job, BulkJob.FAILED, error=f"the queue “{job.queue_name}” was dropped")
+        jobs.end(job, BulkJob.FAILED, error=f"the queue “{job.queue_name}” was dropped")
         return
-    message_filter = filter_from_data(job.filter)
-
-    def next_ids(queue, after, limit):
-        return matching_ids(queue, job.source, message_filter, after=after, limit=limit)
-
     failures = 0
     while not stopping.is_set():
         try:
             # A job's statements may take longer than a page's: its own, bigger, limit (set again
             # on the new connection after an outage).
             with statement_budget(settings.JOB_STATEMENT_TIMEOUT_MS):
-                if not bulk_job_step(job, queue, next_ids, batch_size=settings.BULK_BATCH_SIZE):
+                if not jobs.step(job, queue, batch_size=settings.BULK_BATCH_SIZE):
                     return
             failures = 0
-        except TryAgain as error:
+        except jobs.TryAgain as error:
             failures += 1
             if failures >= ATTEMPTS:
                 message = f"{error} ({ATTEMPTS} times in a row)"
-                _while_reachable(stopping, lambda: fail_job(job, message))
+                _while_reachable(stopping, lambda: jobs.fail(job, message))
                 return
             logger.warning("job %s: %s; trying the batch again", job.pk, error)
             stopping.wait(0.2 * 2 ** failures)
@@ -92,7 +65,7 @@ def _run_job(job: BulkJob, *, stopping: threading.Event) -> None:
                 continue
             logger.exception("job %s failed", job.pk)
             message = first_line(error) if isinstance(error, DatabaseError) else f"{type(error).__name__}: {error}"
-            _while_reachable(stopping, lambda: fail_job(job, message))
+            _while_reachable(stopping, lambda: jobs.fail(job, message))
             return
 
 
@@ -129,7 +102,7 @@ def wait_for_databases(stopping: threading.Event, *, longest_wait: float = 5.0) 
 def run_pending_jobs() -> int:
     """Run every job waiting, to its end; how many. For tests and --once."""
     ran = 0
-    while (job := claim_job()) is not None:
+    while (job := jobs.claim()) is not None:
         run_job(job)
         ran += 1
     return ran
@@ -152,7 +125,7 @@ class Command(BaseCommand):
         self.stdout.write("running bulk jobs")
         while not stopping.is_set():
             try:
-                job = claim_job()
+                job = jobs.claim()
                 if job is not None:
                     logger.info("running %s", job)
                     run_job(job, stopping=stopping)

@@ -19,7 +19,7 @@ from django.db import DatabaseError, connections, transaction
 from dashboard.databases import first_line
 from queues.alerting import evaluate_alerts, readings_from
 from queues.models import QueueSample
-from queues.pgmq import watched_aliases, watched_name, watching
+from queues.watched import watched_aliases, watched_name, watching
 from queues.selectors.stats import one_per_table, poison_counts, queue_stats
 
 logger = logging.getLogger("sampler")

@@ -1,7 +1,6 @@
 """Pages that read: parse input (forms.py), call selectors, render. Nothing here changes a message."""
 from __future__ import annotations
 
-from collections.abc import Callable
 
 from django.conf import settings
 from django.db import OperationalError
@@ -11,45 +10,15 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from dashboard.databases import took_too_long
-from queues import forms, redaction, vocabulary
-from queues.models import BulkJob
-from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features, watched_name
-from queues.errors import error_answer
+from queues import forms, jobs, redaction, vocabulary
+from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
+from queues.filters import SOURCES, STATES, MessageFilter
 from queues.selectors import archive, diagnostics, distributions, history, messages, overview, payloads, privileges
 from queues.selectors.stats import single_queue_stats, table_row_counts
+from queues.shortcuts import (
+    bad_request, download_too_big, get_queue_or_404, jobs_seen, page_links, partial_or_page, render_panel,
+)
 from queues.templatetags.queue_format import DISPLAY_LIMIT_CHARS
-
-def get_queue_or_404(queue_name: str) -> Queue:
-    """Only a name pgmq.meta lists is ever used to reach a table."""
-    # PostgreSQL text cannot hold NUL, so no queue can be named with one: no need to ask.
-    queue = None if "\x00" in queue_name else Queue.objects.filter(queue_name=queue_name).first()
-    if queue is None:
-        raise Http404(f"There is no queue named “{queue_name}” in this database (it may have been dropped).")
-    return queue
-
-
-def bad_request(request: HttpRequest, form) -> HttpResponse:
-    return render(request, "400.html", {"form": form}, status=400)
-
-
-def render_panel(request: HttpRequest, template: str, context: dict, build: Callable[[], dict]) -> HttpResponse:
-    """A panel of its own: if its query runs past the statement timeout, the panel says so and the
-    rest of the page is unharmed."""
-    try:
-        context.update(build())
-    except OperationalError as error:
-        if not took_too_long(error):
-            raise
-        context["timed_out"] = True
-        context["timeout_s"] = settings.STATEMENT_TIMEOUT_MS / 1000
-    return render(request, template, context)
-
-
-def partial_or_page(request: HttpRequest, page: str, partials: dict[str, str], context: dict) -> HttpResponse:
-    """The whole page, or only the live region an htmx refresh asked for (by its element id)."""
-    target = request.htmx.target if request.htmx else None
-    return render(request, partials.get(target, page), context)
-
 
 @require_GET
 def overview_page(request: HttpRequest) -> HttpResponse:
@@ -87,15 +56,7 @@ def _queue_figures(queue: Queue, range_s: int) -> dict:
     }
     return {"stats": stats, "row": row, "spread": spread, "chart_data": chart_data,
             "poison_read_count": settings.POISON_READ_COUNT,
-            "jobs": list(BulkJob.objects.filter(database=watched_name(), queue_name=queue.queue_name).order_by("-id")[:5])}
-
-
-def jobs_seen(request: HttpRequest, jobs: list[BulkJob]) -> list[BulkJob]:
-    """Jobs with their filter in words as this user may see it (`filter_words_seen`)."""
-    redacted = redaction.applies_to(request.user)
-    for job in jobs:
-        job.filter_words_seen = messages.words_seen(job.filter, job.filter_words, redacted=redacted)
-    return jobs
+            "jobs": jobs.of_queue(queue, limit=5)}
 
 
 @require_GET
@@ -164,24 +125,24 @@ def message_list(request: HttpRequest, queue_name: str) -> HttpResponse:
     if not form.is_valid():
         # The same page, its form holding what was typed and saying what is wrong with it.
         return render(request, "queues/messages.html", {
-            "queue": queue, "form": form, "filter": messages.MessageFilter(
-                source=request.GET.get("source") if request.GET.get("source") in messages.SOURCES else "live"),
+            "queue": queue, "form": form, "filter": MessageFilter(
+                source=request.GET.get("source") if request.GET.get("source") in SOURCES else "live"),
             "page": messages.MessagePage(rows=[], has_newer=False, has_older=False, first=None, last=None),
             "page_request": messages.PageRequest(), "links": {}, "live": False, "invalid": True,
-            "states": messages.STATES, "sort_columns": messages.SORT_COLUMNS, "sources": messages.SOURCES,
+            "states": STATES, "sort_columns": messages.SORT_COLUMNS, "sources": SOURCES,
         }, status=400)
     message_filter = form.message_filter(redacted=redaction.applies_to(request.user))
     page_request = form.page_request()
     page = messages.message_page(queue, message_filter, page_request)
     context = {
         "queue": queue, "form": form, "filter": message_filter, "page": page, "page_request": page_request,
-        "links": _page_links(request, page, page_request),
+        "links": page_links(request, page, page_request),
         # A bounded search is re-run by hand, not every few seconds.
         "live": not message_filter.needs_scan,
         "estimated_total": None if not message_filter.is_empty else _estimated_total(queue, message_filter),
         # Each row links to its message: the queue's part of the URL is reversed once, not fifty times.
         "messages_url": reverse("messages", args=[queue.queue_name]),
-        "states": messages.STATES, "sort_columns": messages.SORT_COLUMNS, "sources": messages.SOURCES,
+        "states": STATES, "sort_columns": messages.SORT_COLUMNS, "sources": SOURCES,
         "search_budget_s": f"{settings.SEARCH_TIMEOUT_MS / 1000:g}",
         "export_query": _filters_only(request),
         **_action_context(request, queue, message_filter),
@@ -229,30 +190,6 @@ def _estimated_total(queue: Queue, message_filter: messages.MessageFilter):
     return sum(found[1:], found[0]) if found else None
 
 
-def _page_links(request: HttpRequest, page: messages.MessagePage, page_request: messages.PageRequest) -> dict:
-    """Links to the newest, newer, older and oldest pages, every filter kept."""
-    def link(**place) -> str:
-        query = request.GET.copy()
-        for key in ("after", "before", "from", "last"):
-            query.pop(key, None)
-        # The sort in effect (a jump is always by msg_id), which the cursors below belong to.
-        query["sort"] = ("-" if page_request.descending else "") + page_request.sort
-        for key, value in place.items():
-            query[key] = value
-        return "?" + query.urlencode()
-
-    column = page_request.sort
-    went_backwards = page_request.before is not None or page_request.last
-    return {
-        "newest": link() if page.has_newer else None,
-        "newer": link(before=forms.encode_cursor(page.first, column)) if page.has_newer and page.first else None,
-        "older": link(after=forms.encode_cursor(page.last, column)) if page.has_older and page.last else None,
-        "oldest": link(last="1") if page.has_older else None,
-        "continue_scan": (link(**{"before" if went_backwards else "after": str(page.scan_stopped_at)})
-                          if page.scan_stopped_at is not None and column == "msg_id" else None),
-    }
-
-
 @require_GET
 def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
@@ -297,21 +234,6 @@ def message_raw(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRespo
     if too_big is not None:
         return too_big
     return payload_download(stored, filename=f"message-{msg_id}{'-headers' if part == 'headers' else ''}.json")
-
-
-def download_too_big(request: HttpRequest, stored: payloads.StoredPayload) -> HttpResponse | None:
-    """The refusal of a payload over DASHBOARD_DOWNLOAD_MAX_BYTES (JSON under /api/), naming the SQL that fetches it."""
-    if (stored.bytes or 0) <= settings.DOWNLOAD_MAX_BYTES:
-        return None
-    fetch_sql = fetch_row_sql(stored.queue.tables[stored.kind].name, stored.msg_id)
-    detail = (f"message {stored.msg_id}'s {stored.column} is {stored.bytes:,} bytes of JSON, over the "
-              f"{settings.DOWNLOAD_MAX_BYTES:,} bytes a download may be (DASHBOARD_DOWNLOAD_MAX_BYTES): fetch it "
-              "with SQL")
-    return error_answer(request, 413, detail, "too_big.html", {
-        "part": stored.column, "msg_id": stored.msg_id, "size": stored.bytes, "limit": settings.DOWNLOAD_MAX_BYTES,
-        "fetch_sql": fetch_sql,
-        "back_url": reverse("message", args=[stored.queue.queue_name, stored.msg_id]) + f"?source={stored.kind}",
-    }, bytes=stored.bytes, limit=settings.DOWNLOAD_MAX_BYTES, sql=fetch_sql)
 
 
 def payload_download(stored: payloads.StoredPayload, *, filename: str) -> StreamingHttpResponse:

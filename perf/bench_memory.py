@@ -1,7 +1,7 @@
 """The memory benchmark: a worker's peak memory when eight people read one huge message at once.
 
-    make bench-memory                                   # an embedded PostgreSQL of its own (var/bench)
-    PGMQ_DATABASE_URL=... python manage.py bench_memory # a database of yours: queue bench_memory
+    make bench-memory                                    # an embedded PostgreSQL of its own (var/bench)
+    PGMQ_DATABASE_URL=... python -m perf.bench_memory    # a database of yours: queue bench_memory
 
 Puts a 50 MB message (an array of 200,000 small objects: the shape that costs most to pretty-print)
 and a 40 MB one (one long string) into the queue bench_memory, then for each endpoint that shows or
@@ -13,6 +13,7 @@ worker's RSS once warmed up on small pages, before the readers came.
 """
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import time
@@ -25,10 +26,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
 from django.test import Client
 
-from queues.management.measuring import gunicorn
+from perf.measuring import gunicorn
 
 QUEUE = "bench_memory"
 READERS = 8
@@ -58,13 +58,8 @@ def worker_of(master_pid: int) -> int:
     raise RuntimeError("gunicorn started no worker within 30 s")
 
 
-class Command(BaseCommand):
-    help = "Measure a worker's peak memory with 8 readers at once of each endpoint on a 50 MB and a 40 MB message."
-
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures to this file")
-
-    def handle(self, *args, json_path: Path | None, **options) -> None:
+class BenchMemory:
+    def run(self, *, json_path: Path | None) -> None:
         call_command("migrate", verbosity=0)
         call_command("collectstatic", "--noinput", verbosity=0)
         ids = self.seed()
@@ -81,16 +76,16 @@ class Command(BaseCommand):
         results = []
         for name, paths in endpoints.items():
             results.append({"endpoint": name, **self.measure(paths, small, cookie)})
-            self.stdout.write(self.line(results[-1]))
-        self.stdout.write("")
-        self.stdout.write(f"payloads: {', '.join(MESSAGES_SQL)} (message::text {self.sizes()}), {READERS} readers "
-                          f"at once per endpoint, one gunicorn worker with {settings.WORKER_THREADS} threads")
-        self.stdout.write(f"{'endpoint':15} {'floor':>8} {'peak':>8} {'peak/floor':>10} {'served':>7} "
-                          f"{'MB sent':>8} {'429s':>5} {'seconds':>8}")
+            print(self.line(results[-1]))
+        print()
+        print(f"payloads: {', '.join(MESSAGES_SQL)} (message::text {self.sizes()}), {READERS} readers "
+              f"at once per endpoint, one gunicorn worker with {settings.WORKER_THREADS} threads")
+        print(f"{'endpoint':15} {'floor':>8} {'peak':>8} {'peak/floor':>10} {'served':>7} "
+              f"{'MB sent':>8} {'429s':>5} {'seconds':>8}")
         for result in results:
-            self.stdout.write(self.line(result))
-        self.stdout.write("")
-        self.stdout.write(json.dumps(results, indent=2))
+            print(self.line(result))
+        print()
+        print(json.dumps(results, indent=2))
         if json_path:
             json_path.write_text(json.dumps(results, indent=2))
 
@@ -157,3 +152,16 @@ class Command(BaseCommand):
                 return response.status, size, retries
             finally:
                 connection.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.bench_memory",
+        description="Measure a worker's peak memory with 8 readers at once of each endpoint on a 50 MB and a 40 MB "
+                    "message.")
+    parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures to this file")
+    BenchMemory().run(**vars(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,7 @@
 """The benchmark: how fast each page is on big queues, against the SQL a pgweb user would run.
 
-    make bench                                   # an embedded PostgreSQL of its own (var/bench)
-    PGMQ_DATABASE_URL=... python manage.py bench # a database of yours: creates queues bench_00..
+    make bench                                    # an embedded PostgreSQL of its own (var/bench)
+    PGMQ_DATABASE_URL=... python -m perf.bench    # a database of yours: creates queues bench_00..
 
 It seeds QUEUES queues x MESSAGES live messages and as many archived (realistic ~250-byte JSON
 orders, through pgmq's own functions), unless they are there already; then times every page
@@ -13,6 +13,7 @@ database's CPU that went to the dashboard. Prints a table and the same figures a
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -27,13 +28,13 @@ from pathlib import Path
 import psycopg
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
 from django.db import connections
 from django.test import Client, override_settings
 from psycopg import sql
 
-from queues.management.measuring import database_cpu, gunicorn, percentile
+from perf.measuring import database_cpu, gunicorn, percentile
 
 BATCH = 10_000
 # ~250 bytes of JSON per message, built by PostgreSQL itself so seeding stays fast.
@@ -50,6 +51,13 @@ PAYLOAD_SQL = """
 HEADERS_SQL = "jsonb_build_object('trace_id', md5(i::text), 'x-pgmq-group', 'tenant-' || (i % 12))"
 
 
+def bench_user():
+    """The login the pages are timed as: one who reads (a login without a role sees nothing)."""
+    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
+    user.groups.add(Group.objects.get(name="Viewer"))
+    return user
+
+
 def timed(work, runs: int) -> dict:
     work()  # warm up: plans cached, pages in memory
     samples = []
@@ -62,27 +70,16 @@ def timed(work, runs: int) -> dict:
             "p95_ms": round(percentile(samples, 0.95), 2), "runs": runs}
 
 
-class Command(BaseCommand):
-    help = "Seed big queues, time every page against the obvious SQL, and measure the dashboard's database CPU."
+class Bench:
+    """One run of the benchmark; bench_export borrows its seeding."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--queues", type=int, default=20)
-        parser.add_argument("--messages", type=int, default=500_000, help="live messages per queue; as many archived")
-        parser.add_argument("--runs", type=int, default=30, help="timed runs per page")
-        parser.add_argument("--tabs-seconds", type=int, default=60, help="how long the 10 refreshing tabs run")
-        parser.add_argument("--many", type=int, default=1000,
-                            help="also time the overview with this many more (small) queues; 0 to skip")
-        parser.add_argument("--bulk", type=int, default=200_000,
-                            help="messages archived and deleted by filter, against pgmq directly; 0 to skip")
-        parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures to this file")
-
-    def handle(self, *args, queues: int, messages: int, runs: int, tabs_seconds: int, many: int, bulk: int,
-               json_path: Path | None, **options) -> None:
+    def run(self, *, queues: int, messages: int, runs: int, tabs_seconds: int, many: int, bulk: int,
+            json_path: Path | None) -> None:
         call_command("migrate", verbosity=0)
         call_command("collectstatic", "--noinput", verbosity=0)
         names = self.bench_names = [f"bench_{n:02d}" for n in range(queues)]
         self.seed(names, messages)
-        user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
+        user = bench_user()
         client = Client(HTTP_HOST="127.0.0.1")
         client.force_login(user)
         call_command("sample_metrics", "--once")
@@ -125,9 +122,9 @@ class Command(BaseCommand):
                     connection.execute("SELECT pgmq.drop_queue(%s)", [name])
                 todo.append(name)
         if not todo:
-            self.stdout.write(f"{len(names)} bench queues already seeded; delete them to seed again")
+            print(f"{len(names)} bench queues already seeded; delete them to seed again")
             return
-        self.stdout.write(f"seeding {len(todo)} queues x {messages:,} live + {messages:,} archived messages...")
+        print(f"seeding {len(todo)} queues x {messages:,} live + {messages:,} archived messages...")
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=max(os.cpu_count() or 2, 2)) as pool:
             list(pool.map(lambda name: self.seed_queue(url, name, messages), todo))
@@ -135,7 +132,7 @@ class Command(BaseCommand):
             for name in todo:
                 for prefix in ("q_", "a_"):
                     connection.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier("pgmq", prefix + name)))
-        self.stdout.write(f"seeded in {time.monotonic() - started:.0f} s")
+        print(f"seeded in {time.monotonic() - started:.0f} s")
 
     def seed_queue(self, url: str, name: str, messages: int) -> None:
         # The payload SQL's % is modulo: doubled, since the statement has parameters.
@@ -224,16 +221,16 @@ class Command(BaseCommand):
         same with pgmq.archive / pgmq.delete called directly with arrays of 5,000 ids, in the same
         run. Both run beside a consumer reading and archiving from the same queue, whose slowest
         call says how long a batch held it up."""
-        from queues import services, vocabulary
+        from queues import jobs, vocabulary
+        from queues.filters import MessageFilter
         from queues.management.commands.run_jobs import run_pending_jobs
         from queues.models import BulkJob
         from queues.pgmq import Queue
-        from queues.selectors.messages import MessageFilter, filter_to_data
 
         results = {}
         for action in (vocabulary.ARCHIVE_ACTION, vocabulary.DELETE):
             client_ids, server_ids, by_filter = (f"bulk_{how}_{action}" for how in ("client_ids", "server_ids", "job"))
-            self.stdout.write(f"bulk {action}: filling three queues of {count:,} messages...")
+            print(f"bulk {action}: filling three queues of {count:,} messages...")
             for name in (client_ids, server_ids, by_filter):
                 self.fill(name, count)
             batches = [(start, min(start + settings.BULK_BATCH_SIZE - 1, count))
@@ -255,10 +252,9 @@ class Command(BaseCommand):
                                        "%s::bigint, %s::bigint)))", [server_ids, first, last])
                 server_ids_s = time.perf_counter() - started
 
-            message_filter = MessageFilter(message_contains={"currency": "EUR"})
-            job = services.create_bulk_job(
+            job = jobs.create(
                 user=user, queue=Queue.objects.get(queue_name=by_filter), source="live", action=action,
-                parameters={}, filter_data=filter_to_data(message_filter), filter_words="bench", expected=None)
+                parameters={}, message_filter=MessageFilter(message_contains={"currency": "EUR"}), expected=None)
             with self.consumer(by_filter) as job_stalls:
                 started = time.perf_counter()
                 run_pending_jobs()
@@ -397,23 +393,23 @@ class Command(BaseCommand):
     # Report
 
     def report(self, results: dict) -> None:
-        self.stdout.write("")
-        self.stdout.write(f"{'page':40} {'median':>9} {'p95':>9}   {'obvious SQL':>11}   ratio")
+        print()
+        print(f"{'page':40} {'median':>9} {'p95':>9}   {'obvious SQL':>11}   ratio")
         for name, figures in results["pages"].items():
             dashboard = figures["dashboard"]
             baseline = figures.get("baseline")
-            self.stdout.write(
+            print(
                 f"{name:40} {dashboard['median_ms']:>7.1f}ms {dashboard['p95_ms']:>7.1f}ms"
                 + (f"   {baseline['median_ms']:>9.1f}ms   {figures['ratio']:>5.1f}x" if baseline else ""))
         if "many_queues" in results:
             many = results["many_queues"]
-            self.stdout.write("")
+            print()
             for label, figures in many.items():
                 if isinstance(figures, dict):
-                    self.stdout.write(f"{label + ', ' + str(many['queues']) + ' queues':40} "
-                                      f"{figures['median_ms']:>7.1f}ms {figures['p95_ms']:>7.1f}ms")
+                    print(f"{label + ', ' + str(many['queues']) + ' queues':40} "
+                          f"{figures['median_ms']:>7.1f}ms {figures['p95_ms']:>7.1f}ms")
         for action, figures in results.get("bulk", {}).items():
-            self.stdout.write(
+            print(
                 f"bulk {action} by filter: {figures['job_per_s']:,}/s as a job; calling pgmq.{action} directly "
                 f"{figures['direct_client_ids_per_s']:,}/s with id arrays from the client "
                 f"(ratio {figures['ratio_to_client_ids']:.2f}), {figures['direct_server_ids_per_s']:,}/s with the "
@@ -421,12 +417,32 @@ class Command(BaseCommand):
                 f"working the same queue meanwhile: {figures['slowest_consumer_call_ms']} ms (beside the direct "
                 f"calls: {figures['slowest_consumer_call_beside_direct_calls_ms']} ms)")
         tabs = results["tabs"]
-        self.stdout.write("")
-        self.stdout.write(
+        print()
+        print(
             f"{tabs['tabs']} tabs refreshing every 2 s for {tabs['seconds']} s: {tabs['requests']} requests, "
             f"median {tabs['request_median_ms']} ms, p95 {tabs['request_p95_ms']} ms, errors {len(tabs['errors'])}; "
             f"database CPU for the dashboard {tabs['dashboard_db_cpu_seconds']} s = "
             f"{tabs['dashboard_share_of_one_core']:.1%} of one core, {tabs['dashboard_share_of_machine']:.1%} of "
             f"the machine's {tabs['cores']} cores")
-        self.stdout.write("")
-        self.stdout.write(json.dumps(results, indent=2))
+        print()
+        print(json.dumps(results, indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.bench",
+        description="Seed big queues, time every page against the obvious SQL, and measure the dashboard's database CPU.")
+    parser.add_argument("--queues", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=500_000, help="live messages per queue; as many archived")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per page")
+    parser.add_argument("--tabs-seconds", type=int, default=60, help="how long the 10 refreshing tabs run")
+    parser.add_argument("--many", type=int, default=1000,
+                        help="also time the overview with this many more (small) queues; 0 to skip")
+    parser.add_argument("--bulk", type=int, default=200_000,
+                        help="messages archived and deleted by filter, against pgmq directly; 0 to skip")
+    parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures to this file")
+    Bench().run(**vars(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

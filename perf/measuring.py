@@ -1,5 +1,5 @@
-"""What the benchmark (`manage.py bench`) and the load test (`manage.py loadtest`) share: the
-dashboard under a gunicorn of their own, percentiles, and the database's CPU per client."""
+"""What the benchmarks (perf/bench.py, bench_memory.py) and the load test (perf/loadtest.py) share:
+the dashboard under a gunicorn of their own, percentiles, and the database's CPU per client."""
 from __future__ import annotations
 
 import os
@@ -16,7 +16,7 @@ from typing import IO
 
 import psycopg
 
-BASE_DIR = Path(__file__).resolve().parents[2]
+BASE_DIR = Path(__file__).resolve().parents[1]
 DASHBOARD_APPLICATION = "pgmq-dashboard"  # the application_name of every dashboard connection
 
 

@@ -1,4 +1,5 @@
-"""The demo workload `make run` runs beside the dashboard: producers and consumers like a real system.
+"""The demo workload `make run` runs beside the dashboard (python -m dashboard.demo, once per demo
+database; --setup-only creates the queues): producers and consumers like a real system.
 
 - orders: order events at 2-10 per second, the rate drifting over minutes. Two consumers read with
   a 20 s visibility timeout, archive most, delete cancelled ones, and fail a few (the message comes
@@ -16,9 +17,11 @@ Every write is one of pgmq's own functions, called the way an application would.
 """
 from __future__ import annotations
 
+import argparse
 import itertools
 import logging
 import math
+import os
 import random
 import signal
 import threading
@@ -27,9 +30,9 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import django
 import psycopg
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
 from psycopg.types.json import Jsonb
 
 logger = logging.getLogger("demo")
@@ -215,24 +218,30 @@ def set_up_demo_queues(database_url: str) -> None:
                 connection.execute("SELECT pgmq.send(%s, %s, %s::integer)", [ORDERS, Jsonb(reminder), hours * 3600])
 
 
-class Command(BaseCommand):
-    help = "Create the demo queues and run producers and consumers against them until stopped."
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m dashboard.demo",
+        description="Create the demo queues and run producers and consumers against them until stopped.")
+    parser.add_argument("--setup-only", action="store_true", help="create the demo queues, then exit")
+    setup_only = parser.parse_args(argv).setup_only
+    # The database from the settings, and their logging, as the dashboard's own processes have them.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    django.setup()
+    set_up_demo_queues(settings.PGMQ_DATABASE_URL)
+    if setup_only:
+        return
+    workload = Workload(settings.PGMQ_DATABASE_URL)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: workload.stopping.set())
+    threads = workload.threads()
+    for thread in threads:
+        thread.start()
+    print(f"demo workload running on {', '.join(DEMO_QUEUES)}")
+    while not workload.stopping.wait(1):
+        pass
+    for thread in threads:
+        thread.join(timeout=5)
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--setup-only", action="store_true", help="create the demo queues, then exit")
 
-    def handle(self, *args: object, setup_only: bool, **options: object) -> None:
-        set_up_demo_queues(settings.PGMQ_DATABASE_URL)
-        if setup_only:
-            return
-        workload = Workload(settings.PGMQ_DATABASE_URL)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: workload.stopping.set())
-        threads = workload.threads()
-        for thread in threads:
-            thread.start()
-        self.stdout.write(f"demo workload running on {', '.join(DEMO_QUEUES)}")
-        while not workload.stopping.wait(1):
-            pass
-        for thread in threads:
-            thread.join(timeout=5)
+if __name__ == "__main__":
+    main()

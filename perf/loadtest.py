@@ -1,7 +1,7 @@
 """The load test: producers, consumers and 20 people using the dashboard at once, against gunicorn.
 
     make loadtest                                    # an embedded PostgreSQL of its own (var/loadtest)
-    PGMQ_DATABASE_URL=... python manage.py loadtest  # a database of yours: creates queues loadtest-*
+    PGMQ_DATABASE_URL=... python -m perf.loadtest    # a database of yours: creates queues loadtest-*
                                                      # and logins loadtest-*, and drops them at the end
                                                      # (--keep-queues keeps the queues)
 
@@ -21,10 +21,10 @@ For --seconds (60) it runs, all at once:
   matches, as a job. A viewer now and then tries an action and must be refused (403).
 
 Every request's kind, status and time is recorded; each gunicorn worker's RSS (VmRSS) is sampled
-after the warm-up, every few seconds and at the end. Then the ledger: every msg_id ever sent (by
-the producers, or by the dashboard's send, move and requeue, whose new msg_ids the audit log
-records) is exactly once in the live table, the archive, the consumers' log of deletions, a
-dashboard deletion's audit record, or moved away (a move that deleted its original, a requeue that
+after the warm-up, every few seconds and at the end. Then the ledger (perf/ledger.py): every msg_id
+ever sent (by the producers, or by the dashboard's send, move and requeue, whose new msg_ids the
+audit log records) is exactly once in the live table, the archive, the consumers' log of deletions,
+a dashboard deletion's audit record, or moved away (a move that deleted its original, a requeue that
 removed the archived copy), with its message and headers unchanged. Nothing is purged, so the
 ledger is exact.
 
@@ -39,6 +39,7 @@ each thread's connections); 20 % (about 12 MB) is four times that, yet a leak of
 """
 from __future__ import annotations
 
+import argparse
 import html
 import http.cookiejar
 import itertools
@@ -66,14 +67,13 @@ import psycopg
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError, CommandParser
 from psycopg.types.json import Jsonb
 
+from perf.ledger import check as check_ledger
+from perf.measuring import BASE_DIR, DASHBOARD_APPLICATION, backend_cpu, gunicorn, percentile
 from queues import vocabulary
 from queues.management.commands.add_user import set_role
-from queues.management.measuring import BASE_DIR, DASHBOARD_APPLICATION, backend_cpu, gunicorn, percentile
 from queues.models import AuditEntry, BulkJob
-from queues.pgmq import Queue
 
 WORKED_QUEUES = ["loadtest-orders", "loadtest-webhooks"]  # producers send here, consumers read here
 DEAD_LETTERS = "loadtest-dlq"  # nobody consumes it: moves go here, requeues come back from it
@@ -625,35 +625,10 @@ class Watch:
         self.sample_memory()
 
 
-class Command(BaseCommand):
-    help = ("Drive producers, consumers and 20 dashboard users against gunicorn for a bounded time; report "
-            "statuses, page times, the message ledger and the workers' memory.")
-
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--seconds", type=float, default=60, help="how long the load runs, warm-up included")
-        parser.add_argument("--users", type=int, default=20, help="people at the dashboard at once")
-        parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")),
-                            help="gunicorn worker processes (default: WEB_CONCURRENCY, else 2, as deployed)")
-        parser.add_argument("--warmup", type=float, default=10, help="seconds before the first memory sample")
-        parser.add_argument("--think", type=float, default=1.0, help="a user's mean pause between steps, in seconds")
-        parser.add_argument("--rate", type=float, default=40, help="messages per second the producers send, together")
-        parser.add_argument("--messages", type=int, default=2000,
-                            help="messages in each queue at the start (a quarter of them archived)")
-        parser.add_argument("--sample-every", type=float, default=5, help="seconds between memory samples")
-        parser.add_argument("--max-rss-growth-percent", type=float, default=20,
-                            help="a worker whose RSS grows by more than this after the warm-up fails the run")
-        parser.add_argument("--no-jobs", action="store_false", dest="jobs",
-                            help="no job runner and no action by filter")
-        parser.add_argument("--keep-queues", action="store_true", help="leave the loadtest-* queues for a look")
-        parser.add_argument("--log", type=Path, default=BASE_DIR / "var" / "loadtest-server.log",
-                            help="where gunicorn, the job runner and the sampler write")
-        parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures to this file")
-
-    def handle(self, *args, seconds: float, users: int, workers: int, warmup: float, think: float, rate: float,
-               messages: int, sample_every: float, max_rss_growth_percent: float, jobs: bool, keep_queues: bool,
-               log: Path, json_path: Path | None, **options) -> None:
-        if warmup >= seconds:
-            raise CommandError("--warmup must be shorter than --seconds")
+class LoadTest:
+    def run(self, *, seconds: float, users: int, workers: int, warmup: float, think: float, rate: float,
+            messages: int, sample_every: float, max_rss_growth_percent: float, jobs: bool, keep_queues: bool,
+            log: Path, json_path: Path | None) -> None:
         call_command("migrate", verbosity=0)
         call_command("collectstatic", "--noinput", verbosity=0)
         url = settings.PGMQ_DATABASE_URL
@@ -663,8 +638,8 @@ class Command(BaseCommand):
         first_entry = AuditEntry.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
         log.parent.mkdir(parents=True, exist_ok=True)
         threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-        self.stdout.write(f"load: {users} users, {workers} gunicorn workers x {threads} threads, producers at "
-                          f"{rate:g} messages/s, for {seconds:g} s (warm-up {warmup:g} s); server log: {log}")
+        print(f"load: {users} users, {workers} gunicorn workers x {threads} threads, producers at "
+              f"{rate:g} messages/s, for {seconds:g} s (warm-up {warmup:g} s); server log: {log}")
         with open(log, "w") as log_file:
             helpers = self.start_helpers(log_file, jobs)
             try:
@@ -673,7 +648,7 @@ class Command(BaseCommand):
                     watch = Watch(server.pid, run, url, sample_every)
                     watch.thread.start()
                     workload.start()
-                    # Daemons: should this thread fail, they do not keep the command alive.
+                    # Daemons: should this thread fail, they do not keep the load test alive.
                     people = [threading.Thread(target=User(run, username, role, password), name=username, daemon=True)
                               for username, role, password in logins]
                     for thread in people:
@@ -701,7 +676,8 @@ class Command(BaseCommand):
             "actions": {action: dict(counts) for action, counts in sorted(run.actions.items())},
             "job": job, "workload": dict(workload.counts), "workload_errors": workload.errors,
             "problems": run.problems,
-            "ledger": self.check_ledger(workload, run.user_sends, first_entry),
+            "ledger": check_ledger(queues=ALL_QUEUES, sent=workload.sent, consumer_deleted=workload.consumer_deleted,
+                                   after_entry=first_entry, dashboard_sends=run.user_sends).figures(),
             "memory": self.memory_figures(watch.samples, max_rss_growth_percent),
             "database_cpu": {"dashboard_seconds": round(watch.dashboard_cpu_seconds(), 2),
                              "dashboard_share_of_one_core": round(watch.dashboard_cpu_seconds() / wall, 4)},
@@ -716,7 +692,7 @@ class Command(BaseCommand):
         if json_path:
             json_path.write_text(json.dumps(results, indent=2, default=str))
         if failures:
-            raise CommandError("the load test failed: " + "; ".join(failures))
+            sys.exit("the load test failed: " + "; ".join(failures))
 
     @staticmethod
     def scalar(url: str, query: str):
@@ -846,85 +822,16 @@ class Command(BaseCommand):
                             "after the warm-up")
         return failures
 
-    # The ledger
-
-    def check_ledger(self, workload: Workload, user_sends: list[tuple[str, int, tuple]], first_entry: int) -> dict:
-        """Every (queue, msg_id) ever created is in exactly one place, with its message and headers
-        as created. Created: by the producers (and the seeding), by the dashboard's send (the audit
-        record holds the message), or as a copy by a move or requeue (the audit record maps each
-        original msg_id to its copy's)."""
-        problems: list[str] = []
-        created: dict[tuple[str, int], tuple] = dict(workload.sent)
-        origins = Counter({"sent by producers": len(created)})
-        dashboard_deleted: dict[tuple[str, int], tuple] = {}
-        moved_away: set[tuple[str, int]] = set()
-        entries = AuditEntry.objects.filter(pk__gt=first_entry, queue_name__in=ALL_QUEUES).order_by("pk")
-        for entry in entries:
-            queue, target, details = entry.queue_name, entry.target, entry.details
-            parameters = target.get("parameters") or {}
-            if entry.action == vocabulary.SEND and "msg_id" in details:
-                created[(queue, details["msg_id"])] = (target["message"], target["headers"])
-                origins["sent from the dashboard"] += 1
-            if "new_msg_ids_not_kept" in details:
-                problems.append(f"audit entry {entry.pk} ({entry.action}) did not keep its new msg_ids")
-            for old, new in details.get("new_msg_ids", {}).items():
-                original = (queue, int(old))
-                if entry.action == vocabulary.EDIT_AND_RESEND:
-                    created[(target["destination"], new)] = (target["message"], target["headers"])
-                    continue
-                if original not in created:
-                    problems.append(f"audit entry {entry.pk} copied {original}, which nobody sent")
-                    continue
-                created[(parameters["destination"], new)] = created[original]
-                origins[f"copies made by {entry.action}"] += 1
-                if ((entry.action == vocabulary.MOVE and parameters.get("original") == "delete")
-                        or (entry.action == vocabulary.REQUEUE and parameters.get("remove_archived"))):
-                    if original in moved_away:
-                        problems.append(f"{original} was moved away twice")
-                    moved_away.add(original)
-            if entry.action in (vocabulary.DELETE, vocabulary.DELETE_ARCHIVED, vocabulary.PURGE) and entry.affected:
-                if entry.deleted_payloads is None:
-                    problems.append(f"audit entry {entry.pk} ({entry.action}) did not keep the deleted payloads")
-                for payload in entry.deleted_payloads or []:
-                    key = (queue, payload["msg_id"])
-                    if key in dashboard_deleted:
-                        problems.append(f"{key} was deleted from the dashboard twice")
-                    dashboard_deleted[key] = (payload["message"], payload["headers"])
-        for queue, msg_id, payload in user_sends:
-            if created.get((queue, msg_id)) != payload:
-                problems.append(f"({queue!r}, {msg_id}) sent from the dashboard is not in the audit log as sent")
-
-        live, archive = {}, {}
-        for queue in Queue.objects.filter(queue_name__in=ALL_QUEUES):
-            for place, model in ((live, queue.live_messages), (archive, queue.archived_messages)):
-                for msg_id, message, headers in model.objects.values_list("msg_id", "message", "headers"):
-                    place[(queue.queue_name, msg_id)] = (message, headers)
-        places = {"live": live, "archive": archive, "deleted by a consumer": workload.consumer_deleted,
-                  "deleted from the dashboard": dashboard_deleted, "moved away": moved_away}
-        found_in: Counter[str] = Counter()
-        for key, payload in created.items():
-            found = [name for name, place in places.items() if key in place]
-            if len(found) != 1:
-                problems.append(f"{key} is in {' and '.join(found) or 'no place'}")
-                continue
-            found_in[found[0]] += 1
-            if found[0] != "moved away" and places[found[0]][key] != payload:
-                problems.append(f"{key} changed: {payload} became {places[found[0]][key]}")
-        unknown = set().union(live, archive, workload.consumer_deleted, dashboard_deleted) - set(created)
-        problems += [f"{key} is there but nobody sent it" for key in sorted(unknown)[:20]]
-        return {"holds": not problems, "msg_ids": len(created), "created": dict(origins), "found": dict(found_in),
-                "problems": problems[:20], "problem_count": len(problems)}
-
     # Report
 
     def report(self, results: dict) -> None:
         setup, requests = results["setup"], results["requests"]
-        write = self.stdout.write
-        write("")
+        write = print
+        write()
         write(f"{setup['users']} users ({', '.join(f'{n} {role}s' for role, n in setup['roles'].items())}) for "
               f"{setup['seconds']} s against gunicorn with {setup['workers']} workers x {setup['threads_per_worker']} "
               f"threads, PostgreSQL {setup['postgresql']}, {setup['cores']} cores, {setup['date']}")
-        write("")
+        write()
         write(f"{'request':46} {'count':>6} {'p50':>9} {'p95':>9} {'max':>9}   statuses")
         rows = [*requests["kinds"].items(), None, *requests["groups"].items(), ("all", requests["all"])]
         for row in rows:
@@ -938,7 +845,7 @@ class Command(BaseCommand):
         write(f"{requests['all']['requests']} requests, {requests['all']['per_second']}/s; 5xx: "
               f"{requests['server_errors']}; no answer: {requests['no_answer']}; not what the step expects: "
               + (", ".join(f"{key} x{count}" for key, count in requests["unexpected"].items()) or "none"))
-        write("")
+        write()
         for action, counts in results["actions"].items():
             write(f"{action:32} " + ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in counts.items()))
         if results["job"]:
@@ -952,7 +859,7 @@ class Command(BaseCommand):
               + (f"; errors: {results['workload_errors']}" if results["workload_errors"] else ""))
         for problem in results["problems"]:
             write(f"problem: {problem}")
-        write("")
+        write()
         ledger = results["ledger"]
         write(f"ledger: {'holds' if ledger['holds'] else 'DOES NOT HOLD'}: {ledger['msg_ids']} msg_ids ("
               + ", ".join(f"{name} {count}" for name, count in ledger["created"].items()) + "), each exactly once: "
@@ -961,7 +868,7 @@ class Command(BaseCommand):
         for problem in ledger["problems"]:
             write(f"  {problem}")
         memory = results["memory"]
-        write("")
+        write()
         times = memory["sample_times_s"]
         write(f"gunicorn worker RSS (VmRSS), {len(times)} samples from {times[0]:g} s (the warm-up's end) to "
               f"{times[-1]:g} s; bound: +{memory['bound_percent']:g} % after the warm-up:")
@@ -975,5 +882,38 @@ class Command(BaseCommand):
         cpu = results["database_cpu"]
         write(f"database CPU for the dashboard (web, job runner, sampler): {cpu['dashboard_seconds']} s = "
               f"{cpu['dashboard_share_of_one_core']:.1%} of one core")
-        write("")
+        write()
         write("PASSED" if not results["failures"] else "FAILED: " + "; ".join(results["failures"]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.loadtest",
+        description="Drive producers, consumers and 20 dashboard users against gunicorn for a bounded time; report "
+                    "statuses, page times, the message ledger and the workers' memory.")
+    parser.add_argument("--seconds", type=float, default=60, help="how long the load runs, warm-up included")
+    parser.add_argument("--users", type=int, default=20, help="people at the dashboard at once")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")),
+                        help="gunicorn worker processes (default: WEB_CONCURRENCY, else 2, as deployed)")
+    parser.add_argument("--warmup", type=float, default=10, help="seconds before the first memory sample")
+    parser.add_argument("--think", type=float, default=1.0, help="a user's mean pause between steps, in seconds")
+    parser.add_argument("--rate", type=float, default=40, help="messages per second the producers send, together")
+    parser.add_argument("--messages", type=int, default=2000,
+                        help="messages in each queue at the start (a quarter of them archived)")
+    parser.add_argument("--sample-every", type=float, default=5, help="seconds between memory samples")
+    parser.add_argument("--max-rss-growth-percent", type=float, default=20,
+                        help="a worker whose RSS grows by more than this after the warm-up fails the run")
+    parser.add_argument("--no-jobs", action="store_false", dest="jobs",
+                        help="no job runner and no action by filter")
+    parser.add_argument("--keep-queues", action="store_true", help="leave the loadtest-* queues for a look")
+    parser.add_argument("--log", type=Path, default=BASE_DIR / "var" / "loadtest-server.log",
+                        help="where gunicorn, the job runner and the sampler write")
+    parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures to this file")
+    options = parser.parse_args(argv)
+    if options.warmup >= options.seconds:
+        parser.error("--warmup must be shorter than --seconds")
+    LoadTest().run(**vars(options))
+
+
+if __name__ == "__main__":
+    main()
