@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test bench bench-export bench-memory loadtest static prometheus clean
+.PHONY: run test lint format bench bench-export bench-memory loadtest static prometheus clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: the dashboard needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -36,10 +36,23 @@ var/prometheus/usr/bin/prometheus:
 run: $(VENV)/.demo-installed static
 	PORT=$(PORT) $(BIN)/python -m dashboard.run
 
-# --tests: also axe-core, for tests/test_accessibility.py only (into tests/vendor/, never served).
-test: $(VENV)/.dev-installed static
+# The code's shape and lint rules first (pyproject.toml's [tool.ruff]; `make format` fixes most),
+# then the suite. --tests: also axe-core, for tests/test_accessibility.py only (never served).
+# TEST_WORKERS: test processes at once (pytest-xdist); most tests wait on a browser, a gunicorn or
+# PostgreSQL, so more than the cores help: 4 halve the suite's time on 2 cores. 0: one process.
+TEST_WORKERS ?= 4
+
+test: lint
 	$(BIN)/python scripts/fetch_static.py --tests
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-installed static
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(VENV)/.dev-installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # The benchmark (see README "Speed"): an embedded PostgreSQL of its own in var/bench.
 bench: $(VENV)/.dev-installed static

@@ -5,6 +5,7 @@ ingress, a load balancer) that peer is the last proxy, the same for everyone; ea
 the address it saw to X-Forwarded-For, so the client is DASHBOARD_TRUSTED_PROXIES hops from the
 right. Whatever stands further left the client sent itself and could be anything.
 """
+
 from __future__ import annotations
 
 from ipaddress import ip_address
@@ -31,7 +32,7 @@ def canonical_address(text: str) -> str | None:
     `1.2.3.4:5678` or `[2001:db8::1]:443`, dropped), or None if it is not an address."""
     candidates = [text]
     if text.startswith("[") and "]" in text:
-        candidates.append(text[1:text.index("]")])
+        candidates.append(text[1 : text.index("]")])
     elif text.count(":") == 1:
         candidates.append(text.split(":")[0])
     for candidate in candidates:

@@ -1,4 +1,5 @@
 """Which configured database cannot be reached, said in one line (for logs, pages and /healthz)."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -46,7 +47,8 @@ def took_too_long(error: BaseException) -> bool:
     """A statement stopped by statement_timeout, or by lock_timeout while another session held
     the table (a purge's TRUNCATE, a migration): the database is fine, the query was bounded."""
     return isinstance(error, OperationalError) and isinstance(
-        error.__cause__, (pg_errors.QueryCanceled, pg_errors.LockNotAvailable))
+        error.__cause__, (pg_errors.QueryCanceled, pg_errors.LockNotAvailable)
+    )
 
 
 # SQLSTATEs that mean "the server is not there for us": connection exceptions (08xxx),

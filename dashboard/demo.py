@@ -15,6 +15,7 @@ database; --setup-only creates the queues): producers and consumers like a real 
 
 Every write is one of pgmq's own functions, called the way an application would.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,11 @@ def order_event(event_id: int) -> dict:
         "id": event_id,
         "type": random.choice(["order_created", "order_created", "order_paid", "order_shipped", "order_cancelled"]),
         "order_id": f"ord_{uuid.uuid4().hex[:12]}",
-        "customer": {"id": random.randint(1, 5000), "email": f"customer{random.randint(1, 5000)}@example.com",
-                     "country": random.choice(COUNTRIES)},
+        "customer": {
+            "id": random.randint(1, 5000),
+            "email": f"customer{random.randint(1, 5000)}@example.com",
+            "country": random.choice(COUNTRIES),
+        },
         "items": [{"sku": "SKU-UNKNOWN" if poison else random.choice(SKUS), "qty": quantity, "price": price}],
         "total": round(quantity * price, 2),
         "currency": "EUR",
@@ -119,28 +123,39 @@ class Workload:
             events = [Jsonb(order_event(next(self.event_ids))) for _ in range(count)]
             connection.execute("SELECT pgmq.send_batch(%s, %s::jsonb[])", [ORDERS, events])
         if random.random() < 0.003:  # a reminder, due in 2 to 10 minutes: delayed until then
-            reminder = {"id": next(self.event_ids), "type": "order_reminder",
-                        "order_id": f"ord_{uuid.uuid4().hex[:12]}"}
-            connection.execute("SELECT pgmq.send(%s, %s, %s::integer)",
-                               [ORDERS, Jsonb(reminder), random.randint(120, 600)])
+            reminder = {
+                "id": next(self.event_ids),
+                "type": "order_reminder",
+                "order_id": f"ord_{uuid.uuid4().hex[:12]}",
+            }
+            connection.execute(
+                "SELECT pgmq.send(%s, %s, %s::integer)", [ORDERS, Jsonb(reminder), random.randint(120, 600)]
+            )
 
     def produce_webhooks(self, connection: psycopg.Connection) -> None:
         count = how_many(3 * wave(self.elapsed(), 180, 1.0), 0.5)
         if count:
             messages, headers = zip(*(webhook_event(next(self.event_ids)) for _ in range(count)), strict=True)
-            connection.execute("SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
-                               [WEBHOOKS, [Jsonb(m) for m in messages], [Jsonb(h) for h in headers]])
+            connection.execute(
+                "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
+                [WEBHOOKS, [Jsonb(m) for m in messages], [Jsonb(h) for h in headers]],
+            )
 
     def produce_notifications(self, connection: psycopg.Connection) -> None:
         if random.random() < 0.3:
-            notification = {"id": next(self.event_ids), "type": "email", "template": "weekly_digest",
-                            "to": f"user{random.randint(1, 900)}@example.com"}
+            notification = {
+                "id": next(self.event_ids),
+                "type": "email",
+                "template": "weekly_digest",
+                "to": f"user{random.randint(1, 900)}@example.com",
+            }
             connection.execute("SELECT pgmq.send(%s, %s)", [NOTIFICATIONS, Jsonb(notification)])
 
     # Consumers
 
-    def read(self, connection: psycopg.Connection, queue: str, capacity_per_s: float, *,
-             grouped: bool = False) -> list[tuple]:
+    def read(
+        self, connection: psycopg.Connection, queue: str, capacity_per_s: float, *, grouped: bool = False
+    ) -> list[tuple]:
         count = how_many(capacity_per_s, 1.0)
         if not count:
             return []
@@ -170,12 +185,14 @@ class Workload:
         if to_delete:
             connection.execute("SELECT pgmq.delete(%s, %s::bigint[])", [ORDERS, to_delete])
 
-    def dead_letter(self, connection: psycopg.Connection, msg_id: int, message: dict, headers: dict | None,
-                    *, reason: str) -> None:
+    def dead_letter(
+        self, connection: psycopg.Connection, msg_id: int, message: dict, headers: dict | None, *, reason: str
+    ) -> None:
         dead_letter_headers = {**(headers or {}), "x-dead-letter-reason": reason, "x-original-msg-id": msg_id}
         with connection.transaction():
-            connection.execute("SELECT pgmq.send(%s, %s, %s)",
-                               [DEAD_LETTERS, Jsonb(message), Jsonb(dead_letter_headers)])
+            connection.execute(
+                "SELECT pgmq.send(%s, %s, %s)", [DEAD_LETTERS, Jsonb(message), Jsonb(dead_letter_headers)]
+            )
             connection.execute("SELECT pgmq.archive(%s, %s::bigint)", [ORDERS, msg_id])
 
     def consume_webhooks(self, connection: psycopg.Connection) -> None:
@@ -221,7 +238,8 @@ def set_up_demo_queues(database_url: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m dashboard.demo",
-        description="Create the demo queues and run producers and consumers against them until stopped.")
+        description="Create the demo queues and run producers and consumers against them until stopped.",
+    )
     parser.add_argument("--setup-only", action="store_true", help="create the demo queues, then exit")
     setup_only = parser.parse_args(argv).setup_only
     # The database from the settings, and their logging, as the dashboard's own processes have them.

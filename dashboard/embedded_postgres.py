@@ -3,6 +3,7 @@
 pgmq is installed from the SQL that PyPI's pgmq package bundles, so no extension has to be
 compiled or packaged for the server.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Anything missing or malformed stops the process with one line naming the variable, instead of a
 traceback from deep inside Django or psycopg (SystemExit prints its message and exits with 1).
 """
+
 from __future__ import annotations
 
 import os
@@ -116,8 +117,10 @@ def secret_key(*, debug: bool) -> str:
     if not key:
         if debug:
             return INSECURE_KEY_PREFIX + "-development-only-key-never-use-in-production"
-        fail("DJANGO_SECRET_KEY is not set; with DJANGO_DEBUG off the dashboard needs a real secret key "
-             "(50+ random characters, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(50))'`)")
+        fail(
+            "DJANGO_SECRET_KEY is not set; with DJANGO_DEBUG off the dashboard needs a real secret key "
+            "(50+ random characters, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(50))'`)"
+        )
     # The same bar as `manage.py check --deploy` (security.W009).
     if not debug and (len(key) < 50 or len(set(key)) < 5 or key.startswith(INSECURE_KEY_PREFIX)):
         fail("DJANGO_SECRET_KEY is too weak for DJANGO_DEBUG off: use 50+ random characters")
@@ -129,9 +132,7 @@ def redacted_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
-def database(
-    name: str, url: str, *, schema: str | None, statement_timeout_ms: int, lock_timeout_ms: int
-) -> dict:
+def database(name: str, url: str, *, schema: str | None, statement_timeout_ms: int, lock_timeout_ms: int) -> dict:
     """Django DATABASES entry for a postgresql:// URL, every connection bounded in time.
 
     libpq itself parses the URL, so everything it accepts (sslmode, a socket directory in
@@ -149,10 +150,12 @@ def database(
 
     # jit off: the dashboard's statements are small, but the redacting SQL is estimated as costly
     # (100 rows per nested JSON step) and PostgreSQL built with LLVM spent 2 s compiling each one.
-    server_options = [params.pop("options", ""),
-                      f"-c statement_timeout={statement_timeout_ms}",
-                      f"-c lock_timeout={lock_timeout_ms}",
-                      "-c jit=off"]
+    server_options = [
+        params.pop("options", ""),
+        f"-c statement_timeout={statement_timeout_ms}",
+        f"-c lock_timeout={lock_timeout_ms}",
+        "-c jit=off",
+    ]
     if schema:
         server_options.append(f"-c search_path={schema}")
     options = {

@@ -4,6 +4,7 @@ Database connections: each worker thread keeps at most one connection per databa
 and `default`, even when both are the same database), so one gunicorn server opens at most
 WEB_CONCURRENCY x GUNICORN_THREADS x 2 connections: 16 with the defaults.
 """
+
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")

@@ -5,6 +5,7 @@ Only safe when the dashboard is reachable through that proxy alone, and the prox
 strips the header: anyone who can reach gunicorn directly could send it. (gunicorn drops headers
 spelled with underscores, so `X_Forwarded_User` cannot pose as `X-Forwarded-User`.)
 """
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -11,6 +11,7 @@
 With PGMQ_DATABASE_URL set and no DEMO=1, nothing is written to that database besides the
 dashboard's own schema.
 """
+
 from __future__ import annotations
 
 import os
@@ -94,7 +95,8 @@ def main() -> None:
             # Two databases, as a team watching staging and production would have.
             os.environ.setdefault("PGMQ_DATABASE_NAME", "production")
             os.environ["PGMQ_DATABASE_URL_STAGING"] = embedded_postgres.create_database(
-                os.environ["PGMQ_DATABASE_URL"], "staging")
+                os.environ["PGMQ_DATABASE_URL"], "staging"
+            )
             os.environ.setdefault("DASHBOARD_ALERT_RULES_FILE", str(BASE_DIR / "dashboard" / "demo_alerts.toml"))
         if not os.environ.get("DJANGO_SECRET_KEY"):
             os.environ["DJANGO_SECRET_KEY"] = local_secret_key()
@@ -112,32 +114,43 @@ def main() -> None:
                 if version:
                     print(f"installed pgmq {version} from the SQL bundled with PyPI's pgmq package", flush=True)
                 python("-m", "dashboard.demo", "--setup-only", PGMQ_DATABASE_URL=url)
-        manage("collectstatic", "--noinput", "--verbosity", "0")
+        python("-m", "dashboard.static_files")
         # demo/demo only on the throwaway embedded database; a database of your own gets a fresh
         # random password each run, so a forgotten `make run` never leaves demo/demo behind there.
         os.environ["DEMO_PASSWORD"] = "demo" if embedded else secrets.token_urlsafe(12)
         manage("create_demo_user", *(["--with-roles"] if embedded else []))
 
         children["the dashboard"] = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "dashboard/gunicorn.conf.py",
-             "--bind", f"127.0.0.1:{port}", "dashboard.wsgi"],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "dashboard/gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "dashboard.wsgi",
+            ],
             cwd=BASE_DIR,
         )
-        children["the metric sampler"] = subprocess.Popen([sys.executable, "manage.py", "sample_metrics"],
-                                                          cwd=BASE_DIR)
+        children["the metric sampler"] = subprocess.Popen([sys.executable, "manage.py", "sample_metrics"], cwd=BASE_DIR)
         children["the job runner"] = subprocess.Popen([sys.executable, "manage.py", "run_jobs"], cwd=BASE_DIR)
         if demo:
             for workload, url in demo_databases.items():
                 children[workload] = subprocess.Popen(
-                    [sys.executable, "-m", "dashboard.demo"], cwd=BASE_DIR, env={**os.environ, "PGMQ_DATABASE_URL": url})
+                    [sys.executable, "-m", "dashboard.demo"], cwd=BASE_DIR, env={**os.environ, "PGMQ_DATABASE_URL": url}
+                )
 
         wait_until_serving(f"http://127.0.0.1:{port}/healthz", children)
         parts = [*children, *(["the embedded database"] if embedded else [])]
         stopped_by_ctrl_c = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
         roles = " (or viewer, or operator, same password)" if embedded else ""
-        print(f"\nThe dashboard is ready at http://127.0.0.1:{port}/ : sign in as demo / {os.environ['DEMO_PASSWORD']}"
-              f"{roles}"
-              f"\nCtrl-C stops {stopped_by_ctrl_c}.\n", flush=True)
+        print(
+            f"\nThe dashboard is ready at http://127.0.0.1:{port}/ : sign in as demo / {os.environ['DEMO_PASSWORD']}"
+            f"{roles}"
+            f"\nCtrl-C stops {stopped_by_ctrl_c}.\n",
+            flush=True,
+        )
         while all(child.poll() is None for child in children.values()):
             time.sleep(0.5)
         name, failed = next((name, child) for name, child in children.items() if child.poll() is not None)

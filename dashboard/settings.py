@@ -6,6 +6,7 @@ Databases:
 - `default`: the dashboard's own tables (users, sessions, ...), in the schema pgmq_dashboard of
   DASHBOARD_DATABASE_URL, which defaults to the pgmq database itself.
 """
+
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,8 +23,10 @@ CSRF_TRUSTED_ORIGINS = env.word_list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 PGMQ_DATABASE_URL = env.text("PGMQ_DATABASE_URL")
 if not PGMQ_DATABASE_URL:
-    env.fail("PGMQ_DATABASE_URL is not set: point it at the database holding the pgmq schema, "
-             "e.g. postgresql://user@host:5432/db (or run `make run` for the embedded demo)")
+    env.fail(
+        "PGMQ_DATABASE_URL is not set: point it at the database holding the pgmq schema, "
+        "e.g. postgresql://user@host:5432/db (or run `make run` for the embedded demo)"
+    )
 DASHBOARD_DATABASE_URL = env.text("DASHBOARD_DATABASE_URL") or PGMQ_DATABASE_URL
 DASHBOARD_SCHEMA = "pgmq_dashboard"
 # The pgmq databases watched, name -> Django alias: the first is "pgmq", the others "pgmq-<name>".
@@ -39,11 +42,19 @@ DATABASE_SOURCES = {
 STATEMENT_TIMEOUT_MS = env.integer("DASHBOARD_STATEMENT_TIMEOUT_MS", 5000, minimum=100)
 LOCK_TIMEOUT_MS = env.integer("DASHBOARD_LOCK_TIMEOUT_MS", 1000, minimum=10)
 DATABASES = {
-    "default": env.database(DATABASE_SOURCES["default"], DASHBOARD_DATABASE_URL, schema=DASHBOARD_SCHEMA,
-                            statement_timeout_ms=STATEMENT_TIMEOUT_MS, lock_timeout_ms=LOCK_TIMEOUT_MS),
-    **{WATCHED_DATABASES[name]: env.database(variable, url, schema=None, statement_timeout_ms=STATEMENT_TIMEOUT_MS,
-                                             lock_timeout_ms=LOCK_TIMEOUT_MS)
-       for name, (variable, url) in _watched.items()},
+    "default": env.database(
+        DATABASE_SOURCES["default"],
+        DASHBOARD_DATABASE_URL,
+        schema=DASHBOARD_SCHEMA,
+        statement_timeout_ms=STATEMENT_TIMEOUT_MS,
+        lock_timeout_ms=LOCK_TIMEOUT_MS,
+    ),
+    **{
+        WATCHED_DATABASES[name]: env.database(
+            variable, url, schema=None, statement_timeout_ms=STATEMENT_TIMEOUT_MS, lock_timeout_ms=LOCK_TIMEOUT_MS
+        )
+        for name, (variable, url) in _watched.items()
+    },
 }
 DATABASE_ROUTERS = ["queues.watched.PgmqRouter"]
 
@@ -138,8 +149,10 @@ MIDDLEWARE = [
 # The JSON API (/api/v1/, queues/api/): a token (`Authorization: Token <key>`) or the browser's
 # session, whose unsafe requests DRF checks for CSRF; the same permissions as the pages.
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["queues.tokens.ApiTokenAuthentication",
-                                       "rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "queues.tokens.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
@@ -150,7 +163,7 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "pgmq dashboard API",
     "DESCRIPTION": "What the dashboard's pages show and do: queues, their figures, messages (the same filters and "
-                   "keyset cursors), actions and sends, under the same permissions and audit log.",
+    "keyset cursors), actions and sends, under the same permissions and audit log.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
@@ -199,11 +212,15 @@ SIGN_IN_ADDRESS_FAILURE_LIMIT = env.integer("DASHBOARD_LOGIN_ADDRESS_FAILURE_LIM
 SIGN_IN_MAX_DELAY_SECONDS = env.integer("DASHBOARD_LOGIN_MAX_DELAY_SECONDS", 300, minimum=1)
 SIGN_IN_FAILURE_WINDOW = timedelta(minutes=env.integer("DASHBOARD_LOGIN_FAILURE_WINDOW_MINUTES", 15, minimum=1))
 if SIGN_IN_FAILURE_WINDOW.total_seconds() <= SIGN_IN_MAX_DELAY_SECONDS:
-    env.fail("DASHBOARD_LOGIN_FAILURE_WINDOW_MINUTES must be longer than DASHBOARD_LOGIN_MAX_DELAY_SECONDS: "
-             "failures forgotten before the wait ends would never make anyone wait")
+    env.fail(
+        "DASHBOARD_LOGIN_FAILURE_WINDOW_MINUTES must be longer than DASHBOARD_LOGIN_MAX_DELAY_SECONDS: "
+        "failures forgotten before the wait ends would never make anyone wait"
+    )
 if env.text("DASHBOARD_LOGIN_LOCKOUT_MINUTES"):
-    env.fail("DASHBOARD_LOGIN_LOCKOUT_MINUTES is gone: failed sign-ins now back off instead of locking out; "
-             "see DASHBOARD_LOGIN_MAX_DELAY_SECONDS and DASHBOARD_LOGIN_FAILURE_WINDOW_MINUTES")
+    env.fail(
+        "DASHBOARD_LOGIN_LOCKOUT_MINUTES is gone: failed sign-ins now back off instead of locking out; "
+        "see DASHBOARD_LOGIN_MAX_DELAY_SECONDS and DASHBOARD_LOGIN_FAILURE_WINDOW_MINUTES"
+    )
 # The client's address behind proxies: the header they append it to (e.g. X-Forwarded-For) and how many
 # of them stand in front (the client is that many hops from its right). Unset: REMOTE_ADDR.
 CLIENT_IP_HEADER = env.header_name("DASHBOARD_CLIENT_IP_HEADER")
@@ -238,9 +255,16 @@ SECURE_REFERRER_POLICY = "same-origin"
 # Every script and style comes from the dashboard's own static files: nothing inline, nothing else.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
-        "default-src": [SELF], "script-src": [SELF], "style-src": [SELF], "img-src": [SELF, "data:"],
-        "connect-src": [SELF], "font-src": [SELF], "object-src": [NONE], "base-uri": [NONE],
-        "form-action": [SELF], "frame-ancestors": [NONE],
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
     },
 }
 

@@ -4,6 +4,7 @@ bench-memory and loadtest), and the ledger the load test and tests/test_ledger.p
 
 Importing the package sets Django up as manage.py would, because the tools import the app's models
 at their top; under pytest it is set up already and this does nothing."""
+
 from __future__ import annotations
 
 import os

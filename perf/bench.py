@@ -11,6 +11,7 @@ runs) next to the obvious SQL
 simulated browser tabs refreshing every 2 s against gunicorn and measures the share of the
 database's CPU that went to the dashboard. Prints a table and the same figures as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ from django.db import connections
 from django.test import Client, override_settings
 from psycopg import sql
 
+from dashboard.static_files import collect_static
 from perf.measuring import database_cpu, gunicorn, percentile
 
 BATCH = 10_000
@@ -66,17 +68,21 @@ def timed(work, runs: int) -> dict:
         work()
         samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
-    return {"median_ms": round(statistics.median(samples), 2),
-            "p95_ms": round(percentile(samples, 0.95), 2), "runs": runs}
+    return {
+        "median_ms": round(statistics.median(samples), 2),
+        "p95_ms": round(percentile(samples, 0.95), 2),
+        "runs": runs,
+    }
 
 
 class Bench:
     """One run of the benchmark; bench_export borrows its seeding."""
 
-    def run(self, *, queues: int, messages: int, runs: int, tabs_seconds: int, many: int, bulk: int,
-            json_path: Path | None) -> None:
+    def run(
+        self, *, queues: int, messages: int, runs: int, tabs_seconds: int, many: int, bulk: int, json_path: Path | None
+    ) -> None:
         call_command("migrate", verbosity=0)
-        call_command("collectstatic", "--noinput", verbosity=0)
+        collect_static()
         names = self.bench_names = [f"bench_{n:02d}" for n in range(queues)]
         self.seed(names, messages)
         user = bench_user()
@@ -93,9 +99,13 @@ class Bench:
         results["tabs"] = self.refreshing_tabs(names, tabs_seconds)
         if bulk:
             results["bulk"] = self.bulk(bulk, user)
-        results["setup"] = {"queues": queues, "live_per_queue": messages, "archived_per_queue": messages,
-                            "postgresql": self.scalar("SHOW server_version"),
-                            "shared_buffers": self.scalar("SHOW shared_buffers")}
+        results["setup"] = {
+            "queues": queues,
+            "live_per_queue": messages,
+            "archived_per_queue": messages,
+            "postgresql": self.scalar("SHOW server_version"),
+            "shared_buffers": self.scalar("SHOW shared_buffers"),
+        }
         self.report(results)
         if json_path:
             json_path.write_text(json.dumps(results, indent=2))
@@ -113,9 +123,14 @@ class Bench:
         with psycopg.connect(url, autocommit=True) as connection:
             for name in names:
                 exists = connection.execute("SELECT 1 FROM pgmq.meta WHERE queue_name = %s", [name]).fetchone()
-                sent = connection.execute(
-                    "SELECT pg_sequence_last_value(pg_get_serial_sequence(%s, 'msg_id')::regclass)",
-                    [f"pgmq.q_{name}"]).fetchone()[0] if exists else None
+                sent = (
+                    connection.execute(
+                        "SELECT pg_sequence_last_value(pg_get_serial_sequence(%s, 'msg_id')::regclass)",
+                        [f"pgmq.q_{name}"],
+                    ).fetchone()[0]
+                    if exists
+                    else None
+                )
                 if sent == 2 * messages:
                     continue  # seeded by an earlier run with the same size
                 if exists:  # half seeded, or another size: start again
@@ -137,16 +152,18 @@ class Bench:
     def seed_queue(self, url: str, name: str, messages: int) -> None:
         # The payload SQL's % is modulo: doubled, since the statement has parameters.
         send = sql.SQL(f"""SELECT count(*) FROM pgmq.send_batch(%s,
-            ARRAY(SELECT {PAYLOAD_SQL.replace('%', '%%')} FROM generate_series(%s::bigint, %s::bigint) i),
-            ARRAY(SELECT {HEADERS_SQL.replace('%', '%%')} FROM generate_series(%s::bigint, %s::bigint) i))""")
+            ARRAY(SELECT {PAYLOAD_SQL.replace("%", "%%")} FROM generate_series(%s::bigint, %s::bigint) i),
+            ARRAY(SELECT {HEADERS_SQL.replace("%", "%%")} FROM generate_series(%s::bigint, %s::bigint) i))""")
         with psycopg.connect(url, autocommit=True) as connection:
             connection.execute("SELECT pgmq.create(%s)", [name])
             for start in range(1, 2 * messages + 1, BATCH):
                 end = min(start + BATCH - 1, 2 * messages)
                 connection.execute(send, [name, start, end, start, end])
                 if start <= messages:  # the first half goes to the archive, through pgmq.archive
-                    connection.execute("SELECT count(*) FROM pgmq.archive(%s, ARRAY(SELECT generate_series("
-                                       "%s::bigint, %s::bigint)))", [name, start, min(end, messages)])
+                    connection.execute(
+                        "SELECT count(*) FROM pgmq.archive(%s, ARRAY(SELECT generate_series(%s::bigint, %s::bigint)))",
+                        [name, start, min(end, messages)],
+                    )
             connection.execute("SELECT count(*) FROM pgmq.read(%s, 3600, 1000)", [name])  # in flight for an hour
             for _ in range(6):  # 50 messages read six times: poison
                 connection.execute("SELECT count(*) FROM pgmq.read(%s, 0, 50)", [name])
@@ -158,26 +175,36 @@ class Bench:
         table = sql.Identifier("pgmq", f"q_{queue}").as_string()
         pages = {
             "overview": ("/", "SELECT * FROM pgmq.metrics_all()"),
-            "overview refresh (htmx)": ({"path": "/", "headers": {"HX-Request": "true", "HX-Target": "overview-live"}},
-                                        None),
-            "message browser, first page": (f"/queues/{queue}/messages/",
-                                            f"SELECT count(*) FROM {table}; SELECT * FROM {table} "
-                                            "ORDER BY msg_id DESC LIMIT 50"),
-            "message browser, middle page": (f"/queues/{queue}/messages/?from={middle}",
-                                             f"SELECT count(*) FROM {table}; SELECT * FROM {table} "
-                                             f"ORDER BY msg_id DESC LIMIT 50 OFFSET {messages // 2}"),
-            "message browser, last page": (f"/queues/{queue}/messages/?last=1",
-                                           f"SELECT count(*) FROM {table}; SELECT * FROM {table} "
-                                           f"ORDER BY msg_id DESC LIMIT 50 OFFSET {messages - 50}"),
-            "message detail": (f"/queues/{queue}/messages/{middle}/",
-                               f"SELECT * FROM {table} WHERE msg_id = {middle}"),
+            "overview refresh (htmx)": (
+                {"path": "/", "headers": {"HX-Request": "true", "HX-Target": "overview-live"}},
+                None,
+            ),
+            "message browser, first page": (
+                f"/queues/{queue}/messages/",
+                f"SELECT count(*) FROM {table}; SELECT * FROM {table} ORDER BY msg_id DESC LIMIT 50",
+            ),
+            "message browser, middle page": (
+                f"/queues/{queue}/messages/?from={middle}",
+                f"SELECT count(*) FROM {table}; SELECT * FROM {table} "
+                f"ORDER BY msg_id DESC LIMIT 50 OFFSET {messages // 2}",
+            ),
+            "message browser, last page": (
+                f"/queues/{queue}/messages/?last=1",
+                f"SELECT count(*) FROM {table}; SELECT * FROM {table} "
+                f"ORDER BY msg_id DESC LIMIT 50 OFFSET {messages - 50}",
+            ),
+            "message detail": (f"/queues/{queue}/messages/{middle}/", f"SELECT * FROM {table} WHERE msg_id = {middle}"),
             "queue page with its charts' data": (f"/queues/{queue}/", f"SELECT * FROM pgmq.metrics('{queue}')"),
-            "queue page refresh (htmx)": ({"path": f"/queues/{queue}/",
-                                           "headers": {"HX-Request": "true", "HX-Target": "queue-live"}}, None),
+            "queue page refresh (htmx)": (
+                {"path": f"/queues/{queue}/", "headers": {"HX-Request": "true", "HX-Target": "queue-live"}},
+                None,
+            ),
             "archive history panel, 1 h": (f"/queues/{queue}/archive-history/?range=1h", None),
             "diagnostics panel": (f"/queues/{queue}/diagnostics/", None),
-            "poison panel (reads the table whole)": (f"/queues/{queue}/poison/",
-                                                     f"SELECT * FROM {table} ORDER BY read_ct DESC LIMIT 10"),
+            "poison panel (reads the table whole)": (
+                f"/queues/{queue}/poison/",
+                f"SELECT * FROM {table} ORDER BY read_ct DESC LIMIT 10",
+            ),
             "search in payloads (bounded)": (f"/queues/{queue}/messages/?q=customer77%40", None),
         }
         results = {}
@@ -193,8 +220,9 @@ class Bench:
             if baseline:
                 results[name]["baseline_sql"] = baseline
                 results[name]["baseline"] = timed(lambda baseline=baseline: self.run_sql(baseline), max(runs // 3, 5))
-                results[name]["ratio"] = round(results[name]["baseline"]["median_ms"]
-                                               / results[name]["dashboard"]["median_ms"], 1)
+                results[name]["ratio"] = round(
+                    results[name]["baseline"]["median_ms"] / results[name]["dashboard"]["median_ms"], 1
+                )
         return {"pages": results}
 
     def run_sql(self, statements: str) -> None:
@@ -207,7 +235,7 @@ class Bench:
 
     def fill(self, name: str, count: int) -> None:
         send = sql.SQL(f"""SELECT count(*) FROM pgmq.send_batch(%s,
-            ARRAY(SELECT {PAYLOAD_SQL.replace('%', '%%')} FROM generate_series(%s::bigint, %s::bigint) i))""")
+            ARRAY(SELECT {PAYLOAD_SQL.replace("%", "%%")} FROM generate_series(%s::bigint, %s::bigint) i))""")
         with psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True) as connection:
             if connection.execute("SELECT 1 FROM pgmq.meta WHERE queue_name = %s", [name]).fetchone():
                 connection.execute("SELECT pgmq.drop_queue(%s)", [name])
@@ -233,28 +261,41 @@ class Bench:
             print(f"bulk {action}: filling three queues of {count:,} messages...")
             for name in (client_ids, server_ids, by_filter):
                 self.fill(name, count)
-            batches = [(start, min(start + settings.BULK_BATCH_SIZE - 1, count))
-                       for start in range(1, count + 1, settings.BULK_BATCH_SIZE)]
+            batches = [
+                (start, min(start + settings.BULK_BATCH_SIZE - 1, count))
+                for start in range(1, count + 1, settings.BULK_BATCH_SIZE)
+            ]
             # Directly, as a program holding the ids calls pgmq: arrays of 5,000 ids as parameters...
-            with self.consumer(client_ids) as client_stalls, \
-                    psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True) as connection:
+            with (
+                self.consumer(client_ids) as client_stalls,
+                psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True) as connection,
+            ):
                 started = time.perf_counter()
                 for first, last in batches:
-                    connection.execute(f"SELECT * FROM pgmq.{action}(%s, %s::bigint[])",
-                                       [client_ids, list(range(first, last + 1))]).fetchall()
+                    connection.execute(
+                        f"SELECT * FROM pgmq.{action}(%s, %s::bigint[])", [client_ids, list(range(first, last + 1))]
+                    ).fetchall()
                 client_ids_s = time.perf_counter() - started
             # ... and with the arrays made inside PostgreSQL: no ids on the wire at all, the floor.
-            with self.consumer(server_ids), \
-                    psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True) as connection:
+            with self.consumer(server_ids), psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True) as connection:
                 started = time.perf_counter()
                 for first, last in batches:
-                    connection.execute(f"SELECT count(*) FROM pgmq.{action}(%s, ARRAY(SELECT generate_series("
-                                       "%s::bigint, %s::bigint)))", [server_ids, first, last])
+                    connection.execute(
+                        f"SELECT count(*) FROM pgmq.{action}(%s, ARRAY(SELECT generate_series("
+                        "%s::bigint, %s::bigint)))",
+                        [server_ids, first, last],
+                    )
                 server_ids_s = time.perf_counter() - started
 
             job = jobs.create(
-                user=user, queue=Queue.objects.get(queue_name=by_filter), source="live", action=action,
-                parameters={}, message_filter=MessageFilter(message_contains={"currency": "EUR"}), expected=None)
+                user=user,
+                queue=Queue.objects.get(queue_name=by_filter),
+                source="live",
+                action=action,
+                parameters={},
+                message_filter=MessageFilter(message_contains={"currency": "EUR"}),
+                expected=None,
+            )
             with self.consumer(by_filter) as job_stalls:
                 started = time.perf_counter()
                 run_pending_jobs()
@@ -262,15 +303,18 @@ class Bench:
             job.refresh_from_db()
             job_per_s = (job.affected + job.already_gone) / job_s
             results[action] = {
-                "messages": count, "job_per_s": round(job_per_s), "job_batches": job.batches,
+                "messages": count,
+                "job_per_s": round(job_per_s),
+                "job_batches": job.batches,
                 "direct_client_ids_per_s": round(count / client_ids_s),
                 "direct_server_ids_per_s": round(count / server_ids_s),
                 "ratio_to_client_ids": round(job_per_s / (count / client_ids_s), 2),
                 "ratio_to_server_ids": round(job_per_s / (count / server_ids_s), 2),
                 "taken_by_the_consumer_meanwhile": job.already_gone,
                 "slowest_consumer_call_ms": round(max(job_stalls) * 1000, 1) if job_stalls else None,
-                "slowest_consumer_call_beside_direct_calls_ms":
-                    round(max(client_stalls) * 1000, 1) if client_stalls else None,
+                "slowest_consumer_call_beside_direct_calls_ms": round(max(client_stalls) * 1000, 1)
+                if client_stalls
+                else None,
                 "job_status": job.status,
             }
             for name in (client_ids, server_ids, by_filter):
@@ -315,10 +359,15 @@ class Bench:
                 connection.execute("SELECT pgmq.send_batch(%s, array_fill('{\"n\": 1}'::jsonb, ARRAY[5]))", [name])
         try:
             results = {}
-            for label, path in (("overview, first page", "/"), ("overview, sorted by backlog", "/?sort=-backlog"),
-                                ("overview, searched", "/?q=many_09")):
+            for label, path in (
+                ("overview, first page", "/"),
+                ("overview, sorted by backlog", "/?sort=-backlog"),
+                ("overview, searched", "/?q=many_09"),
+            ):
+
                 def page(path=path):
                     assert client.get(path, secure=True).status_code == 200
+
                 results[label] = timed(page, max(runs // 3, 5))
             results["queues"] = count + len(self.bench_names)
             return results
@@ -335,9 +384,17 @@ class Bench:
             # Five tabs on the overview, five on queue pages: every 2 s the live region, every
             # 6th refresh the heavier panels, as the page's own script does.
             tabs = [("/", "overview-live", [])] * 5 + [
-                (f"/queues/{name}/", "queue-live",
-                 [f"/queues/{name}/archive-history/?range=1h", f"/queues/{name}/diagnostics/",
-                  f"/queues/{name}/poison/"]) for name in names[:5]]
+                (
+                    f"/queues/{name}/",
+                    "queue-live",
+                    [
+                        f"/queues/{name}/archive-history/?range=1h",
+                        f"/queues/{name}/diagnostics/",
+                        f"/queues/{name}/poison/",
+                    ],
+                )
+                for name in names[:5]
+            ]
             stopping = threading.Event()
             timings: list[float] = []
             errors: list[str] = []
@@ -375,7 +432,10 @@ class Bench:
         dashboard_cpu = cpu_after - cpu_before
         timings.sort()
         return {
-            "tabs": len(tabs), "seconds": round(wall, 1), "requests": len(timings), "errors": errors[:5],
+            "tabs": len(tabs),
+            "seconds": round(wall, 1),
+            "requests": len(timings),
+            "errors": errors[:5],
             "request_median_ms": round(statistics.median(timings), 1) if timings else None,
             "request_p95_ms": round(percentile(timings, 0.95), 1) if timings else None,
             "dashboard_db_cpu_seconds": round(dashboard_cpu, 2),
@@ -400,14 +460,17 @@ class Bench:
             baseline = figures.get("baseline")
             print(
                 f"{name:40} {dashboard['median_ms']:>7.1f}ms {dashboard['p95_ms']:>7.1f}ms"
-                + (f"   {baseline['median_ms']:>9.1f}ms   {figures['ratio']:>5.1f}x" if baseline else ""))
+                + (f"   {baseline['median_ms']:>9.1f}ms   {figures['ratio']:>5.1f}x" if baseline else "")
+            )
         if "many_queues" in results:
             many = results["many_queues"]
             print()
             for label, figures in many.items():
                 if isinstance(figures, dict):
-                    print(f"{label + ', ' + str(many['queues']) + ' queues':40} "
-                          f"{figures['median_ms']:>7.1f}ms {figures['p95_ms']:>7.1f}ms")
+                    print(
+                        f"{label + ', ' + str(many['queues']) + ' queues':40} "
+                        f"{figures['median_ms']:>7.1f}ms {figures['p95_ms']:>7.1f}ms"
+                    )
         for action, figures in results.get("bulk", {}).items():
             print(
                 f"bulk {action} by filter: {figures['job_per_s']:,}/s as a job; calling pgmq.{action} directly "
@@ -415,7 +478,8 @@ class Bench:
                 f"(ratio {figures['ratio_to_client_ids']:.2f}), {figures['direct_server_ids_per_s']:,}/s with the "
                 f"arrays made in PostgreSQL (ratio {figures['ratio_to_server_ids']:.2f}); slowest call of a consumer "
                 f"working the same queue meanwhile: {figures['slowest_consumer_call_ms']} ms (beside the direct "
-                f"calls: {figures['slowest_consumer_call_beside_direct_calls_ms']} ms)")
+                f"calls: {figures['slowest_consumer_call_beside_direct_calls_ms']} ms)"
+            )
         tabs = results["tabs"]
         print()
         print(
@@ -423,7 +487,8 @@ class Bench:
             f"median {tabs['request_median_ms']} ms, p95 {tabs['request_p95_ms']} ms, errors {len(tabs['errors'])}; "
             f"database CPU for the dashboard {tabs['dashboard_db_cpu_seconds']} s = "
             f"{tabs['dashboard_share_of_one_core']:.1%} of one core, {tabs['dashboard_share_of_machine']:.1%} of "
-            f"the machine's {tabs['cores']} cores")
+            f"the machine's {tabs['cores']} cores"
+        )
         print()
         print(json.dumps(results, indent=2))
 
@@ -431,15 +496,22 @@ class Bench:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m perf.bench",
-        description="Seed big queues, time every page against the obvious SQL, and measure the dashboard's database CPU.")
+        description="Seed big queues, time every page against the obvious SQL, and measure the dashboard's "
+        "database CPU.",
+    )
     parser.add_argument("--queues", type=int, default=20)
     parser.add_argument("--messages", type=int, default=500_000, help="live messages per queue; as many archived")
     parser.add_argument("--runs", type=int, default=30, help="timed runs per page")
     parser.add_argument("--tabs-seconds", type=int, default=60, help="how long the 10 refreshing tabs run")
-    parser.add_argument("--many", type=int, default=1000,
-                        help="also time the overview with this many more (small) queues; 0 to skip")
-    parser.add_argument("--bulk", type=int, default=200_000,
-                        help="messages archived and deleted by filter, against pgmq directly; 0 to skip")
+    parser.add_argument(
+        "--many", type=int, default=1000, help="also time the overview with this many more (small) queues; 0 to skip"
+    )
+    parser.add_argument(
+        "--bulk",
+        type=int,
+        default=200_000,
+        help="messages archived and deleted by filter, against pgmq directly; 0 to skip",
+    )
     parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures to this file")
     Bench().run(**vars(parser.parse_args(argv)))
 

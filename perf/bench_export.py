@@ -10,6 +10,7 @@ process, reading the stream as a client would, while a thread samples this proce
 10 ms. Prints rows, bytes, seconds, rows/s and the RSS growth over the export (peak minus the RSS
 just before it): flat memory means the 1M export grows no more than the 100k one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,13 +49,13 @@ class BenchExport:
         self.measure(client, next(iter(sizes)), "ndjson")  # warm up: imports, plans, the connection
         results = [self.measure(client, name, export_format) for name in sizes for export_format in ("csv", "ndjson")]
         print()
-        print(f"{'export':32} {'rows':>10} {'MB':>8} {'s':>7} {'rows/s':>9} {'RSS before':>11} "
-              f"{'peak growth':>12}")
+        print(f"{'export':32} {'rows':>10} {'MB':>8} {'s':>7} {'rows/s':>9} {'RSS before':>11} {'peak growth':>12}")
         for result in results:
             print(
                 f"{result['queue'] + '.' + result['format']:32} {result['rows']:>10,} "
                 f"{result['bytes'] / 1e6:>8.1f} {result['seconds']:>7.1f} {result['rows_per_s']:>9,} "
-                f"{result['rss_before_mb']:>9.1f}MB {result['rss_peak_growth_mb']:>10.1f}MB")
+                f"{result['rss_before_mb']:>9.1f}MB {result['rss_peak_growth_mb']:>10.1f}MB"
+            )
         print()
         print(json.dumps(results, indent=2))
         if json_path:
@@ -74,8 +75,9 @@ class BenchExport:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         started = time.perf_counter()
-        response = client.get(reverse(f"messages-export-{export_format}", args=[queue]) + "?source=both",
-                            secure=True)  # as behind a TLS proxy (http is redirected)
+        response = client.get(
+            reverse(f"messages-export-{export_format}", args=[queue]) + "?source=both", secure=True
+        )  # as behind a TLS proxy (http is redirected)
         assert response.status_code == 200 and response.streaming, response
         size = lines = 0
         for chunk in response.streaming_content:
@@ -86,14 +88,23 @@ class BenchExport:
         sampler.join()
         response.close()
         rows = lines - (1 if export_format == "csv" else 0)  # the CSV's header line (payloads hold no newline)
-        return {"queue": queue, "format": export_format, "rows": rows, "bytes": size, "seconds": round(seconds, 2),
-                "rows_per_s": round(rows / seconds), "rss_before_mb": round(before / 2**20, 1),
-                "rss_peak_growth_mb": round((peak - before) / 2**20, 1)}
+        return {
+            "queue": queue,
+            "format": export_format,
+            "rows": rows,
+            "bytes": size,
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(rows / seconds),
+            "rss_before_mb": round(before / 2**20, 1),
+            "rss_peak_growth_mb": round((peak - before) / 2**20, 1),
+        }
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m perf.bench_export",
-                                     description="Seed 100k and 1M messages and measure their exports' speed and memory.")
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.bench_export",
+        description="Seed 100k and 1M messages and measure their exports' speed and memory.",
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the queues' sizes (0.1: a quick run)")
     parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures to this file")
     BenchExport().run(**vars(parser.parse_args(argv)))

@@ -11,6 +11,7 @@ An export refused by its cap (429) is asked again after its Retry-After, so ever
 in the end. Prints, per endpoint, the worker's peak RSS (VmHWM) against its floor: the same
 worker's RSS once warmed up on small pages, before the readers came.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,14 @@ from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.test import Client
 
+from dashboard.static_files import collect_static
 from perf.measuring import gunicorn
 
 QUEUE = "bench_memory"
 READERS = 8
 MESSAGES_SQL = {
     "50 MB array": "SELECT pgmq.send(%s, (SELECT jsonb_agg(jsonb_build_object('id', i, 'sku', 'SKU-' || i, "
-                   "'note', repeat('n', 200))) FROM generate_series(1, 200000) i))",
+    "'note', repeat('n', 200))) FROM generate_series(1, 200000) i))",
     "40 MB string": "SELECT pgmq.send(%s, jsonb_build_object('blob', repeat('x', 40000000)))",
 }
 
@@ -61,7 +63,7 @@ def worker_of(master_pid: int) -> int:
 class BenchMemory:
     def run(self, *, json_path: Path | None) -> None:
         call_command("migrate", verbosity=0)
-        call_command("collectstatic", "--noinput", verbosity=0)
+        collect_static()
         ids = self.seed()
         cookie = self.session_cookie()
         small = f"/queues/{QUEUE}/messages/"
@@ -78,10 +80,14 @@ class BenchMemory:
             results.append({"endpoint": name, **self.measure(paths, small, cookie)})
             print(self.line(results[-1]))
         print()
-        print(f"payloads: {', '.join(MESSAGES_SQL)} (message::text {self.sizes()}), {READERS} readers "
-              f"at once per endpoint, one gunicorn worker with {settings.WORKER_THREADS} threads")
-        print(f"{'endpoint':15} {'floor':>8} {'peak':>8} {'peak/floor':>10} {'served':>7} "
-              f"{'MB sent':>8} {'429s':>5} {'seconds':>8}")
+        print(
+            f"payloads: {', '.join(MESSAGES_SQL)} (message::text {self.sizes()}), {READERS} readers "
+            f"at once per endpoint, one gunicorn worker with {settings.WORKER_THREADS} threads"
+        )
+        print(
+            f"{'endpoint':15} {'floor':>8} {'peak':>8} {'peak/floor':>10} {'served':>7} "
+            f"{'MB sent':>8} {'429s':>5} {'seconds':>8}"
+        )
         for result in results:
             print(self.line(result))
         print()
@@ -91,9 +97,11 @@ class BenchMemory:
 
     @staticmethod
     def line(result: dict) -> str:
-        return (f"{result['endpoint']:15} {result['floor_mb']:>6.0f}MB {result['peak_mb']:>6.0f}MB "
-                f"{result['peak_over_floor']:>9.2f}x {result['served']:>4}/{READERS} {result['mb_sent']:>8.0f} "
-                f"{result['refused_then_retried']:>5} {result['seconds']:>8.1f}")
+        return (
+            f"{result['endpoint']:15} {result['floor_mb']:>6.0f}MB {result['peak_mb']:>6.0f}MB "
+            f"{result['peak_over_floor']:>9.2f}x {result['served']:>4}/{READERS} {result['mb_sent']:>8.0f} "
+            f"{result['refused_then_retried']:>5} {result['seconds']:>8.1f}"
+        )
 
     def seed(self) -> list[int]:
         with psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True) as connection:
@@ -126,11 +134,16 @@ class BenchMemory:
                 answers = list(pool.map(lambda n: self.read(base, paths[n % len(paths)], cookie), range(READERS)))
             seconds = time.monotonic() - started
             peak = memory_kb(worker, "VmHWM")
-        return {"floor_mb": floor / 1024, "peak_mb": peak / 1024, "peak_over_floor": round(peak / floor, 2),
-                "served": sum(status == 200 for status, _, _ in answers),
-                "statuses": sorted({status for status, _, _ in answers}),
-                "mb_sent": sum(size for _, size, _ in answers) / 1e6,
-                "refused_then_retried": sum(retries for _, _, retries in answers), "seconds": round(seconds, 1)}
+        return {
+            "floor_mb": floor / 1024,
+            "peak_mb": peak / 1024,
+            "peak_over_floor": round(peak / floor, 2),
+            "served": sum(status == 200 for status, _, _ in answers),
+            "statuses": sorted({status for status, _, _ in answers}),
+            "mb_sent": sum(size for _, size, _ in answers) / 1e6,
+            "refused_then_retried": sum(retries for _, _, retries in answers),
+            "seconds": round(seconds, 1),
+        }
 
     @staticmethod
     def read(base: str, path: str, cookie: str) -> tuple[int, int, int]:
@@ -158,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m perf.bench_memory",
         description="Measure a worker's peak memory with 8 readers at once of each endpoint on a 50 MB and a 40 MB "
-                    "message.")
+        "message.",
+    )
     parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures to this file")
     BenchMemory().run(**vars(parser.parse_args(argv)))
 

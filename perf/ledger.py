@@ -7,6 +7,7 @@ each original msg_id to its copy's). Its one place is then the live table, the a
 consumers' log of what they deleted, the audit record of a deletion from the dashboard (which keeps
 the payloads), or away: moved with its original deleted, or requeued with its archived copy removed.
 Nothing may be purged beyond what the audit record keeps, or the ledger cannot be exact."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -33,12 +34,24 @@ class Ledger:
         return not self.problems
 
     def figures(self) -> dict:
-        return {"holds": self.holds, "msg_ids": len(self.created), "created": dict(self.origins),
-                "found": dict(self.found), "problems": self.problems[:20], "problem_count": len(self.problems)}
+        return {
+            "holds": self.holds,
+            "msg_ids": len(self.created),
+            "created": dict(self.origins),
+            "found": dict(self.found),
+            "problems": self.problems[:20],
+            "problem_count": len(self.problems),
+        }
 
 
-def check(*, queues: list[str], sent: dict[Key, Payload], consumer_deleted: dict[Key, Payload],
-          after_entry: int = 0, dashboard_sends: Iterable[tuple[str, int, Payload]] = ()) -> Ledger:
+def check(
+    *,
+    queues: list[str],
+    sent: dict[Key, Payload],
+    consumer_deleted: dict[Key, Payload],
+    after_entry: int = 0,
+    dashboard_sends: Iterable[tuple[str, int, Payload]] = (),
+) -> Ledger:
     """The ledger of `queues`, whose producers sent `sent` and whose consumers deleted
     `consumer_deleted`, from the audit records after `after_entry` and the tables as they are now.
     `dashboard_sends` are messages a user sent from the dashboard and saw the msg_id of."""
@@ -66,8 +79,9 @@ def check(*, queues: list[str], sent: dict[Key, Payload], consumer_deleted: dict
                 continue
             created[(parameters["destination"], new)] = created[original]
             origins[f"copies made by {entry.action}"] += 1
-            if ((entry.action == vocabulary.MOVE and parameters.get("original") == "delete")
-                    or (entry.action == vocabulary.REQUEUE and parameters.get("remove_archived"))):
+            if (entry.action == vocabulary.MOVE and parameters.get("original") == "delete") or (
+                entry.action == vocabulary.REQUEUE and parameters.get("remove_archived")
+            ):
                 if original in moved_away:
                     problems.append(f"{original} was moved away twice")
                 moved_away.add(original)
@@ -88,8 +102,13 @@ def check(*, queues: list[str], sent: dict[Key, Payload], consumer_deleted: dict
         for place, model in ((live, queue.live_messages), (archive, queue.archived_messages)):
             for msg_id, message, headers in model.objects.values_list("msg_id", "message", "headers"):
                 place[(queue.queue_name, msg_id)] = (message, headers)
-    places = {"live": live, "archive": archive, "deleted by a consumer": consumer_deleted,
-              "deleted from the dashboard": dashboard_deleted, "moved away": moved_away}
+    places = {
+        "live": live,
+        "archive": archive,
+        "deleted by a consumer": consumer_deleted,
+        "deleted from the dashboard": dashboard_deleted,
+        "moved away": moved_away,
+    }
     found_in: Counter[str] = Counter()
     for key, payload in created.items():
         found = [name for name, place in places.items() if key in place]

@@ -37,6 +37,7 @@ at about 60 MB and settles within 3 MB (caches filling: the per-queue model clas
 each thread's connections); 20 % (about 12 MB) is four times that, yet a leak of 10 KB per request
 (a worker serves about 1,600 a minute here) reaches it in about a minute.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,6 +70,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from psycopg.types.json import Jsonb
 
+from dashboard.static_files import collect_static
 from perf.ledger import check as check_ledger
 from perf.measuring import BASE_DIR, DASHBOARD_APPLICATION, backend_cpu, gunicorn, percentile
 from queues import vocabulary
@@ -131,12 +133,15 @@ def form_html(page: str, marker: str) -> str:
     if start < 0:
         return ""
     start = page.rfind("<form", 0, start)
-    return page[start:page.find("</form>", start)]
+    return page[start : page.find("</form>", start)]
 
 
 def hidden_fields(form: str) -> list[tuple[str, str]]:
-    return [(fields["name"], fields.get("value", "")) for fields in map(attributes, INPUT.findall(form))
-            if fields.get("type") == "hidden" and "name" in fields]
+    return [
+        (fields["name"], fields.get("value", ""))
+        for fields in map(attributes, INPUT.findall(form))
+        if fields.get("type") == "hidden" and "name" in fields
+    ]
 
 
 def csrf_token(page: str) -> str | None:
@@ -148,8 +153,10 @@ def select_options(form: str, name: str) -> list[str]:
     start = form.find(f'<select name="{name}"')
     if start < 0:
         return []
-    return [html.unescape(value) for value in
-            re.findall(r'<option value="([^"]*)"', form[start:form.find("</select>", start)])]
+    return [
+        html.unescape(value)
+        for value in re.findall(r'<option value="([^"]*)"', form[start : form.find("</select>", start)])
+    ]
 
 
 class Browser:
@@ -160,8 +167,15 @@ class Browser:
         self.cookies = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), NoRedirects)
 
-    def request(self, kind: str, path: str, *, data: list[tuple[str, str]] | None = None,
-                htmx_target: str | None = None, expect: tuple[int, ...] = (200,)) -> Answer:
+    def request(
+        self,
+        kind: str,
+        path: str,
+        *,
+        data: list[tuple[str, str]] | None = None,
+        htmx_target: str | None = None,
+        expect: tuple[int, ...] = (200,),
+    ) -> Answer:
         headers = {}
         if htmx_target is not None:
             # As htmx asks: HX-Target names the element to swap (when it has an id), and a POST
@@ -170,8 +184,9 @@ class Browser:
             if htmx_target:
                 headers["HX-Target"] = htmx_target
             if data is not None:
-                headers["X-CSRFToken"] = next((cookie.value for cookie in self.cookies
-                                               if cookie.name == settings.CSRF_COOKIE_NAME), "")
+                headers["X-CSRFToken"] = next(
+                    (cookie.value for cookie in self.cookies if cookie.name == settings.CSRF_COOKIE_NAME), ""
+                )
         body = urllib.parse.urlencode(data).encode() if data is not None else None
         request = urllib.request.Request(self.base + path, data=body, headers=headers)
         started = time.perf_counter()
@@ -182,14 +197,19 @@ class Browser:
             answer = Answer(error.code, error.read().decode(errors="replace"), error.headers.get("Location"))
         except OSError as error:
             answer = Answer(0, str(error))
-        self.requests.add(kind, request.get_method(), answer.status, (time.perf_counter() - started) * 1000,
-                          answer.status in expect)
+        self.requests.add(
+            kind, request.get_method(), answer.status, (time.perf_counter() - started) * 1000, answer.status in expect
+        )
         return answer
 
     def sign_in(self, username: str, password: str) -> bool:
         form = self.request("sign in: form", "/login/")
-        signed_in = self.request("sign in: post", "/login/", expect=(302,), data=[
-            ("csrfmiddlewaretoken", csrf_token(form.text) or ""), ("username", username), ("password", password)])
+        signed_in = self.request(
+            "sign in: post",
+            "/login/",
+            expect=(302,),
+            data=[("csrfmiddlewaretoken", csrf_token(form.text) or ""), ("username", username), ("password", password)],
+        )
         return signed_in.status == 302 and "/login/" not in (signed_in.location or "")
 
 
@@ -213,18 +233,27 @@ class Workload:
 
     def payload(self, producer: str) -> tuple[dict, dict]:
         number = next(self.sequence)
-        message = {"seq": number, "kind": random.choice(MESSAGE_KINDS), "producer": producer,
-                   "order_id": f"ord_{number:08d}", "total_cents": random.randint(100, 99_999),
-                   "note": "x" * random.randint(10, 200)}
+        message = {
+            "seq": number,
+            "kind": random.choice(MESSAGE_KINDS),
+            "producer": producer,
+            "order_id": f"ord_{number:08d}",
+            "total_cents": random.randint(100, 99_999),
+            "note": "x" * random.randint(10, 200),
+        }
         return message, {"trace_id": secrets.token_hex(8), "x-pgmq-group": f"tenant-{number % 7}"}
 
     def seed(self, queue: str, count: int, archived: int) -> None:
         """`count` messages in `queue`, the first `archived` of them archived: history to browse and requeue."""
         payloads = [self.payload("seed") for _ in range(count)]
         with psycopg.connect(self.url, autocommit=True) as connection:
-            ids = [row[0] for row in connection.execute(
-                "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
-                [queue, [Jsonb(message) for message, _ in payloads], [Jsonb(headers) for _, headers in payloads]])]
+            ids = [
+                row[0]
+                for row in connection.execute(
+                    "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
+                    [queue, [Jsonb(message) for message, _ in payloads], [Jsonb(headers) for _, headers in payloads]],
+                )
+            ]
             if archived:
                 connection.execute("SELECT count(*) FROM pgmq.archive(%s, %s::bigint[])", [queue, ids[:archived]])
         for msg_id, payload in zip(ids, payloads, strict=True):
@@ -235,8 +264,9 @@ class Workload:
             while not self.stopping.is_set():
                 queue = random.choice(WORKED_QUEUES)
                 message, headers = self.payload(f"producer-{number}")
-                msg_id = connection.execute("SELECT * FROM pgmq.send(%s, %s::jsonb, %s::jsonb)",
-                                            [queue, Jsonb(message), Jsonb(headers)]).fetchone()[0]
+                msg_id = connection.execute(
+                    "SELECT * FROM pgmq.send(%s, %s::jsonb, %s::jsonb)", [queue, Jsonb(message), Jsonb(headers)]
+                ).fetchone()[0]
                 with self.lock:
                     self.sent[(queue, msg_id)] = (message, headers)
                     self.counts["sent"] += 1
@@ -246,8 +276,9 @@ class Workload:
         with psycopg.connect(self.url, autocommit=True) as connection:
             while not self.stopping.is_set():
                 for queue in WORKED_QUEUES:
-                    rows = connection.execute("SELECT msg_id, message, headers FROM pgmq.read(%s, %s, %s)",
-                                              [queue, CONSUMER_VT_S, 5]).fetchall()
+                    rows = connection.execute(
+                        "SELECT msg_id, message, headers FROM pgmq.read(%s, %s, %s)", [queue, CONSUMER_VT_S, 5]
+                    ).fetchall()
                     for msg_id, message, headers in rows:
                         roll = random.random()
                         if roll < 0.7:
@@ -276,13 +307,17 @@ class Workload:
                 work()
             except Exception as error:  # reported as a failure of the run
                 self.errors.append(f"{type(error).__name__}: {error}")
+
         return run
 
     def start(self) -> None:
-        self.threads = [threading.Thread(target=self.guarded(lambda n=n: self.produce(n)), name=f"producer-{n}")
-                        for n in range(self.producers)]
-        self.threads += [threading.Thread(target=self.guarded(self.consume), name=f"consumer-{n}")
-                         for n in range(self.consumers)]
+        self.threads = [
+            threading.Thread(target=self.guarded(lambda n=n: self.produce(n)), name=f"producer-{n}")
+            for n in range(self.producers)
+        ]
+        self.threads += [
+            threading.Thread(target=self.guarded(self.consume), name=f"consumer-{n}") for n in range(self.consumers)
+        ]
         for thread in self.threads:
             thread.start()
 
@@ -343,7 +378,11 @@ class User:
                 self.run.problem(f"{self.username} could not sign in")
                 return
             steps: list[tuple[Callable[[], None], float]] = [
-                (self.overview, 3), (self.queue_page, 3), (self.browse, 4), (self.audit_log, 1)]
+                (self.overview, 3),
+                (self.queue_page, 3),
+                (self.browse, 4),
+                (self.audit_log, 1),
+            ]
             if self.acts:
                 steps += [(self.act, 4), (self.send, 1)]
             else:
@@ -374,19 +413,35 @@ class User:
         self.get("queue page", queue_path(queue))
         # The panels the page loads by itself, then its live region refreshing.
         self.get("queue: poison panel (htmx)", queue_path(queue, "poison"), htmx_target="queue-poison")
-        self.get("queue: archive history panel (htmx)", queue_path(queue, "archive-history") + "?range=1h",
-                 htmx_target="queue-archive")
+        self.get(
+            "queue: archive history panel (htmx)",
+            queue_path(queue, "archive-history") + "?range=1h",
+            htmx_target="queue-archive",
+        )
         self.get("queue: diagnostics panel (htmx)", queue_path(queue, "diagnostics"), htmx_target="queue-diagnostics")
         for _ in range(random.randint(0, 2)):
             self.get("queue: live refresh (htmx)", queue_path(queue), htmx_target="queue-live")
 
     def browse(self) -> None:
         queue = random.choice(ALL_QUEUES)
-        query = random.choice([
-            {}, {}, {"source": "archive"}, {"source": "both"}, {"state": "visible"}, {"state": "in_flight"},
-            {"read_ct_min": "1"}, {"sort": "-enqueued_at"}, {"sort": "read_ct"}, {"q": "message.kind:order_paid"},
-            {"message": '{"kind": "order_shipped"}'}, {"q": "headers.x-pgmq-group:tenant-3"}, {"last": "1"},
-            {"source": "archive", "sort": "-archived_at"}])
+        query = random.choice(
+            [
+                {},
+                {},
+                {"source": "archive"},
+                {"source": "both"},
+                {"state": "visible"},
+                {"state": "in_flight"},
+                {"read_ct_min": "1"},
+                {"sort": "-enqueued_at"},
+                {"sort": "read_ct"},
+                {"q": "message.kind:order_paid"},
+                {"message": '{"kind": "order_shipped"}'},
+                {"q": "headers.x-pgmq-group:tenant-3"},
+                {"last": "1"},
+                {"source": "archive", "sort": "-archived_at"},
+            ]
+        )
         path = queue_path(queue, "messages") + ("?" + urllib.parse.urlencode(query) if query else "")
         page = self.get("message list", path)
         if page.status != 200:
@@ -401,8 +456,17 @@ class User:
             self.get("message detail", html.unescape(random.choice(links)), expect=GONE_MEANWHILE)
 
     def audit_log(self) -> None:
-        query = random.choice(["", "", "?action=delete", "?action=move", f"?queue={random.choice(ALL_QUEUES)}",
-                               f"?user={self.username}", "?outcome=partial"])
+        query = random.choice(
+            [
+                "",
+                "",
+                "?action=delete",
+                "?action=move",
+                f"?queue={random.choice(ALL_QUEUES)}",
+                f"?user={self.username}",
+                "?outcome=partial",
+            ]
+        )
         page = self.get("audit log", "/audit/" + query)
         entries = re.findall(r'href="(/audit/\d+/)"', page.text)
         if entries and random.random() < 0.5:
@@ -412,13 +476,24 @@ class User:
 
     def act(self) -> None:
         action = random.choices(
-            [vocabulary.RETRY, vocabulary.DELAY, vocabulary.ARCHIVE_ACTION, vocabulary.DELETE, vocabulary.MOVE,
-             vocabulary.REQUEUE, vocabulary.DELETE_ARCHIVED], [3, 1, 3, 2, 3, 3, 1])[0]
+            [
+                vocabulary.RETRY,
+                vocabulary.DELAY,
+                vocabulary.ARCHIVE_ACTION,
+                vocabulary.DELETE,
+                vocabulary.MOVE,
+                vocabulary.REQUEUE,
+                vocabulary.DELETE_ARCHIVED,
+            ],
+            [3, 1, 3, 2, 3, 3, 1],
+        )[0]
         on_archive = action in (vocabulary.REQUEUE, vocabulary.DELETE_ARCHIVED)
         # Mostly the worked queues; sometimes the dead-letter queue: the redrive back.
         queue = random.choice(WORKED_QUEUES * 3 + [DEAD_LETTERS])
-        query = {"source": "archive" if on_archive else "live",
-                 **random.choice([{}, {}, {"state": "visible"}, {"read_ct_min": "1"}, {"sort": "msg_id"}])}
+        query = {
+            "source": "archive" if on_archive else "live",
+            **random.choice([{}, {}, {"state": "visible"}, {"read_ct_min": "1"}, {"sort": "msg_id"}]),
+        }
         page = self.get("message list", queue_path(queue, "messages") + "?" + urllib.parse.urlencode(query))
         ids = re.findall(r'<input type="checkbox" name="msg_id" value="(\d+)"', page.text)
         if page.status != 200 or not ids:
@@ -428,8 +503,12 @@ class User:
         if not fields:
             self.run.problem(f"{self.username} ({self.role}) sees no action form on {queue}")
             return
-        dialog = self.get(f"{action}: dialog (htmx)", queue_path(queue, "act"), htmx_target="action-dialog-content",
-                          data=[*fields, ("action", action), *(("msg_id", msg_id) for msg_id in chosen)])
+        dialog = self.get(
+            f"{action}: dialog (htmx)",
+            queue_path(queue, "act"),
+            htmx_target="action-dialog-content",
+            data=[*fields, ("action", action), *(("msg_id", msg_id) for msg_id in chosen)],
+        )
         if dialog.status == 200:
             self.confirm(action, queue, dialog.text)
 
@@ -470,20 +549,32 @@ class User:
             answers = [self.get(f"{action}: confirm (htmx)", path, htmx_target="", data=fields)]
         results = [answer for answer in answers if 'data-dialog-stage="result"' in answer.text]
         if len(results) != 1:
-            self.run.problem(f"{action} on {queue}: {len(results)} results for one confirmation "
-                             f"(statuses {[answer.status for answer in answers]})")
+            self.run.problem(
+                f"{action} on {queue}: {len(results)} results for one confirmation "
+                f"(statuses {[answer.status for answer in answers]})"
+            )
         for result in results:
-            counts = {name: int(value.replace(",", "")) for name, value in
-                      re.findall(r"data-result-(affected|gone|skipped)>([\d,]+)<", result.text)}
-            self.run.tally(action, confirmed=1, affected=counts.get("affected", 0), already_gone=counts.get("gone", 0),
-                           skipped=counts.get("skipped", 0))
+            counts = {
+                name: int(value.replace(",", ""))
+                for name, value in re.findall(r"data-result-(affected|gone|skipped)>([\d,]+)<", result.text)
+            }
+            self.run.tally(
+                action,
+                confirmed=1,
+                affected=counts.get("affected", 0),
+                already_gone=counts.get("gone", 0),
+                skipped=counts.get("skipped", 0),
+            )
 
     def confirm_twice_at_once(self, action: str, path: str, fields: list[tuple[str, str]]) -> list[Answer]:
         answers: list[Answer] = []
 
         def send() -> None:
-            answers.append(self.get(f"{action}: confirmation sent twice (htmx)", path, htmx_target="", data=fields,
-                                    expect=(200, 409)))
+            answers.append(
+                self.get(
+                    f"{action}: confirmation sent twice (htmx)", path, htmx_target="", data=fields, expect=(200, 409)
+                )
+            )
 
         twice = [threading.Thread(target=send) for _ in range(2)]
         for thread in twice:
@@ -500,12 +591,26 @@ class User:
         token = re.search(r'name="request_token" value="([^"]+)"', form.text)
         if form.status != 200 or not token:
             return
-        message = {"kind": "dashboard_send", "by": self.username, "nonce": secrets.token_hex(6),
-                   "amount": {"cents": random.randint(1, 10**6), "currency": "EUR"}, "tags": ["load", "test"]}
+        message = {
+            "kind": "dashboard_send",
+            "by": self.username,
+            "nonce": secrets.token_hex(6),
+            "amount": {"cents": random.randint(1, 10**6), "currency": "EUR"},
+            "tags": ["load", "test"],
+        }
         headers = {"sent_from": "dashboard", "trace_id": secrets.token_hex(8)}
-        sent = self.get("send: post", queue_path(queue, "send"), expect=(302,), data=[
-            ("csrfmiddlewaretoken", csrf_token(form.text) or ""), ("request_token", token.group(1)),
-            ("message", json.dumps(message, indent=2)), ("headers", json.dumps(headers)), ("delay_s", "0")])
+        sent = self.get(
+            "send: post",
+            queue_path(queue, "send"),
+            expect=(302,),
+            data=[
+                ("csrfmiddlewaretoken", csrf_token(form.text) or ""),
+                ("request_token", token.group(1)),
+                ("message", json.dumps(message, indent=2)),
+                ("headers", json.dumps(headers)),
+                ("delay_s", "0"),
+            ],
+        )
         new_id = re.search(r"/messages/(\d+)/$", sent.location or "")
         if sent.status != 302 or not new_id:
             return
@@ -519,17 +624,25 @@ class User:
         queue = WORKED_QUEUES[0]
         query = urllib.parse.urlencode({"source": "live", "message": '{"kind": "bulk"}'})
         page = self.get("message list", queue_path(queue, "messages") + "?" + query)
-        fields = [(name, value) for name, value in hidden_fields(form_html(page.text, 'id="action-form"'))
-                  if name != "scope"]
-        dialog = self.get("move by filter: dialog (htmx)", queue_path(queue, "act"),
-                          htmx_target="action-dialog-content",
-                          data=[*fields, ("scope", "matching"), ("action", vocabulary.MOVE)])
+        fields = [
+            (name, value) for name, value in hidden_fields(form_html(page.text, 'id="action-form"')) if name != "scope"
+        ]
+        dialog = self.get(
+            "move by filter: dialog (htmx)",
+            queue_path(queue, "act"),
+            htmx_target="action-dialog-content",
+            data=[*fields, ("scope", "matching"), ("action", vocabulary.MOVE)],
+        )
         confirm = hidden_fields(form_html(dialog.text, 'class="confirm-form"'))
         if not confirm:
             self.run.problem(f"the job's dialog has no confirmation form (status {dialog.status})")
             return
-        started = self.get("move by filter: confirm (htmx)", queue_path(queue, "act"), htmx_target="", data=[
-            *confirm, ("destination", DEAD_LETTERS), ("original", "archive")])
+        started = self.get(
+            "move by filter: confirm (htmx)",
+            queue_path(queue, "act"),
+            htmx_target="",
+            data=[*confirm, ("destination", DEAD_LETTERS), ("original", "archive")],
+        )
         job = re.search(r'href="/jobs/(\d+)/"', started.text)
         if not job:
             self.run.problem(f"confirming the job started none (status {started.status})")
@@ -548,9 +661,19 @@ class User:
         page = self.get("message list", queue_path(queue, "messages"))
         ids = re.findall(r'data-msg-id="(\d+)"', page.text)
         if page.status == 200 and ids:
-            self.get("viewer acts: refused (htmx)", queue_path(queue, "act"), htmx_target="action-dialog-content",
-                     expect=(403,), data=[("csrfmiddlewaretoken", csrf_token(page.text) or ""), ("source", "live"),
-                                          ("scope", "selected"), ("action", vocabulary.DELETE), ("msg_id", ids[0])])
+            self.get(
+                "viewer acts: refused (htmx)",
+                queue_path(queue, "act"),
+                htmx_target="action-dialog-content",
+                expect=(403,),
+                data=[
+                    ("csrfmiddlewaretoken", csrf_token(page.text) or ""),
+                    ("source", "live"),
+                    ("scope", "selected"),
+                    ("action", vocabulary.DELETE),
+                    ("msg_id", ids[0]),
+                ],
+            )
 
 
 # Memory of gunicorn's workers
@@ -594,8 +717,12 @@ class Watch:
         self.thread = threading.Thread(target=self.watch, name="watch", daemon=True)
 
     def sample_memory(self) -> None:
-        self.samples.append({"at_s": round(time.monotonic() - self.run.started, 1),
-                             "rss_mb": {pid: rss_mb(pid) for pid in gunicorn_workers(self.master)}})
+        self.samples.append(
+            {
+                "at_s": round(time.monotonic() - self.run.started, 1),
+                "rss_mb": {pid: rss_mb(pid) for pid in gunicorn_workers(self.master)},
+            }
+        )
 
     def sample_cpu(self, connection: psycopg.Connection) -> None:
         backends = backend_cpu(connection)
@@ -604,8 +731,11 @@ class Watch:
         self.cpu_seen.update(backends)
 
     def dashboard_cpu_seconds(self) -> float:
-        return sum(seconds - (self.cpu_at_start or {}).get(pid, 0) for pid, (application, seconds)
-                   in self.cpu_seen.items() if application == DASHBOARD_APPLICATION)
+        return sum(
+            seconds - (self.cpu_at_start or {}).get(pid, 0)
+            for pid, (application, seconds) in self.cpu_seen.items()
+            if application == DASHBOARD_APPLICATION
+        )
 
     def watch(self) -> None:
         memory_due = self.run.warm_at
@@ -626,11 +756,25 @@ class Watch:
 
 
 class LoadTest:
-    def run(self, *, seconds: float, users: int, workers: int, warmup: float, think: float, rate: float,
-            messages: int, sample_every: float, max_rss_growth_percent: float, jobs: bool, keep_queues: bool,
-            log: Path, json_path: Path | None) -> None:
+    def run(
+        self,
+        *,
+        seconds: float,
+        users: int,
+        workers: int,
+        warmup: float,
+        think: float,
+        rate: float,
+        messages: int,
+        sample_every: float,
+        max_rss_growth_percent: float,
+        jobs: bool,
+        keep_queues: bool,
+        log: Path,
+        json_path: Path | None,
+    ) -> None:
         call_command("migrate", verbosity=0)
-        call_command("collectstatic", "--noinput", verbosity=0)
+        collect_static()
         url = settings.PGMQ_DATABASE_URL
         workload = Workload(url, producers=2, consumers=2, rate=rate)
         self.create_queues(workload, messages)
@@ -638,8 +782,10 @@ class LoadTest:
         first_entry = AuditEntry.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
         log.parent.mkdir(parents=True, exist_ok=True)
         threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-        print(f"load: {users} users, {workers} gunicorn workers x {threads} threads, producers at "
-              f"{rate:g} messages/s, for {seconds:g} s (warm-up {warmup:g} s); server log: {log}")
+        print(
+            f"load: {users} users, {workers} gunicorn workers x {threads} threads, producers at "
+            f"{rate:g} messages/s, for {seconds:g} s (warm-up {warmup:g} s); server log: {log}"
+        )
         with open(log, "w") as log_file:
             helpers = self.start_helpers(log_file, jobs)
             try:
@@ -649,8 +795,10 @@ class LoadTest:
                     watch.thread.start()
                     workload.start()
                     # Daemons: should this thread fail, they do not keep the load test alive.
-                    people = [threading.Thread(target=User(run, username, role, password), name=username, daemon=True)
-                              for username, role, password in logins]
+                    people = [
+                        threading.Thread(target=User(run, username, role, password), name=username, daemon=True)
+                        for username, role, password in logins
+                    ]
                     for thread in people:
                         thread.start()
                     run.stopping.wait(seconds)
@@ -666,21 +814,39 @@ class LoadTest:
                     helper.terminate()
                     helper.wait(timeout=30)
         results = {
-            "setup": {"users": users, "roles": dict(Counter(role for _, role, _ in logins)), "workers": workers,
-                      "threads_per_worker": threads, "seconds": round(wall, 1),
-                      "warmup_s": warmup, "think_s": think, "producer_rate_per_s": rate,
-                      "messages_per_queue_at_start": messages, "job_runner": jobs, "cores": os.cpu_count(),
-                      "postgresql": self.scalar(url, "SHOW server_version"),
-                      "date": datetime.now(UTC).date().isoformat()},
+            "setup": {
+                "users": users,
+                "roles": dict(Counter(role for _, role, _ in logins)),
+                "workers": workers,
+                "threads_per_worker": threads,
+                "seconds": round(wall, 1),
+                "warmup_s": warmup,
+                "think_s": think,
+                "producer_rate_per_s": rate,
+                "messages_per_queue_at_start": messages,
+                "job_runner": jobs,
+                "cores": os.cpu_count(),
+                "postgresql": self.scalar(url, "SHOW server_version"),
+                "date": datetime.now(UTC).date().isoformat(),
+            },
             "requests": self.request_figures(run.requests, wall),
             "actions": {action: dict(counts) for action, counts in sorted(run.actions.items())},
-            "job": job, "workload": dict(workload.counts), "workload_errors": workload.errors,
+            "job": job,
+            "workload": dict(workload.counts),
+            "workload_errors": workload.errors,
             "problems": run.problems,
-            "ledger": check_ledger(queues=ALL_QUEUES, sent=workload.sent, consumer_deleted=workload.consumer_deleted,
-                                   after_entry=first_entry, dashboard_sends=run.user_sends).figures(),
+            "ledger": check_ledger(
+                queues=ALL_QUEUES,
+                sent=workload.sent,
+                consumer_deleted=workload.consumer_deleted,
+                after_entry=first_entry,
+                dashboard_sends=run.user_sends,
+            ).figures(),
             "memory": self.memory_figures(watch.samples, max_rss_growth_percent),
-            "database_cpu": {"dashboard_seconds": round(watch.dashboard_cpu_seconds(), 2),
-                             "dashboard_share_of_one_core": round(watch.dashboard_cpu_seconds() / wall, 4)},
+            "database_cpu": {
+                "dashboard_seconds": round(watch.dashboard_cpu_seconds(), 2),
+                "dashboard_share_of_one_core": round(watch.dashboard_cpu_seconds() / wall, 4),
+            },
         }
         # The logins go (their records stay in the audit log); the queues too, unless asked.
         get_user_model().objects.filter(username__in=[username for username, _, _ in logins]).delete()
@@ -732,8 +898,12 @@ class LoadTest:
     def start_helpers(self, log: IO, jobs: bool) -> list[subprocess.Popen]:
         """The sampler, and the job runner unless --no-jobs: as `make run` starts them."""
         commands = [["sample_metrics"], *([["run_jobs", "--poll", "0.5"]] if jobs else [])]
-        return [subprocess.Popen([sys.executable, "manage.py", *command], cwd=BASE_DIR, stdout=log,
-                                 stderr=subprocess.STDOUT) for command in commands]
+        return [
+            subprocess.Popen(
+                [sys.executable, "manage.py", *command], cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT
+            )
+            for command in commands
+        ]
 
     def wait_for_job(self, job_id: int | None) -> dict | None:
         """The bulk job's end (it may still be on its last batch when the users stop)."""
@@ -743,9 +913,16 @@ class LoadTest:
         while True:
             job = BulkJob.objects.get(pk=job_id)
             if job.finished or time.monotonic() > deadline:
-                return {"id": job.pk, "action": job.action, "status": job.status, "affected": job.affected,
-                        "already_gone": job.already_gone, "skipped": job.skipped, "batches": job.batches,
-                        "error": job.error}
+                return {
+                    "id": job.pk,
+                    "action": job.action,
+                    "status": job.status,
+                    "affected": job.affected,
+                    "already_gone": job.already_gone,
+                    "skipped": job.skipped,
+                    "batches": job.batches,
+                    "error": job.error,
+                }
             time.sleep(0.5)
 
     # Figures
@@ -757,19 +934,25 @@ class LoadTest:
         groups: dict[str, list[tuple[int, float, bool]]] = defaultdict(list)
         for kind, method, status, ms, expected in requests.rows:
             by_kind[kind].append((status, ms, expected))
-            group = ("signing in" if kind.startswith("sign in")
-                     else "reading (GET)" if method == "GET" else "acting (POST)")
+            group = (
+                "signing in" if kind.startswith("sign in") else "reading (GET)" if method == "GET" else "acting (POST)"
+            )
             groups[group].append((status, ms, expected))
 
         def figures(rows: list[tuple[int, float, bool]]) -> dict:
             times = sorted(ms for _, ms, _ in rows)
-            return {"requests": len(rows), "p50_ms": round(statistics.median(times), 1),
-                    "p95_ms": round(percentile(times, 0.95), 1), "max_ms": round(times[-1], 1),
-                    "statuses": dict(sorted(Counter(status for status, _, _ in rows).items()))}
+            return {
+                "requests": len(rows),
+                "p50_ms": round(statistics.median(times), 1),
+                "p95_ms": round(percentile(times, 0.95), 1),
+                "max_ms": round(times[-1], 1),
+                "statuses": dict(sorted(Counter(status for status, _, _ in rows).items())),
+            }
 
         everything = [row for rows in by_kind.values() for row in rows]
-        unexpected = Counter(f"{status} {kind}" for kind, rows in by_kind.items() for status, _, expected in rows
-                             if not expected)
+        unexpected = Counter(
+            f"{status} {kind}" for kind, rows in by_kind.items() for status, _, expected in rows if not expected
+        )
         return {
             "kinds": {kind: figures(rows) for kind, rows in sorted(by_kind.items())},
             "groups": {group: figures(rows) for group, rows in sorted(groups.items())},
@@ -786,13 +969,19 @@ class LoadTest:
             series = [sample["rss_mb"].get(pid) for sample in samples]
             end = last.get(pid)
             workers[str(pid)] = {
-                "after_warmup_mb": start, "end_mb": end,
+                "after_warmup_mb": start,
+                "end_mb": end,
                 "max_mb": max((value for value in series if value is not None), default=None),
                 "growth_mb": round(end - start, 1) if end is not None and start is not None else None,
                 "growth_percent": round(100 * (end - start) / start, 1) if end and start else None,
-                "samples_mb": series}
-        return {"workers": workers, "replaced": sorted(set(last) ^ set(first)), "bound_percent": bound_percent,
-                "sample_times_s": [sample["at_s"] for sample in samples]}
+                "samples_mb": series,
+            }
+        return {
+            "workers": workers,
+            "replaced": sorted(set(last) ^ set(first)),
+            "bound_percent": bound_percent,
+            "sample_times_s": [sample["at_s"] for sample in samples],
+        }
 
     def failures(self, results: dict) -> list[str]:
         requests, memory = results["requests"], results["memory"]
@@ -801,8 +990,7 @@ class LoadTest:
             failures.append(f"{requests['server_errors']} answers were 5xx")
         if requests["no_answer"]:
             failures.append(f"{requests['no_answer']} requests got no answer")
-        unexpected = sum(count for key, count in requests["unexpected"].items()
-                         if not key.startswith(("0 ", "5")))
+        unexpected = sum(count for key, count in requests["unexpected"].items() if not key.startswith(("0 ", "5")))
         if unexpected:
             failures.append(f"{unexpected} answers were not what the step expects")
         if results["problems"]:
@@ -815,11 +1003,16 @@ class LoadTest:
             failures.append(f"the bulk job ended {results['job']['status']}")
         if memory["replaced"]:
             failures.append("gunicorn replaced a worker (a timeout or a crash)")
-        grown = [pid for pid, worker in memory["workers"].items()
-                 if worker["growth_percent"] is not None and worker["growth_percent"] > memory["bound_percent"]]
+        grown = [
+            pid
+            for pid, worker in memory["workers"].items()
+            if worker["growth_percent"] is not None and worker["growth_percent"] > memory["bound_percent"]
+        ]
         if grown:
-            failures.append(f"the RSS of worker {', '.join(grown)} grew by more than {memory['bound_percent']:g} % "
-                            "after the warm-up")
+            failures.append(
+                f"the RSS of worker {', '.join(grown)} grew by more than {memory['bound_percent']:g} % "
+                "after the warm-up"
+            )
         return failures
 
     # Report
@@ -828,9 +1021,11 @@ class LoadTest:
         setup, requests = results["setup"], results["requests"]
         write = print
         write()
-        write(f"{setup['users']} users ({', '.join(f'{n} {role}s' for role, n in setup['roles'].items())}) for "
-              f"{setup['seconds']} s against gunicorn with {setup['workers']} workers x {setup['threads_per_worker']} "
-              f"threads, PostgreSQL {setup['postgresql']}, {setup['cores']} cores, {setup['date']}")
+        write(
+            f"{setup['users']} users ({', '.join(f'{n} {role}s' for role, n in setup['roles'].items())}) for "
+            f"{setup['seconds']} s against gunicorn with {setup['workers']} workers x {setup['threads_per_worker']} "
+            f"threads, PostgreSQL {setup['postgresql']}, {setup['cores']} cores, {setup['date']}"
+        )
         write()
         write(f"{'request':46} {'count':>6} {'p50':>9} {'p95':>9} {'max':>9}   statuses")
         rows = [*requests["kinds"].items(), None, *requests["groups"].items(), ("all", requests["all"])]
@@ -840,48 +1035,68 @@ class LoadTest:
                 continue
             kind, figures = row
             statuses = " ".join(f"{status}x{count}" for status, count in figures["statuses"].items())
-            write(f"{kind:46} {figures['requests']:>6} {figures['p50_ms']:>7.1f}ms {figures['p95_ms']:>7.1f}ms "
-                  f"{figures['max_ms']:>7.1f}ms   {statuses}")
-        write(f"{requests['all']['requests']} requests, {requests['all']['per_second']}/s; 5xx: "
-              f"{requests['server_errors']}; no answer: {requests['no_answer']}; not what the step expects: "
-              + (", ".join(f"{key} x{count}" for key, count in requests["unexpected"].items()) or "none"))
+            write(
+                f"{kind:46} {figures['requests']:>6} {figures['p50_ms']:>7.1f}ms {figures['p95_ms']:>7.1f}ms "
+                f"{figures['max_ms']:>7.1f}ms   {statuses}"
+            )
+        write(
+            f"{requests['all']['requests']} requests, {requests['all']['per_second']}/s; 5xx: "
+            f"{requests['server_errors']}; no answer: {requests['no_answer']}; not what the step expects: "
+            + (", ".join(f"{key} x{count}" for key, count in requests["unexpected"].items()) or "none")
+        )
         write()
         for action, counts in results["actions"].items():
             write(f"{action:32} " + ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in counts.items()))
         if results["job"]:
             job = results["job"]
-            write(f"{'job ' + str(job['id']) + ' (' + job['action'] + ' by filter)':32} {job['status']}: affected "
-                  f"{job['affected']}, already gone {job['already_gone']}, skipped {job['skipped']}, "
-                  f"{job['batches']} batches {job['error']}")
+            write(
+                f"{'job ' + str(job['id']) + ' (' + job['action'] + ' by filter)':32} {job['status']}: affected "
+                f"{job['affected']}, already gone {job['already_gone']}, skipped {job['skipped']}, "
+                f"{job['batches']} batches {job['error']}"
+            )
         workload = results["workload"]
-        write(f"{'producers and consumers':32} "
-              + ", ".join(f"{name} {count}" for name, count in sorted(workload.items()))
-              + (f"; errors: {results['workload_errors']}" if results["workload_errors"] else ""))
+        write(
+            f"{'producers and consumers':32} "
+            + ", ".join(f"{name} {count}" for name, count in sorted(workload.items()))
+            + (f"; errors: {results['workload_errors']}" if results["workload_errors"] else "")
+        )
         for problem in results["problems"]:
             write(f"problem: {problem}")
         write()
         ledger = results["ledger"]
-        write(f"ledger: {'holds' if ledger['holds'] else 'DOES NOT HOLD'}: {ledger['msg_ids']} msg_ids ("
-              + ", ".join(f"{name} {count}" for name, count in ledger["created"].items()) + "), each exactly once: "
-              + ", ".join(f"{name} {count}" for name, count in ledger["found"].items())
-              + ("; message and headers unchanged" if ledger["holds"] else f"; {ledger['problem_count']} problems"))
+        write(
+            f"ledger: {'holds' if ledger['holds'] else 'DOES NOT HOLD'}: {ledger['msg_ids']} msg_ids ("
+            + ", ".join(f"{name} {count}" for name, count in ledger["created"].items())
+            + "), each exactly once: "
+            + ", ".join(f"{name} {count}" for name, count in ledger["found"].items())
+            + ("; message and headers unchanged" if ledger["holds"] else f"; {ledger['problem_count']} problems")
+        )
         for problem in ledger["problems"]:
             write(f"  {problem}")
         memory = results["memory"]
         write()
         times = memory["sample_times_s"]
-        write(f"gunicorn worker RSS (VmRSS), {len(times)} samples from {times[0]:g} s (the warm-up's end) to "
-              f"{times[-1]:g} s; bound: +{memory['bound_percent']:g} % after the warm-up:")
+        write(
+            f"gunicorn worker RSS (VmRSS), {len(times)} samples from {times[0]:g} s (the warm-up's end) to "
+            f"{times[-1]:g} s; bound: +{memory['bound_percent']:g} % after the warm-up:"
+        )
         for pid, worker in memory["workers"].items():
-            growth = (f"{worker['growth_mb']:+} MB, {worker['growth_percent']:+}%" if worker["growth_mb"] is not None
-                      else "gone")
-            write(f"  worker {pid}: {worker['after_warmup_mb']} -> {worker['end_mb']} MB ({growth}), "
-                  f"max {worker['max_mb']} MB; samples {' '.join(str(value) for value in worker['samples_mb'])}")
+            growth = (
+                f"{worker['growth_mb']:+} MB, {worker['growth_percent']:+}%"
+                if worker["growth_mb"] is not None
+                else "gone"
+            )
+            write(
+                f"  worker {pid}: {worker['after_warmup_mb']} -> {worker['end_mb']} MB ({growth}), "
+                f"max {worker['max_mb']} MB; samples {' '.join(str(value) for value in worker['samples_mb'])}"
+            )
         if memory["replaced"]:
             write(f"  workers replaced meanwhile: {memory['replaced']}")
         cpu = results["database_cpu"]
-        write(f"database CPU for the dashboard (web, job runner, sampler): {cpu['dashboard_seconds']} s = "
-              f"{cpu['dashboard_share_of_one_core']:.1%} of one core")
+        write(
+            f"database CPU for the dashboard (web, job runner, sampler): {cpu['dashboard_seconds']} s = "
+            f"{cpu['dashboard_share_of_one_core']:.1%} of one core"
+        )
         write()
         write("PASSED" if not results["failures"] else "FAILED: " + "; ".join(results["failures"]))
 
@@ -890,24 +1105,37 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m perf.loadtest",
         description="Drive producers, consumers and 20 dashboard users against gunicorn for a bounded time; report "
-                    "statuses, page times, the message ledger and the workers' memory.")
+        "statuses, page times, the message ledger and the workers' memory.",
+    )
     parser.add_argument("--seconds", type=float, default=60, help="how long the load runs, warm-up included")
     parser.add_argument("--users", type=int, default=20, help="people at the dashboard at once")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")),
-                        help="gunicorn worker processes (default: WEB_CONCURRENCY, else 2, as deployed)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WEB_CONCURRENCY", "2")),
+        help="gunicorn worker processes (default: WEB_CONCURRENCY, else 2, as deployed)",
+    )
     parser.add_argument("--warmup", type=float, default=10, help="seconds before the first memory sample")
     parser.add_argument("--think", type=float, default=1.0, help="a user's mean pause between steps, in seconds")
     parser.add_argument("--rate", type=float, default=40, help="messages per second the producers send, together")
-    parser.add_argument("--messages", type=int, default=2000,
-                        help="messages in each queue at the start (a quarter of them archived)")
+    parser.add_argument(
+        "--messages", type=int, default=2000, help="messages in each queue at the start (a quarter of them archived)"
+    )
     parser.add_argument("--sample-every", type=float, default=5, help="seconds between memory samples")
-    parser.add_argument("--max-rss-growth-percent", type=float, default=20,
-                        help="a worker whose RSS grows by more than this after the warm-up fails the run")
-    parser.add_argument("--no-jobs", action="store_false", dest="jobs",
-                        help="no job runner and no action by filter")
+    parser.add_argument(
+        "--max-rss-growth-percent",
+        type=float,
+        default=20,
+        help="a worker whose RSS grows by more than this after the warm-up fails the run",
+    )
+    parser.add_argument("--no-jobs", action="store_false", dest="jobs", help="no job runner and no action by filter")
     parser.add_argument("--keep-queues", action="store_true", help="leave the loadtest-* queues for a look")
-    parser.add_argument("--log", type=Path, default=BASE_DIR / "var" / "loadtest-server.log",
-                        help="where gunicorn, the job runner and the sampler write")
+    parser.add_argument(
+        "--log",
+        type=Path,
+        default=BASE_DIR / "var" / "loadtest-server.log",
+        help="where gunicorn, the job runner and the sampler write",
+    )
     parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures to this file")
     options = parser.parse_args(argv)
     if options.warmup >= options.seconds:

@@ -1,5 +1,6 @@
 """What the benchmarks (perf/bench.py, bench_memory.py) and the load test (perf/loadtest.py) share:
 the dashboard under a gunicorn of their own, percentiles, and the database's CPU per client."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn(*, workers: int, log: IO | None = None, environment: dict[str, str] | None = None,
-             ) -> Iterator[tuple[str, subprocess.Popen]]:
+def gunicorn(
+    *,
+    workers: int,
+    log: IO | None = None,
+    environment: dict[str, str] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """The dashboard served as in production (dashboard/gunicorn.conf.py, `workers` processes) on
     plain http at 127.0.0.1, against the databases of this process's environment. Yields the base
     URL once /healthz answers, and the master process; stops it after the block."""
@@ -41,9 +46,22 @@ def gunicorn(*, workers: int, log: IO | None = None, environment: dict[str, str]
     # Plain http: secure cookies and the redirect to https would lock every client out.
     environment = {**os.environ, "WEB_CONCURRENCY": str(workers), "DASHBOARD_HTTPS": "0", **(environment or {})}
     output = log if log is not None else subprocess.DEVNULL
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "dashboard/gunicorn.conf.py",
-                               "--bind", f"127.0.0.1:{port}", "dashboard.wsgi"], cwd=BASE_DIR, env=environment,
-                              stdout=output, stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "dashboard/gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "dashboard.wsgi",
+        ],
+        cwd=BASE_DIR,
+        env=environment,
+        stdout=output,
+        stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -90,5 +108,7 @@ def database_cpu(url: str) -> tuple[float, float]:
     """
     with psycopg.connect(url, autocommit=True) as connection:
         backends = backend_cpu(connection)
-    return (sum(seconds for application, seconds in backends.values() if application == DASHBOARD_APPLICATION),
-            sum(seconds for _, seconds in backends.values()))
+    return (
+        sum(seconds for application, seconds in backends.values() if application == DASHBOARD_APPLICATION),
+        sum(seconds for _, seconds in backends.values()),
+    )

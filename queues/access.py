@@ -8,6 +8,7 @@ never a permission on the dashboard's own tables (users, groups, tokens, the aud
 sign-in attempts), whatever was given to it by hand. A user whose only groups are scoped to other
 databases does not see this one at all.
 """
+
 from __future__ import annotations
 
 from django.contrib.auth.backends import ModelBackend
@@ -58,8 +59,10 @@ class DatabaseScopedPermissions:
     def _get_group_permissions(self, user_obj: AbstractBaseUser) -> QuerySet[Permission]:
         plain = user_obj.groups.exclude(name__contains=SCOPE_SEPARATOR)
         scoped = user_obj.groups.filter(name__startswith=watched_name() + SCOPE_SEPARATOR)
-        return Permission.objects.filter(Q(group__in=plain) | Q(group__in=scoped, content_type__app_label="queues",
-                                                               codename__in=DATABASE_PERMISSIONS)).distinct()
+        return Permission.objects.filter(
+            Q(group__in=plain)
+            | Q(group__in=scoped, content_type__app_label="queues", codename__in=DATABASE_PERMISSIONS)
+        ).distinct()
 
     def get_all_permissions(self, user_obj: AbstractBaseUser, obj: object = None) -> set[str]:
         if not user_obj.is_active or user_obj.is_anonymous or obj is not None:

@@ -7,6 +7,7 @@ Such a record belongs to no watched database (`database` and `queue_name` empty)
 audit log of every one. Who made the change comes from the request being served (ActingUserMiddleware),
 else it is "(command line)".
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -60,9 +61,17 @@ def _write(action: str, subject: dict, changes: dict) -> None:
     actor = _actor.get()
     signed_in = actor is not None and actor.is_authenticated
     AuditEntry.objects.create(
-        user_id=actor.pk if signed_in else None, username=actor.get_username() if signed_in else NOBODY,
-        action=action, database="", queue_name="", target=subject, requested=1, affected=1,
-        outcome=AuditEntry.DONE, details={"changes": changes})
+        user_id=actor.pk if signed_in else None,
+        username=actor.get_username() if signed_in else NOBODY,
+        action=action,
+        database="",
+        queue_name="",
+        target=subject,
+        requested=1,
+        affected=1,
+        outcome=AuditEntry.DONE,
+        details={"changes": changes},
+    )
 
 
 def record(action: str, subject: dict, changes: dict) -> None:
@@ -84,15 +93,18 @@ def account(user: AbstractBaseUser) -> dict:
 def _names(relation) -> list[str]:
     if relation.model is Group:
         return sorted(relation.values_list("name", flat=True))
-    return sorted(f"{app_label}.{codename}"
-                  for app_label, codename in relation.values_list("content_type__app_label", "codename"))
+    return sorted(
+        f"{app_label}.{codename}" for app_label, codename in relation.values_list("content_type__app_label", "codename")
+    )
 
 
 # Accounts: flags and password compared with what the database held before the save.
 
+
 def _remember_before(sender, instance: User, **kwargs) -> None:
-    instance._audit_before = (User.objects.filter(pk=instance.pk).values(*FLAGS, "password").first()
-                              if instance.pk else None)
+    instance._audit_before = (
+        User.objects.filter(pk=instance.pk).values(*FLAGS, "password").first() if instance.pk else None
+    )
 
 
 def _record_saved(sender, instance: User, created: bool, **kwargs) -> None:
@@ -102,7 +114,9 @@ def _record_saved(sender, instance: User, created: bool, **kwargs) -> None:
     before = getattr(instance, "_audit_before", None)
     if before is None:
         return
-    changes = {flag: (before[flag], getattr(instance, flag)) for flag in FLAGS if before[flag] != getattr(instance, flag)}
+    changes = {
+        flag: (before[flag], getattr(instance, flag)) for flag in FLAGS if before[flag] != getattr(instance, flag)
+    }
     if before["password"] != instance.password:
         changes["password"] = ("(set)", "(changed)")  # never the hash
     if changes:
@@ -114,6 +128,7 @@ def _record_deleted(sender, instance: User, **kwargs) -> None:
 
 
 # Groups of an account, permissions of an account or of a group: the whole set before and after.
+
 
 def _record_relation(field: str, action_for: Callable[[object], tuple[str, dict]]):
     def changed(sender, instance, action: str, reverse: bool, model, pk_set, **kwargs) -> None:
@@ -168,9 +183,21 @@ def connect() -> None:
     pre_save.connect(_remember_before, sender=User, dispatch_uid="audit-account-before")
     post_save.connect(_record_saved, sender=User, dispatch_uid="audit-account-saved")
     post_delete.connect(_record_deleted, sender=User, dispatch_uid="audit-account-deleted")
-    m2m_changed.connect(_record_relation("groups", _account_subject), sender=User.groups.through,
-                        dispatch_uid="audit-account-groups", weak=False)
-    m2m_changed.connect(_record_relation("user_permissions", _account_subject), sender=User.user_permissions.through,
-                        dispatch_uid="audit-account-permissions", weak=False)
-    m2m_changed.connect(_record_relation("permissions", _group_subject), sender=Group.permissions.through,
-                        dispatch_uid="audit-group-permissions", weak=False)
+    m2m_changed.connect(
+        _record_relation("groups", _account_subject),
+        sender=User.groups.through,
+        dispatch_uid="audit-account-groups",
+        weak=False,
+    )
+    m2m_changed.connect(
+        _record_relation("user_permissions", _account_subject),
+        sender=User.user_permissions.through,
+        dispatch_uid="audit-account-permissions",
+        weak=False,
+    )
+    m2m_changed.connect(
+        _record_relation("permissions", _group_subject),
+        sender=Group.permissions.through,
+        dispatch_uid="audit-group-permissions",
+        weak=False,
+    )

@@ -7,6 +7,7 @@ else with the Admin role gives roles (and roles scoped to one database) that hol
 what it holds itself, in every watched database, and changes only accounts that hold no more than
 it does: a password reset is a way into an account.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -22,8 +23,8 @@ from queues import account_audit, redaction
 from queues.access import DATABASE_PERMISSIONS, SCOPE_SEPARATOR
 from queues.jsontext import pretty
 from queues.models import ApiToken, AuditEntry, BulkJob, SignInFailures
-from queues.watched import watching
 from queues.tokens import issue_token
+from queues.watched import watching
 
 # A deleted payload in the audit log can be 16 MB: the admin shows its beginning.
 SHOWN_JSON_CHARS = 100_000
@@ -40,8 +41,10 @@ def permissions_by_database(user: AbstractBaseUser) -> dict[str, set[str]]:
 
 def group_grants(group: Group, database: str) -> set[str]:
     """What a member of `group` gets in `database` from it (see queues/access.py)."""
-    dotted = {f"{app_label}.{codename}"
-              for app_label, codename in group.permissions.values_list("content_type__app_label", "codename")}
+    dotted = {
+        f"{app_label}.{codename}"
+        for app_label, codename in group.permissions.values_list("content_type__app_label", "codename")
+    }
     if SCOPE_SEPARATOR not in group.name:
         return dotted
     if not group.name.startswith(database + SCOPE_SEPARATOR):
@@ -73,9 +76,18 @@ class DashboardUserAdmin(RecordedOnce, UserAdmin):
         fieldsets = super().get_fieldsets(request, obj)
         if request.user.is_superuser:
             return fieldsets
-        return [(title, {**options, "fields": [field for field in options["fields"]
-                                               if field not in ("is_superuser", "user_permissions")]})
-                for title, options in fieldsets]
+        return [
+            (
+                title,
+                {
+                    **options,
+                    "fields": [
+                        field for field in options["fields"] if field not in ("is_superuser", "user_permissions")
+                    ],
+                },
+            )
+            for title, options in fieldsets
+        ]
 
     def formfield_for_manytomany(self, db_field, request, **kwargs):
         if db_field.name == "groups" and not request.user.is_superuser:
@@ -85,8 +97,11 @@ class DashboardUserAdmin(RecordedOnce, UserAdmin):
     @staticmethod
     def _grantable_groups(actor: AbstractBaseUser) -> list[int]:
         own = permissions_by_database(actor)
-        return [group.pk for group in Group.objects.prefetch_related("permissions")
-                if all(group_grants(group, database) <= permissions for database, permissions in own.items())]
+        return [
+            group.pk
+            for group in Group.objects.prefetch_related("permissions")
+            if all(group_grants(group, database) <= permissions for database, permissions in own.items())
+        ]
 
     def _may_manage(self, request, obj: User | None) -> bool:
         return obj is None or within_reach(request.user, permissions_by_database(obj), superuser=obj.is_superuser)
@@ -128,9 +143,13 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "user" and not request.user.is_superuser:
-            kwargs["queryset"] = User.objects.filter(pk__in=[
-                user.pk for user in User.objects.filter(is_superuser=False)
-                if within_reach(request.user, permissions_by_database(user))])
+            kwargs["queryset"] = User.objects.filter(
+                pk__in=[
+                    user.pk
+                    for user in User.objects.filter(is_superuser=False)
+                    if within_reach(request.user, permissions_by_database(user))
+                ]
+            )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj: ApiToken, form, change: bool) -> None:
@@ -140,8 +159,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         allowed = super().has_delete_permission(request, obj)
-        return allowed and (obj is None or within_reach(request.user, permissions_by_database(obj.user),
-                                                        superuser=obj.user.is_superuser))
+        return allowed and (
+            obj is None
+            or within_reach(request.user, permissions_by_database(obj.user), superuser=obj.user.is_superuser)
+        )
 
 
 admin.site.unregister(User)
@@ -187,9 +208,16 @@ class AuditEntryAdmin(ReadOnlyAdmin):
             shown = redaction.RedactedRecord(column, many=many) if redacted else column
             return Left(pretty(shown), SHOWN_JSON_CHARS, output_field=TextField())
 
-        return super().get_queryset(request).defer("target", "details", "deleted_payloads").annotate(
-            target_text=cut("target"), details_text=Left(pretty("details"), SHOWN_JSON_CHARS),
-            deleted_payloads_text=cut("deleted_payloads", many=True))
+        return (
+            super()
+            .get_queryset(request)
+            .defer("target", "details", "deleted_payloads")
+            .annotate(
+                target_text=cut("target"),
+                details_text=Left(pretty("details"), SHOWN_JSON_CHARS),
+                deleted_payloads_text=cut("deleted_payloads", many=True),
+            )
+        )
 
     target_shown = shown_json("target", "target_text")
     details_shown = shown_json("details", "details_text")

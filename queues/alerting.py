@@ -6,6 +6,7 @@ Notifications are rows first (AlertNotification) and sent after: a receiver that
 costs at most ALERT_NOTIFY_TIMEOUT_SECONDS per round, and its notification is sent again next
 round. Sending happens in threads; every database write stays in the sampler's own thread.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,8 @@ from dashboard.databases import first_line
 from queues.formatting import duration
 from queues.models import AlertEpisode, AlertNotification, QueueSample
 from queues.rules import AlertRule
-from queues.watched import database_path_prefix, watched_name
 from queues.selectors.stats import QueueStats
+from queues.watched import database_path_prefix, watched_name
 
 logger = logging.getLogger("alerting")
 
@@ -62,12 +63,21 @@ class Reading:
 
 
 def readings_from(stats: list[QueueStats], poison: dict[str, int | None]) -> list[Reading]:
-    return [Reading(queue_name=queue.name, measured_at=queue.measured_at,
-                    oldest_visible_age_s=queue.oldest_visible_age_s, visible=queue.visible.value,
-                    backlog=queue.backlog.value, poison=poison.get(queue.name), removed_total=queue.live.removed_total,
-                    in_flight=queue.in_flight, table=queue.live.name)
-            # Of names sharing a table, the one created first comes first: the alert is under its name.
-            for queue in sorted(stats, key=lambda queue: (queue.queue.created_at, queue.name))]
+    return [
+        Reading(
+            queue_name=queue.name,
+            measured_at=queue.measured_at,
+            oldest_visible_age_s=queue.oldest_visible_age_s,
+            visible=queue.visible.value,
+            backlog=queue.backlog.value,
+            poison=poison.get(queue.name),
+            removed_total=queue.live.removed_total,
+            in_flight=queue.in_flight,
+            table=queue.live.name,
+        )
+        # Of names sharing a table, the one created first comes first: the alert is under its name.
+        for queue in sorted(stats, key=lambda queue: (queue.queue.created_at, queue.name))
+    ]
 
 
 def rules_for_database(database: str) -> list[AlertRule]:
@@ -76,13 +86,15 @@ def rules_for_database(database: str) -> list[AlertRule]:
 
 # -- measures ----------------------------------------------------------------------------------
 
+
 def _samples_since(queue_names: list[str], since: datetime) -> dict[str, list[tuple]]:
     """The sampler's history of these queues since `since`, oldest first: (sampled_at, backlog,
     in_flight, removed_total) per sample."""
     samples = QueueSample.objects.filter(database=watched_name(), queue_name__in=queue_names, sampled_at__gte=since)
     history: dict[str, list[tuple]] = {name: [] for name in queue_names}
-    for name, *row in (samples.order_by("queue_name", "sampled_at")
-                       .values_list("queue_name", "sampled_at", "backlog", "in_flight", "removed_total")):
+    for name, *row in samples.order_by("queue_name", "sampled_at").values_list(
+        "queue_name", "sampled_at", "backlog", "in_flight", "removed_total"
+    ):
         history[name].append(tuple(row))
     return history
 
@@ -143,14 +155,18 @@ def describe(measure: str, value: float | None) -> str:
 
 # -- evaluation --------------------------------------------------------------------------------
 
+
 def evaluate_alerts(readings: list[Reading]) -> None:
     """Evaluate every rule for the database being watched on these readings (one sampler round),
     then send what is due. Called by the sampler once per database and round."""
     database = watched_name()
     rules = rules_for_database(database)
-    open_episodes = {(episode.rule, episode.queue_name): episode
-                     for episode in AlertEpisode.objects.filter(database=database,
-                                                                state__in=[AlertEpisode.PENDING, AlertEpisode.FIRING])}
+    open_episodes = {
+        (episode.rule, episode.queue_name): episode
+        for episode in AlertEpisode.objects.filter(
+            database=database, state__in=[AlertEpisode.PENDING, AlertEpisode.FIRING]
+        )
+    }
     if rules:
         history = _history_for(rules, readings)
         for rule in rules:
@@ -169,12 +185,16 @@ def evaluate_alerts(readings: list[Reading]) -> None:
 
 
 def _history_for(rules: list[AlertRule], readings: list[Reading]) -> dict[str, list[tuple]]:
-    spans = [2 * rule.window_s if rule.measure == "backlog_growth" else 2 * rule.threshold
-             for rule in rules if rule.measure in ("backlog_growth", "consumer_silence")]
+    spans = [
+        2 * rule.window_s if rule.measure == "backlog_growth" else 2 * rule.threshold
+        for rule in rules
+        if rule.measure in ("backlog_growth", "consumer_silence")
+    ]
     if not spans or not readings:
         return {}
-    names = [reading.queue_name for reading in readings
-             if any(rule.matches_queue(reading.queue_name) for rule in rules)]
+    names = [
+        reading.queue_name for reading in readings if any(rule.matches_queue(reading.queue_name) for rule in rules)
+    ]
     since = max(reading.measured_at for reading in readings) - timedelta(seconds=max(spans)) - HISTORY_SLACK
     return _samples_since(names, since)
 
@@ -187,8 +207,14 @@ def _step(database: str, rule: AlertRule, reading: Reading, value: float | None,
     if episode is None:
         if not breached:
             return
-        episode = AlertEpisode(database=database, rule=rule.name, queue_name=reading.queue_name,
-                               measure=rule.measure, threshold=rule.threshold, pending_since=now)
+        episode = AlertEpisode(
+            database=database,
+            rule=rule.name,
+            queue_name=reading.queue_name,
+            measure=rule.measure,
+            threshold=rule.threshold,
+            pending_since=now,
+        )
     if not breached:
         if episode.state == AlertEpisode.PENDING:
             episode.delete()  # cleared before its `for`: it never fired, so it is not history
@@ -203,10 +229,18 @@ def _step(database: str, rule: AlertRule, reading: Reading, value: float | None,
             episode.state, episode.fired_at, episode.last_notified_at = AlertEpisode.FIRING, now, now
             episode.save()
             _queue_notifications(episode, rule, AlertEpisode.FIRING)
-            logger.warning("alert firing: %s on queue %r (%s): %s", rule.name, reading.queue_name, database,
-                           describe(rule.measure, value))
-        elif (episode.state == AlertEpisode.FIRING and rule.repeat_s
-              and (now - episode.last_notified_at).total_seconds() >= rule.repeat_s):
+            logger.warning(
+                "alert firing: %s on queue %r (%s): %s",
+                rule.name,
+                reading.queue_name,
+                database,
+                describe(rule.measure, value),
+            )
+        elif (
+            episode.state == AlertEpisode.FIRING
+            and rule.repeat_s
+            and (now - episode.last_notified_at).total_seconds() >= rule.repeat_s
+        ):
             episode.last_notified_at = now
             episode.save()
             _queue_notifications(episode, rule, AlertEpisode.FIRING)
@@ -233,15 +267,31 @@ def _webhook_key(url: str) -> str:
 
 def _queue_notifications(episode: AlertEpisode, rule: AlertRule, status: str) -> None:
     AlertNotification.objects.bulk_create(
-        [AlertNotification(episode=episode, status=status, channel=AlertNotification.WEBHOOK,
-                           destination=webhook.label, destination_key=_webhook_key(webhook.url))
-         for webhook in rule.webhooks]
-        + [AlertNotification(episode=episode, status=status, channel=AlertNotification.EMAIL,
-                             destination=address, destination_key=address)
-           for address in rule.emails])
+        [
+            AlertNotification(
+                episode=episode,
+                status=status,
+                channel=AlertNotification.WEBHOOK,
+                destination=webhook.label,
+                destination_key=_webhook_key(webhook.url),
+            )
+            for webhook in rule.webhooks
+        ]
+        + [
+            AlertNotification(
+                episode=episode,
+                status=status,
+                channel=AlertNotification.EMAIL,
+                destination=address,
+                destination_key=address,
+            )
+            for address in rule.emails
+        ]
+    )
 
 
 # -- notifications -----------------------------------------------------------------------------
+
 
 def queue_link(episode: AlertEpisode) -> str | None:
     if not settings.BASE_URL:
@@ -253,8 +303,10 @@ def queue_link(episode: AlertEpisode) -> str | None:
 def summary(episode: AlertEpisode, status: str) -> str:
     value = describe(episode.measure, episode.value)
     threshold = describe(episode.measure, episode.threshold).lstrip("+")
-    return (f"[{status.upper()}] {episode.rule}: queue {episode.queue_name!r} in {episode.database}: "
-            f"{MEASURE_WORDS[episode.measure]} {value} (threshold {threshold})")
+    return (
+        f"[{status.upper()}] {episode.rule}: queue {episode.queue_name!r} in {episode.database}: "
+        f"{MEASURE_WORDS[episode.measure]} {value} (threshold {threshold})"
+    )
 
 
 def slack_escaped(text: str) -> str:
@@ -267,8 +319,13 @@ def webhook_body(episode: AlertEpisode, status: str) -> dict:
     link = queue_link(episode)
     return {
         "text": slack_escaped(summary(episode, status)) + (f" <{link}|open>" if link else ""),
-        "status": status, "rule": episode.rule, "measure": episode.measure, "queue": episode.queue_name,
-        "database": episode.database, "value": episode.value, "threshold": episode.threshold,
+        "status": status,
+        "rule": episode.rule,
+        "measure": episode.measure,
+        "queue": episode.queue_name,
+        "database": episode.database,
+        "value": episode.value,
+        "threshold": episode.threshold,
         "started_at": episode.fired_at.isoformat() if episode.fired_at else None,
         "resolved_at": episode.resolved_at.isoformat() if episode.resolved_at else None,
         "url": link,
@@ -276,24 +333,36 @@ def webhook_body(episode: AlertEpisode, status: str) -> dict:
 
 
 def _post_webhook(url: str, body: dict) -> None:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", "User-Agent": "pgmq-dashboard"})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "pgmq-dashboard"},
+    )
     with urllib.request.urlopen(request, timeout=settings.ALERT_NOTIFY_TIMEOUT_SECONDS) as response:
         response.read(1024)
 
 
 def _send_email(address: str, episode: AlertEpisode, status: str) -> None:
     link = queue_link(episode)
-    body = "\n".join([
-        summary(episode, status), "",
-        f"Rule: {episode.rule}", f"Database: {episode.database}", f"Queue: {episode.queue_name}",
-        (f"Measure: {episode.measure}, value {describe(episode.measure, episode.value)}, "
-         f"threshold {describe(episode.measure, episode.threshold).lstrip('+')}"),
-        f"Firing since: {episode.fired_at:%Y-%m-%d %H:%M:%S} UTC" if episode.fired_at else "",
-        f"Resolved: {episode.resolved_at:%Y-%m-%d %H:%M:%S} UTC ({episode.resolved_because})"
-        if episode.resolved_at else "",
-        link or "",
-    ])
+    body = "\n".join(
+        [
+            summary(episode, status),
+            "",
+            f"Rule: {episode.rule}",
+            f"Database: {episode.database}",
+            f"Queue: {episode.queue_name}",
+            (
+                f"Measure: {episode.measure}, value {describe(episode.measure, episode.value)}, "
+                f"threshold {describe(episode.measure, episode.threshold).lstrip('+')}"
+            ),
+            f"Firing since: {episode.fired_at:%Y-%m-%d %H:%M:%S} UTC" if episode.fired_at else "",
+            f"Resolved: {episode.resolved_at:%Y-%m-%d %H:%M:%S} UTC ({episode.resolved_because})"
+            if episode.resolved_at
+            else "",
+            link or "",
+        ]
+    )
     # Header injection: Django refuses newlines in subjects, and a queue name may hold them.
     subject = " ".join(summary(episode, status).split())
     send_mail(subject, body.strip() + "\n", None, [address], fail_silently=False)
@@ -315,8 +384,11 @@ def _deliver(notification: AlertNotification, webhook_url: str | None) -> str | 
 def deliver_notifications(database: str) -> None:
     """Send every undelivered notification of this database's alerts, in parallel, each bounded
     by ALERT_NOTIFY_TIMEOUT_SECONDS; failures are recorded and tried again next round."""
-    due = list(AlertNotification.objects.filter(delivered_at=None, abandoned=False, episode__database=database)
-               .select_related("episode").order_by("id"))
+    due = list(
+        AlertNotification.objects.filter(delivered_at=None, abandoned=False, episode__database=database)
+        .select_related("episode")
+        .order_by("id")
+    )
     if not due:
         return
     now = timezone.now()
@@ -332,13 +404,16 @@ def deliver_notifications(database: str) -> None:
             sendable.append(notification)
     with ThreadPoolExecutor(max_workers=SENDING_THREADS) as pool:
         errors = list(pool.map(lambda n: _deliver(n, urls.get(n.destination_key)), sendable))
-    for notification, error in zip(sendable, errors):
+    for notification, error in zip(sendable, errors, strict=True):
         notification.attempts += 1
         if error is None:
             notification.delivered_at = timezone.now()
         else:
             notification.last_error = error
-            logger.warning("alert notification to %s failed (attempt %d, tried again next round): %s",
-                           notification.destination, notification.attempts, error)
+            logger.warning(
+                "alert notification to %s failed (attempt %d, tried again next round): %s",
+                notification.destination,
+                notification.attempts,
+                error,
+            )
         notification.save(update_fields=["attempts", "delivered_at", "last_error"])
-

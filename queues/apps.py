@@ -24,9 +24,20 @@ def create_dashboard_schema(using: str, **kwargs: object) -> None:
 ROLES = {
     "Viewer": [],
     "Operator": ["queues.operate_messages"],
-    "Admin": ["queues.operate_messages", "queues.administer_queues", "queues.view_auditentry", "queues.view_bulkjob",
-              "auth.view_user", "auth.add_user", "auth.change_user", "auth.delete_user", "auth.view_group",
-              "queues.view_apitoken", "queues.add_apitoken", "queues.delete_apitoken"],
+    "Admin": [
+        "queues.operate_messages",
+        "queues.administer_queues",
+        "queues.view_auditentry",
+        "queues.view_bulkjob",
+        "auth.view_user",
+        "auth.add_user",
+        "auth.change_user",
+        "auth.delete_user",
+        "auth.view_group",
+        "queues.view_apitoken",
+        "queues.add_apitoken",
+        "queues.delete_apitoken",
+    ],
 }
 
 
@@ -56,12 +67,15 @@ def ensure_roles(using: str, **kwargs: object) -> None:
     for role, permissions in ROLES.items():
         group, _ = Group.objects.using(using).get_or_create(name=role)
         group.permissions.add(*map(permission, permissions))
-        scoped_permissions = [dotted for dotted in permissions if dotted.removeprefix("queues.") in DATABASE_PERMISSIONS]
+        scoped_permissions = [
+            dotted for dotted in permissions if dotted.removeprefix("queues.") in DATABASE_PERMISSIONS
+        ]
         for database in databases:
             group, _ = Group.objects.using(using).get_or_create(name=scoped_group_name(database, role))
             group.permissions.add(*map(permission, scoped_permissions))
-            group.permissions.remove(*group.permissions.exclude(content_type__app_label="queues",
-                                                                codename__in=DATABASE_PERMISSIONS))
+            group.permissions.remove(
+                *group.permissions.exclude(content_type__app_label="queues", codename__in=DATABASE_PERMISSIONS)
+            )
 
 
 class QueuesConfig(AppConfig):

@@ -24,10 +24,15 @@ def other_databases(request: HttpRequest, alias: str) -> list[WatchedDatabase]:
         return []
     script_prefix = getattr(request, "dashboard_script_prefix", "/").rstrip("/")
     try:
-        return [WatchedDatabase(name=name, where=database_short_label(other),
-                                overview_url=f"{script_prefix}{database_path_prefix(name)}/")
-                for name, other in settings.WATCHED_DATABASES.items()
-                if other != alias and can_watch(request.user, name)]
+        return [
+            WatchedDatabase(
+                name=name,
+                where=database_short_label(other),
+                overview_url=f"{script_prefix}{database_path_prefix(name)}/",
+            )
+            for name, other in settings.WATCHED_DATABASES.items()
+            if other != alias and can_watch(request.user, name)
+        ]
     except DatabaseError:
         return []  # the dashboard's own database is down: the 503 page is being shown
 

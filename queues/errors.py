@@ -1,5 +1,6 @@
 """Error answers: a page for people, JSON (`{"detail": ...}`) for anything under /api/, whichever
 part of the dashboard gives them (the middleware, Django's own 400/403/404/500 handlers)."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -14,8 +15,9 @@ def wants_json(request: HttpRequest) -> bool:
     return request.path_info.startswith("/api/")
 
 
-def error_answer(request: HttpRequest, status: int, detail: str, template: str, context: dict | None = None,
-                 **extra: object) -> HttpResponse:
+def error_answer(
+    request: HttpRequest, status: int, detail: str, template: str, context: dict | None = None, **extra: object
+) -> HttpResponse:
     """`detail` as JSON for the API, else `template` rendered with `context`; `extra` goes in the JSON."""
     if wants_json(request):
         return JsonResponse({"detail": detail, **extra}, status=status)
@@ -26,8 +28,10 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if not wants_json(request):
         return defaults.bad_request(request, exception)
     if isinstance(exception, RequestDataTooBig):
-        detail = (f"the request body is too large: at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes "
-                  "(DATA_UPLOAD_MAX_MEMORY_SIZE); nothing was done")
+        detail = (
+            f"the request body is too large: at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes "
+            "(DATA_UPLOAD_MAX_MEMORY_SIZE); nothing was done"
+        )
     else:
         detail = "the request cannot be used (a malformed header or body); nothing was done"
     return JsonResponse({"detail": detail}, status=400)
@@ -41,13 +45,14 @@ def permission_denied(request: HttpRequest, exception: Exception) -> HttpRespons
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if wants_json(request):
-        return JsonResponse({"detail": "there is nothing at this address of the API: see /api/v1/schema/"},
-                            status=404)
+        return JsonResponse({"detail": "there is nothing at this address of the API: see /api/v1/schema/"}, status=404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     if wants_json(request):
-        return JsonResponse({"detail": "the dashboard failed to answer (a server error, logged); nothing more is "
-                                       "known here"}, status=500)
+        return JsonResponse(
+            {"detail": "the dashboard failed to answer (a server error, logged); nothing more is known here"},
+            status=500,
+        )
     return defaults.server_error(request)

@@ -6,6 +6,7 @@ once took every thread, and everyone's pages waited. So an export takes a slot f
 gives it back when its response is closed, read to the end or not; over the cap the view answers
 429 with Retry-After. Counted per process: gunicorn's workers each have their own slots.
 """
+
 from __future__ import annotations
 
 import threading

@@ -6,6 +6,7 @@ the API's JSON, both through forms.MessageFilterForm) to the SQL, and is stored 
 typed into it from someone who sees payloads redacted (`without_values`), narrow a queryset
 (`apply`), count its matches under a time budget, and hand the next batch of msg_ids to a job.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -98,8 +99,13 @@ class MessageFilter:
     @property
     def needs_scan(self) -> bool:
         """True when no index can find the matches: payloads, headers, read_ct."""
-        return bool(self.search or self.message_contains is not None or self.headers_contains is not None
-                    or self.read_ct_min is not None or self.read_ct_max is not None)
+        return bool(
+            self.search
+            or self.message_contains is not None
+            or self.headers_contains is not None
+            or self.read_ct_min is not None
+            or self.read_ct_max is not None
+        )
 
     @property
     def is_empty(self) -> bool:
@@ -120,8 +126,10 @@ class MessageFilter:
         for key in DATE_FIELDS:
             if values.get(key):
                 values[key] = datetime.fromisoformat(values[key])
-        values["search"] = tuple(SearchTerm(column=term["column"], path=tuple(term["path"]), value=term["value"])
-                                 for term in values.get("search", ()))
+        values["search"] = tuple(
+            SearchTerm(column=term["column"], path=tuple(term["path"]), value=term["value"])
+            for term in values.get("search", ())
+        )
         return cls(**values)
 
     # In words, for confirmations and the audit log.
@@ -164,7 +172,8 @@ class MessageFilter:
             self,
             message_contains=None if self.message_contains is None else hidden(self.message_contains),
             headers_contains=None if self.headers_contains is None else hidden(self.headers_contains),
-            search=tuple(dataclasses.replace(term, value=REDACTED) for term in self.search))
+            search=tuple(dataclasses.replace(term, value=REDACTED) for term in self.search),
+        )
 
     # In SQL.
 
@@ -175,11 +184,13 @@ class MessageFilter:
             # table): nothing matches, rather than the condition being dropped and everything matching.
             return queryset.none()
         if kind == LIVE and self.state:
-            queryset = queryset.filter({
-                "visible": Q(vt__lte=Now()),
-                "in_flight": Q(vt__gt=Now(), read_ct__gt=0),
-                "delayed": Q(vt__gt=Now(), read_ct=0),
-            }[self.state])
+            queryset = queryset.filter(
+                {
+                    "visible": Q(vt__lte=Now()),
+                    "in_flight": Q(vt__gt=Now(), read_ct__gt=0),
+                    "delayed": Q(vt__gt=Now(), read_ct=0),
+                }[self.state]
+            )
         if self.read_ct_min is not None:
             queryset = queryset.filter(read_ct__gte=self.read_ct_min)
         if self.read_ct_max is not None:
@@ -194,10 +205,16 @@ class MessageFilter:
             queryset = queryset.filter(archived_at__lt=self.archived_before)
         if self.message_contains is not None:
             queryset = queryset.alias(message_seen=payload("message", redacted=self.redacted)).filter(
-                message_seen__contains=self.message_contains)
+                message_seen__contains=self.message_contains
+            )
         if self.headers_contains is not None:
-            queryset = queryset.alias(headers_seen=payload("headers", redacted=self.redacted)).filter(
-                headers_seen__contains=self.headers_contains) if queryset.model.has_column("headers") else queryset.none()
+            queryset = (
+                queryset.alias(headers_seen=payload("headers", redacted=self.redacted)).filter(
+                    headers_seen__contains=self.headers_contains
+                )
+                if queryset.model.has_column("headers")
+                else queryset.none()
+            )
         for number, term in enumerate(self.search):
             queryset = _searched(queryset, term, alias=f"search_{number}", redacted=self.redacted)
         return queryset
@@ -230,7 +247,8 @@ def _searched(queryset: QuerySet, term: SearchTerm, *, alias: str, redacted: boo
         return queryset.none()
     if not term.path:
         return queryset.annotate(**{alias: Cast(payload(term.column, redacted=redacted), TextField())}).filter(
-            **{f"{alias}__icontains": term.value})
+            **{f"{alias}__icontains": term.value}
+        )
     # The key chain built a key at a time: a key may itself contain "__", which KT() would split.
     value = payload(term.column, redacted=redacted)
     for key in term.path[:-1]:

@@ -1,4 +1,5 @@
 """Plain words for numbers, shared by templates, health reasons and findings."""
+
 from __future__ import annotations
 
 

@@ -1,5 +1,6 @@
 """All input validation: every query parameter a page accepts is parsed here, and a bad one
 becomes a clear message (the views answer 400), never a server error."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,17 +17,23 @@ from django.core.exceptions import ValidationError
 from django.http import QueryDict
 from django.utils import timezone
 
+from queues.filters import SOURCES, STATES, MessageFilter, SearchTerm, parse_search
 from queues.jsontext import RawJSON
 from queues.pgmq import ARCHIVE, LIVE
 from queues.selectors.messages import SORT_COLUMNS, Cursor, PageRequest
-from queues.filters import SOURCES, STATES, MessageFilter, SearchTerm, parse_search
 from queues.selectors.overview import SORT_KEYS
 from queues.vocabulary import ARCHIVE_ACTIONS, DELAY, LIVE_ACTIONS, MESSAGE_ACTIONS, MOVE, REQUEUE, RETRY
 
 RANGES = {"15m": 900, "1h": 3600, "24h": 86_400, "7d": 604_800}
 RANGE_LABELS = {"15m": "15 min", "1h": "1 hour", "24h": "24 hours", "7d": "7 days"}
-DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M",
-                    "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]
+DATETIME_FORMATS = [
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d",
+]
 MAX_MSG_ID = 2**63 - 1
 
 
@@ -40,6 +47,8 @@ class UTCDateTimeField(forms.DateTimeField):
             return moment.astimezone(UTC) if moment is not None else None
         except OverflowError:
             raise ValidationError("is out of range") from None
+
+
 MAX_INT = 2**31 - 1
 # A JSON number with a fraction or an exponent, as json.loads hands it to parse_float.
 JSON_FRACTION_EXPONENT = re.compile(r"-?\d+(?:\.(\d+))?(?:[eE]([+-]?\d+))?")
@@ -97,8 +106,12 @@ class JSONDocumentField(forms.CharField):
         if len(text) > self.max_chars:
             raise ValidationError(f"is longer than {self.max_chars:,} characters")
         try:
-            document = json.loads(text, parse_constant=self._refuse_constant, parse_float=self._storable_float,
-                                  parse_int=self._readable_int)
+            document = json.loads(
+                text,
+                parse_constant=self._refuse_constant,
+                parse_float=self._storable_float,
+                parse_int=self._readable_int,
+            )
         except json.JSONDecodeError as error:
             raise ValidationError(f"not valid JSON ({error.msg} at character {error.pos + 1})") from error
         except RecursionError:
@@ -125,8 +138,10 @@ class JSONDocumentField(forms.CharField):
         if exponent and len(exponent.lstrip("+-").lstrip("0")) > 9:
             raise ValueError(f"the number {shortened(text)} has an exponent too large for PostgreSQL")
         if len(fraction or "") - int(exponent or 0) > NUMERIC_MAX_SCALE:
-            raise ValueError(f"the number {shortened(text)} has more than {NUMERIC_MAX_SCALE:,} digits after the decimal "
-                             "point, more than PostgreSQL can store")
+            raise ValueError(
+                f"the number {shortened(text)} has more than {NUMERIC_MAX_SCALE:,} digits after the decimal "
+                "point, more than PostgreSQL can store"
+            )
         return number
 
     @staticmethod
@@ -182,12 +197,18 @@ class MessageFilterForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
-        for low, high in (("read_ct_min", "read_ct_max"), ("enqueued_after", "enqueued_before"),
-                          ("archived_after", "archived_before")):
+        for low, high in (
+            ("read_ct_min", "read_ct_max"),
+            ("enqueued_after", "enqueued_before"),
+            ("archived_after", "archived_before"),
+        ):
             if data.get(low) is not None and data.get(high) is not None and data[low] > data[high]:
                 self.add_error(high, f"must not be before {low}")
-        given = [name for name in ("after", "before", "from_", "last")
-                 if data.get(name) is not None and data.get(name) != "" and data.get(name) is not False]
+        given = [
+            name
+            for name in ("after", "before", "from_", "last")
+            if data.get(name) is not None and data.get(name) != "" and data.get(name) is not False
+        ]
         if len(given) > 1:
             raise ValidationError("ask for one place at a time: after, before, from or last")
         sort = data.get("sort") or "-msg_id"
@@ -211,19 +232,30 @@ class MessageFilterForm(forms.Form):
         data = self.cleaned_data
         return MessageFilter(
             redacted=redacted,
-            source=data.get("source") or "live", state=data.get("state") or None,
-            read_ct_min=data.get("read_ct_min"), read_ct_max=data.get("read_ct_max"),
-            enqueued_after=data.get("enqueued_after"), enqueued_before=data.get("enqueued_before"),
-            archived_after=data.get("archived_after"), archived_before=data.get("archived_before"),
-            message_contains=data.get("message"), headers_contains=data.get("headers"),
+            source=data.get("source") or "live",
+            state=data.get("state") or None,
+            read_ct_min=data.get("read_ct_min"),
+            read_ct_max=data.get("read_ct_max"),
+            enqueued_after=data.get("enqueued_after"),
+            enqueued_before=data.get("enqueued_before"),
+            archived_after=data.get("archived_after"),
+            archived_before=data.get("archived_before"),
+            message_contains=data.get("message"),
+            headers_contains=data.get("headers"),
             search=data.get("q") or (),
         )
 
     def page_request(self) -> PageRequest:
         data = self.cleaned_data
         sort = data["sort"]
-        return PageRequest(sort=sort.lstrip("-"), descending=sort.startswith("-"), after=data["after"],
-                           before=data["before"], from_msg_id=data.get("from_"), last=bool(data.get("last")))
+        return PageRequest(
+            sort=sort.lstrip("-"),
+            descending=sort.startswith("-"),
+            after=data["after"],
+            before=data["before"],
+            from_msg_id=data.get("from_"),
+            last=bool(data.get("last")),
+        )
 
 
 def encode_cursor(cursor: Cursor, column: str) -> str:
@@ -288,8 +320,13 @@ class OnceForm(forms.Form):
     audit record (or job) keeps as unique: the same form sent twice (a double click, a resent
     request) is refused the second time instead of acting again."""
 
-    request_token = forms.UUIDField(required=False, widget=forms.HiddenInput, error_messages={
-        "invalid": "this form is damaged (its request_token is not one the dashboard wrote): open the page again"})
+    request_token = forms.UUIDField(
+        required=False,
+        widget=forms.HiddenInput,
+        error_messages={
+            "invalid": "this form is damaged (its request_token is not one the dashboard wrote): open the page again"
+        },
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -328,8 +365,10 @@ class MessageActionForm(OnceForm):
         if data.get("scope") == "matching":
             self.filter_form = MessageFilterForm(QueryDict(data.get("filter_query") or "", mutable=False))
             if not self.filter_form.is_valid():
-                raise ValidationError("the filter cannot be used: " + "; ".join(
-                    f"{field}: {' '.join(errors)}" for field, errors in self.filter_form.errors.items()))
+                raise ValidationError(
+                    "the filter cannot be used: "
+                    + "; ".join(f"{field}: {' '.join(errors)}" for field, errors in self.filter_form.errors.items())
+                )
         # What an action needs besides the messages is asked in its confirmation: required only then.
         if data.get("confirmed") and action in (MOVE, REQUEUE):
             if not data.get("destination"):
@@ -353,25 +392,31 @@ class MessageActionForm(OnceForm):
         if action == DELAY:
             return {"until": data["until"].isoformat()}
         if action == MOVE:
-            return {"destination": data["destination"], "original": data.get("original") or "archive",
-                    "include_in_flight": data["include_in_flight"]}
+            return {
+                "destination": data["destination"],
+                "original": data.get("original") or "archive",
+                "include_in_flight": data["include_in_flight"],
+            }
         if action == REQUEUE:
-            return {"destination": data["destination"], "remove_archived": data["remove_archived"],
-                    "again": data["again"]}
+            return {
+                "destination": data["destination"],
+                "remove_archived": data["remove_archived"],
+                "again": data["again"],
+            }
         return {}
 
     def message_filter(self, *, redacted: bool = False) -> MessageFilter:
         """The filter, for scope=matching, with the action's source in place of the browser's."""
-        return dataclasses.replace(self.filter_form.message_filter(redacted=redacted),
-                                   source=self.cleaned_data["source"])
+        return dataclasses.replace(
+            self.filter_form.message_filter(redacted=redacted), source=self.cleaned_data["source"]
+        )
 
 
 class JSONMessageForm(OnceForm):
     """A message to send (or an edited copy): JSON checked before anything reaches pgmq."""
 
     message = JSONDocumentField(max_chars=1_000_000, exact=True, widget=forms.Textarea)
-    headers = JSONDocumentField(required=False, max_chars=100_000, exact=True, object_only=True,
-                                widget=forms.Textarea)
+    headers = JSONDocumentField(required=False, max_chars=100_000, exact=True, object_only=True, widget=forms.Textarea)
 
     def clean_message(self):
         message = self.cleaned_data["message"]
@@ -422,14 +467,17 @@ class CreateQueueForm(OnceForm):
         # and makes two different queues look alike.
         invisible = sorted({f"U+{ord(char):04X}" for char in name if unicodedata.category(char).startswith("C")})
         if invisible:
-            raise ValidationError(f"no control or invisible characters ({', '.join(invisible)}): they would hide in "
-                                  "every list")
+            raise ValidationError(
+                f"no control or invisible characters ({', '.join(invisible)}): they would hide in every list"
+            )
         # pgmq counts 47 characters, but PostgreSQL cuts a table name at 63 bytes: a name longer in
         # UTF-8 would get a cut-off table, and the next name alike would share it.
         size = max(len(name.encode()), len(name.lower().encode()))
         if size > MAX_QUEUE_NAME_BYTES:
-            raise ValidationError(f"at most {MAX_QUEUE_NAME_BYTES} bytes in UTF-8 (this name has {size}): PostgreSQL "
-                                  "cuts longer table names")
+            raise ValidationError(
+                f"at most {MAX_QUEUE_NAME_BYTES} bytes in UTF-8 (this name has {size}): PostgreSQL "
+                "cuts longer table names"
+            )
         return name
 
     def clean(self) -> dict:
@@ -441,13 +489,23 @@ class CreateQueueForm(OnceForm):
 
 class AuditFilterForm(forms.Form):
     ON_QUEUES, ON_ACCOUNTS = "queues", "accounts"
-    about = forms.ChoiceField(required=False, choices=[("", "everything"), (ON_QUEUES, "actions on queues"),
-                                                        (ON_ACCOUNTS, "accounts and roles")])
+    about = forms.ChoiceField(
+        required=False,
+        choices=[("", "everything"), (ON_QUEUES, "actions on queues"), (ON_ACCOUNTS, "accounts and roles")],
+    )
     queue = forms.CharField(required=False, max_length=255)
     user = forms.CharField(required=False, max_length=150)
     action = forms.CharField(required=False, max_length=40)
-    outcome = forms.ChoiceField(required=False, choices=[("", "any"), ("done", "done"), ("partial", "partial"),
-                                                          ("failed", "failed"), ("cancelled", "cancelled")])
+    outcome = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "any"),
+            ("done", "done"),
+            ("partial", "partial"),
+            ("failed", "failed"),
+            ("cancelled", "cancelled"),
+        ],
+    )
     since = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)
     until = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)
     before = forms.IntegerField(required=False, min_value=1, max_value=MAX_MSG_ID)

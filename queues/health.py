@@ -1,5 +1,6 @@
 """ok / warning / critical for a queue, from the thresholds of the first rule matching its name
 (settings.HEALTH_RULES, from DASHBOARD_HEALTH_RULES_FILE; a built-in default rule comes last)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,7 @@ def rule_for(queue_name: str) -> HealthRule:
     return next(rule for rule in settings.HEALTH_RULES if rule.matches(queue_name))
 
 
-def queue_health(queue_name: str, *, oldest_visible_age_s: float | None, backlog: int,
-                 poison: int | None) -> Health:
+def queue_health(queue_name: str, *, oldest_visible_age_s: float | None, backlog: int, poison: int | None) -> Health:
     """The worst level any measure reaches. A measure that is unknown (poison not counted) is skipped.
 
     The age measured is that of the oldest message a consumer could take now: a message delayed
@@ -41,8 +41,12 @@ def queue_health(queue_name: str, *, oldest_visible_age_s: float | None, backlog
     measured = [
         ("oldest_age", rule.oldest_age, oldest_visible_age_s, lambda v: f"oldest waiting message {duration(v)} old"),
         ("backlog", rule.backlog, backlog, lambda v: f"backlog {v:,}"),
-        ("poison", rule.poison, poison,
-         lambda v: f"{v:,} poison message{'s' if v != 1 else ''} (read ≥ {settings.POISON_READ_COUNT}×)"),
+        (
+            "poison",
+            rule.poison,
+            poison,
+            lambda v: f"{v:,} poison message{'s' if v != 1 else ''} (read ≥ {settings.POISON_READ_COUNT}×)",
+        ),
     ]
     state, reasons = OK, []
     for measure, thresholds, value, describe in measured:

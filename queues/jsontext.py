@@ -5,6 +5,7 @@ Python reads JSON numbers as floats: 1.10 comes back as 1.1, 12345678901234567.8
 log must stay exactly as it was, so payloads travel as text from PostgreSQL and back to it, and
 PostgreSQL alone parses them.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ def json_text(value: Any, *, encoder: type[json.JSONEncoder] | None = None, allo
         return str(value)
     options = {"encoder": encoder, "allow_nan": allow_nan}
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(key), ensure_ascii=False)}: {json_text(item, **options)}"
-                               for key, item in value.items()) + "}"
+        return (
+            "{"
+            + ", ".join(
+                f"{json.dumps(str(key), ensure_ascii=False)}: {json_text(item, **options)}"
+                for key, item in value.items()
+            )
+            + "}"
+        )
     if isinstance(value, list | tuple):
         return "[" + ", ".join(json_text(item, **options) for item in value) + "]"
     return json.dumps(value, cls=encoder, ensure_ascii=False, allow_nan=allow_nan)

@@ -26,6 +26,7 @@ from queues.watched import PGMQ_DATABASE, database_path_prefix, watched_alias, w
 
 logger = logging.getLogger(__name__)
 
+
 def pgmq_is_missing() -> bool:
     with connections[watched_alias()].cursor() as cursor:
         cursor.execute("SELECT to_regclass(%s) IS NULL", [f"{PGMQ_SCHEMA}.meta"])
@@ -86,7 +87,7 @@ def keep_encoded_slashes(request: HttpRequest) -> None:
     path = "%2F".join(unquote(part) for part in ENCODED_SLASH.split(urlsplit(raw).path))
     script_name = request.META.get("SCRIPT_NAME", "").rstrip("/")
     if script_name and path.startswith(script_name + "/"):
-        path = path[len(script_name):]
+        path = path[len(script_name) :]
     request.path_info = path
     request.path = script_name + path
 
@@ -121,8 +122,12 @@ class WatchedDatabaseMiddleware:
                 # One admin site, outside every prefix: under one, a role scoped to that database
                 # would count on the dashboard's own tables (users, groups, the audit log).
                 with watching(PGMQ_DATABASE):
-                    return error_answer(request, 404, "Users and roles are managed at /admin/ only, outside every "
-                                                      "database's address.", "404.html")
+                    return error_answer(
+                        request,
+                        404,
+                        "Users and roles are managed at /admin/ only, outside every database's address.",
+                        "404.html",
+                    )
             set_script_prefix(f"{request.dashboard_script_prefix}db/{match['name']}/")
         with watching(alias):
             return self.get_response(request)
@@ -136,8 +141,9 @@ class WatchedDatabaseMiddleware:
         theirs = [name for name in settings.WATCHED_DATABASES if can_watch(user, name)]
         if request.path_info == "/" and theirs:
             return redirect(f"{request.dashboard_script_prefix.rstrip('/')}{database_path_prefix(theirs[0])}/")
-        return error_answer(request, 403, f"Your account has no role in the database {request.watched_database!r}.",
-                            "403.html")
+        return error_answer(
+            request, 403, f"Your account has no role in the database {request.watched_database!r}.", "403.html"
+        )
 
 
 class DatabaseUnavailableMiddleware:
@@ -171,36 +177,58 @@ class DatabaseUnavailableMiddleware:
         if took_too_long(exception):
             logger.warning("%s took too long: %s", request.path, str(exception).strip())
             timeout_s = settings.STATEMENT_TIMEOUT_MS / 1000
-            return error_answer(request, 503, f"the query took longer than the statement timeout ({timeout_s:g} s) and "
-                                "was stopped; try again, or narrow it", "slow_query.html", {"timeout_s": timeout_s})
+            return error_answer(
+                request,
+                503,
+                f"the query took longer than the statement timeout ({timeout_s:g} s) and "
+                "was stopped; try again, or narrow it",
+                "slow_query.html",
+                {"timeout_s": timeout_s},
+            )
         if isinstance(exception.__cause__, psycopg.errors.UndefinedTable):
             if pgmq_is_missing():
                 database = database_label(watched_alias())
-                return error_answer(request, 503, f"pgmq is not installed in {database}", "pgmq_missing.html",
-                                    {"database": database})
+                return error_answer(
+                    request, 503, f"pgmq is not installed in {database}", "pgmq_missing.html", {"database": database}
+                )
             # A queue's table went between finding the queue and reading it: dropped meanwhile.
             return self.queue_gone(request, first_line(exception))
         if isinstance(exception.__cause__, psycopg.errors.InsufficientPrivilege):
             # The dashboard's user may act, but the database role it connects as may not (a read-only role).
             database = database_label(watched_alias())
-            return error_answer(request, 403, f"the database {database} refused it: {first_line(exception)}; nothing was "
-                                "changed", "403.html", {"database_refused": first_line(exception), "database": database})
+            return error_answer(
+                request,
+                403,
+                f"the database {database} refused it: {first_line(exception)}; nothing was changed",
+                "403.html",
+                {"database_refused": first_line(exception), "database": database},
+            )
         return None
 
     def queue_gone(self, request: HttpRequest, detail: str) -> HttpResponse:
-        return error_answer(request, 404, f"This queue's table is gone: the queue was probably dropped a moment ago "
-                                          f"({detail}).", "404.html")
+        return error_answer(
+            request,
+            404,
+            f"This queue's table is gone: the queue was probably dropped a moment ago ({detail}).",
+            "404.html",
+        )
 
     def unavailable(self, request: HttpRequest) -> HttpResponse:
-        problems = (unreachable_databases(["default", watched_alias()])
-                    or ["the database connection was lost; retrying on the next request"])
+        problems = unreachable_databases(["default", watched_alias()]) or [
+            "the database connection was lost; retrying on the next request"
+        ]
         logger.warning("database unavailable: %s", "; ".join(problems))
         # A page opened during the outage loads itself again until the database is back; only a
         # plain GET, so a form is never sent twice (htmx refreshes retry on their own timer).
         retries = request.method == "GET" and not getattr(request, "htmx", False)
-        response = error_answer(request, 503, "the database is not reachable: " + "; ".join(problems), "503.html",
-                                {"problems": problems, "retry_seconds": settings.REFRESH_SECONDS if retries else None},
-                                problems=problems)
+        response = error_answer(
+            request,
+            503,
+            "the database is not reachable: " + "; ".join(problems),
+            "503.html",
+            {"problems": problems, "retry_seconds": settings.REFRESH_SECONDS if retries else None},
+            problems=problems,
+        )
         response["Retry-After"] = str(settings.REFRESH_SECONDS)
         return response
 

@@ -1,4 +1,5 @@
 """The dashboard's own tables (schema pgmq_dashboard). pgmq's tables are unmanaged models in pgmq.py."""
+
 from django.conf import settings
 from django.db import models
 
@@ -6,8 +7,18 @@ from queues.filters import MessageFilter
 from queues.pgmq import Queue
 from queues.watched import watched_name
 
-__all__ = ["AlertEpisode", "AlertNotification", "ApiToken", "AuditChainHead", "AuditEntry", "BulkJob", "MessageCopy",
-           "Queue", "QueueSample", "SignInFailures"]
+__all__ = [
+    "AlertEpisode",
+    "AlertNotification",
+    "ApiToken",
+    "AuditChainHead",
+    "AuditEntry",
+    "BulkJob",
+    "MessageCopy",
+    "Queue",
+    "QueueSample",
+    "SignInFailures",
+]
 
 
 class QueueSample(models.Model):
@@ -17,8 +28,9 @@ class QueueSample(models.Model):
     difference between two samples of the cumulative counters (sent_total, removed_total).
     """
 
-    database = models.CharField(max_length=40, default=watched_name,
-                                help_text="the watched database's name (settings.WATCHED_DATABASES)")
+    database = models.CharField(
+        max_length=40, default=watched_name, help_text="the watched database's name (settings.WATCHED_DATABASES)"
+    )
     queue_name = models.CharField(max_length=255)
     sampled_at = models.DateTimeField(help_text="the pgmq database's clock when sampled")
     backlog = models.BigIntegerField()
@@ -29,13 +41,16 @@ class QueueSample(models.Model):
     oldest_age_s = models.FloatField(null=True, help_text="age of the oldest message; null when empty")
     sent_total = models.BigIntegerField(help_text="the queue's msg_id sequence: messages ever sent")
     removed_total = models.BigIntegerField(
-        null=True, help_text="rows ever deleted from the live table (archived or deleted), from pg_stat")
+        null=True, help_text="rows ever deleted from the live table (archived or deleted), from pg_stat"
+    )
     archived = models.BigIntegerField(null=True)
     poison = models.BigIntegerField(null=True, help_text="messages read at least POISON_READ_COUNT times")
 
     class Meta:
-        indexes = [models.Index(fields=["database", "queue_name", "sampled_at"], name="sample_db_queue_time_idx"),
-                   models.Index(fields=["sampled_at"], name="sample_time_idx")]
+        indexes = [
+            models.Index(fields=["database", "queue_name", "sampled_at"], name="sample_db_queue_time_idx"),
+            models.Index(fields=["sampled_at"], name="sample_time_idx"),
+        ]
         ordering = ["queue_name", "sampled_at"]
 
     def __str__(self) -> str:
@@ -55,8 +70,12 @@ class AuditEntry(models.Model):
     user_id = models.IntegerField(null=True)
     username = models.CharField(max_length=150)
     action = models.CharField(max_length=40, db_index=True)
-    database = models.CharField(max_length=40, default=watched_name, db_index=True,
-                                help_text="the watched database's name (settings.WATCHED_DATABASES)")
+    database = models.CharField(
+        max_length=40,
+        default=watched_name,
+        db_index=True,
+        help_text="the watched database's name (settings.WATCHED_DATABASES)",
+    )
     queue_name = models.CharField(max_length=255, db_index=True)
     target = models.JSONField(help_text="the msg_ids acted on, or the filter in words and as data")
     requested = models.IntegerField(help_text="messages the action was asked to handle")
@@ -67,12 +86,17 @@ class AuditEntry(models.Model):
     details = models.JSONField(default=dict, help_text="new msg_ids, destinations, errors")
     deleted_payloads = models.JSONField(null=True, help_text="what a delete or purge removed, up to a limit")
     deleted_count = models.IntegerField(null=True)
-    request_token = models.UUIDField(null=True, unique=True,
-                                     help_text="from the confirmation that asked: the same action is never done twice")
+    request_token = models.UUIDField(
+        null=True, unique=True, help_text="from the confirmation that asked: the same action is never done twice"
+    )
     # Set by the database as the record is inserted, whatever Django sends.
     chain_prev_id = models.BigIntegerField(null=True, editable=False, help_text="the record chained before this one")
-    chain_hash = models.CharField(max_length=64, default="", editable=False,
-                                  help_text="sha256 over the previous record's hash and this record's content")
+    chain_hash = models.CharField(
+        max_length=64,
+        default="",
+        editable=False,
+        help_text="sha256 over the previous record's hash and this record's content",
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -114,8 +138,9 @@ class BulkJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     user_id = models.IntegerField(null=True)
     username = models.CharField(max_length=150)
-    database = models.CharField(max_length=40, default=watched_name,
-                                help_text="the watched database's name (settings.WATCHED_DATABASES)")
+    database = models.CharField(
+        max_length=40, default=watched_name, help_text="the watched database's name (settings.WATCHED_DATABASES)"
+    )
     queue_name = models.CharField(max_length=255)
     source = models.CharField(max_length=10)  # live or archive
     action = models.CharField(max_length=40)
@@ -133,15 +158,17 @@ class BulkJob(models.Model):
     cancelled_by = models.CharField(max_length=150, blank=True)
     deleted_payloads = models.JSONField(null=True, help_text="collected for the audit record, up to its limit")
     payload_bytes = models.BigIntegerField(default=0, help_text="size of deleted_payloads as text")
-    new_ids = models.JSONField(null=True, default=dict,
-                               help_text="original msg_id -> msg_id of the copy (moves, requeues), up to its limit")
+    new_ids = models.JSONField(
+        null=True, default=dict, help_text="original msg_id -> msg_id of the copy (moves, requeues), up to its limit"
+    )
     error = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
     heartbeat_at = models.DateTimeField(null=True)
     audit_entry = models.OneToOneField(AuditEntry, null=True, on_delete=models.PROTECT, related_name="job")
-    request_token = models.UUIDField(null=True, unique=True,
-                                     help_text="from the confirmation that asked: the same job is never started twice")
+    request_token = models.UUIDField(
+        null=True, unique=True, help_text="from the confirmation that asked: the same job is never started twice"
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -184,11 +211,17 @@ class AlertEpisode(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        constraints = [models.UniqueConstraint(fields=["database", "rule", "queue_name"],
-                                               condition=models.Q(state__in=["pending", "firing"]),
-                                               name="one_open_alert_per_rule_and_queue")]
-        indexes = [models.Index(fields=["database", "queue_name", "-id"], name="alert_queue_idx"),
-                   models.Index(fields=["database", "state"], name="alert_state_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["database", "rule", "queue_name"],
+                condition=models.Q(state__in=["pending", "firing"]),
+                name="one_open_alert_per_rule_and_queue",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["database", "queue_name", "-id"], name="alert_queue_idx"),
+            models.Index(fields=["database", "state"], name="alert_state_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.rule} on {self.queue_name} ({self.database}): {self.state}"
@@ -243,8 +276,9 @@ class MessageCopy(models.Model):
     which. Written in the transaction that sent it, so an archived message requeued once is known to
     be, and the same requeue asked twice at once makes one copy."""
 
-    database = models.CharField(max_length=40, default=watched_name,
-                                help_text="the watched database's name (settings.WATCHED_DATABASES)")
+    database = models.CharField(
+        max_length=40, default=watched_name, help_text="the watched database's name (settings.WATCHED_DATABASES)"
+    )
     queue_name = models.CharField(max_length=255, help_text="the original's queue")
     msg_id = models.BigIntegerField(help_text="the original's msg_id")
     source = models.CharField(max_length=10, help_text="live or archive: where the original was")
@@ -256,8 +290,10 @@ class MessageCopy(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["database", "queue_name", "msg_id"], name="copy_original_idx"),
-                   models.Index(fields=["database", "copy_queue", "copy_msg_id"], name="copy_copy_idx")]
+        indexes = [
+            models.Index(fields=["database", "queue_name", "msg_id"], name="copy_original_idx"),
+            models.Index(fields=["database", "copy_queue", "copy_msg_id"], name="copy_copy_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.queue_name} #{self.msg_id} → {self.copy_queue} #{self.copy_msg_id} ({self.action})"
@@ -276,10 +312,14 @@ class SignInFailures(models.Model):
     class Meta:
         verbose_name = verbose_name_plural = "sign-in failures"
         constraints = [
-            models.UniqueConstraint(fields=["address", "username"], condition=models.Q(username__isnull=False),
-                                    name="sign_in_failures_per_name"),
-            models.UniqueConstraint(fields=["address"], condition=models.Q(username__isnull=True),
-                                    name="sign_in_failures_per_address"),
+            models.UniqueConstraint(
+                fields=["address", "username"],
+                condition=models.Q(username__isnull=False),
+                name="sign_in_failures_per_name",
+            ),
+            models.UniqueConstraint(
+                fields=["address"], condition=models.Q(username__isnull=True), name="sign_in_failures_per_address"
+            ),
         ]
 
     def __str__(self) -> str:

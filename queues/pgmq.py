@@ -6,6 +6,7 @@ str.lower(), and are always quoted as identifiers. The per-queue models are unma
 built at run time, one per table and column set, cached, in a registry of their own so they never
 reach Django's migrations or system checks. Everything here only reads.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,11 +16,11 @@ from functools import cached_property
 
 from django.apps.registry import Apps
 from django.db import connections, models
-
-from queues.watched import watched_alias
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Lower
 from psycopg import sql
+
+from queues.watched import watched_alias
 
 PGMQ_SCHEMA = "pgmq"
 
@@ -53,10 +54,12 @@ class PgmqModel(models.Model):
 class QueueQuerySet(models.QuerySet):
     def with_table_names(self) -> QueueQuerySet:
         """Annotate live_table and archive_table, named by pgmq's rule in the database itself."""
-        return self.annotate(**{
-            f"{kind}_table": Lower(Concat(Value(prefix), F("queue_name")))
-            for kind, prefix in TABLE_PREFIXES.items()
-        })
+        return self.annotate(
+            **{
+                f"{kind}_table": Lower(Concat(Value(prefix), F("queue_name")))
+                for kind, prefix in TABLE_PREFIXES.items()
+            }
+        )
 
     def given_the_tables_of(self, queue_name: str) -> QueueQuerySet:
         """The queues pgmq.meta lists whose tables pgmq names as it would name `queue_name`'s."""
@@ -218,8 +221,12 @@ def table_sharing(queue_names: list[str] | None = None) -> dict[str, TableSharin
         )
         groups = cursor.fetchall()
     wanted = None if queue_names is None else set(queue_names)
-    return {name: TableSharing(queue_name=name, live_table=live, archive_table=archive, names=tuple(names))
-            for live, archive, names in groups for name in names if wanted is None or name in wanted}
+    return {
+        name: TableSharing(queue_name=name, live_table=live, archive_table=archive, names=tuple(names))
+        for live, archive, names in groups
+        for name in names
+        if wanted is None or name in wanted
+    }
 
 
 # Models built at run time register here instead of in Django's own registry.
@@ -242,12 +249,16 @@ def message_model(table: QueueTable) -> type[Message]:
 
 def _build_message_model(table: QueueTable) -> type[Message]:
     base = ArchivedMessage if table.kind == ARCHIVE else Message
-    meta = type("Meta", (), {
-        "managed": False,
-        "db_table": schema_qualified_db_table(table.name),
-        "app_label": "queues",
-        "apps": _runtime_models,
-    })
+    meta = type(
+        "Meta",
+        (),
+        {
+            "managed": False,
+            "db_table": schema_qualified_db_table(table.name),
+            "app_label": "queues",
+            "apps": _runtime_models,
+        },
+    )
     attributes: dict[str, object] = {"__module__": __name__, "Meta": meta, "queue_table": table}
     for column in OPTIONAL_COLUMNS - table.columns:
         attributes[column] = None  # Django drops a field inherited from an abstract model when set to None
@@ -268,21 +279,28 @@ class QueueFeatures:
 
 def queue_features(queue_name: str) -> QueueFeatures:
     with connections[watched_alias()].cursor() as cursor:
-        cursor.execute("SELECT to_regclass('pgmq.notify_insert_throttle') IS NOT NULL, "
-                       "to_regclass('pgmq.topic_bindings') IS NOT NULL")
+        cursor.execute(
+            "SELECT to_regclass('pgmq.notify_insert_throttle') IS NOT NULL, "
+            "to_regclass('pgmq.topic_bindings') IS NOT NULL"
+        )
         has_throttle, has_topics = cursor.fetchone()
         throttle, patterns = None, None
         if has_throttle:
-            cursor.execute("SELECT throttle_interval_ms FROM pgmq.notify_insert_throttle WHERE queue_name = %s",
-                           [queue_name])
+            cursor.execute(
+                "SELECT throttle_interval_ms FROM pgmq.notify_insert_throttle WHERE queue_name = %s", [queue_name]
+            )
             row = cursor.fetchone()
             throttle = row[0] if row else None
         if has_topics:
-            cursor.execute("SELECT pattern FROM pgmq.topic_bindings WHERE queue_name = %s ORDER BY pattern",
-                           [queue_name])
+            cursor.execute(
+                "SELECT pattern FROM pgmq.topic_bindings WHERE queue_name = %s ORDER BY pattern", [queue_name]
+            )
             patterns = [row[0] for row in cursor.fetchall()]
-    return QueueFeatures(notify_throttle_ms=throttle, notify_enabled=(throttle is not None) if has_throttle else None,
-                         topic_patterns=patterns)
+    return QueueFeatures(
+        notify_throttle_ms=throttle,
+        notify_enabled=(throttle is not None) if has_throttle else None,
+        topic_patterns=patterns,
+    )
 
 
 def fetch_row_sql(table_name: str, msg_id: int) -> str:

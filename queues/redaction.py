@@ -10,6 +10,7 @@ e-mail address must not find the message whose address is hidden).
 It is done by PostgreSQL, on the server, in the same query that reads the payload: the value
 never leaves the database for such a user, and numbers stay exactly as stored.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -32,8 +33,9 @@ def _literal(key: str) -> str:
     return "'" + key.replace("'", "''").replace("%", "%%") + "'"
 
 
-def _redact_sql(inner: str, keys: tuple[str, ...], names: itertools.count, *, any_case: bool,
-                in_array: bool = False) -> str:
+def _redact_sql(
+    inner: str, keys: tuple[str, ...], names: itertools.count, *, any_case: bool, in_array: bool = False
+) -> str:
     """SQL for `inner` (a jsonb expression) with the value at `keys` replaced. `inner` is bound
     to a name first, so however deep the path, it is written (and computed) once. A key is looked
     up in each element of an array met on the way (one level: not in arrays of arrays); with
@@ -43,27 +45,33 @@ def _redact_sql(inner: str, keys: tuple[str, ...], names: itertools.count, *, an
     n = next(names)
     value, key, rest = f"j{n}", keys[0], keys[1:]
     in_object = _redact_sql(f"v{n}", rest, names, any_case=any_case)
-    each_value = (f"(SELECT coalesce(jsonb_object_agg(k{n}, {{}}), '{{{{}}}}'::jsonb) "
-                  f"FROM jsonb_each({value}) AS e{n}(k{n}, v{n}))")
+    each_value = (
+        f"(SELECT coalesce(jsonb_object_agg(k{n}, {{}}), '{{{{}}}}'::jsonb) "
+        f"FROM jsonb_each({value}) AS e{n}(k{n}, v{n}))"
+    )
     if key == "*":
         in_array_element = _redact_sql(f"w{n}", rest, names, any_case=any_case)
         on_object = each_value.format(in_object)
     else:
         # A key in each element of an array: the same step, applied one level down.
-        in_array_element = (f"w{n}" if in_array else
-                            _redact_sql(f"w{n}", keys, names, any_case=any_case, in_array=True))
+        in_array_element = f"w{n}" if in_array else _redact_sql(f"w{n}", keys, names, any_case=any_case, in_array=True)
         if any_case:
-            on_object = each_value.format(f"CASE WHEN lower(k{n}) = lower({_literal(key)}) THEN {in_object} "
-                                          f"ELSE v{n} END")
+            on_object = each_value.format(
+                f"CASE WHEN lower(k{n}) = lower({_literal(key)}) THEN {in_object} ELSE v{n} END"
+            )
         else:
             at = f"ARRAY[{_literal(key)}]"
             inside = _redact_sql(f"({value} #> {at})", rest, names, any_case=any_case)
-            on_object = f"CASE WHEN ({value} #> {at}) IS NOT NULL THEN jsonb_set({value}, {at}, {inside}) ELSE {value} END"
-    body = (f"CASE jsonb_typeof({value}) "
-            f"WHEN 'object' THEN {on_object} "
-            f"WHEN 'array' THEN (SELECT coalesce(jsonb_agg({in_array_element} ORDER BY i{n}), '[]'::jsonb) "
-            f"FROM jsonb_array_elements({value}) WITH ORDINALITY AS a{n}(w{n}, i{n})) "
-            f"ELSE {value} END")
+            on_object = (
+                f"CASE WHEN ({value} #> {at}) IS NOT NULL THEN jsonb_set({value}, {at}, {inside}) ELSE {value} END"
+            )
+    body = (
+        f"CASE jsonb_typeof({value}) "
+        f"WHEN 'object' THEN {on_object} "
+        f"WHEN 'array' THEN (SELECT coalesce(jsonb_agg({in_array_element} ORDER BY i{n}), '[]'::jsonb) "
+        f"FROM jsonb_array_elements({value}) WITH ORDINALITY AS a{n}(w{n}, i{n})) "
+        f"ELSE {value} END"
+    )
     return f"(SELECT {body} FROM (SELECT {inner} AS {value} OFFSET 0) AS r{n})"
 
 
@@ -102,7 +110,9 @@ def _record_sql(record: str) -> str:
     parts = " || ".join(
         f"CASE WHEN jsonb_typeof({record}) = 'object' AND {record} ? '{column}' "
         f"THEN jsonb_build_object('{column}', {redact_sql(f'({record} -> {column!r})', column)}) "
-        f"ELSE '{{}}'::jsonb END" for column in ("message", "headers"))
+        f"ELSE '{{}}'::jsonb END"
+        for column in ("message", "headers")
+    )
     return f"({record} || {parts})"
 
 
@@ -120,5 +130,7 @@ class RedactedRecord(Func):
         inner, params = compiler.compile(self.source_expressions[0])
         if not self.many:
             return _record_sql(inner), params
-        return (f"(SELECT jsonb_agg({_record_sql('p')} ORDER BY i) "
-                f"FROM jsonb_array_elements({inner}) WITH ORDINALITY AS deleted(p, i))"), params
+        return (
+            f"(SELECT jsonb_agg({_record_sql('p')} ORDER BY i) "
+            f"FROM jsonb_array_elements({inner}) WITH ORDINALITY AS deleted(p, i))"
+        ), params

@@ -5,6 +5,7 @@ settings.py parses both files at start-up (through dashboard/env.py), before app
 module imports nothing of Django or of the app. A bad file raises RulesFileError, one line naming
 the variable and the rule, which env.py turns into the start-up failure. Durations are seconds.
 """
+
 from __future__ import annotations
 
 import re
@@ -46,6 +47,7 @@ def _read_toml(path: str, named_by: str) -> dict[str, Any]:
 
 # -- health ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Thresholds:
     """A measure's value from which a queue is warning, and critical (never below warning)."""
@@ -66,9 +68,12 @@ class HealthRule:
 
 
 HEALTH_MEASURES = {"oldest_age": "duration", "backlog": "count", "poison": "count"}
-DEFAULT_HEALTH_RULE = HealthRule(queues="*", oldest_age=Thresholds(warning=300.0, critical=1800.0),
-                                 backlog=Thresholds(warning=10_000, critical=100_000),
-                                 poison=Thresholds(warning=1, critical=100))
+DEFAULT_HEALTH_RULE = HealthRule(
+    queues="*",
+    oldest_age=Thresholds(warning=300.0, critical=1800.0),
+    backlog=Thresholds(warning=10_000, critical=100_000),
+    poison=Thresholds(warning=1, critical=100),
+)
 
 
 def read_health_rules(path: str, *, named_by: str) -> tuple[HealthRule, ...]:
@@ -80,22 +85,28 @@ def read_health_rules(path: str, *, named_by: str) -> tuple[HealthRule, ...]:
     rules: list[HealthRule] = []
     if path:
         document = _read_toml(path, named_by)
-        for number, raw in enumerate(document.get("rules", []), start=1):
+        listed = document.get("rules", [])
+        if not isinstance(listed, list):
+            _refuse(f"{named_by}: rules must be a list of tables ([[rules]])")
+        for number, raw in enumerate(listed, start=1):
             where = f"{named_by} rule {number}"
             if not isinstance(raw, dict) or not isinstance(raw.get("queues"), str):
-                _refuse(f"{where} needs queues = \"pattern\"")
+                _refuse(f'{where} needs queues = "pattern"')
             unknown = set(raw) - {"queues", *HEALTH_MEASURES}
             if unknown:
                 _refuse(f"{where} has unknown keys {sorted(unknown)}; known: queues, {', '.join(HEALTH_MEASURES)}")
             thresholds: dict[str, Thresholds] = {}
             for measure, kind in HEALTH_MEASURES.items():
                 default: Thresholds = getattr(DEFAULT_HEALTH_RULE, measure)
+                if not isinstance(raw.get(measure, {}), dict):
+                    _refuse(f"{where}: {measure} takes a table: {measure} = {{ warning = …, critical = … }}")
                 levels = {"warning": default.warning, "critical": default.critical, **raw.get(measure, {})}
                 if set(levels) != {"warning", "critical"}:
                     _refuse(f"{where}: {measure} takes warning and critical only")
                 if kind == "duration":
-                    levels = {level: duration_seconds(f"{where} {measure}.{level}", value)
-                              for level, value in levels.items()}
+                    levels = {
+                        level: duration_seconds(f"{where} {measure}.{level}", value) for level, value in levels.items()
+                    }
                 elif not all(isinstance(value, int) and value >= 0 for value in levels.values()):
                     _refuse(f"{where}: {measure} thresholds must be whole numbers")
                 if levels["warning"] > levels["critical"]:
@@ -106,6 +117,7 @@ def read_health_rules(path: str, *, named_by: str) -> tuple[HealthRule, ...]:
 
 
 # -- alerts ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Webhook:
@@ -136,10 +148,25 @@ class AlertRule:
         return fnmatchcase(queue_name, self.queues)
 
 
-ALERT_MEASURES = {"oldest_age": "duration", "visible": "count", "backlog_growth": "count", "poison": "count",
-                  "consumer_silence": "duration"}
-ALERT_RULE_KEYS = {"name", "queues", "databases", "measure", "threshold", "for", "window", "repeat", "webhooks",
-                   "emails"}
+ALERT_MEASURES = {
+    "oldest_age": "duration",
+    "visible": "count",
+    "backlog_growth": "count",
+    "poison": "count",
+    "consumer_silence": "duration",
+}
+ALERT_RULE_KEYS = {
+    "name",
+    "queues",
+    "databases",
+    "measure",
+    "threshold",
+    "for",
+    "window",
+    "repeat",
+    "webhooks",
+    "emails",
+}
 ALERT_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}")
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+")
 
@@ -161,8 +188,10 @@ def read_alert_rules(path: str, *, named_by: str, environ: Mapping[str, str]) ->
     document = _read_toml(path, named_by)
     unknown_tables = set(document) - {"rules"}
     if unknown_tables or not isinstance(document.get("rules", []), list):
-        _refuse(f"{named_by}: the file holds only [[rules]] tables; "
-                f"found {sorted(unknown_tables) or 'rules not as [[rules]]'}")
+        _refuse(
+            f"{named_by}: the file holds only [[rules]] tables; "
+            f"found {sorted(unknown_tables) or 'rules not as [[rules]]'}"
+        )
     rules: list[AlertRule] = []
     for number, raw in enumerate(document.get("rules", []), start=1):
         where = f"{named_by} rule {number}"
@@ -182,7 +211,7 @@ def read_alert_rules(path: str, *, named_by: str, environ: Mapping[str, str]) ->
             _refuse(f"{where}: two rules are named {raw['name']!r}; alert history is kept per rule name")
         for pattern_key in ("queues", "databases"):
             if not isinstance(raw.get(pattern_key, "*"), str):
-                _refuse(f"{where}: {pattern_key} must be a shell-style pattern in quotes, e.g. \"orders-*\"")
+                _refuse(f'{where}: {pattern_key} must be a shell-style pattern in quotes, e.g. "orders-*"')
         measure = raw["measure"]
         if measure not in ALERT_MEASURES:
             _refuse(f"{where}: measure must be one of {', '.join(ALERT_MEASURES)}; got {measure!r}")
@@ -201,18 +230,26 @@ def read_alert_rules(path: str, *, named_by: str, environ: Mapping[str, str]) ->
             if variable and not url:
                 _refuse(f"{where}: webhook ${variable} names an environment variable that is not set")
             if not isinstance(url, str) or not re.fullmatch(r"https?://[^/\s?#]+[^\s]*", url):
-                _refuse(f"{where}: a webhook must be an http(s):// URL or \"$VARIABLE\"; got "
-                        f"{'the value of $' + variable if variable else repr(webhook_label(str(url), None))}")
+                _refuse(
+                    f'{where}: a webhook must be an http(s):// URL or "$VARIABLE"; got '
+                    f"{'the value of $' + variable if variable else repr(webhook_label(str(url), None))}"
+                )
             webhooks.append(Webhook(url=url, label=webhook_label(url, variable)))
         emails = raw.get("emails", [])
         if not isinstance(emails, list) or not all(isinstance(e, str) and EMAIL_PATTERN.fullmatch(e) for e in emails):
-            _refuse(f"{where}: emails must be a list of addresses, e.g. [\"oncall@example.com\"]")
-        rules.append(AlertRule(
-            name=raw["name"], queues=raw["queues"], databases=raw.get("databases", "*"),
-            measure=measure, threshold=threshold,
-            for_s=duration_seconds(f"{where} for", raw.get("for", 0)),
-            window_s=duration_seconds(f"{where} window", raw.get("window", "10m")),
-            repeat_s=duration_seconds(f"{where} repeat", raw["repeat"]) if "repeat" in raw else None,
-            webhooks=tuple(webhooks), emails=tuple(emails),
-        ))
+            _refuse(f'{where}: emails must be a list of addresses, e.g. ["oncall@example.com"]')
+        rules.append(
+            AlertRule(
+                name=raw["name"],
+                queues=raw["queues"],
+                databases=raw.get("databases", "*"),
+                measure=measure,
+                threshold=threshold,
+                for_s=duration_seconds(f"{where} for", raw.get("for", 0)),
+                window_s=duration_seconds(f"{where} window", raw.get("window", "10m")),
+                repeat_s=duration_seconds(f"{where} repeat", raw["repeat"]) if "repeat" in raw else None,
+                webhooks=tuple(webhooks),
+                emails=tuple(emails),
+            )
+        )
     return tuple(rules)

@@ -5,6 +5,7 @@ after the rollback) and done in batches of known msg_ids by `run_batch` (which b
 too, see jobs.py). What decides from a message's state (is it in flight?) locks those messages
 first (FOR UPDATE): consumers, reading with SKIP LOCKED, pass over them meanwhile.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,12 +23,21 @@ from psycopg import sql
 from queues.jsontext import RawJSON, as_jsonb, json_text
 from queues.models import AuditEntry, BulkJob, MessageCopy
 from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, TableSharing, table_sharing
-from queues.watched import watched_alias, watched_name
-from queues.watched import statement_budget
 from queues.vocabulary import (
-    ARCHIVE_ACTION, CREATE_QUEUE, DELAY, DELETE, DELETE_ARCHIVED, DROP_QUEUE, EDIT_AND_RESEND, MOVE,
-    PURGE, REQUEUE, RETRY, SEND,
+    ARCHIVE_ACTION,
+    CREATE_QUEUE,
+    DELAY,
+    DELETE,
+    DELETE_ARCHIVED,
+    DROP_QUEUE,
+    EDIT_AND_RESEND,
+    MOVE,
+    PURGE,
+    REQUEUE,
+    RETRY,
+    SEND,
 )
+from queues.watched import statement_budget, watched_alias, watched_name
 
 # Deleted payloads kept in one audit record stop here, whatever their number: far below jsonb's
 # 255 MB, and a page that still opens.
@@ -56,7 +66,7 @@ class SecondDelivery(ActionRefused):
 SHARED_TABLE_CONSEQUENCES = {
     PURGE: "a purge through either name empties the queue of both",
     DROP_QUEUE: "a drop through either name destroys the messages of both and leaves the other listed in "
-                "pgmq.meta without tables",
+    "pgmq.meta without tables",
     MOVE: "moving messages into or out of either name moves them into or out of both",
     REQUEUE: "requeueing messages into or out of either name requeues them into or out of both",
     EDIT_AND_RESEND: "a copy sent to either name lands in both",
@@ -69,8 +79,10 @@ class TablesShared(ActionRefused):
     def __init__(self, sharing: TableSharing, action: str) -> None:
         others = ", ".join(f"“{name}”" for name in sharing.others)
         names = "both names" if len(sharing.names) == 2 else f"all {len(sharing.names)} names"
-        super().__init__(f"“{sharing.queue_name}” shares its tables with {others} (pgmq gives {names} the table "
-                         f"{sharing.live_table}): {SHARED_TABLE_CONSEQUENCES[action]}; keep one name first")
+        super().__init__(
+            f"“{sharing.queue_name}” shares its tables with {others} (pgmq gives {names} the table "
+            f"{sharing.live_table}): {SHARED_TABLE_CONSEQUENCES[action]}; keep one name first"
+        )
         self.sharing, self.action = sharing, action
 
 
@@ -155,12 +167,16 @@ def _pgmq_ids(function_sql: str, params: list) -> set[int]:
 def _lock_table(queue: Queue, kind: str) -> None:
     """The lock pgmq's TRUNCATE or DROP takes anyway, taken first: what is counted is what goes."""
     with connections[watched_alias()].cursor() as cursor:
-        cursor.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
-            sql.Identifier("pgmq", queue.tables[kind].name)).as_string())
+        cursor.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE")
+            .format(sql.Identifier("pgmq", queue.tables[kind].name))
+            .as_string()
+        )
 
 
-def _still_there(queue: Queue, kind: str, msg_ids: list[int], *, payloads: bool = False,
-                 lock: bool = False) -> dict[int, dict]:
+def _still_there(
+    queue: Queue, kind: str, msg_ids: list[int], *, payloads: bool = False, lock: bool = False
+) -> dict[int, dict]:
     """The messages among msg_ids still there (with their payload as exact JSON text if asked for;
     a payload never changes), and for live ones whether each is in flight by the database's clock.
     With `lock` they stay as read until the transaction ends: consumers, reading with SKIP LOCKED,
@@ -179,8 +195,9 @@ def _still_there(queue: Queue, kind: str, msg_ids: list[int], *, payloads: bool 
         for name in texts:
             row[name] = RawJSON(row[name]) if row[name] is not None else None
     if kind == LIVE and found:
-        in_flight = set(model.objects.filter(msg_id__in=list(found), vt__gt=Now(), read_ct__gt=0)
-                        .values_list("msg_id", flat=True))
+        in_flight = set(
+            model.objects.filter(msg_id__in=list(found), vt__gt=Now(), read_ct__gt=0).values_list("msg_id", flat=True)
+        )
         for msg_id, row in found.items():
             row["in_flight"] = msg_id in in_flight
     return found
@@ -188,8 +205,9 @@ def _still_there(queue: Queue, kind: str, msg_ids: list[int], *, payloads: bool 
 
 def _payload_record(row: dict) -> RawJSON:
     """A deleted message for the audit log, exactly as it was."""
-    return RawJSON(json_text({"msg_id": row["msg_id"], "message": row["message_text"],
-                              "headers": row.get("headers_text")}))
+    return RawJSON(
+        json_text({"msg_id": row["msg_id"], "message": row["message_text"], "headers": row.get("headers_text")})
+    )
 
 
 def _send_copies(destination: Queue, rows: list[dict]) -> list[int]:
@@ -199,10 +217,19 @@ def _send_copies(destination: Queue, rows: list[dict]) -> list[int]:
     messages = [str(row["message_text"]) for row in rows]
     if "headers" in destination.tables[LIVE].columns:
         headers = [str(row["headers_text"]) if row.get("headers_text") is not None else None for row in rows]
-        return [row[0] for row in sql_rows("SELECT * FROM pgmq.send_batch(%s, %s::text[]::jsonb[], %s::text[]::jsonb[])",
-                                        [destination.queue_name, messages, headers])]
-    return [row[0] for row in sql_rows("SELECT * FROM pgmq.send_batch(%s, %s::text[]::jsonb[])",
-                                    [destination.queue_name, messages])]
+        return [
+            row[0]
+            for row in sql_rows(
+                "SELECT * FROM pgmq.send_batch(%s, %s::text[]::jsonb[], %s::text[]::jsonb[])",
+                [destination.queue_name, messages, headers],
+            )
+        ]
+    return [
+        row[0]
+        for row in sql_rows(
+            "SELECT * FROM pgmq.send_batch(%s, %s::text[]::jsonb[])", [destination.queue_name, messages]
+        )
+    ]
 
 
 def _copy_rows(queue: Queue, kind: str, msg_ids: list[int], destination: Queue) -> dict[int, int]:
@@ -217,16 +244,24 @@ def _copy_rows(queue: Queue, kind: str, msg_ids: list[int], destination: Queue) 
     def column(name: str) -> sql.Composable:
         if name not in queue.tables[kind].columns:
             return sql.SQL("ARRAY(SELECT NULL::jsonb FROM {} WHERE msg_id = ANY({}::bigint[]) ORDER BY msg_id)").format(
-                table, ids)
+                table, ids
+            )
         return sql.SQL("ARRAY(SELECT {} FROM {} WHERE msg_id = ANY({}::bigint[]) ORDER BY msg_id)").format(
-            sql.Identifier(name), table, ids)
+            sql.Identifier(name), table, ids
+        )
 
     arguments = [sql.Literal(destination.queue_name), column("message")]
     if "headers" in destination.tables[LIVE].columns:
         arguments.append(column("headers"))
     statement = sql.SQL("SELECT * FROM pgmq.send_batch({})").format(sql.SQL(", ").join(arguments))
-    ordered = sorted(sql_rows(sql.SQL("SELECT msg_id FROM {} WHERE msg_id = ANY({}::bigint[]) ORDER BY msg_id").format(
-        table, ids).as_string(), None))
+    ordered = sorted(
+        sql_rows(
+            sql.SQL("SELECT msg_id FROM {} WHERE msg_id = ANY({}::bigint[]) ORDER BY msg_id")
+            .format(table, ids)
+            .as_string(),
+            None,
+        )
+    )
     with connections[watched_alias()].cursor() as cursor:
         cursor.execute(statement.as_string())
         copies = [row[0] for row in cursor.fetchall()]
@@ -246,10 +281,13 @@ def _payloads_fit_record(queue: Queue, kind: str, msg_ids: list[int]) -> bool:
     if not msg_ids:
         return True
     table = sql.Identifier(PGMQ_SCHEMA, queue.tables[kind].name)
-    headers = (sql.SQL("coalesce(octet_length(headers::text), 0)") if "headers" in queue.tables[kind].columns
-               else sql.SQL("0"))
-    statement = sql.SQL("SELECT coalesce(sum(coalesce(octet_length(message::text), 0) + {}), 0) FROM {} "
-                        "WHERE msg_id = ANY({}::bigint[])").format(headers, table, sql.Literal(msg_ids))
+    headers = (
+        sql.SQL("coalesce(octet_length(headers::text), 0)") if "headers" in queue.tables[kind].columns else sql.SQL("0")
+    )
+    statement = sql.SQL(
+        "SELECT coalesce(sum(coalesce(octet_length(message::text), 0) + {}), 0) FROM {} "
+        "WHERE msg_id = ANY({}::bigint[])"
+    ).format(headers, table, sql.Literal(msg_ids))
     return sql_rows(statement.as_string(), None)[0][0] <= PAYLOAD_BYTES_LIMIT
 
 
@@ -258,9 +296,12 @@ def batch_delete(queue: Queue, msg_ids: list[int], *, capture_payloads: bool) ->
     there = _still_there(queue, LIVE, msg_ids, payloads=True) if capture else None
     targets = list(there) if there is not None else msg_ids
     deleted = _pgmq_ids("SELECT * FROM pgmq.delete(%s, %s::bigint[])", [queue.queue_name, targets])
-    return BatchResult(affected=sorted(deleted), already_gone=sorted(set(msg_ids) - deleted),
-                       deleted_payloads=[_payload_record(there[i]) for i in sorted(deleted)] if there else [],
-                       payloads_left_out=capture_payloads and not capture)
+    return BatchResult(
+        affected=sorted(deleted),
+        already_gone=sorted(set(msg_ids) - deleted),
+        deleted_payloads=[_payload_record(there[i]) for i in sorted(deleted)] if there else [],
+        payloads_left_out=capture_payloads and not capture,
+    )
 
 
 def batch_archive(queue: Queue, msg_ids: list[int]) -> BatchResult:
@@ -272,11 +313,17 @@ def _set_vt(queue: Queue, msg_ids: list[int], seconds_from_now: int) -> set[int]
     if not msg_ids:
         return set()
     if pgmq_has_array_set_vt():
-        return _pgmq_ids("SELECT msg_id FROM pgmq.set_vt(%s, %s::bigint[], %s::integer)",
-                         [queue.queue_name, msg_ids, seconds_from_now])
-    return {row[0] for msg_id in msg_ids  # pgmq before 1.8 sets one message at a time
-            for row in sql_rows("SELECT msg_id FROM pgmq.set_vt(%s, %s::bigint, %s::integer)",
-                             [queue.queue_name, msg_id, seconds_from_now])}
+        return _pgmq_ids(
+            "SELECT msg_id FROM pgmq.set_vt(%s, %s::bigint[], %s::integer)",
+            [queue.queue_name, msg_ids, seconds_from_now],
+        )
+    return {
+        row[0]
+        for msg_id in msg_ids  # pgmq before 1.8 sets one message at a time
+        for row in sql_rows(
+            "SELECT msg_id FROM pgmq.set_vt(%s, %s::bigint, %s::integer)", [queue.queue_name, msg_id, seconds_from_now]
+        )
+    }
 
 
 def _split_in_flight(there: dict[int, dict], include_in_flight: bool) -> tuple[list[int], list[int]]:
@@ -299,19 +346,23 @@ def batch_delay(queue: Queue, msg_ids: list[int], *, until: datetime) -> BatchRe
     """vt to `until`. Once that time has passed (a long job), it would be a retry: messages in
     flight are then left alone, as a retry leaves them."""
     there = _still_there(queue, LIVE, msg_ids, lock=True)
-    seconds = sql_rows("SELECT greatest(ceil(extract(epoch FROM %s::timestamptz - clock_timestamp())), 0)::int",
-                    [until])[0][0]
+    seconds = sql_rows(
+        "SELECT greatest(ceil(extract(epoch FROM %s::timestamptz - clock_timestamp())), 0)::int", [until]
+    )[0][0]
     targets, skipped = _split_in_flight(there, include_in_flight=seconds > 0)
     updated = _set_vt(queue, targets, seconds)
     return BatchResult(affected=sorted(updated), already_gone=sorted(set(msg_ids) - set(there)), skipped=skipped)
 
 
-def batch_move(queue: Queue, msg_ids: list[int], *, destination: Queue, original: str,
-               include_in_flight: bool) -> BatchResult:
+def batch_move(
+    queue: Queue, msg_ids: list[int], *, destination: Queue, original: str, include_in_flight: bool
+) -> BatchResult:
     """The redrive: a copy to `destination` of each message this takes out of the queue."""
     if destination.tables[LIVE].name == queue.tables[LIVE].name:
-        raise ActionRefused(f"“{destination.queue_name}” and “{queue.queue_name}” are one queue to pgmq "
-                            "(their names differ only by case): a move would only renumber the messages")
+        raise ActionRefused(
+            f"“{destination.queue_name}” and “{queue.queue_name}” are one queue to pgmq "
+            "(their names differ only by case): a move would only renumber the messages"
+        )
     refuse_shared_tables(MOVE, queue, destination)
     there = _still_there(queue, LIVE, msg_ids, lock=True)
     targets, skipped = _split_in_flight(there, include_in_flight)
@@ -320,23 +371,28 @@ def batch_move(queue: Queue, msg_ids: list[int], *, destination: Queue, original
     function = "pgmq.archive" if original == "archive" else "pgmq.delete"
     removed = _pgmq_ids(f"SELECT * FROM {function}(%s, %s::bigint[])", [queue.queue_name, targets])
     if removed != set(targets):
-        raise ActionRefused(f"messages {sorted(set(targets) - removed)} went while locked: try again")  # undoes the copies
-    return BatchResult(affected=sorted(removed), already_gone=sorted(set(msg_ids) - set(there)), skipped=skipped,
-                       new_ids=new_ids)
+        raise ActionRefused(
+            f"messages {sorted(set(targets) - removed)} went while locked: try again"
+        )  # undoes the copies
+    return BatchResult(
+        affected=sorted(removed), already_gone=sorted(set(msg_ids) - set(there)), skipped=skipped, new_ids=new_ids
+    )
 
 
 def _delete_archived_rows(queue: Queue, msg_ids: list[int]) -> set[int]:
     """pgmq has no function to delete from the archive: a plain DELETE, the table name quoted
     (and the ids as literals: with parameters, a % in the table name would read as a placeholder)."""
     statement = sql.SQL("DELETE FROM {} WHERE msg_id = ANY({}) RETURNING msg_id").format(
-        sql.Identifier("pgmq", queue.tables[ARCHIVE].name), sql.Literal(msg_ids))
+        sql.Identifier("pgmq", queue.tables[ARCHIVE].name), sql.Literal(msg_ids)
+    )
     with connections[watched_alias()].cursor() as cursor:
         cursor.execute(statement.as_string())
         return {row[0] for row in cursor.fetchall()}
 
 
-def batch_requeue(queue: Queue, msg_ids: list[int], *, destination: Queue, remove_archived: bool, again: bool,
-                  alias: str) -> BatchResult:
+def batch_requeue(
+    queue: Queue, msg_ids: list[int], *, destination: Queue, remove_archived: bool, again: bool, alias: str
+) -> BatchResult:
     """A copy of each archived message sent to `destination`. One requeued before (by anyone, even
     at this very moment: the archived rows are locked first) is left alone unless asked `again`:
     a second copy is a second delivery."""
@@ -347,50 +403,97 @@ def batch_requeue(queue: Queue, msg_ids: list[int], *, destination: Queue, remov
     new_ids = _copy_rows(queue, ARCHIVE, wanted, destination)
     if remove_archived:
         _delete_archived_rows(queue, wanted)
-    return BatchResult(affected=wanted, already_gone=sorted(set(msg_ids) - set(there)),
-                       skipped=sorted(copied_before), copied_before=copied_before, new_ids=new_ids)
+    return BatchResult(
+        affected=wanted,
+        already_gone=sorted(set(msg_ids) - set(there)),
+        skipped=sorted(copied_before),
+        copied_before=copied_before,
+        new_ids=new_ids,
+    )
 
 
-def copies_of(queue: Queue, msg_ids: list[int], *, action: str | None = None, using: str = "default") -> dict[int, dict]:
+def copies_of(
+    queue: Queue, msg_ids: list[int], *, action: str | None = None, using: str = "default"
+) -> dict[int, dict]:
     """Where copies of these messages of `queue` went (the latest of each), as the copies table says."""
-    found = MessageCopy.objects.using(using).filter(database=watched_name(), queue_name=queue.queue_name,
-                                                    msg_id__in=msg_ids)
+    found = MessageCopy.objects.using(using).filter(
+        database=watched_name(), queue_name=queue.queue_name, msg_id__in=msg_ids
+    )
     if action:
         found = found.filter(action=action)
-    return {copy.msg_id: {"queue": copy.copy_queue, "msg_id": copy.copy_msg_id, "at": copy.at.isoformat(),
-                          "by": copy.username, "action": copy.action} for copy in found.order_by("id")}
+    return {
+        copy.msg_id: {
+            "queue": copy.copy_queue,
+            "msg_id": copy.copy_msg_id,
+            "at": copy.at.isoformat(),
+            "by": copy.username,
+            "action": copy.action,
+        }
+        for copy in found.order_by("id")
+    }
 
 
-def _record_copies(alias: str, *, username: str, action: str, queue: Queue, source: str, destination: Queue,
-                   new_ids: dict[int, int]) -> None:
-    MessageCopy.objects.using(alias).bulk_create([
-        MessageCopy(database=watched_name(), queue_name=queue.queue_name, msg_id=original, source=source,
-                    copy_queue=destination.queue_name, copy_msg_id=copy, action=action, username=username)
-        for original, copy in new_ids.items()])
+def _record_copies(
+    alias: str, *, username: str, action: str, queue: Queue, source: str, destination: Queue, new_ids: dict[int, int]
+) -> None:
+    MessageCopy.objects.using(alias).bulk_create(
+        [
+            MessageCopy(
+                database=watched_name(),
+                queue_name=queue.queue_name,
+                msg_id=original,
+                source=source,
+                copy_queue=destination.queue_name,
+                copy_msg_id=copy,
+                action=action,
+                username=username,
+            )
+            for original, copy in new_ids.items()
+        ]
+    )
 
 
 def batch_delete_archived(queue: Queue, msg_ids: list[int], *, capture_payloads: bool) -> BatchResult:
     capture = capture_payloads and _payloads_fit_record(queue, ARCHIVE, msg_ids)
     there = _still_there(queue, ARCHIVE, msg_ids, payloads=capture)
     deleted = _delete_archived_rows(queue, list(there))
-    return BatchResult(affected=sorted(deleted), already_gone=sorted(set(msg_ids) - deleted),
-                       deleted_payloads=[_payload_record(there[i]) for i in sorted(deleted)] if capture else [],
-                       payloads_left_out=capture_payloads and not capture)
+    return BatchResult(
+        affected=sorted(deleted),
+        already_gone=sorted(set(msg_ids) - deleted),
+        deleted_payloads=[_payload_record(there[i]) for i in sorted(deleted)] if capture else [],
+        payloads_left_out=capture_payloads and not capture,
+    )
 
 
-def run_batch(action: str, queue: Queue, msg_ids: list[int], parameters: dict, *, capture_payloads: bool,
-              alias: str, username: str) -> BatchResult:
+def run_batch(
+    action: str,
+    queue: Queue,
+    msg_ids: list[int],
+    parameters: dict,
+    *,
+    capture_payloads: bool,
+    alias: str,
+    username: str,
+) -> BatchResult:
     """One batch of `action`, inside an action_transaction whose records go through `alias`; the
     copies it sends are recorded there too."""
     result = _run_batch(action, queue, msg_ids, parameters, capture_payloads=capture_payloads, alias=alias)
     if result.new_ids:
-        _record_copies(alias, username=username, action=action, queue=queue, source=ARCHIVE if action == REQUEUE else LIVE,
-                       destination=existing_queue(parameters["destination"]), new_ids=result.new_ids)
+        _record_copies(
+            alias,
+            username=username,
+            action=action,
+            queue=queue,
+            source=ARCHIVE if action == REQUEUE else LIVE,
+            destination=existing_queue(parameters["destination"]),
+            new_ids=result.new_ids,
+        )
     return result
 
 
-def _run_batch(action: str, queue: Queue, msg_ids: list[int], parameters: dict, *,
-               capture_payloads: bool, alias: str) -> BatchResult:
+def _run_batch(
+    action: str, queue: Queue, msg_ids: list[int], parameters: dict, *, capture_payloads: bool, alias: str
+) -> BatchResult:
     if action == DELETE:
         return batch_delete(queue, msg_ids, capture_payloads=capture_payloads)
     if action == ARCHIVE_ACTION:
@@ -400,13 +503,22 @@ def _run_batch(action: str, queue: Queue, msg_ids: list[int], parameters: dict, 
     if action == DELAY:
         return batch_delay(queue, msg_ids, until=datetime.fromisoformat(parameters["until"]))
     if action == MOVE:
-        return batch_move(queue, msg_ids, destination=existing_queue(parameters["destination"]),
-                          original=parameters.get("original", "archive"),
-                          include_in_flight=parameters.get("include_in_flight", False))
+        return batch_move(
+            queue,
+            msg_ids,
+            destination=existing_queue(parameters["destination"]),
+            original=parameters.get("original", "archive"),
+            include_in_flight=parameters.get("include_in_flight", False),
+        )
     if action == REQUEUE:
-        return batch_requeue(queue, msg_ids, destination=existing_queue(parameters["destination"]),
-                             remove_archived=parameters.get("remove_archived", False),
-                             again=parameters.get("again", False), alias=alias)
+        return batch_requeue(
+            queue,
+            msg_ids,
+            destination=existing_queue(parameters["destination"]),
+            remove_archived=parameters.get("remove_archived", False),
+            again=parameters.get("again", False),
+            alias=alias,
+        )
     if action == DELETE_ARCHIVED:
         return batch_delete_archived(queue, msg_ids, capture_payloads=capture_payloads)
     raise ActionRefused(f"unknown action {action!r}")
@@ -426,9 +538,13 @@ def pgmq_has_array_set_vt() -> bool:
     """set_vt(queue, msg_ids[], vt) arrived in pgmq 1.8; older versions set one message at a time."""
     global _array_set_vt
     if _array_set_vt is None:
-        _array_set_vt = bool(sql_rows(
-            "SELECT 1 FROM pg_proc WHERE proname = 'set_vt' AND pronamespace = 'pgmq'::regnamespace "
-            "AND pg_get_function_identity_arguments(oid) LIKE '%%bigint[]%%'", []))
+        _array_set_vt = bool(
+            sql_rows(
+                "SELECT 1 FROM pg_proc WHERE proname = 'set_vt' AND pronamespace = 'pgmq'::regnamespace "
+                "AND pg_get_function_identity_arguments(oid) LIKE '%%bigint[]%%'",
+                [],
+            )
+        )
     return _array_set_vt
 
 
@@ -439,26 +555,61 @@ def _payloads_fit(payloads: list[RawJSON]) -> bool:
     return len(payloads) <= settings.AUDIT_PAYLOAD_LIMIT and sum(map(len, payloads)) <= PAYLOAD_BYTES_LIMIT
 
 
-def audit_entry(*, user_id: int | None, username: str, action: str, queue_name: str, target: dict, requested: int,
-                affected: int, already_gone: int = 0, skipped: int = 0, outcome: str, details: dict,
-                deleted_payloads: list[RawJSON] | RawJSON | None = None, deleted_count: int | None = None,
-                request_token=None) -> AuditEntry:
+def audit_entry(
+    *,
+    user_id: int | None,
+    username: str,
+    action: str,
+    queue_name: str,
+    target: dict,
+    requested: int,
+    affected: int,
+    already_gone: int = 0,
+    skipped: int = 0,
+    outcome: str,
+    details: dict,
+    deleted_payloads: list[RawJSON] | RawJSON | None = None,
+    deleted_count: int | None = None,
+    request_token=None,
+) -> AuditEntry:
     """Every audit record of an action is made here (unsaved). JSON goes in as exact text: a
     payload in the record is the payload as it was."""
     return AuditEntry(
-        user_id=user_id, username=username or "(system)", action=action, queue_name=queue_name,
-        target=as_jsonb(target), requested=requested, affected=affected, already_gone=already_gone,
-        skipped=skipped, outcome=outcome, details=as_jsonb(details),
+        user_id=user_id,
+        username=username or "(system)",
+        action=action,
+        queue_name=queue_name,
+        target=as_jsonb(target),
+        requested=requested,
+        affected=affected,
+        already_gone=already_gone,
+        skipped=skipped,
+        outcome=outcome,
+        details=as_jsonb(details),
         deleted_payloads=as_jsonb(deleted_payloads) if deleted_payloads is not None else None,
-        deleted_count=deleted_count if deleted_count is not None else (
-            affected if action in (DELETE, DELETE_ARCHIVED) else None),
-        request_token=request_token)
+        deleted_count=deleted_count
+        if deleted_count is not None
+        else (affected if action in (DELETE, DELETE_ARCHIVED) else None),
+        request_token=request_token,
+    )
 
 
-def _record(alias: str, *, user, action: str, queue_name: str, target: dict, requested: int,
-            result: BatchResult | None = None, affected: int | None = None, outcome: str | None = None,
-            details: dict | None = None, deleted_count: int | None = None,
-            deleted_payloads: list[RawJSON] | None = None, request_token=None) -> AuditEntry:
+def _record(
+    alias: str,
+    *,
+    user,
+    action: str,
+    queue_name: str,
+    target: dict,
+    requested: int,
+    result: BatchResult | None = None,
+    affected: int | None = None,
+    outcome: str | None = None,
+    details: dict | None = None,
+    deleted_count: int | None = None,
+    deleted_payloads: list[RawJSON] | None = None,
+    request_token=None,
+) -> AuditEntry:
     """Write the action's audit record through `alias` (the action's own transaction when it can)."""
     result = result or BatchResult()
     affected = len(result.affected) if affected is None else affected
@@ -477,10 +628,21 @@ def _record(alias: str, *, user, action: str, queue_name: str, target: dict, req
     if result.copied_before:
         details["requeued_before"] = {str(k): v for k, v in result.copied_before.items()}
     entry = audit_entry(
-        user_id=getattr(user, "pk", None), username=getattr(user, "username", ""), action=action,
-        queue_name=queue_name, target=target, requested=requested, affected=affected,
-        already_gone=len(result.already_gone), skipped=len(result.skipped), outcome=outcome, details=details,
-        deleted_payloads=payloads, deleted_count=deleted_count, request_token=request_token)
+        user_id=getattr(user, "pk", None),
+        username=getattr(user, "username", ""),
+        action=action,
+        queue_name=queue_name,
+        target=target,
+        requested=requested,
+        affected=affected,
+        already_gone=len(result.already_gone),
+        skipped=len(result.skipped),
+        outcome=outcome,
+        details=details,
+        deleted_payloads=payloads,
+        deleted_count=deleted_count,
+        request_token=request_token,
+    )
     try:
         with transaction.atomic(using=alias):
             entry.save(using=alias)
@@ -500,21 +662,39 @@ def recording_failure(*, user, action: str, queue_name: str, target: dict, reque
     try:
         yield
     except (ActionRefused, DatabaseError) as error:
-        _record("default", user=user, action=action, queue_name=queue_name, target=target, requested=requested,
-                outcome=AuditEntry.FAILED, details={"error": str(error).strip()})
+        _record(
+            "default",
+            user=user,
+            action=action,
+            queue_name=queue_name,
+            target=target,
+            requested=requested,
+            outcome=AuditEntry.FAILED,
+            details={"error": str(error).strip()},
+        )
         raise
 
 
 def _refuse_if_dropped(queue: Queue, error: DatabaseError) -> None:
     """A queue dropped since the page was loaded: say so, rather than 'relation does not exist'."""
-    if isinstance(error.__cause__, psycopg.errors.UndefinedTable) and not Queue.objects.filter(
-            queue_name=queue.queue_name).exists():
+    if (
+        isinstance(error.__cause__, psycopg.errors.UndefinedTable)
+        and not Queue.objects.filter(queue_name=queue.queue_name).exists()
+    ):
         raise QueueMissing(f"the queue “{queue.queue_name}” was dropped meanwhile") from error
 
 
 @contextmanager
-def acting(*, user, action: str, queue_name: str, target: dict, requested: int, queues: tuple[Queue, ...] = (),
-           budget_ms: int | None = None) -> Iterator[str]:
+def acting(
+    *,
+    user,
+    action: str,
+    queue_name: str,
+    target: dict,
+    requested: int,
+    queues: tuple[Queue, ...] = (),
+    budget_ms: int | None = None,
+) -> Iterator[str]:
     """The frame of every action: one transaction on the pgmq database (yields the alias its record
     goes through), a queue among `queues` dropped meanwhile said so, and a failed or refused action
     recorded too. `budget_ms`: a statement timeout of its own, for what may take longer than a page."""
@@ -535,52 +715,105 @@ def _capture(action: str, count: int) -> bool:
 # Actions on chosen messages (a selection: at most a page)
 
 
-def act_on_messages(*, user, queue: Queue, action: str, msg_ids: list[int], parameters: dict,
-                    request_token=None) -> Outcome:
+def act_on_messages(
+    *, user, queue: Queue, action: str, msg_ids: list[int], parameters: dict, request_token=None
+) -> Outcome:
     target = {"msg_ids": msg_ids, **({"parameters": parameters} if parameters else {})}
-    with acting(user=user, action=action, queue_name=queue.queue_name, target=target, requested=len(msg_ids),
-                queues=(queue,)) as alias:
-        result = run_batch(action, queue, msg_ids, parameters, capture_payloads=_capture(action, len(msg_ids)),
-                           alias=alias, username=user.username)
-        entry = _record(alias, user=user, action=action, queue_name=queue.queue_name, target=target,
-                        requested=len(msg_ids), result=result, request_token=request_token)
+    with acting(
+        user=user, action=action, queue_name=queue.queue_name, target=target, requested=len(msg_ids), queues=(queue,)
+    ) as alias:
+        result = run_batch(
+            action,
+            queue,
+            msg_ids,
+            parameters,
+            capture_payloads=_capture(action, len(msg_ids)),
+            alias=alias,
+            username=user.username,
+        )
+        entry = _record(
+            alias,
+            user=user,
+            action=action,
+            queue_name=queue.queue_name,
+            target=target,
+            requested=len(msg_ids),
+            result=result,
+            request_token=request_token,
+        )
     return Outcome(result, entry)
 
 
-def send_message(*, user, queue: Queue, message: RawJSON, headers: RawJSON | None, delay_s: int,
-                 request_token=None) -> Outcome:
+def send_message(
+    *, user, queue: Queue, message: RawJSON, headers: RawJSON | None, delay_s: int, request_token=None
+) -> Outcome:
     target = {"message": message, "headers": headers, "delay_s": delay_s}
-    with acting(user=user, action=SEND, queue_name=queue.queue_name, target=target, requested=1,
-                queues=(queue,)) as alias:
+    with acting(
+        user=user, action=SEND, queue_name=queue.queue_name, target=target, requested=1, queues=(queue,)
+    ) as alias:
         if "headers" in queue.tables[LIVE].columns:
-            new_id = sql_rows("SELECT * FROM pgmq.send(%s, %s::jsonb, %s::jsonb, %s::integer)",
-                              [queue.queue_name, str(message), str(headers) if headers is not None else None,
-                               delay_s])[0][0]
+            new_id = sql_rows(
+                "SELECT * FROM pgmq.send(%s, %s::jsonb, %s::jsonb, %s::integer)",
+                [queue.queue_name, str(message), str(headers) if headers is not None else None, delay_s],
+            )[0][0]
         else:
-            new_id = sql_rows("SELECT * FROM pgmq.send(%s, %s::jsonb, %s::integer)",
-                              [queue.queue_name, str(message), delay_s])[0][0]
+            new_id = sql_rows(
+                "SELECT * FROM pgmq.send(%s, %s::jsonb, %s::integer)", [queue.queue_name, str(message), delay_s]
+            )[0][0]
         result = BatchResult(affected=[new_id])
-        entry = _record(alias, user=user, action=SEND, queue_name=queue.queue_name, target=target,
-                        requested=1, result=result, details={"msg_id": new_id}, request_token=request_token)
+        entry = _record(
+            alias,
+            user=user,
+            action=SEND,
+            queue_name=queue.queue_name,
+            target=target,
+            requested=1,
+            result=result,
+            details={"msg_id": new_id},
+            request_token=request_token,
+        )
     return Outcome(result, entry)
 
 
-def edit_and_resend(*, user, queue: Queue, msg_id: int, source: str, destination: Queue, message: RawJSON,
-                    headers: RawJSON | None, include_in_flight: bool = False, request_token=None) -> Outcome:
+def edit_and_resend(
+    *,
+    user,
+    queue: Queue,
+    msg_id: int,
+    source: str,
+    destination: Queue,
+    message: RawJSON,
+    headers: RawJSON | None,
+    include_in_flight: bool = False,
+    request_token=None,
+) -> Outcome:
     """Send an edited copy and archive the original, in one step. If a consumer took the original
     meanwhile, nothing is sent: the copy would be a second delivery of work already done. One a
     consumer is working on (in flight) is refused unless `include_in_flight`, for the same reason."""
-    target = {"msg_id": msg_id, "source": source, "destination": destination.queue_name,
-              "message": message, "headers": headers}
-    with acting(user=user, action=EDIT_AND_RESEND, queue_name=queue.queue_name, target=target, requested=1,
-                queues=(queue, destination)) as alias:
+    target = {
+        "msg_id": msg_id,
+        "source": source,
+        "destination": destination.queue_name,
+        "message": message,
+        "headers": headers,
+    }
+    with acting(
+        user=user,
+        action=EDIT_AND_RESEND,
+        queue_name=queue.queue_name,
+        target=target,
+        requested=1,
+        queues=(queue, destination),
+    ) as alias:
         if destination.queue_name != queue.queue_name:
             refuse_shared_tables(EDIT_AND_RESEND, queue, destination)
         there = _still_there(queue, source, [msg_id], lock=True)
         if source == LIVE and there.get(msg_id, {}).get("in_flight") and not include_in_flight:
-            raise SecondDelivery(f"message {msg_id} is in flight: a consumer is working on it now, and if it "
-                                 "finishes the edited copy is a second delivery of the same work; ask again "
-                                 "including messages in flight to send it anyway")
+            raise SecondDelivery(
+                f"message {msg_id} is in flight: a consumer is working on it now, and if it "
+                "finishes the edited copy is a second delivery of the same work; ask again "
+                "including messages in flight to send it anyway"
+            )
         if source == LIVE and there:
             archived = _pgmq_ids("SELECT * FROM pgmq.archive(%s, %s::bigint[])", [queue.queue_name, [msg_id]])
         else:
@@ -590,12 +823,30 @@ def edit_and_resend(*, user, queue: Queue, msg_id: int, source: str, destination
         else:
             new_id = _send_copies(destination, [{"message_text": message, "headers_text": headers}])[0]
             result = BatchResult(affected=[msg_id], new_ids={msg_id: new_id})
-            _record_copies(alias, username=user.username, action=EDIT_AND_RESEND, queue=queue, source=source,
-                           destination=destination, new_ids=result.new_ids)
-        entry = _record(alias, user=user, action=EDIT_AND_RESEND, queue_name=queue.queue_name,
-                        target=target, requested=1, result=result, request_token=request_token,
-                        details={"original_msg_id": msg_id, "destination": destination.queue_name,
-                                 "original_archived": source == LIVE and bool(archived)})
+            _record_copies(
+                alias,
+                username=user.username,
+                action=EDIT_AND_RESEND,
+                queue=queue,
+                source=source,
+                destination=destination,
+                new_ids=result.new_ids,
+            )
+        entry = _record(
+            alias,
+            user=user,
+            action=EDIT_AND_RESEND,
+            queue_name=queue.queue_name,
+            target=target,
+            requested=1,
+            result=result,
+            request_token=request_token,
+            details={
+                "original_msg_id": msg_id,
+                "destination": destination.queue_name,
+                "original_archived": source == LIVE and bool(archived),
+            },
+        )
     return Outcome(result, entry)
 
 
@@ -607,19 +858,39 @@ def purge_queue(*, user, queue: Queue, request_token=None) -> Outcome:
     the rows, about a second per ten million). Like a job, it may take longer than a page.
     """
     target = {"queue": queue.queue_name}
-    with acting(user=user, action=PURGE, queue_name=queue.queue_name, target=target, requested=0, queues=(queue,),
-                budget_ms=settings.JOB_STATEMENT_TIMEOUT_MS) as alias:
+    with acting(
+        user=user,
+        action=PURGE,
+        queue_name=queue.queue_name,
+        target=target,
+        requested=0,
+        queues=(queue,),
+        budget_ms=settings.JOB_STATEMENT_TIMEOUT_MS,
+    ) as alias:
         refuse_shared_tables(PURGE, queue)
         _lock_table(queue, LIVE)
-        first_ids = list(queue.live_messages.objects.order_by("msg_id")
-                         .values_list("msg_id", flat=True)[: settings.AUDIT_PAYLOAD_LIMIT + 1])
+        first_ids = list(
+            queue.live_messages.objects.order_by("msg_id").values_list("msg_id", flat=True)[
+                : settings.AUDIT_PAYLOAD_LIMIT + 1
+            ]
+        )
         keep = len(first_ids) <= settings.AUDIT_PAYLOAD_LIMIT and _payloads_fit_record(queue, LIVE, first_ids)
         first = list(_still_there(queue, LIVE, first_ids, payloads=True).values()) if keep else []
         purged = sql_rows("SELECT pgmq.purge_queue(%s)", [queue.queue_name])[0][0]
         payloads = [_payload_record(row) for row in first] if keep and purged <= len(first) else None
-        entry = _record(alias, user=user, action=PURGE, queue_name=queue.queue_name, target=target,
-                        requested=purged, affected=purged, outcome=AuditEntry.DONE, deleted_count=purged,
-                        deleted_payloads=payloads, request_token=request_token)
+        entry = _record(
+            alias,
+            user=user,
+            action=PURGE,
+            queue_name=queue.queue_name,
+            target=target,
+            requested=purged,
+            affected=purged,
+            outcome=AuditEntry.DONE,
+            deleted_count=purged,
+            deleted_payloads=payloads,
+            request_token=request_token,
+        )
     return Outcome(BatchResult(), entry)
 
 
@@ -636,8 +907,16 @@ def create_queue(*, user, name: str, unlogged: bool, request_token=None) -> Outc
             if isinstance(error.__cause__, psycopg.errors.RaiseException):
                 raise ActionRefused(f"pgmq refused the name: {error.__cause__.diag.message_primary}") from error
             raise
-        entry = _record(alias, user=user, action=CREATE_QUEUE, queue_name=name, target=target,
-                        requested=1, affected=1, request_token=request_token)
+        entry = _record(
+            alias,
+            user=user,
+            action=CREATE_QUEUE,
+            queue_name=name,
+            target=target,
+            requested=1,
+            affected=1,
+            request_token=request_token,
+        )
     return Outcome(BatchResult(), entry)
 
 
@@ -646,8 +925,15 @@ def drop_queue(*, user, queue: Queue, request_token=None) -> Outcome:
     like a job, may take longer than a page). The queue's unfinished jobs are cancelled with it: a
     queue created later under the same name is another queue."""
     target = {"queue": queue.queue_name}
-    with acting(user=user, action=DROP_QUEUE, queue_name=queue.queue_name, target=target, requested=1,
-                queues=(queue,), budget_ms=settings.JOB_STATEMENT_TIMEOUT_MS) as alias:
+    with acting(
+        user=user,
+        action=DROP_QUEUE,
+        queue_name=queue.queue_name,
+        target=target,
+        requested=1,
+        queues=(queue,),
+        budget_ms=settings.JOB_STATEMENT_TIMEOUT_MS,
+    ) as alias:
         refuse_shared_tables(DROP_QUEUE, queue)
         _lock_table(queue, LIVE)
         live = queue.live_messages.objects.count()
@@ -657,9 +943,18 @@ def drop_queue(*, user, queue: Queue, request_token=None) -> Outcome:
             archived = queue.archived_messages.objects.count()
         sql_rows("SELECT pgmq.drop_queue(%s)", [queue.queue_name])
         BulkJob.objects.using(alias).filter(
-            queue_name=queue.queue_name, status__in=[BulkJob.PENDING, BulkJob.RUNNING]).update(
-            cancel_requested=True, cancelled_by=f"{user.username} (dropped the queue)")
-        entry = _record(alias, user=user, action=DROP_QUEUE, queue_name=queue.queue_name, target=target,
-                        requested=1, affected=1, deleted_count=live + archived, request_token=request_token,
-                        details={"live_messages": live, "archived_messages": archived})
+            queue_name=queue.queue_name, status__in=[BulkJob.PENDING, BulkJob.RUNNING]
+        ).update(cancel_requested=True, cancelled_by=f"{user.username} (dropped the queue)")
+        entry = _record(
+            alias,
+            user=user,
+            action=DROP_QUEUE,
+            queue_name=queue.queue_name,
+            target=target,
+            requested=1,
+            affected=1,
+            deleted_count=live + archived,
+            request_token=request_token,
+            details={"live_messages": live, "archived_messages": archived},
+        )
     return Outcome(BatchResult(), entry)

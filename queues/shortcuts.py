@@ -1,6 +1,7 @@
 """What the pages and the API share: finding a queue or a job named in the URL (or a 404), the
 links of a message page, the refusal of a download that is too big; and for the pages, a panel
 that may time out and the live region an htmx refresh asked for."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -47,6 +48,7 @@ def jobs_seen(request: HttpRequest, jobs: list[BulkJob]) -> list[BulkJob]:
 
 def page_links(request: HttpRequest, page: messages.MessagePage, page_request: messages.PageRequest) -> dict:
     """Links to the newest, newer, older and oldest pages, every filter kept."""
+
     def link(**place) -> str:
         query = request.GET.copy()
         for key in ("after", "before", "from", "last"):
@@ -64,8 +66,11 @@ def page_links(request: HttpRequest, page: messages.MessagePage, page_request: m
         "newer": link(before=forms.encode_cursor(page.first, column)) if page.has_newer and page.first else None,
         "older": link(after=forms.encode_cursor(page.last, column)) if page.has_older and page.last else None,
         "oldest": link(last="1") if page.has_older else None,
-        "continue_scan": (link(**{"before" if went_backwards else "after": str(page.scan_stopped_at)})
-                          if page.scan_stopped_at is not None and column == "msg_id" else None),
+        "continue_scan": (
+            link(**{"before" if went_backwards else "after": str(page.scan_stopped_at)})
+            if page.scan_stopped_at is not None and column == "msg_id"
+            else None
+        ),
     }
 
 
@@ -74,14 +79,28 @@ def download_too_big(request: HttpRequest, stored: payloads.StoredPayload) -> Ht
     if (stored.bytes or 0) <= settings.DOWNLOAD_MAX_BYTES:
         return None
     fetch_sql = fetch_row_sql(stored.queue.tables[stored.kind].name, stored.msg_id)
-    detail = (f"message {stored.msg_id}'s {stored.column} is {stored.bytes:,} bytes of JSON, over the "
-              f"{settings.DOWNLOAD_MAX_BYTES:,} bytes a download may be (DASHBOARD_DOWNLOAD_MAX_BYTES): fetch it "
-              "with SQL")
-    return error_answer(request, 413, detail, "too_big.html", {
-        "part": stored.column, "msg_id": stored.msg_id, "size": stored.bytes, "limit": settings.DOWNLOAD_MAX_BYTES,
-        "fetch_sql": fetch_sql,
-        "back_url": reverse("message", args=[stored.queue.queue_name, stored.msg_id]) + f"?source={stored.kind}",
-    }, bytes=stored.bytes, limit=settings.DOWNLOAD_MAX_BYTES, sql=fetch_sql)
+    detail = (
+        f"message {stored.msg_id}'s {stored.column} is {stored.bytes:,} bytes of JSON, over the "
+        f"{settings.DOWNLOAD_MAX_BYTES:,} bytes a download may be (DASHBOARD_DOWNLOAD_MAX_BYTES): fetch it "
+        "with SQL"
+    )
+    return error_answer(
+        request,
+        413,
+        detail,
+        "too_big.html",
+        {
+            "part": stored.column,
+            "msg_id": stored.msg_id,
+            "size": stored.bytes,
+            "limit": settings.DOWNLOAD_MAX_BYTES,
+            "fetch_sql": fetch_sql,
+            "back_url": reverse("message", args=[stored.queue.queue_name, stored.msg_id]) + f"?source={stored.kind}",
+        },
+        bytes=stored.bytes,
+        limit=settings.DOWNLOAD_MAX_BYTES,
+        sql=fetch_sql,
+    )
 
 
 def bad_request(request: HttpRequest, form) -> HttpResponse:

@@ -13,6 +13,7 @@ An attempt that must wait is refused unchecked and not counted, so trying early 
 Every page that signs in through Django's authenticate() (/login/, /admin/login/) is limited by
 SignInLimitBackend, and answered 429 by SignInLimitMiddleware.
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,9 +77,12 @@ def begin_attempt(username: str, address: str) -> SignInAttempt:
     with transaction.atomic():
         # The address's row is locked first, as in take_back, so two attempts never wait on each other in a
         # circle; the time read once both are held, so no failure counted meanwhile lies in its future.
-        rows = {kind: SignInFailures.objects.select_for_update().get_or_create(
-                    address=address, username=name, defaults={"failures": 0, "last_failed_at": timezone.now()})[0]
-                for kind, name in ((ADDRESS, None), (NAME, username))}
+        rows = {
+            kind: SignInFailures.objects.select_for_update().get_or_create(
+                address=address, username=name, defaults={"failures": 0, "last_failed_at": timezone.now()}
+            )[0]
+            for kind, name in ((ADDRESS, None), (NAME, username))
+        }
         now = timezone.now()
         for kind, row in rows.items():
             if row.last_failed_at < now - settings.SIGN_IN_FAILURE_WINDOW:
@@ -96,16 +100,21 @@ def begin_attempt(username: str, address: str) -> SignInAttempt:
             row.save(update_fields=["failures", "last_failed_at"])
             waits[kind] = delay_seconds(row.failures, limits[kind])
     limited_by = max(waits, key=waits.__getitem__)
-    return SignInAttempt(username, address, now, checked=True, wait=waits[limited_by],
-                         limited_by=limited_by if waits[limited_by] else None,
-                         address_failed_before=address_failed_before)
+    return SignInAttempt(
+        username,
+        address,
+        now,
+        checked=True,
+        wait=waits[limited_by],
+        limited_by=limited_by if waits[limited_by] else None,
+        address_failed_before=address_failed_before,
+    )
 
 
 @transaction.atomic
 def take_back(attempt: SignInAttempt) -> None:
     """The attempt signed in: it was no failure, and the pair's earlier failures are forgotten."""
-    address_row = SignInFailures.objects.select_for_update().filter(address=attempt.address,
-                                                                    username=None).first()
+    address_row = SignInFailures.objects.select_for_update().filter(address=attempt.address, username=None).first()
     SignInFailures.objects.filter(address=attempt.address, username=attempt.username).delete()
     if address_row is None:  # forgotten meanwhile, or deleted by an administrator
         return
@@ -123,8 +132,9 @@ class SignInLimitBackend:
     wait (PermissionDenied stops Django from asking the backends that check passwords). It has no
     get_user, so no session is ever tied to it (force_login takes the first backend that has one)."""
 
-    def authenticate(self, request: HttpRequest | None, username: str | None = None, password: str | None = None,
-                     **kwargs: object) -> None:
+    def authenticate(
+        self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: object
+    ) -> None:
         if request is None or username is None or password is None:
             return  # not a password sign-in (a proxy's header, say)
         attempt = begin_attempt(username, limited_address(client_address(request)))
@@ -154,17 +164,27 @@ class SignInLimitMiddleware:
         if attempt is None or attempt.succeeded or attempt.wait <= 0:
             return response
         if attempt.checked:
-            log.warning("sign-in for %r from %s failed; too many failures for the %s: the next attempt waits %g s",
-                        attempt.username, attempt.address, attempt.limited_by, attempt.wait)
+            log.warning(
+                "sign-in for %r from %s failed; too many failures for the %s: the next attempt waits %g s",
+                attempt.username,
+                attempt.address,
+                attempt.limited_by,
+                attempt.wait,
+            )
         return waiting_response(request, attempt)
 
 
 def waiting_response(request: HttpRequest, attempt: SignInAttempt) -> HttpResponse:
     retry_after = math.ceil(attempt.wait)
-    response = render(request, "registration/locked_out.html", {
-        "attempt": attempt,
-        "retry_after": retry_after,
-        "retry_at": attempt.at + timedelta(seconds=retry_after),
-    }, status=429)
+    response = render(
+        request,
+        "registration/locked_out.html",
+        {
+            "attempt": attempt,
+            "retry_after": retry_after,
+            "retry_at": attempt.at + timedelta(seconds=retry_after),
+        },
+        status=429,
+    )
     response["Retry-After"] = str(retry_after)
     return response

@@ -4,6 +4,7 @@ A spreadsheet runs a cell starting with =, +, -, @ (or a tab or carriage return 
 formula: a payload like `=HYPERLINK("http://evil", "click")` must arrive as text, so such cells get
 a leading apostrophe, which spreadsheets read as "this is text" and do not show.
 """
+
 from __future__ import annotations
 
 import csv

@@ -3,6 +3,7 @@
 A key is 32 random bytes (URL-safe base64) behind a recognisable prefix: with that much entropy a
 plain sha256 is as good as a slow password hash, and lets the key be found by an index.
 """
+
 from __future__ import annotations
 
 import hashlib

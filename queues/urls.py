@@ -16,10 +16,18 @@ urlpatterns = [
     path("queues/<queue:queue_name>/messages/", reading.message_list, name="messages"),
     path("queues/<queue:queue_name>/messages/<int:msg_id>/", reading.message_detail, name="message"),
     path("queues/<queue:queue_name>/messages/<int:msg_id>/raw/", reading.message_raw, name="message-raw"),
-    path("queues/<queue:queue_name>/messages/export.csv", exports.message_export, {"export_format": "csv"},
-         name="messages-export-csv"),
-    path("queues/<queue:queue_name>/messages/export.ndjson", exports.message_export, {"export_format": "ndjson"},
-         name="messages-export-ndjson"),
+    path(
+        "queues/<queue:queue_name>/messages/export.csv",
+        exports.message_export,
+        {"export_format": "csv"},
+        name="messages-export-csv",
+    ),
+    path(
+        "queues/<queue:queue_name>/messages/export.ndjson",
+        exports.message_export,
+        {"export_format": "ndjson"},
+        name="messages-export-ndjson",
+    ),
     # Acting
     path("new-queue/", actions.create_queue, name="create-queue"),
     path("queues/<queue:queue_name>/act/", actions.message_action, name="message-action"),

@@ -1,6 +1,7 @@
 """The action vocabulary: every action the dashboard can take, as the audit log, the API, the
 forms and the pages name it, which table it works on, and whether it is destructive. Read by
 services, forms, serializers, views and templates; nothing else spells an action's label."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,21 +39,31 @@ REQUEUE, DELETE_ARCHIVED = "requeue", "delete_archived"
 SEND, EDIT_AND_RESEND, PURGE = "send", "edit_and_resend", "purge"
 CREATE_QUEUE, DROP_QUEUE = "create_queue", "drop_queue"
 
-ACTIONS: dict[str, Action] = {action.name: action for action in [
-    Action(RETRY, "Retry now", LIVE, guards_in_flight=True),
-    Action(DELAY, "Delay", LIVE, asks_more=True),
-    Action(ARCHIVE_ACTION, "Archive", LIVE),
-    Action(MOVE, "Move", LIVE, destructive=True, guards_in_flight=True, asks_more=True,
-           dialog_title="Move to another queue"),
-    Action(DELETE, "Delete", LIVE, destructive=True),
-    Action(REQUEUE, "Requeue", ARCHIVE, asks_more=True),
-    Action(DELETE_ARCHIVED, "Delete from the archive", ARCHIVE, destructive=True),
-    Action(SEND, "Send"),
-    Action(EDIT_AND_RESEND, "Edit and resend", asks_more=True),
-    Action(PURGE, "Purge", destructive=True),
-    Action(CREATE_QUEUE, "Create queue"),
-    Action(DROP_QUEUE, "Drop", destructive=True),
-]}
+ACTIONS: dict[str, Action] = {
+    action.name: action
+    for action in [
+        Action(RETRY, "Retry now", LIVE, guards_in_flight=True),
+        Action(DELAY, "Delay", LIVE, asks_more=True),
+        Action(ARCHIVE_ACTION, "Archive", LIVE),
+        Action(
+            MOVE,
+            "Move",
+            LIVE,
+            destructive=True,
+            guards_in_flight=True,
+            asks_more=True,
+            dialog_title="Move to another queue",
+        ),
+        Action(DELETE, "Delete", LIVE, destructive=True),
+        Action(REQUEUE, "Requeue", ARCHIVE, asks_more=True),
+        Action(DELETE_ARCHIVED, "Delete from the archive", ARCHIVE, destructive=True),
+        Action(SEND, "Send"),
+        Action(EDIT_AND_RESEND, "Edit and resend", asks_more=True),
+        Action(PURGE, "Purge", destructive=True),
+        Action(CREATE_QUEUE, "Create queue"),
+        Action(DROP_QUEUE, "Drop", destructive=True),
+    ]
+}
 
 LIVE_ACTIONS = [name for name, action in ACTIONS.items() if action.table == LIVE]
 ARCHIVE_ACTIONS = [name for name, action in ACTIONS.items() if action.table == ARCHIVE]

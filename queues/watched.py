@@ -3,6 +3,7 @@ WatchedDatabaseMiddleware (from the URL's /db/<name>/ prefix), per round by the 
 job by the job runner; every query on pgmq's tables goes to it (PgmqRouter, in settings'
 DATABASE_ROUTERS). Roles per database are in access.py.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

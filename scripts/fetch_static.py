@@ -9,6 +9,7 @@ htmx needs no fetching: django-htmx ships it in its own static files.
 `--tests` also fetches what only the tests use (axe-core, which tests/test_accessibility.py
 injects into every page) into tests/vendor/, outside what the dashboard serves.
 """
+
 from __future__ import annotations
 
 import base64

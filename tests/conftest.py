@@ -4,6 +4,7 @@ a real gunicorn serving the dashboard, and Chromium driven by Playwright.
 Tests that touch the database are transactional (pgmq's functions commit, and a second process,
 gunicorn, must see what a test wrote): mark them with `uses_databases` below.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,18 +23,27 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 import pytest
 from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Group
-from django.core.management import call_command
 from django.db import connections
+from django.test import override_settings
 from django.utils import timezone
 
 from dashboard import embedded_postgres
+from dashboard.static_files import collect_static
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 # As root in a container Chromium needs --no-sandbox; the rest keeps it off this closed network.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 SCREENSHOTS = BASE_DIR / "shots" / "tests"
 
 uses_databases = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -54,8 +64,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], object], *, timeout: float, what: str | Callable[[], str],
-             interval: float = 0.2) -> object:
+def wait_for(
+    condition: Callable[[], object], *, timeout: float, what: str | Callable[[], str], interval: float = 0.2
+) -> object:
     """Poll until condition() returns something truthy; fail saying what never happened (`what`
     may be a function, to describe the state at the time of failure)."""
     deadline = time.monotonic() + timeout
@@ -182,8 +193,9 @@ def signed_in_client(client, operator):
 
 def client_with_role(client, django_user_model, role: str):
     """The test client signed in as a new user `<role>-user` in the role's group (Viewer, Operator, Admin)."""
-    user = django_user_model.objects.create_user(f"{role.lower()}-user", password="a-long-test-password-42",
-                                                 is_staff=role == "Admin")
+    user = django_user_model.objects.create_user(
+        f"{role.lower()}-user", password="a-long-test-password-42", is_staff=role == "Admin"
+    )
     user.groups.add(Group.objects.get(name=role))
     client.force_login(user)
     return client
@@ -211,10 +223,27 @@ def no_export_slots_left() -> Iterator[None]:
     export_slots._running.clear()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Pages link to hashed static names (whitenoise's manifest), as in production: collected once,
+    before any test, by the one process that is not a worker of pytest-xdist (with -n, the workers'
+    gunicorns would otherwise read a manifest another worker is rewriting)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        collect_static()
+
+
+class QuickPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """Django's PBKDF2 with 1,000 iterations instead of 1,000,000 (0.3 s a password here, paid by
+    every test that makes a user). Same algorithm and format, so the dashboard under gunicorn, with
+    its own settings, verifies these passwords (and strengthens them at the first sign-in)."""
+
+    iterations = 1_000
+
+
 @pytest.fixture(scope="session", autouse=True)
-def collected_static() -> None:
-    """Pages link to hashed static names (whitenoise's manifest), as in production."""
-    call_command("collectstatic", "--noinput", verbosity=0)
+def quick_password_hashing() -> Iterator[None]:
+    with override_settings(PASSWORD_HASHERS=["tests.conftest.QuickPBKDF2PasswordHasher"]):
+        yield
 
 
 @contextlib.contextmanager
@@ -224,15 +253,30 @@ def gunicorn(database_url: str, log_dir: Path, **env: str) -> Iterator[str]:
     log_path = log_dir / f"gunicorn-{port}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "dashboard/gunicorn.conf.py",
-             "--bind", f"127.0.0.1:{port}", "--workers", "1", "dashboard.wsgi"],
-            cwd=BASE_DIR, env={**os.environ, "PGMQ_DATABASE_URL": database_url, **env},
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "dashboard/gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "dashboard.wsgi",
+            ],
+            cwd=BASE_DIR,
+            env={**os.environ, "PGMQ_DATABASE_URL": database_url, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: process.poll() is not None or http_status(base_url + "/healthz") is not None,
-                 timeout=30, what="gunicorn to answer /healthz")
+        wait_for(
+            lambda: process.poll() is not None or http_status(base_url + "/healthz") is not None,
+            timeout=30,
+            what="gunicorn to answer /healthz",
+        )
         assert process.poll() is None, f"gunicorn exited at start:\n{log_path.read_text()}"
         yield base_url
     finally:
@@ -257,7 +301,9 @@ def prometheus_tool(name: str) -> str:
     unpacked = PROMETHEUS_BIN / name
     found = os.environ.get(name.upper()) or (str(unpacked) if unpacked.exists() else shutil.which(name))
     if not found:
-        reason = f"{name} not found: `make prometheus` unpacks Debian's package into var/prometheus (or set {name.upper()})"
+        reason = (
+            f"{name} not found: `make prometheus` unpacks Debian's package into var/prometheus (or set {name.upper()})"
+        )
         if os.environ.get("REQUIRE_PROMETHEUS"):
             pytest.fail(reason + "; REQUIRE_PROMETHEUS is set, so a missing one is a failure")
         pytest.skip(reason)

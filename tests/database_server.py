@@ -11,6 +11,7 @@ It must run before pytest-django imports the settings, which need PGMQ_DATABASE_
 Either way Django creates its test database there (test_<name>) and conftest.py installs pgmq
 into it, so the tests never touch a database they did not create.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         where = f"the server of PGMQ_TEST_DATABASE_URL ({url})"
         embedded_postgres.install_pgmq(url)  # so the named database is ready for pgmq, if it was not
     else:
-        url = embedded_postgres.start(Path(tempfile.mkdtemp(prefix="pgmq-dashboard-tests-")) / "pgdata",
-                                      delete_on_exit=True)
+        url = embedded_postgres.start(
+            Path(tempfile.mkdtemp(prefix="pgmq-dashboard-tests-")) / "pgdata", delete_on_exit=True
+        )
         where = "an embedded PostgreSQL started for this session"
     early_config.stash[server_description_key] = where
     os.environ["PGMQ_DATABASE_URL"] = url

@@ -1,4 +1,5 @@
 """A plain HTTP client with cookies, for tests that talk to a dashboard in another process."""
+
 from __future__ import annotations
 
 import http.cookiejar
@@ -51,5 +52,8 @@ class HttpSession:
 
     def set_cookie(self, name: str, value: str) -> None:
         host = urllib.parse.urlsplit(self.base_url).hostname
-        self.cookies.set_cookie(http.cookiejar.Cookie(
-            0, name, value, None, False, host, False, False, "/", True, False, None, False, None, None, {}))
+        self.cookies.set_cookie(
+            http.cookiejar.Cookie(
+                0, name, value, None, False, host, False, False, "/", True, False, None, False, None, None, {}
+            )
+        )

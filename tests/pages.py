@@ -1,4 +1,5 @@
 """Reading pages the way a person does: by what they show, not by template internals."""
+
 from __future__ import annotations
 
 import re
@@ -50,7 +51,7 @@ def number(text: str) -> int:
 
 
 def seconds(text: str) -> float:
-    """"1 min 5 s", "3 h 20 min", "45 s" -> seconds."""
+    """ "1 min 5 s", "3 h 20 min", "45 s" -> seconds."""
     parts = re.findall(r"(\d+)\s*(s|min|h|d)\b", text)
     if not parts:
         raise ValueError(f"not a duration: {text!r}")
@@ -59,9 +60,13 @@ def seconds(text: str) -> float:
 
 def message_rows(page: BeautifulSoup) -> list[dict[str, str]]:
     return [
-        {"msg_id": row["data-msg-id"], "source": row["data-source"],
-         "state": row.select_one(".state").get_text(), "read_ct": row.select_one("[data-column=read_ct]").get_text(),
-         "preview": row.select_one(".payload summary").get_text(strip=True)}
+        {
+            "msg_id": row["data-msg-id"],
+            "source": row["data-source"],
+            "state": row.select_one(".state").get_text(),
+            "read_ct": row.select_one("[data-column=read_ct]").get_text(),
+            "preview": row.select_one(".payload summary").get_text(strip=True),
+        }
         for row in page.select("#messages-live tbody tr[data-msg-id]")
     ]
 

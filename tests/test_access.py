@@ -1,5 +1,6 @@
 """Who gets in: sign-in on every page but the health check, failed sign-ins slowed down, the
 optional reverse-proxy sign-in, and the production settings (HTTPS, HSTS, CSP, framing)."""
+
 from __future__ import annotations
 
 import http.client
@@ -90,9 +91,11 @@ def test_a_successful_sign_in_forgets_the_failures(client, django_user_model, se
 
 PROXY_SETTINGS = {
     "REMOTE_USER_HEADER": "X-Forwarded-User",
-    "AUTHENTICATION_BACKENDS": ["queues.sign_in_limits.SignInLimitBackend",
-                                "django.contrib.auth.backends.ModelBackend",
-                                "dashboard.proxy_auth.ProxyHeaderUserBackend"],
+    "AUTHENTICATION_BACKENDS": [
+        "queues.sign_in_limits.SignInLimitBackend",
+        "django.contrib.auth.backends.ModelBackend",
+        "dashboard.proxy_auth.ProxyHeaderUserBackend",
+    ],
 }
 
 
@@ -111,9 +114,11 @@ def test_a_user_the_proxy_signed_in_gets_in_as_a_viewer(make_queue, django_user_
         assert proxied.get("/", headers={"X-Forwarded-User": "dana"}).status_code == 200
         dana = django_user_model.objects.get(username="dana")
         assert list(dana.groups.values_list("name", flat=True)) == ["Viewer"]
-        refused = proxied.post("/queues/orders/act/", {"action": "delete", "source": "live", "scope": "selected",
-                                                       "msg_id": "1", "confirmed": "1"},
-                               headers={"X-Forwarded-User": "dana"})
+        refused = proxied.post(
+            "/queues/orders/act/",
+            {"action": "delete", "source": "live", "scope": "selected", "msg_id": "1", "confirmed": "1"},
+            headers={"X-Forwarded-User": "dana"},
+        )
         assert refused.status_code == 403
         assert Client().get("/", headers={"X-Forwarded-User": ""}).status_code == 302  # empty is no one
 
@@ -121,13 +126,22 @@ def test_a_user_the_proxy_signed_in_gets_in_as_a_viewer(make_queue, django_user_
 def production_environment(**extra: str) -> dict[str, str]:
     test_only = ("DASHBOARD_HTTPS", "DJANGO_DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE")
     environment = {key: value for key, value in os.environ.items() if key not in test_only}
-    return {**environment, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,dashboard.example.com", **extra}
+    return {
+        **environment,
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,dashboard.example.com",
+        **extra,
+    }
 
 
 def test_check_deploy_finds_nothing_with_production_settings():
-    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                            cwd=BASE_DIR, env=production_environment(), capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=BASE_DIR,
+        env=production_environment(),
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 
@@ -146,8 +160,14 @@ def raw_get(base_url: str, path: str, headers: dict[str, str] | None = None) -> 
 @uses_databases
 def test_production_serves_https_only_with_secure_cookies_hsts_and_a_strict_policy(pgmq_database_url, tmp_path):
     environment = production_environment(DASHBOARD_PROXY_SSL_HEADER="X-Forwarded-Proto")
-    with gunicorn(pgmq_database_url, tmp_path, **{key: environment[key] for key in (
-            "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DASHBOARD_PROXY_SSL_HEADER")}, DASHBOARD_HTTPS="1") as base:
+    with gunicorn(
+        pgmq_database_url,
+        tmp_path,
+        **{
+            key: environment[key] for key in ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DASHBOARD_PROXY_SSL_HEADER")
+        },
+        DASHBOARD_HTTPS="1",
+    ) as base:
         plain = raw_get(base, "/login/")
         assert plain.status == 301 and plain.getheader("Location") == f"{base.replace('http:', 'https:')}/login/"
         assert raw_get(base, "/healthz").status == 200  # probes speak plain http inside the cluster
@@ -157,8 +177,11 @@ def test_production_serves_https_only_with_secure_cookies_hsts_and_a_strict_poli
         assert secure.getheader("Strict-Transport-Security").startswith("max-age=31536000")
         assert secure.getheader("X-Frame-Options") == "DENY"
         assert secure.getheader("X-Content-Type-Options") == "nosniff"
-        policy = dict(directive.strip().split(" ", 1) for directive in secure.getheader(
-            "Content-Security-Policy").split(";") if directive.strip())
+        policy = dict(
+            directive.strip().split(" ", 1)
+            for directive in secure.getheader("Content-Security-Policy").split(";")
+            if directive.strip()
+        )
         assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
         assert policy["frame-ancestors"] == "'none'" and policy["object-src"] == "'none'"
         cookies = secure.headers.get_all("Set-Cookie")
@@ -167,17 +190,28 @@ def test_production_serves_https_only_with_secure_cookies_hsts_and_a_strict_poli
 
 @uses_databases
 @pytest.mark.browser
-def test_no_page_needs_anything_the_content_security_policy_refuses(make_queue, pgmq_sql, admin_user, page,
-                                                                    dashboard_server):
+def test_no_page_needs_anything_the_content_security_policy_refuses(
+    make_queue, pgmq_sql, admin_user, page, dashboard_server
+):
     # (the page comes after make_queue: it is closed before the queue is dropped, so no refresh sees it go)
     make_queue("guarded", messages=3)
     pgmq_sql.execute("SELECT pgmq.archive('guarded', 1::bigint)")
     violations = []
-    page.on("console", lambda message: violations.append(message.text) if "Content Security Policy" in message.text
-            else None)
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
     sign_in(page, dashboard_server, admin_user.username, "password")
-    for path in ("/", "/queues/guarded/", "/queues/guarded/messages/", "/queues/guarded/messages/?source=archive",
-                 "/queues/guarded/messages/2/", "/queues/guarded/send/", "/audit/", "/admin/"):
+    for path in (
+        "/",
+        "/queues/guarded/",
+        "/queues/guarded/messages/",
+        "/queues/guarded/messages/?source=archive",
+        "/queues/guarded/messages/2/",
+        "/queues/guarded/send/",
+        "/audit/",
+        "/admin/",
+    ):
         response = page.goto(dashboard_server + path)
         assert response.status == 200 and "script-src 'self'" in response.headers["content-security-policy"]
         page.wait_for_load_state("networkidle")  # the live regions and charts have run

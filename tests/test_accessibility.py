@@ -1,11 +1,13 @@
 """In Chromium: axe-core, the standard accessibility engine, checks every page and dialog of the
 dashboard against WCAG 2.0 and 2.1, levels A and AA, in light and dark, on a laptop and on a
-phone; and every control reached with Tab shows where the focus is.
+phone; on the way every page is saved to shots/pages/ to look at, and none may be wider than the
+screen; and every control reached with Tab shows where the focus is.
 
 axe-core is fetched pinned and checksummed by `scripts/fetch_static.py --tests` into tests/vendor/
 (never served to users) and injected into each page by Playwright as an init script, which runs
 beside the page's own scripts without loosening its Content-Security-Policy.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,12 +16,13 @@ import pytest
 from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 
-from tests.conftest import uses_databases
+from tests.conftest import BASE_DIR, uses_databases
 
 pytestmark = [pytest.mark.browser, uses_databases]
 
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 SCREENS = {"laptop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
+SHOTS = BASE_DIR / "shots" / "pages"
 PASSWORD = "a-long-password-to-check"
 
 RUN_AXE = """async (tags) => {
@@ -43,8 +46,16 @@ def dashboard_data(make_queue, pgmq_sql, django_user_model):
     user = django_user_model.objects.create_user("checker", password=PASSWORD, is_staff=True)
     user.groups.add(Group.objects.get(name="Admin"))
     from queues.models import AuditEntry
-    entry = AuditEntry.objects.create(username="checker", action="archive", queue_name="orders",
-                                      target={"msg_ids": [1, 2, 3]}, requested=3, affected=3, outcome="done")
+
+    entry = AuditEntry.objects.create(
+        username="checker",
+        action="archive",
+        queue_name="orders",
+        target={"msg_ids": [1, 2, 3]},
+        requested=3,
+        affected=3,
+        outcome="done",
+    )
     return {"audit_entry": entry.pk}
 
 
@@ -53,20 +64,31 @@ class Checker:
 
     def __init__(self, page, where: str):
         self.page, self.where, self.found, self.checked = page, where, [], []
+        self.too_wide: dict[str, int] = {}
 
-    def check(self, state: str) -> None:
+    def check(self, state: str, *, shot: str | None = None) -> None:
+        """axe on what the tab shows now; with `shot`, the page is also saved as shots/pages/<shot>.png
+        and measured: wider than the screen is a failure too."""
         self.page.wait_for_load_state("networkidle")
         # Live regions loading on their own (hx-trigger="load") are part of the page.
         expect(self.page.locator(".loading")).to_have_count(0, timeout=15_000)
         self.checked.append(state)
         for violation in self.page.evaluate(RUN_AXE, WCAG_TAGS):
             self.found.append({**violation, "state": state})
+        if shot:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=SHOTS / f"{shot}.png", full_page=True)
+            overflow = self.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            if overflow > 1:
+                self.too_wide[state] = overflow
 
     def report(self) -> str:
         lines = [f"{len(self.found)} WCAG 2 A/AA violation(s) in {len(self.checked)} pages and dialogs ({self.where}):"]
         for violation in self.found:
-            lines.append(f"- {violation['state']}: {violation['id']} ({violation['impact']}): {violation['help']} "
-                         f"<{violation['helpUrl']}>")
+            lines.append(
+                f"- {violation['state']}: {violation['id']} ({violation['impact']}): {violation['help']} "
+                f"<{violation['helpUrl']}>"
+            )
             for node in violation["nodes"]:
                 summary = " ".join(node["summary"].split())
                 lines.append(f"    {node['target']}  -- {summary}")
@@ -88,11 +110,13 @@ def test_every_page_meets_wcag_2_a_and_aa(browser, dashboard_server, dashboard_d
     context.add_init_script(path=axe_script)
     page = context.new_page()
     page.emulate_media(color_scheme=scheme)
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     axe = Checker(page, f"{screen}, {scheme}")
     base = dashboard_server
     try:
         page.goto(base + "/login/")
-        axe.check("sign-in")
+        axe.check("sign-in", shot=f"login-{screen}-{scheme}")
         page.get_by_label("Username").fill("checker")
         page.get_by_label("Password").fill("not the password")
         page.get_by_role("button", name="Sign in").click()
@@ -100,19 +124,27 @@ def test_every_page_meets_wcag_2_a_and_aa(browser, dashboard_server, dashboard_d
         axe.check("sign-in refused")
         sign_in(page, base)
 
-        pages = {
-            "overview": "/", "queue page": "/queues/orders/", "message list": "/queues/orders/messages/",
-            "archive": "/queues/orders/messages/?source=archive",
-            "queue and archive": "/queues/orders/messages/?source=both&q=n",
-            "message": "/queues/orders/messages/10/", "archived message": "/queues/orders/messages/2/?source=archive",
-            "edit and resend": "/queues/orders/messages/10/edit/", "send": "/queues/orders/send/",
-            "purge": "/queues/orders/purge/", "drop": "/queues/orders/drop/", "new queue": "/new-queue/",
-            "audit log": "/audit/", "audit entry": f"/audit/{dashboard_data['audit_entry']}/", "alerts": "/alerts/",
-            "no such queue": "/queues/no-such-queue/",
+        pages = {  # what each is checked as: (its address, the name of its screenshot)
+            "overview": ("/", "overview"),
+            "queue page": ("/queues/orders/", "queue"),
+            "message list": ("/queues/orders/messages/", "messages"),
+            "archive": ("/queues/orders/messages/?source=archive", "archive"),
+            "queue and archive": ("/queues/orders/messages/?source=both&q=n", "queue-and-archive"),
+            "message": ("/queues/orders/messages/10/", "message"),
+            "archived message": ("/queues/orders/messages/2/?source=archive", "archived-message"),
+            "edit and resend": ("/queues/orders/messages/10/edit/", "edit"),
+            "send": ("/queues/orders/send/", "send"),
+            "purge": ("/queues/orders/purge/", "purge"),
+            "drop": ("/queues/orders/drop/", "drop"),
+            "new queue": ("/new-queue/", "new-queue"),
+            "audit log": ("/audit/", "audit"),
+            "audit entry": (f"/audit/{dashboard_data['audit_entry']}/", "audit-entry"),
+            "alerts": ("/alerts/", "alerts"),
+            "no such queue": ("/queues/no-such-queue/", "missing"),
         }
-        for state, path in pages.items():
+        for state, (path, shot) in pages.items():
             page.goto(base + path)
-            axe.check(state)
+            axe.check(state, shot=f"{shot}-{screen}-{scheme}")
 
         page.goto(base + "/")
         page.get_by_role("button", name="Keyboard shortcuts (?)").click()
@@ -163,6 +195,8 @@ def test_every_page_meets_wcag_2_a_and_aa(browser, dashboard_server, dashboard_d
     finally:
         context.close()
     assert axe.found == [], axe.report()
+    assert axe.too_wide == {}, f"pages wider than the {screen} screen (pixels): {axe.too_wide}"
+    assert [error for error in errors if "404" not in error] == []  # the missing queue answers 404
 
 
 FOCUS_STYLE = """() => {
@@ -170,7 +204,8 @@ FOCUS_STYLE = """() => {
   if (!element || element === document.body) return null;
   const style = getComputedStyle(element);
   const outlined = style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2;
-  const label = element.id ? `#${element.id}` : element.getAttribute("aria-label") || element.textContent.trim().slice(0, 40);
+  const label = element.id ? `#${element.id}`
+    : element.getAttribute("aria-label") || element.textContent.trim().slice(0, 40);
   return {what: `<${element.tagName.toLowerCase()}> ${label}`, shown: outlined || style.boxShadow !== "none"};
 }"""
 
@@ -182,8 +217,14 @@ def test_the_keyboard_focus_is_always_visible(browser, dashboard_server, dashboa
     try:
         sign_in(page, dashboard_server)
         unmarked = {}
-        for path in ("/", "/queues/orders/", "/queues/orders/messages/", "/queues/orders/messages/10/",
-                     "/queues/orders/send/", "/audit/"):
+        for path in (
+            "/",
+            "/queues/orders/",
+            "/queues/orders/messages/",
+            "/queues/orders/messages/10/",
+            "/queues/orders/send/",
+            "/audit/",
+        ):
             page.goto(dashboard_server + path)
             page.wait_for_load_state("networkidle")
             seen = set()
@@ -206,5 +247,6 @@ def test_each_chart_says_in_words_what_it_shows(page, dashboard_server, dashboar
     page.goto(dashboard_server + "/queues/orders/")
     # 27 messages in the queue, 2 of them read once (tests' fixture): the read_ct chart, in words.
     expect(page.get_by_role("img", name="How many messages have been read how many times")).to_have_accessible_name(
-        re.compile(r"^How many messages have been read how many times\. 0: 25, 1: 2(, [^:]+: 0)*\.$"))
+        re.compile(r"^How many messages have been read how many times\. 0: 25, 1: 2(, [^:]+: 0)*\.$")
+    )
     expect(page.locator("canvas[data-chart=age]")).to_have_attribute("aria-label", re.compile(r"\. .+: 27"))

@@ -1,5 +1,6 @@
 """Who may do what, changed, is in the append-only audit log (who, whom, before and after), however
 it was changed; API tokens are kept as hashes, their key shown once."""
+
 from __future__ import annotations
 
 import pytest
@@ -51,8 +52,14 @@ def test_a_role_and_flag_change_in_the_admin_is_one_record_saying_before_and_aft
 def test_a_password_change_is_recorded_without_the_password(boss, django_user_model):
     alice = user_in(django_user_model, "alice", "Viewer")
     before = max(entry.pk for entry in records())
-    answer = boss.post(f"/admin/auth/user/{alice.pk}/password/", {
-        "password1": "a-new-password-for-alice-7", "password2": "a-new-password-for-alice-7", "usable_password": "true"})
+    answer = boss.post(
+        f"/admin/auth/user/{alice.pk}/password/",
+        {
+            "password1": "a-new-password-for-alice-7",
+            "password2": "a-new-password-for-alice-7",
+            "usable_password": "true",
+        },
+    )
     assert answer.status_code == 302
     alice.refresh_from_db()
     [entry] = records("change_account", after=before)
@@ -69,16 +76,24 @@ def test_superuser_flags_raw_permissions_and_a_groups_permissions_are_recorded(c
     alice.save()
     alice.user_permissions.add(permission("queues.view_unredacted"))
     Group.objects.get(name="Operator").permissions.add(permission("queues.administer_queues"))
-    changes = [(entry.action, entry.target.get("account") or entry.target.get("group"), entry.details["changes"])
-               for entry in records(after=before) if entry.action != "create_account"]
+    changes = [
+        (entry.action, entry.target.get("account") or entry.target.get("group"), entry.details["changes"])
+        for entry in records(after=before)
+        if entry.action != "create_account"
+    ]
     assert changes == [
         ("change_account", "alice", {"groups": [[], ["Viewer"]]}),
         ("change_account", "alice", {"is_superuser": [False, True]}),
         ("change_account", "alice", {"user_permissions": [[], ["queues.view_unredacted"]]}),
-        ("change_group", "Operator", {"permissions": [["queues.operate_messages"],
-                                                      ["queues.administer_queues", "queues.operate_messages"]]}),
+        (
+            "change_group",
+            "Operator",
+            {"permissions": [["queues.operate_messages"], ["queues.administer_queues", "queues.operate_messages"]]},
+        ),
     ]
-    assert {entry.username for entry in records(after=before)} == {"(command line)"}  # no request: not the signed-in root
+    assert {entry.username for entry in records(after=before)} == {
+        "(command line)"
+    }  # no request: not the signed-in root
 
 
 def test_the_command_line_is_recorded_as_such(pgmq_database_url):
@@ -91,7 +106,8 @@ def test_the_command_line_is_recorded_as_such(pgmq_database_url):
 
 
 def test_a_token_is_kept_as_a_hash_shown_once_and_its_making_and_deleting_recorded(
-        boss, django_user_model, pgmq_sql, settings, pgmq_database_url):
+    boss, django_user_model, pgmq_sql, settings, pgmq_database_url
+):
     bot = user_in(django_user_model, "ci-bot", "Operator")
     done = run_manage("create_token", "ci-bot", "--name", "ci", PGMQ_DATABASE_URL=pgmq_database_url)
     assert done.returncode == 0, done.stderr
@@ -115,9 +131,9 @@ def test_a_token_is_kept_as_a_hash_shown_once_and_its_making_and_deleting_record
     token = ApiToken.objects.get(name="ci")
     assert boss.post(f"/admin/queues/apitoken/{token.pk}/delete/", {"post": "yes"}).status_code == 302
     assert api.get("/api/v1/queues/", headers={"Authorization": f"Token {key}"}).status_code == 401
-    assert [(entry.action, entry.username, entry.target["token_name"]) for entry in records()
-            if "token" in entry.action] == [("create_token", "(command line)", "ci"), ("create_token", "boss", "second"),
-                                            ("delete_token", "boss", "ci")]
+    assert [
+        (entry.action, entry.username, entry.target["token_name"]) for entry in records() if "token" in entry.action
+    ] == [("create_token", "(command line)", "ci"), ("create_token", "boss", "second"), ("delete_token", "boss", "ci")]
 
 
 def test_an_admin_makes_tokens_only_for_accounts_within_its_reach(boss, django_user_model):

@@ -1,5 +1,6 @@
 """Actions on chosen messages, through the pages: what they change in pgmq's tables, what the page
 says happened, and what the audit log records."""
+
 from __future__ import annotations
 
 import json
@@ -14,18 +15,28 @@ from tests.pages import parse
 pytestmark = uses_databases
 
 
-def act(client, queue: str, action: str, msg_ids: list[int], *, source: str = "live", confirmed: bool = True,
-        **extra) -> tuple[int, object]:
-    data = {"action": action, "source": source, "scope": "selected", "msg_id": [str(i) for i in msg_ids],
-            **({"confirmed": "1"} if confirmed else {}), **extra}
+def act(
+    client, queue: str, action: str, msg_ids: list[int], *, source: str = "live", confirmed: bool = True, **extra
+) -> tuple[int, object]:
+    data = {
+        "action": action,
+        "source": source,
+        "scope": "selected",
+        "msg_id": [str(i) for i in msg_ids],
+        **({"confirmed": "1"} if confirmed else {}),
+        **extra,
+    }
     response = client.post(f"/queues/{queue}/act/", data, headers={"HX-Request": "true"})
     return response.status_code, parse(response)
 
 
 def result_counts(dialog) -> dict[str, int]:
     result = dialog.select_one("[data-result]")
-    return {name: int(result.select_one(f"[data-result-{name}]").get_text().replace(",", ""))
-            for name in ("affected", "gone") if result.select_one(f"[data-result-{name}]")}
+    return {
+        name: int(result.select_one(f"[data-result-{name}]").get_text().replace(",", ""))
+        for name in ("affected", "gone")
+        if result.select_one(f"[data-result-{name}]")
+    }
 
 
 def live_ids(pgmq_sql, queue: str) -> list[int]:
@@ -54,10 +65,18 @@ def test_delete_removes_the_messages_and_keeps_their_payloads_in_the_audit_log(o
     assert live_ids(pgmq_sql, "deleting") == [2, 4] and archived_ids(pgmq_sql, "deleting") == []
     entry = action_records().get()
     assert (entry.username, entry.action, entry.queue_name, entry.requested, entry.affected, entry.outcome) == (
-        "operator-user", "delete", "deleting", 2, 2, "done")
+        "operator-user",
+        "delete",
+        "deleting",
+        2,
+        2,
+        "done",
+    )
     assert entry.target == {"msg_ids": [1, 3]}
-    assert entry.deleted_payloads == [{"msg_id": 1, "message": {"n": 1}, "headers": None},
-                                      {"msg_id": 3, "message": {"n": 3}, "headers": None}]
+    assert entry.deleted_payloads == [
+        {"msg_id": 1, "message": {"n": 1}, "headers": None},
+        {"msg_id": 3, "message": {"n": 3}, "headers": None},
+    ]
 
 
 def test_a_message_a_consumer_took_meanwhile_is_already_gone(operator_client, make_queue, pgmq_sql):
@@ -71,8 +90,9 @@ def test_a_message_a_consumer_took_meanwhile_is_already_gone(operator_client, ma
     assert entry.details == {"already_gone_msg_ids": [2]}
 
 
-def test_retry_makes_messages_visible_now_but_leaves_those_in_flight_unless_asked(operator_client, make_queue,
-                                                                                   pgmq_sql):
+def test_retry_makes_messages_visible_now_but_leaves_those_in_flight_unless_asked(
+    operator_client, make_queue, pgmq_sql
+):
     make_queue("retried", messages=4)
     pgmq_sql.execute("SELECT pgmq.set_vt('retried', ARRAY[1, 2]::bigint[], 3600)")  # delayed an hour
     pgmq_sql.execute("SELECT * FROM pgmq.read('retried', 3600, 1)")  # msg 3: in flight
@@ -104,8 +124,9 @@ def test_move_sends_copies_and_archives_the_originals_in_one_step(operator_clien
     make_queue("source_q")
     make_queue("dead_letters")
     for n in (1, 2):
-        pgmq_sql.execute("SELECT pgmq.send('source_q', %s::jsonb, %s::jsonb)",
-                         [json.dumps({"n": n}), json.dumps({"trace": f"t{n}"})])
+        pgmq_sql.execute(
+            "SELECT pgmq.send('source_q', %s::jsonb, %s::jsonb)", [json.dumps({"n": n}), json.dumps({"trace": f"t{n}"})]
+        )
     _, confirm = act(operator_client, "source_q", "move", [1, 2], confirmed=False)
     assert [option["value"] for option in confirm.select("select[name=destination] option")] == ["dead_letters"]
 
@@ -131,8 +152,7 @@ def test_requeue_from_the_archive_keeping_or_removing_the_archived_copy(operator
     pgmq_sql.execute("SELECT pgmq.archive('replayed', ARRAY[1, 2, 3]::bigint[])")
     act(operator_client, "replayed", "requeue", [1], source="archive", destination="replayed")
     assert archived_ids(pgmq_sql, "replayed") == [1, 2, 3] and live_ids(pgmq_sql, "replayed") == [4]
-    act(operator_client, "replayed", "requeue", [2, 3], source="archive", destination="replayed",
-        remove_archived="1")
+    act(operator_client, "replayed", "requeue", [2, 3], source="archive", destination="replayed", remove_archived="1")
     assert archived_ids(pgmq_sql, "replayed") == [1] and live_ids(pgmq_sql, "replayed") == [4, 5, 6]
     assert pgmq_sql.execute("SELECT message FROM pgmq.q_replayed WHERE msg_id = 6").fetchone()[0] == {"n": 3}
 
@@ -155,16 +175,22 @@ def test_edit_and_resend_archives_the_original_and_records_both_ids(operator_cli
     make_queue("edited", messages=2)
     page = operator_client.get("/queues/edited/messages/1/edit/")
     assert json.loads(parse(page).select_one("textarea[name=message]").get_text()) == {"n": 1}
-    response = operator_client.post("/queues/edited/messages/1/edit/", {
-        "source": "live", "message": '{"n": 1, "fixed": true}', "headers": '{"why": "typo"}',
-        "destination": "edited"})
+    response = operator_client.post(
+        "/queues/edited/messages/1/edit/",
+        {"source": "live", "message": '{"n": 1, "fixed": true}', "headers": '{"why": "typo"}', "destination": "edited"},
+    )
     assert response.status_code == 302 and response["Location"] == "/queues/edited/messages/3/"
     assert archived_ids(pgmq_sql, "edited") == [1]
     assert pgmq_sql.execute("SELECT message, headers FROM pgmq.q_edited WHERE msg_id = 3").fetchone() == (
-        {"n": 1, "fixed": True}, {"why": "typo"})
+        {"n": 1, "fixed": True},
+        {"why": "typo"},
+    )
     entry = action_records().get()
     assert (entry.action, entry.details["original_msg_id"], entry.details["new_msg_ids"]) == (
-        "edit_and_resend", 1, {"1": 3})
+        "edit_and_resend",
+        1,
+        {"1": 3},
+    )
 
 
 def test_edit_and_resend_sends_nothing_if_a_consumer_took_the_original(operator_client, make_queue, pgmq_sql):
@@ -181,8 +207,9 @@ def test_send_validates_the_json_and_sends_with_headers_and_delay(operator_clien
     bad = operator_client.post("/queues/sent_to/send/", {"message": '{"broken": ', "delay_s": "0"})
     assert bad.status_code == 400 and "not valid JSON" in bad.content.decode()
     assert live_ids(pgmq_sql, "sent_to") == []
-    good = operator_client.post("/queues/sent_to/send/", {"message": '{"hello": "world"}',
-                                                         "headers": '{"trace_id": "x1"}', "delay_s": "60"})
+    good = operator_client.post(
+        "/queues/sent_to/send/", {"message": '{"hello": "world"}', "headers": '{"trace_id": "x1"}', "delay_s": "60"}
+    )
     assert good.status_code == 302
     row = pgmq_sql.execute("SELECT message, headers, vt > now() + interval '50 seconds' FROM pgmq.q_sent_to").fetchone()
     assert row == ({"hello": "world"}, {"trace_id": "x1"}, True)
@@ -208,8 +235,12 @@ def test_create_and_drop_a_queue(admin_client, make_queue, pgmq_sql):
     assert clash.status_code == 400 and "would give both the same table" in clash.content.decode()
     refused = admin_client.post("/new-queue/", {"name": "bad;name", "confirm_name": "bad;name"})
     assert refused.status_code == 400 and "does not accept" in refused.content.decode()
-    for hidden, code in (("line\nbreak", "U+000A"), ("tab\there", "U+0009"), ("orders\u202e", "U+202E"),
-                         ("zero\u200bwidth", "U+200B")):
+    for hidden, code in (
+        ("line\nbreak", "U+000A"),
+        ("tab\there", "U+0009"),
+        ("orders\u202e", "U+202E"),
+        ("zero\u200bwidth", "U+200B"),
+    ):
         refused = admin_client.post("/new-queue/", {"name": hidden, "confirm_name": hidden})
         assert refused.status_code == 400 and code in refused.content.decode(), hidden
 
@@ -217,7 +248,10 @@ def test_create_and_drop_a_queue(admin_client, make_queue, pgmq_sql):
     assert dropped.status_code == 302
     assert pgmq_sql.execute("SELECT count(*) FROM pgmq.meta WHERE queue_name = 'Fresh-Queue'").fetchone()[0] == 0
     assert list(action_records().order_by("id").values_list("action", "outcome")) == [
-        ("create_queue", "done"), ("create_queue", "failed"), ("drop_queue", "done")]  # the clash is on record
+        ("create_queue", "done"),
+        ("create_queue", "failed"),
+        ("drop_queue", "done"),
+    ]  # the clash is on record
 
 
 def test_actions_on_queues_with_awkward_names(operator_client, make_queue, pgmq_sql):
@@ -227,16 +261,20 @@ def test_actions_on_queues_with_awkward_names(operator_client, make_queue, pgmq_
         make_queue(name, messages=3)
         url = reverse("message-action", args=[name])
         for action, ids in (("archive", ["1"]), ("delete", ["2"]), ("retry", ["3"])):
-            response = operator_client.post(url, {"action": action, "source": "live", "scope": "selected",
-                                                  "msg_id": ids, "confirmed": "1"}, headers={"HX-Request": "true"})
+            response = operator_client.post(
+                url,
+                {"action": action, "source": "live", "scope": "selected", "msg_id": ids, "confirmed": "1"},
+                headers={"HX-Request": "true"},
+            )
             assert response.status_code == 200, (name, action, response.content[:300])
         table = pgmq_sql.execute("SELECT pgmq.format_table_name(%s, 'q')", [name]).fetchone()[0]
         remaining = pgmq_sql.execute(f'SELECT msg_id FROM pgmq."{table.replace(chr(34), chr(34) * 2)}"').fetchall()
         assert remaining == [(3,)], name
 
 
-def test_a_consumer_striking_in_the_middle_of_a_move_never_doubles_a_message(operator_client, make_queue, pgmq_sql,
-                                                                           pgmq_database_url, monkeypatch):
+def test_a_consumer_striking_in_the_middle_of_a_move_never_doubles_a_message(
+    operator_client, make_queue, pgmq_sql, pgmq_database_url, monkeypatch
+):
     """Right after the move has read its messages, a consumer tries to delete one. Whoever wins,
     message 1 must end up in exactly one place: deleted by the consumer (then the move reports
     it already gone and copies nothing), or moved (archived, with exactly one copy)."""
@@ -280,8 +318,9 @@ def test_copies_and_sends_keep_every_number_exactly_as_written(operator_client, 
     act(operator_client, "exact", "move", [1], destination="exact_copies", original="archive")
     act(operator_client, "exact", "requeue", [2], source="archive", destination="exact_copies")
     operator_client.post("/queues/exact_copies/send/", {"message": EXACT, "headers": EXACT, "delay_s": "0"})
-    operator_client.post("/queues/exact/messages/1/edit/", {"source": "archive", "message": EXACT,
-                                                            "destination": "exact_copies"})
+    operator_client.post(
+        "/queues/exact/messages/1/edit/", {"source": "archive", "message": EXACT, "destination": "exact_copies"}
+    )
     expected = pgmq_sql.execute("SELECT %s::jsonb::text", [EXACT]).fetchone()[0]
     assert "1.10" in expected and "12345678901234567.89" in expected
     copies = pgmq_sql.execute("SELECT message::text, headers::text FROM pgmq.q_exact_copies ORDER BY msg_id").fetchall()
@@ -290,8 +329,10 @@ def test_copies_and_sends_keep_every_number_exactly_as_written(operator_client, 
     act(operator_client, "exact_copies", "delete", [1])
     deleted = AuditEntry.objects.filter(action="delete").values_list("deleted_payloads", flat=True).get()
     assert deleted[0]["msg_id"] == 1
-    stored = pgmq_sql.execute(f"SELECT deleted_payloads -> 0 ->> 'message' FROM {settings.DASHBOARD_SCHEMA}"
-                              ".queues_auditentry WHERE action = 'delete'").fetchone()[0]
+    stored = pgmq_sql.execute(
+        f"SELECT deleted_payloads -> 0 ->> 'message' FROM {settings.DASHBOARD_SCHEMA}"
+        ".queues_auditentry WHERE action = 'delete'"
+    ).fetchone()[0]
     assert stored == expected
     page = operator_client.get(f"/audit/{AuditEntry.objects.get(action='delete').pk}/").content.decode()
     assert "12345678901234567.89" in page and "1.10" in page
@@ -325,16 +366,21 @@ def test_the_same_confirmation_sent_twice_acts_once(operator_client, make_queue,
     pgmq_sql.execute("SELECT pgmq.archive('twice', ARRAY[1, 2]::bigint[])")
     _, confirm = act(operator_client, "twice", "requeue", [1, 2], source="archive", confirmed=False)
     token = confirm.select_one("input[name=request_token]")["value"]
-    first, _ = act(operator_client, "twice", "requeue", [1, 2], source="archive", destination="twice",
-                   request_token=token)
-    second, dialog = act(operator_client, "twice", "requeue", [1, 2], source="archive", destination="twice",
-                         request_token=token)
+    first, _ = act(
+        operator_client, "twice", "requeue", [1, 2], source="archive", destination="twice", request_token=token
+    )
+    second, dialog = act(
+        operator_client, "twice", "requeue", [1, 2], source="archive", destination="twice", request_token=token
+    )
     assert (first, second) == (200, 409)
     assert "already done" in dialog.get_text()
     assert live_ids(pgmq_sql, "twice") == [3, 4]  # one copy each, not two
     form = parse(operator_client.get("/queues/twice/send/"))
-    sent = {"message": '{"once": true}', "delay_s": "0",
-            "request_token": form.select_one("input[name=request_token]")["value"]}
+    sent = {
+        "message": '{"once": true}',
+        "delay_s": "0",
+        "request_token": form.select_one("input[name=request_token]")["value"],
+    }
     assert operator_client.post("/queues/twice/send/", sent).status_code == 302
     again = operator_client.post("/queues/twice/send/", sent, follow=True)
     assert "already done" in again.content.decode()

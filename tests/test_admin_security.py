@@ -4,15 +4,16 @@ database only, and a plain Admin (staff, not superuser) reaching for more than i
 One gunicorn watches the test database ("main") and a second database of the same server
 ("staging"), as in production.
 """
+
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 
 import pytest
-from django.test import override_settings
 from django.contrib import admin
 from django.contrib.auth.models import Group, Permission
+from django.test import override_settings
 from django.urls import URLPattern, URLResolver
 
 from dashboard import embedded_postgres
@@ -37,8 +38,11 @@ def both_databases(pgmq_database_url: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def dashboard(both_databases: dict[str, str], tmp_path_factory) -> Iterator[str]:
-    with gunicorn(both_databases["PGMQ_DATABASE_URL"], tmp_path_factory.mktemp("gunicorn"),
-                  PGMQ_DATABASE_URL_STAGING=both_databases["PGMQ_DATABASE_URL_STAGING"]) as base_url:
+    with gunicorn(
+        both_databases["PGMQ_DATABASE_URL"],
+        tmp_path_factory.mktemp("gunicorn"),
+        PGMQ_DATABASE_URL_STAGING=both_databases["PGMQ_DATABASE_URL_STAGING"],
+    ) as base_url:
         yield base_url
 
 
@@ -72,9 +76,11 @@ def admin_paths(object_ids: dict[str, int]) -> list[str]:
                 walk(pattern.url_patterns, route)
             elif isinstance(pattern, URLPattern):
                 model = next((key for key in object_ids if route.startswith(key + "/")), None)
-                path = (route.replace("<path:object_id>", str(object_ids.get(model, 1)))
-                        .replace("<id>", str(object_ids.get(model, 1)))
-                        .replace("<path:content_type_id>", "1"))
+                path = (
+                    route.replace("<path:object_id>", str(object_ids.get(model, 1)))
+                    .replace("<id>", str(object_ids.get(model, 1)))
+                    .replace("<path:content_type_id>", "1")
+                )
                 path = re.sub(r"\^\(\?P<app_label>([a-z]+)\|.*\)/\$", r"\1/", path).replace("(?P<url>.*)$", "nowhere/")
                 assert "<" not in path and "(" not in path, f"a parameter this test does not fill: {route}"
                 found.append("/admin/" + path)
@@ -84,16 +90,28 @@ def admin_paths(object_ids: dict[str, int]) -> list[str]:
 
 
 def test_a_database_scoped_admin_gets_nothing_of_the_admin_site_under_any_prefix(
-        dashboard, scoped_roles, django_user_model, make_queue, pgmq_sql):
+    dashboard, scoped_roles, django_user_model, make_queue, pgmq_sql
+):
     make_queue("orders", messages=1)
     pgmq_sql.execute("SELECT pgmq.delete('orders', 1::bigint)")
-    secret = AuditEntry.objects.create(username="someone", action="delete", database="main", queue_name="orders",
-                                       target={"msg_ids": [1]}, requested=1, affected=1, outcome="done",
-                                       deleted_payloads=[{"msg_id": 1, "message": {"card": "4111-secret"}}])
+    secret = AuditEntry.objects.create(
+        username="someone",
+        action="delete",
+        database="main",
+        queue_name="orders",
+        target={"msg_ids": [1]},
+        requested=1,
+        affected=1,
+        outcome="done",
+        deleted_payloads=[{"msg_id": 1, "message": {"card": "4111-secret"}}],
+    )
     attacker = user_in(django_user_model, "stager", "staging: Admin", staff=True)
     session = signed_in(dashboard, "stager")
-    ids = {"auth/user": attacker.pk, "auth/group": Group.objects.get(name="staging: Admin").pk,
-           "queues/auditentry": secret.pk}
+    ids = {
+        "auth/user": attacker.pk,
+        "auth/group": Group.objects.get(name="staging: Admin").pk,
+        "queues/auditentry": secret.pk,
+    }
     paths = admin_paths(ids)
     assert "/admin/auth/user/" in paths and f"/admin/auth/user/{attacker.pk}/change/" in paths
     for prefix in ("", "/db/staging", "/db/main"):
@@ -101,19 +119,33 @@ def test_a_database_scoped_admin_gets_nothing_of_the_admin_site_under_any_prefix
             answer = session.get(prefix + path)
             assert "4111-secret" not in answer.text, f"{prefix}{path} showed a deleted payload of main"
             if prefix == "/db/staging":
-                assert answer.status == 404, f"{prefix}{path} answered {answer.status}: the admin exists once, at /admin/"
-            elif path.startswith("/admin/auth/") or path.startswith("/admin/queues/") or path.startswith("/admin/axes/"):
+                assert answer.status == 404, (
+                    f"{prefix}{path} answered {answer.status}: the admin exists once, at /admin/"
+                )
+            elif (
+                path.startswith("/admin/auth/") or path.startswith("/admin/queues/") or path.startswith("/admin/axes/")
+            ):
                 assert answer.status in (403, 404) or "/login/" in answer.url, (
-                    f"{prefix}{path} answered {answer.status} to a staging-only admin")
+                    f"{prefix}{path} answered {answer.status} to a staging-only admin"
+                )
 
     # The attack itself: adding "main: Admin" to its own account through its own user page.
     main_admin = Group.objects.get(name="main: Admin")
     for prefix in ("", "/db/staging"):
         page = session.get(f"{prefix}/admin/auth/user/{attacker.pk}/change/")
         token = next((cookie.value for cookie in session.cookies if cookie.name == "csrftoken"), "x")
-        answer = session.request(f"{prefix}/admin/auth/user/{attacker.pk}/change/", {
-            "csrfmiddlewaretoken": token, "username": "stager", "is_active": "on", "is_staff": "on",
-            "groups": str(main_admin.pk), "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00"})
+        answer = session.request(
+            f"{prefix}/admin/auth/user/{attacker.pk}/change/",
+            {
+                "csrfmiddlewaretoken": token,
+                "username": "stager",
+                "is_active": "on",
+                "is_staff": "on",
+                "groups": str(main_admin.pk),
+                "date_joined_0": "2026-01-01",
+                "date_joined_1": "00:00:00",
+            },
+        )
         assert answer.status in (403, 404), f"{prefix}: the change answered {answer.status} ({page.status} before)"
     attacker.refresh_from_db()
     assert list(attacker.groups.values_list("name", flat=True)) == ["staging: Admin"]
@@ -130,8 +162,10 @@ def test_a_scoped_role_never_grants_permissions_on_the_dashboards_own_tables(sco
         for alias in ("pgmq", "pgmq-staging"):
             with watching(alias):
                 granted = django_user_model.objects.get(pk=user.pk).get_all_permissions()
-            assert not any(name.startswith(("auth.", "axes.", "authtoken.")) or name.endswith(("_auditentry", "_bulkjob"))
-                           for name in granted), f"{alias}: {granted}"
+            assert not any(
+                name.startswith(("auth.", "axes.", "authtoken.")) or name.endswith(("_auditentry", "_bulkjob"))
+                for name in granted
+            ), f"{alias}: {granted}"
             assert ("queues.administer_queues" in granted) == (alias == "pgmq-staging")
 
 
@@ -139,8 +173,11 @@ def test_the_header_links_to_the_one_admin_site_from_every_database(dashboard, s
     user_in(django_user_model, "boss", "Admin", staff=True)
     session = signed_in(dashboard, "boss")
     for prefix in ("", "/db/staging"):
-        links = [link["href"] for link in parse(session.get(prefix + "/").text).select("header a")
-                 if link.get_text(strip=True) == "Users"]
+        links = [
+            link["href"]
+            for link in parse(session.get(prefix + "/").text).select("header a")
+            if link.get_text(strip=True) == "Users"
+        ]
         assert links == ["/admin/"]
 
 
@@ -182,8 +219,12 @@ def change_form(client, user) -> dict[str, str | list[str]]:
 
 def test_an_admin_cannot_make_itself_superuser_or_give_itself_permissions(boss, admin_user):
     data = change_form(boss, admin_user)
-    data.update({"is_superuser": "on", "user_permissions": [str(permission("queues.view_unredacted").pk),
-                                                              str(permission("auth.change_group").pk)]})
+    data.update(
+        {
+            "is_superuser": "on",
+            "user_permissions": [str(permission("queues.view_unredacted").pk), str(permission("auth.change_group").pk)],
+        }
+    )
     boss.post(f"/admin/auth/user/{admin_user.pk}/change/", data)
     admin_user.refresh_from_db()
     assert not admin_user.is_superuser
@@ -210,10 +251,20 @@ def test_an_admin_cannot_take_over_an_account_holding_more_than_it_does(boss, dj
     trusted = user_in(django_user_model, "trusted", "Viewer")
     trusted.user_permissions.add(permission("queues.view_unredacted"))
     for account in (root, trusted):
-        for page in (f"/admin/auth/user/{account.pk}/change/", f"/admin/auth/user/{account.pk}/password/",
-                     f"/admin/auth/user/{account.pk}/delete/"):
-            answer = boss.post(page, {"password1": "taken-over-42x", "password2": "taken-over-42x", "post": "yes",
-                                      "usable_password": "true"})
+        for page in (
+            f"/admin/auth/user/{account.pk}/change/",
+            f"/admin/auth/user/{account.pk}/password/",
+            f"/admin/auth/user/{account.pk}/delete/",
+        ):
+            answer = boss.post(
+                page,
+                {
+                    "password1": "taken-over-42x",
+                    "password2": "taken-over-42x",
+                    "post": "yes",
+                    "usable_password": "true",
+                },
+            )
             assert answer.status_code == 403, f"{page} answered {answer.status_code}"
         account.refresh_from_db()
         assert account.check_password(PASSWORD)
@@ -222,8 +273,10 @@ def test_an_admin_cannot_take_over_an_account_holding_more_than_it_does(boss, dj
 def test_an_admin_cannot_change_what_a_group_grants(boss):
     admin_group = Group.objects.get(name="Admin")
     admin_group.permissions.add(permission("auth.change_group"), permission("auth.add_group"))  # as before this release
-    answer = boss.post(f"/admin/auth/group/{admin_group.pk}/change/", {
-        "name": "Admin", "permissions": [str(permission("queues.view_unredacted").pk)]})
+    answer = boss.post(
+        f"/admin/auth/group/{admin_group.pk}/change/",
+        {"name": "Admin", "permissions": [str(permission("queues.view_unredacted").pk)]},
+    )
     assert answer.status_code == 403
     assert boss.post("/admin/auth/group/add/", {"name": "Mine"}).status_code == 403
     assert not admin_group.permissions.filter(codename="view_unredacted").exists()
@@ -231,9 +284,17 @@ def test_an_admin_cannot_change_what_a_group_grants(boss):
 
 def test_the_admins_audit_entry_redacts_a_deleted_payload_as_the_audit_page_does(boss, settings):
     settings.REDACT_PATHS = [("message", ("card",))]
-    entry = AuditEntry.objects.create(username="someone", action="delete", database="main", queue_name="orders",
-                                      target={"msg_ids": [1]}, requested=1, affected=1, outcome="done",
-                                      deleted_payloads=[{"msg_id": 1, "message": {"card": "4111-secret", "n": 1}}])
+    entry = AuditEntry.objects.create(
+        username="someone",
+        action="delete",
+        database="main",
+        queue_name="orders",
+        target={"msg_ids": [1]},
+        requested=1,
+        affected=1,
+        outcome="done",
+        deleted_payloads=[{"msg_id": 1, "message": {"card": "4111-secret", "n": 1}}],
+    )
     for page in (f"/admin/queues/auditentry/{entry.pk}/change/", "/admin/queues/auditentry/", f"/audit/{entry.pk}/"):
         answer = boss.get(page)
         assert answer.status_code == 200, page
@@ -252,8 +313,15 @@ def test_a_login_losing_its_last_scoped_role_sees_less_never_more(client, django
     client.force_login(user)
     assert client.get("/").status_code == 200
     user.groups.remove(own_database)
-    AlertEpisode.objects.create(database="main", rule="r", queue_name="q", measure="visible", threshold=1,
-                                state=AlertEpisode.FIRING, pending_since="2026-01-01T00:00:00Z")
+    AlertEpisode.objects.create(
+        database="main",
+        rule="r",
+        queue_name="q",
+        measure="visible",
+        threshold=1,
+        state=AlertEpisode.FIRING,
+        pending_since="2026-01-01T00:00:00Z",
+    )
     for path in ("/", "/alerts/", "/audit/", "/api/v1/queues/"):
         assert client.get(path).status_code == 403, path
     refused = parse(client.get("/").content.decode())
@@ -266,8 +334,13 @@ def test_pages_and_answers_with_payloads_are_never_cached(operator_client, make_
     from queues.tokens import issue_token
 
     token = issue_token(django_user_model.objects.get(username="operator-user"))[1]
-    for path in ("/queues/cached/messages/", "/queues/cached/messages/1/", "/queues/cached/messages/1/raw/",
-                 "/queues/cached/", "/audit/"):
+    for path in (
+        "/queues/cached/messages/",
+        "/queues/cached/messages/1/",
+        "/queues/cached/messages/1/raw/",
+        "/queues/cached/",
+        "/audit/",
+    ):
         assert "no-store" in operator_client.get(path)["Cache-Control"], path
     for path in ("/api/v1/queues/cached/messages/", "/api/v1/queues/cached/messages/1/"):
         answer = operator_client.get(path, headers={"Authorization": f"Token {token}"})
@@ -295,6 +368,7 @@ def test_gunicorn_trusts_a_forwarded_scheme_only_when_told_to(pgmq_database_url,
     with gunicorn(pgmq_database_url, tmp_path, DASHBOARD_HTTPS="1") as base_url:
         status, location = answer(base_url)
         assert status == 301 and location.startswith("https://"), "a client's header made plain http count as https"
-    with gunicorn(pgmq_database_url, tmp_path, DASHBOARD_HTTPS="1", DASHBOARD_PROXY_SSL_HEADER="X-Forwarded-Proto") \
-            as base_url:
+    with gunicorn(
+        pgmq_database_url, tmp_path, DASHBOARD_HTTPS="1", DASHBOARD_PROXY_SSL_HEADER="X-Forwarded-Proto"
+    ) as base_url:
         assert answer(base_url)[0] == 200

@@ -1,5 +1,6 @@
 """Alerting: rules evaluated by the sampler on what it just measured, notifications to a webhook
 and by e-mail on firing and on resolved only, failures retried, and the history on the pages."""
+
 from __future__ import annotations
 
 import json
@@ -88,8 +89,9 @@ def oldest_age_s(pgmq_sql, queue: str) -> float:
     return pgmq_sql.execute("SELECT extract(epoch FROM now() - min(enqueued_at)) FROM pgmq.q_" + queue).fetchone()[0]
 
 
-def test_it_fires_once_to_a_webhook_and_resolves_when_the_queue_drains(make_queue, pgmq_sql, receiver, alert_rules,
-                                                                       monkeypatch):
+def test_it_fires_once_to_a_webhook_and_resolves_when_the_queue_drains(
+    make_queue, pgmq_sql, receiver, alert_rules, monkeypatch
+):
     monkeypatch.setenv("ALERT_TEST_WEBHOOK", receiver.url)
     alert_rules("""
         [[rules]]
@@ -143,7 +145,8 @@ def test_it_mails_through_djangos_mail_settings(make_queue, pgmq_sql, alert_rule
         take_sample(count_poison_everywhere=True)
         take_sample(count_poison_everywhere=True)
         assert [message.subject for message in mail.outbox] == [
-            "[FIRING] too many visible: queue 'mailed' in main: visible messages 5 (threshold 3)"]
+            "[FIRING] too many visible: queue 'mailed' in main: visible messages 5 (threshold 3)"
+        ]
         assert mail.outbox[0].to == ["oncall@example.com"]
         pgmq_sql.execute("SELECT pgmq.purge_queue('mailed')")
         take_sample(count_poison_everywhere=True)
@@ -200,16 +203,20 @@ def test_a_for_duration_holds_the_alert_pending_first(make_queue, pgmq_sql, rece
 
     pgmq_sql.execute("SELECT pgmq.delete('slow_blip', 1::bigint)")
     pending_since = AlertEpisode.objects.get(queue_name="slow_steady").pending_since
-    wait_for(lambda: pgmq_sql.execute("SELECT now() - %s > interval '1.1 s'", [pending_since]).fetchone()[0],
-             timeout=10, what="the rule's `for` to pass")
+    wait_for(
+        lambda: pgmq_sql.execute("SELECT now() - %s > interval '1.1 s'", [pending_since]).fetchone()[0],
+        timeout=10,
+        what="the rule's `for` to pass",
+    )
     take_sample(count_poison_everywhere=True)
     assert receiver.statuses("slow_steady") == ["firing"]
     assert receiver.statuses("slow_blip") == [], "cleared before its `for`: never fired"
     assert not AlertEpisode.objects.filter(queue_name="slow_blip").exists()
 
 
-def test_the_alerts_page_and_the_queue_panel_show_the_history_escaped(make_queue, pgmq_sql, receiver, alert_rules,
-                                                                       client, django_user_model):
+def test_the_alerts_page_and_the_queue_panel_show_the_history_escaped(
+    make_queue, pgmq_sql, receiver, alert_rules, client, django_user_model
+):
     alert_rules(f"""
         [[rules]]
         name = "anything waiting"
@@ -236,8 +243,10 @@ def test_the_alerts_page_and_the_queue_panel_show_the_history_escaped(make_queue
     firing = {row.find("a").get_text(): row["data-state"] for row in page.select("#alerts-open tr[data-alert]")}
     assert firing == {"a/b": "firing", "50%": "firing", "ünïcode-Äpfel": "firing"}
     assert page.select_one("[data-firing-alerts]").get_text(" ", strip=True) == "3 firing"  # in every page's header
-    history = {row.find("a").get_text(): row["data-state"]
-               for row in page.select("#alerts-history-title ~ table tr[data-alert]")}
+    history = {
+        row.find("a").get_text(): row["data-state"]
+        for row in page.select("#alerts-history-title ~ table tr[data-alert]")
+    }
     assert history['say "hi"'] == "resolved"
     links = {a.get_text(): a["href"] for a in page.select("#alerts-open a")}
     assert viewer.get(links["a/b"]).status_code == 200
@@ -272,8 +281,11 @@ def test_it_alerts_on_backlog_growth_and_consumer_silence_from_the_samples(make_
     take_sample(count_poison_everywhere=True)
     first = QueueSample.objects.get(queue_name="grow").sampled_at
     pgmq_sql.execute("SELECT pgmq.send_batch('grow', array_fill('{}'::jsonb, ARRAY[4]))")
-    wait_for(lambda: pgmq_sql.execute("SELECT now() - %s > interval '1.1 s'", [first]).fetchone()[0],
-             timeout=10, what="a window to pass")
+    wait_for(
+        lambda: pgmq_sql.execute("SELECT now() - %s > interval '1.1 s'", [first]).fetchone()[0],
+        timeout=10,
+        what="a window to pass",
+    )
     take_sample(count_poison_everywhere=True)
     states = dict(AlertEpisode.objects.values_list("rule", "state"))
     assert states == {"growing": "firing", "silent": "firing"}
@@ -299,21 +311,34 @@ threshold = 1
 """
 
 
-@pytest.mark.parametrize(("toml", "expected"), [
-    ('[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "age"\nthreshold = 1',
-     "rule 'a': measure must be one of oldest_age, visible, backlog_growth, poison, consumer_silence; got 'age'"),
-    ('[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "oldest_age"', "rule 'a' needs threshold = ..."),
-    ('[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "oldest_age"\nthreshold = "soon"',
-     "rule 'a' threshold must be a duration like 30s, 5m, 2h or 1d; got 'soon'"),
-    ('[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "visible"\nthreshold = 1\nwebhooks = ["$NO_SUCH_HOOK"]',
-     "rule 'a': webhook $NO_SUCH_HOOK names an environment variable that is not set"),
-    ('[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "visible"\nthreshold = 1\nwebhooks = ["ftp://x/secret"]',
-     "rule 'a': a webhook must be an http(s):// URL or \"$VARIABLE\"; got 'ftp://x/…'"),
-    ('[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "visible"\nthreshold = 1\ncolour = "red"',
-     "rule 'a' has unknown keys ['colour']"),
-    (TWO_RULES_NAMED_A, "two rules are named 'a'"),
-    ("[[rules]\n", "cannot read"),
-])
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (
+            '[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "age"\nthreshold = 1',
+            "rule 'a': measure must be one of oldest_age, visible, backlog_growth, poison, consumer_silence; got 'age'",
+        ),
+        ('[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "oldest_age"', "rule 'a' needs threshold = ..."),
+        (
+            '[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "oldest_age"\nthreshold = "soon"',
+            "rule 'a' threshold must be a duration like 30s, 5m, 2h or 1d; got 'soon'",
+        ),
+        (
+            '[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "visible"\nthreshold = 1\nwebhooks = ["$NO_SUCH_HOOK"]',
+            "rule 'a': webhook $NO_SUCH_HOOK names an environment variable that is not set",
+        ),
+        (
+            '[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "visible"\nthreshold = 1\nwebhooks = ["ftp://x/secret"]',
+            "rule 'a': a webhook must be an http(s):// URL or \"$VARIABLE\"; got 'ftp://x/…'",
+        ),
+        (
+            '[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "visible"\nthreshold = 1\ncolour = "red"',
+            "rule 'a' has unknown keys ['colour']",
+        ),
+        (TWO_RULES_NAMED_A, "two rules are named 'a'"),
+        ("[[rules]\n", "cannot read"),
+    ],
+)
 def test_a_bad_rules_file_stops_with_one_line_naming_the_rule(tmp_path, monkeypatch, toml, expected):
     path = tmp_path / "alerts.toml"
     path.write_text(toml)
@@ -329,8 +354,14 @@ def test_a_bad_rules_file_stops_with_one_line_naming_the_rule(tmp_path, monkeypa
 def test_a_notifications_link_opens_the_queue_in_its_own_database():
     from queues.alerting import webhook_body
 
-    links = {database: webhook_body(AlertEpisode(database=database, rule="r", queue_name="orders", measure="visible",
-                                                 threshold=1, value=2), "firing")["url"]
-             for database in ("main", "staging")}
-    assert links == {"main": "https://pgmq.example.com/queues/orders/",
-                     "staging": "https://pgmq.example.com/db/staging/queues/orders/"}
+    links = {
+        database: webhook_body(
+            AlertEpisode(database=database, rule="r", queue_name="orders", measure="visible", threshold=1, value=2),
+            "firing",
+        )["url"]
+        for database in ("main", "staging")
+    }
+    assert links == {
+        "main": "https://pgmq.example.com/queues/orders/",
+        "staging": "https://pgmq.example.com/db/staging/queues/orders/",
+    }

@@ -1,6 +1,7 @@
 """The JSON API (/api/v1/): tokens and permissions as on the pages, actions in the audit log, the
 same figures as the overview, keyset paging, exact numbers, redaction, and schemathesis fuzzing
 the live OpenAPI document in-process."""
+
 from __future__ import annotations
 
 import json
@@ -14,12 +15,12 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.test import override_settings
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
-from queues.tokens import issue_token
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from queues.management.commands.run_jobs import run_pending_jobs
 from queues.models import AuditEntry, BulkJob
 from queues.selectors import overview
+from queues.tokens import issue_token
 from tests.conftest import action_records, uses_databases
 
 pytestmark = uses_databases
@@ -45,17 +46,24 @@ def live_ids(pgmq_sql, queue: str) -> list[int]:
 
 def test_it_requires_a_token(client, make_queue, pgmq_sql):
     make_queue("guarded", messages=1)
-    for url in ["/api/v1/queues/", "/api/v1/queues/guarded/", "/api/v1/queues/guarded/history/",
-                "/api/v1/queues/guarded/messages/", "/api/v1/queues/guarded/messages/1/"]:
+    for url in [
+        "/api/v1/queues/",
+        "/api/v1/queues/guarded/",
+        "/api/v1/queues/guarded/history/",
+        "/api/v1/queues/guarded/messages/",
+        "/api/v1/queues/guarded/messages/1/",
+    ]:
         response = client.get(url)
         assert response.status_code == 401, url
         assert response.json()["detail"]
-    response = client.post("/api/v1/queues/guarded/actions/", {"action": "delete", "msg_ids": [1]},
-                           content_type="application/json")
+    response = client.post(
+        "/api/v1/queues/guarded/actions/", {"action": "delete", "msg_ids": [1]}, content_type="application/json"
+    )
     assert response.status_code == 401
     assert client.get("/api/v1/queues/", headers={"Authorization": "Token not-a-token"}).status_code == 401
-    assert client.post("/api/v1/queues/guarded/send/", {"message": {}}, content_type="application/json"
-                       ).status_code == 401
+    assert (
+        client.post("/api/v1/queues/guarded/send/", {"message": {}}, content_type="application/json").status_code == 401
+    )
     assert live_ids(pgmq_sql, "guarded") == [1] and action_records().count() == 0
 
 
@@ -64,19 +72,35 @@ def test_the_schema_is_served_without_signing_in(client):
     assert response.status_code == 200
     document = json.loads(response.content)
     parameters = {p["name"] for p in document["paths"]["/api/v1/queues/{queue_name}/messages/"]["get"]["parameters"]}
-    assert {"source", "state", "read_ct_min", "message", "headers", "q", "sort", "after", "before", "from",
-            "last"} <= parameters
+    assert {
+        "source",
+        "state",
+        "read_ct_min",
+        "message",
+        "headers",
+        "q",
+        "sort",
+        "after",
+        "before",
+        "from",
+        "last",
+    } <= parameters
 
 
 def test_a_viewer_reads_but_may_not_act_or_send(client, as_role, make_queue, pgmq_sql):
     make_queue("watched", messages=3)
     viewer = as_role("Viewer")
     assert client.get("/api/v1/queues/watched/messages/", headers=viewer).status_code == 200
-    response = client.post("/api/v1/queues/watched/actions/", {"action": "delete", "msg_ids": [1, 2]},
-                           content_type="application/json", headers=viewer)
+    response = client.post(
+        "/api/v1/queues/watched/actions/",
+        {"action": "delete", "msg_ids": [1, 2]},
+        content_type="application/json",
+        headers=viewer,
+    )
     assert response.status_code == 403 and "Operator" in response.json()["detail"]
-    response = client.post("/api/v1/queues/watched/send/", {"message": {"a": 1}}, content_type="application/json",
-                           headers=viewer)
+    response = client.post(
+        "/api/v1/queues/watched/send/", {"message": {"a": 1}}, content_type="application/json", headers=viewer
+    )
     assert response.status_code == 403
     assert live_ids(pgmq_sql, "watched") == [1, 2, 3]
     assert action_records().count() == 0
@@ -84,15 +108,30 @@ def test_a_viewer_reads_but_may_not_act_or_send(client, as_role, make_queue, pgm
 
 def test_an_operators_action_is_done_and_recorded_with_its_name(client, as_role, make_queue, pgmq_sql):
     make_queue("acted", messages=4)
-    response = client.post("/api/v1/queues/acted/actions/", {"action": "archive", "msg_ids": [1, 3]},
-                           content_type="application/json", headers=as_role("Operator"))
+    response = client.post(
+        "/api/v1/queues/acted/actions/",
+        {"action": "archive", "msg_ids": [1, 3]},
+        content_type="application/json",
+        headers=as_role("Operator"),
+    )
     assert response.status_code == 200, response.content
     body = response.json()
-    assert body["result"] == {"affected": [1, 3], "already_gone": [], "skipped": [], "new_ids": {}, "requeued_before": {}}
+    assert body["result"] == {
+        "affected": [1, 3],
+        "already_gone": [],
+        "skipped": [],
+        "new_ids": {},
+        "requeued_before": {},
+    }
     assert live_ids(pgmq_sql, "acted") == [2, 4]
     entry = AuditEntry.objects.get(pk=body["audit_id"])
     assert (entry.username, entry.action, entry.queue_name, entry.affected, entry.outcome) == (
-        "api-operator", "archive", "acted", 2, "done")
+        "api-operator",
+        "archive",
+        "acted",
+        2,
+        "done",
+    )
     assert entry.target == {"msg_ids": [1, 3]}
 
 
@@ -117,8 +156,15 @@ def test_actions_are_validated_as_on_the_pages(client, as_role, make_queue, pgmq
     again = act({"action": "delete", "msg_ids": [2], "request_token": token})
     assert again.status_code == 409
     assert live_ids(pgmq_sql, "checked") == []
-    assert client.post("/api/v1/queues/no-such-queue/actions/", {"action": "delete", "msg_ids": [1]},
-                       content_type="application/json", headers=operator).status_code == 404
+    assert (
+        client.post(
+            "/api/v1/queues/no-such-queue/actions/",
+            {"action": "delete", "msg_ids": [1]},
+            content_type="application/json",
+            headers=operator,
+        ).status_code
+        == 404
+    )
 
 
 def test_the_figures_are_the_overviews_and_match_plain_sql(client, as_role, make_queue, pgmq_sql):
@@ -129,8 +175,11 @@ def test_the_figures_are_the_overviews_and_match_plain_sql(client, as_role, make
     viewer = as_role("Viewer")
     listed = client.get("/api/v1/queues/", {"q": "figures"}, headers=viewer).json()
     seen = overview.overview(search="figures")
-    assert [row["name"] for row in listed["results"]] == [row.stats.name for row in seen.page] == [
-        "figures-a", "figures-b"]
+    assert (
+        [row["name"] for row in listed["results"]]
+        == [row.stats.name for row in seen.page]
+        == ["figures-a", "figures-b"]
+    )
     for row, expected in zip(listed["results"], seen.page, strict=True):
         assert row["backlog"] == {"value": expected.stats.backlog.value, "exact": expected.stats.backlog.exact}
         assert row["in_flight"] == expected.stats.in_flight and row["sent_total"] == expected.stats.sent_total
@@ -162,8 +211,11 @@ def test_keyset_pages_cross_the_live_table_and_the_archive(client, as_role, make
     assert pages[0]["previous"] is None and pages[-1]["next"] is None
     back = client.get(pages[2]["previous"], headers=viewer).json()
     assert [row["msg_id"] for row in back["results"]] == list(range(51, 101))
-    by_cursor = client.get("/api/v1/queues/paged/messages/",
-                           {"source": "both", "sort": "msg_id", "after": pages[0]["next_cursor"]}, headers=viewer)
+    by_cursor = client.get(
+        "/api/v1/queues/paged/messages/",
+        {"source": "both", "sort": "msg_id", "after": pages[0]["next_cursor"]},
+        headers=viewer,
+    )
     assert [row["msg_id"] for row in by_cursor.json()["results"]] == list(range(51, 101))
     # A filter from the browser's query parameters, and a bad one answered 400 saying why.
     filtered = client.get("/api/v1/queues/paged/messages/", {"message": '{"n": 7}'}, headers=viewer).json()
@@ -176,11 +228,16 @@ def test_numbers_are_exactly_as_stored_both_ways(client, as_role, make_queue, pg
     make_queue("exact")
     pgmq_sql.execute("SELECT pgmq.send('exact', %s::jsonb)", [EXACT.replace(', "n": 1e400', "")])
     operator = as_role("Operator")
-    sent = client.post("/api/v1/queues/exact/send/", f'{{"message": {EXACT.replace("1e400", "1.50")}, '
-                       '"headers": {"h": 2.000}, "delay_s": 0}', content_type="application/json", headers=operator)
+    sent = client.post(
+        "/api/v1/queues/exact/send/",
+        f'{{"message": {EXACT.replace("1e400", "1.50")}, "headers": {{"h": 2.000}}, "delay_s": 0}}',
+        content_type="application/json",
+        headers=operator,
+    )
     assert sent.status_code == 201, sent.content
-    stored = pgmq_sql.execute("SELECT message::text, headers::text FROM pgmq.q_exact WHERE msg_id = %s",
-                              [sent.json()["msg_id"]]).fetchone()
+    stored = pgmq_sql.execute(
+        "SELECT message::text, headers::text FROM pgmq.q_exact WHERE msg_id = %s", [sent.json()["msg_id"]]
+    ).fetchone()
     assert '"price": 1.10' in stored[0] and "12345678901234567890.123456789" in stored[0] and '"n": 1.50' in stored[0]
     assert stored[1] == '{"h": 2.000}'
     listed = client.get("/api/v1/queues/exact/messages/", {"sort": "msg_id"}, headers=operator)
@@ -199,8 +256,10 @@ def test_numbers_are_exactly_as_stored_both_ways(client, as_role, make_queue, pg
 def test_values_are_redacted_for_those_without_the_permission(client, as_role, settings, make_queue, pgmq_sql):
     settings.REDACT_PATHS = [("message", ("customer", "email")), ("headers", ("authorization",))]
     make_queue("private-api")
-    pgmq_sql.execute("SELECT pgmq.send('private-api', %s::jsonb, %s::jsonb)",
-                     ['{"customer": {"email": "bob@example.com"}, "total": 1.10}', '{"authorization": "Bearer x"}'])
+    pgmq_sql.execute(
+        "SELECT pgmq.send('private-api', %s::jsonb, %s::jsonb)",
+        ['{"customer": {"email": "bob@example.com"}, "total": 1.10}', '{"authorization": "Bearer x"}'],
+    )
     viewer = as_role("Viewer")
     for url in ["/api/v1/queues/private-api/messages/", "/api/v1/queues/private-api/messages/1/"]:
         text = client.get(url, headers=viewer).content.decode()
@@ -221,8 +280,9 @@ def test_session_sign_in_works_and_needs_csrf_to_act(make_queue, django_user_mod
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(user)
     assert browser.get("/api/v1/queues/browser/").status_code == 200
-    refused = browser.post("/api/v1/queues/browser/actions/", {"action": "delete", "msg_ids": [1]},
-                           content_type="application/json")
+    refused = browser.post(
+        "/api/v1/queues/browser/actions/", {"action": "delete", "msg_ids": [1]}, content_type="application/json"
+    )
     assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
 
 
@@ -238,29 +298,38 @@ def queue_exists(pgmq_sql, name: str) -> bool:
 def typed_queue(make_queue, pgmq_sql) -> str:
     """30 messages: every third an order_created, the rest order_paid."""
     make_queue("typed-api")
-    pgmq_sql.execute("SELECT pgmq.send_batch('typed-api', array_agg(jsonb_build_object('n', i, 'type', "
-                     "CASE WHEN i % 3 = 0 THEN 'order_created' ELSE 'order_paid' END))) FROM generate_series(1, 30) i")
+    pgmq_sql.execute(
+        "SELECT pgmq.send_batch('typed-api', array_agg(jsonb_build_object('n', i, 'type', "
+        "CASE WHEN i % 3 = 0 THEN 'order_created' ELSE 'order_paid' END))) FROM generate_series(1, 30) i"
+    )
     return "typed-api"
 
 
 def test_a_bulk_action_by_filter_runs_as_a_job_and_is_recorded(client, as_role, typed_queue, pgmq_sql):
     operator = as_role("Operator")
     asked = {"action": "archive", "filter": {"message": {"type": "order_created"}}}
-    plan = client.post("/api/v1/queues/typed-api/jobs/plan/", asked, content_type="application/json",
-                       headers=operator)
+    plan = client.post("/api/v1/queues/typed-api/jobs/plan/", asked, content_type="application/json", headers=operator)
     assert plan.status_code == 200, plan.content
     assert plan.json()["count"] == 10
     assert plan.json()["filter_in_words"] == 'message contains {"type": "order_created"}'
     assert len(live_ids(pgmq_sql, "typed-api")) == 30 and not BulkJob.objects.exists()  # a plan changes nothing
 
     token = "5d1e2c3b-4a59-4c6d-8e7f-90a1b2c3d4e5"
-    started = client.post("/api/v1/queues/typed-api/jobs/", {**asked, "request_token": token},
-                          content_type="application/json", headers=operator)
+    started = client.post(
+        "/api/v1/queues/typed-api/jobs/",
+        {**asked, "request_token": token},
+        content_type="application/json",
+        headers=operator,
+    )
     assert started.status_code == 201, started.content
     job = started.json()
     assert (job["status"], job["expected"], job["username"]) == ("pending", 10, "api-operator")
-    again = client.post("/api/v1/queues/typed-api/jobs/", {**asked, "request_token": token},
-                        content_type="application/json", headers=operator)
+    again = client.post(
+        "/api/v1/queues/typed-api/jobs/",
+        {**asked, "request_token": token},
+        content_type="application/json",
+        headers=operator,
+    )
     assert again.status_code == 409 and again.json()["job_id"] == job["id"]
 
     with override_settings(BULK_BATCH_SIZE=4):
@@ -270,14 +339,23 @@ def test_a_bulk_action_by_filter_runs_as_a_job_and_is_recorded(client, as_role, 
     assert archived_ids(pgmq_sql, "typed-api") == list(range(3, 31, 3))
     entry = AuditEntry.objects.get(pk=finished["audit_id"])
     assert (entry.username, entry.action, entry.queue_name, entry.affected, entry.outcome) == (
-        "api-operator", "archive", "typed-api", 10, "done")
+        "api-operator",
+        "archive",
+        "typed-api",
+        10,
+        "done",
+    )
     assert entry.target["filter_in_words"] == 'message contains {"type": "order_created"}'
 
 
 def test_a_bulk_job_can_be_cancelled_before_it_runs(client, as_role, typed_queue, pgmq_sql):
     operator = as_role("Operator")
-    job = client.post("/api/v1/queues/typed-api/jobs/", {"action": "delete", "filter": {}},
-                      content_type="application/json", headers=operator).json()
+    job = client.post(
+        "/api/v1/queues/typed-api/jobs/",
+        {"action": "delete", "filter": {}},
+        content_type="application/json",
+        headers=operator,
+    ).json()
     assert job["expected"] == 30
     cancelled = client.post(f"/api/v1/jobs/{job['id']}/cancel/", headers=operator)
     assert cancelled.status_code == 200, cancelled.content
@@ -292,8 +370,7 @@ def test_a_bulk_action_says_what_is_wrong_with_it(client, as_role, typed_queue):
     operator = as_role("Operator")
 
     def start(body: dict):
-        return client.post("/api/v1/queues/typed-api/jobs/", body, content_type="application/json",
-                           headers=operator)
+        return client.post("/api/v1/queues/typed-api/jobs/", body, content_type="application/json", headers=operator)
 
     # A misspelt or missing filter would otherwise act on every message.
     response = start({"action": "delete", "filter": {"stat": "visible"}})
@@ -309,16 +386,19 @@ def test_a_bulk_action_says_what_is_wrong_with_it(client, as_role, typed_queue):
     assert response.status_code == 400 and "nowhere" in response.json()["detail"]
     response = start({"action": "delay", "filter": {}, "parameters": {"until": "2001-01-01T00:00:00Z"}})
     assert response.status_code == 400 and "until" in response.json()["errors"]
-    response = client.post("/api/v1/queues/typed-api/jobs/", "[1]", content_type="application/json",
-                           headers=operator)
+    response = client.post("/api/v1/queues/typed-api/jobs/", "[1]", content_type="application/json", headers=operator)
     assert response.status_code == 400
     assert not BulkJob.objects.exists() and action_records().count() == 0
 
 
 def test_a_viewer_may_not_start_cancel_purge_drop_create_or_resend(client, as_role, typed_queue, pgmq_sql):
     viewer, operator = as_role("Viewer"), as_role("Operator")
-    job = client.post("/api/v1/queues/typed-api/jobs/", {"action": "delete", "filter": {}},
-                      content_type="application/json", headers=operator).json()
+    job = client.post(
+        "/api/v1/queues/typed-api/jobs/",
+        {"action": "delete", "filter": {}},
+        content_type="application/json",
+        headers=operator,
+    ).json()
     for headers, url, body in [
         (viewer, "/api/v1/queues/typed-api/jobs/plan/", {"action": "delete", "filter": {}}),
         (viewer, "/api/v1/queues/typed-api/jobs/", {"action": "delete", "filter": {}}),
@@ -362,31 +442,39 @@ def test_purge_needs_the_queues_name_typed(client, as_role, make_queue, pgmq_sql
 def test_an_admin_creates_and_drops_a_queue(client, as_role, make_queue, pgmq_sql):
     admin = as_role("Admin")
     try:
-        created = client.post("/api/v1/queues/", {"name": "made-by-api"}, content_type="application/json",
-                              headers=admin)
+        created = client.post(
+            "/api/v1/queues/", {"name": "made-by-api"}, content_type="application/json", headers=admin
+        )
         assert created.status_code == 201, created.content
         assert queue_exists(pgmq_sql, "made-by-api")
         assert AuditEntry.objects.get(pk=created.json()["audit_id"]).action == "create_queue"
-        clash = client.post("/api/v1/queues/", {"name": "Made-By-API"}, content_type="application/json",
-                            headers=admin)
+        clash = client.post("/api/v1/queues/", {"name": "Made-By-API"}, content_type="application/json", headers=admin)
         assert clash.status_code == 400 and "made-by-api" in clash.json()["detail"]
-        refused = client.post("/api/v1/queues/", {"name": "bad;name"}, content_type="application/json",
-                              headers=admin)
+        refused = client.post("/api/v1/queues/", {"name": "bad;name"}, content_type="application/json", headers=admin)
         assert refused.status_code == 400 and "name" in refused.json()["errors"]
 
         pgmq_sql.execute("SELECT pgmq.send_batch('made-by-api', ARRAY['{}', '{}', '{}']::jsonb[])")
         pgmq_sql.execute("SELECT pgmq.archive('made-by-api', 1)")
-        wrong = client.post("/api/v1/queues/made-by-api/drop/", {"confirm_name": "made"},
-                            content_type="application/json", headers=admin)
+        wrong = client.post(
+            "/api/v1/queues/made-by-api/drop/", {"confirm_name": "made"}, content_type="application/json", headers=admin
+        )
         assert wrong.status_code == 400 and queue_exists(pgmq_sql, "made-by-api")
-        dropped = client.post("/api/v1/queues/made-by-api/drop/", {"confirm_name": "made-by-api"},
-                              content_type="application/json", headers=admin)
+        dropped = client.post(
+            "/api/v1/queues/made-by-api/drop/",
+            {"confirm_name": "made-by-api"},
+            content_type="application/json",
+            headers=admin,
+        )
         assert dropped.status_code == 200, dropped.content
         assert (dropped.json()["live_messages"], dropped.json()["archived_messages"]) == (2, 1)
         assert not queue_exists(pgmq_sql, "made-by-api")
         entry = AuditEntry.objects.get(pk=dropped.json()["audit_id"])
         assert (entry.username, entry.action, entry.queue_name, entry.deleted_count) == (
-            "api-admin", "drop_queue", "made-by-api", 3)
+            "api-admin",
+            "drop_queue",
+            "made-by-api",
+            3,
+        )
         assert client.get("/api/v1/queues/made-by-api/", headers=admin).status_code == 404
     finally:
         if queue_exists(pgmq_sql, "made-by-api"):
@@ -397,9 +485,12 @@ def test_edit_and_resend_sends_the_copy_and_archives_the_original(client, as_rol
     make_queue("edited", messages=3)
     make_queue("edited-dlq")
     operator = as_role("Operator")
-    response = client.post("/api/v1/queues/edited/messages/2/resend/",
-                           '{"message": {"n": 2, "price": 1.10}, "headers": {"fixed": true}}',
-                           content_type="application/json", headers=operator)
+    response = client.post(
+        "/api/v1/queues/edited/messages/2/resend/",
+        '{"message": {"n": 2, "price": 1.10}, "headers": {"fixed": true}}',
+        content_type="application/json",
+        headers=operator,
+    )
     assert response.status_code == 201, response.content
     copy = response.json()
     assert (copy["msg_id"], copy["destination"], copy["original_archived"]) == (4, "edited", True)
@@ -407,22 +498,29 @@ def test_edit_and_resend_sends_the_copy_and_archives_the_original(client, as_rol
     stored = pgmq_sql.execute("SELECT message::text, headers::text FROM pgmq.q_edited WHERE msg_id = 4").fetchone()
     assert stored == ('{"n": 2, "price": 1.10}', '{"fixed": true}')
     entry = AuditEntry.objects.get(pk=copy["audit_id"])
-    assert (entry.username, entry.action, entry.details["new_msg_ids"]) == ("api-operator", "edit_and_resend",
-                                                                           {"2": 4})
+    assert (entry.username, entry.action, entry.details["new_msg_ids"]) == ("api-operator", "edit_and_resend", {"2": 4})
 
-    to_dlq = client.post("/api/v1/queues/edited/messages/3/resend/",
-                         {"message": {"n": 3}, "destination": "edited-dlq"}, content_type="application/json",
-                         headers=operator)
+    to_dlq = client.post(
+        "/api/v1/queues/edited/messages/3/resend/",
+        {"message": {"n": 3}, "destination": "edited-dlq"},
+        content_type="application/json",
+        headers=operator,
+    )
     assert to_dlq.status_code == 201 and to_dlq.json()["destination"] == "edited-dlq"
     assert live_ids(pgmq_sql, "edited-dlq") == [1] and archived_ids(pgmq_sql, "edited") == [2, 3]
 
-    for body, field in [({"message": {"n": 1}, "destination": "nowhere"}, "destination"),
-                        ({"message": {"n": 1}, "headers": [1]}, "headers"), ({"headers": {}}, "message")]:
-        bad = client.post("/api/v1/queues/edited/messages/1/resend/", body, content_type="application/json",
-                          headers=operator)
+    for body, field in [
+        ({"message": {"n": 1}, "destination": "nowhere"}, "destination"),
+        ({"message": {"n": 1}, "headers": [1]}, "headers"),
+        ({"headers": {}}, "message"),
+    ]:
+        bad = client.post(
+            "/api/v1/queues/edited/messages/1/resend/", body, content_type="application/json", headers=operator
+        )
         assert bad.status_code == 400 and field in bad.json()["errors"], body
-    gone = client.post("/api/v1/queues/edited/messages/2/resend/", {"message": {}}, content_type="application/json",
-                       headers=operator)
+    gone = client.post(
+        "/api/v1/queues/edited/messages/2/resend/", {"message": {}}, content_type="application/json", headers=operator
+    )
     assert gone.status_code == 404  # archived already: not in the live table
     assert live_ids(pgmq_sql, "edited") == [1, 4] and action_records().count() == 2
 
@@ -430,8 +528,12 @@ def test_edit_and_resend_sends_the_copy_and_archives_the_original(client, as_rol
 def test_edit_and_resend_is_refused_to_whom_values_are_redacted(client, as_role, settings, make_queue, pgmq_sql):
     settings.REDACT_PATHS = [("message", ("n",))]
     make_queue("edited-private", messages=1)
-    response = client.post("/api/v1/queues/edited-private/messages/1/resend/", {"message": {"n": 1}},
-                           content_type="application/json", headers=as_role("Operator"))
+    response = client.post(
+        "/api/v1/queues/edited-private/messages/1/resend/",
+        {"message": {"n": 1}},
+        content_type="application/json",
+        headers=as_role("Operator"),
+    )
     assert response.status_code == 403 and "redact" in response.json()["detail"]
     assert live_ids(pgmq_sql, "edited-private") == [1] and action_records().count() == 0
 
@@ -439,10 +541,17 @@ def test_edit_and_resend_is_refused_to_whom_values_are_redacted(client, as_role,
 def test_requeue_from_the_archive(client, as_role, make_queue, pgmq_sql):
     make_queue("requeued", messages=3)
     pgmq_sql.execute("SELECT pgmq.archive('requeued', ARRAY[1, 2]::bigint[])")
-    response = client.post("/api/v1/queues/requeued/actions/", {
-        "action": "requeue", "source": "archive", "msg_ids": [1, 2],
-        "parameters": {"destination": "requeued", "remove_archived": True}},
-        content_type="application/json", headers=as_role("Operator"))
+    response = client.post(
+        "/api/v1/queues/requeued/actions/",
+        {
+            "action": "requeue",
+            "source": "archive",
+            "msg_ids": [1, 2],
+            "parameters": {"destination": "requeued", "remove_archived": True},
+        },
+        content_type="application/json",
+        headers=as_role("Operator"),
+    )
     assert response.status_code == 200, response.content
     assert response.json()["result"]["new_ids"] == {"1": 4, "2": 5}
     assert live_ids(pgmq_sql, "requeued") == [3, 4, 5] and archived_ids(pgmq_sql, "requeued") == []
@@ -502,14 +611,21 @@ def test_the_openapi_document_holds_under_generated_requests(fuzz_queues, django
     schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", WSGIHandler())
     failures: dict[str, str] = {}
     # Jobs' own operations last, so that there are jobs (started by jobs_create) to aim them at.
-    operations = sorted((result.ok() for result in schema.get_all_operations()),
-                        key=lambda operation: "{job_id}" in operation.path)
+    operations = sorted(
+        (result.ok() for result in schema.get_all_operations()), key=lambda operation: "{job_id}" in operation.path
+    )
     assert len(operations) == 15
 
     for operation in operations:
+
         @given(case=operation.as_strategy())
-        @hypothesis_settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-                             suppress_health_check=list(HealthCheck))
+        @hypothesis_settings(
+            max_examples=FUZZ_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def run(case) -> None:
             aimed(case, pgmq_sql)
             # Rules no schema can state (a delay needs `until`, a destination must exist) answer 400:

@@ -1,5 +1,6 @@
 """Every answer under /api/ is JSON, the errors too: a program reading it never gets a page of HTML.
 And a queue name with a slash works in the API's path as the README writes it (a%2Fb)."""
+
 from __future__ import annotations
 
 import json
@@ -44,13 +45,15 @@ def test_a_database_without_a_role_is_a_json_403(client, django_user_model):
     assert "role" in json_error(client.get("/api/v1/queues/"), 403)["detail"]
 
 
-def test_a_body_over_the_size_limit_is_a_json_400_and_nothing_is_sent(client, operator_token, make_queue, pgmq_sql,
-                                                                     settings):
+def test_a_body_over_the_size_limit_is_a_json_400_and_nothing_is_sent(
+    client, operator_token, make_queue, pgmq_sql, settings
+):
     make_queue("limited")
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
     body = json.dumps({"message": {"blob": "x" * 20_000}})
-    answer = json_error(client.post("/api/v1/queues/limited/send/", body, content_type="application/json",
-                                    headers=operator_token), 400)
+    answer = json_error(
+        client.post("/api/v1/queues/limited/send/", body, content_type="application/json", headers=operator_token), 400
+    )
     assert "too large" in answer["detail"]
     assert pgmq_sql.execute("SELECT count(*) FROM pgmq.q_limited").fetchone()[0] == 0
 
@@ -59,9 +62,15 @@ def test_a_move_to_a_dropped_queue_is_a_json_404_naming_it(client, operator_toke
     make_queue("source-q", messages=2)
     make_queue("gone-q")
     pgmq_sql.execute("SELECT pgmq.drop_queue('gone-q')")
-    body = json_error(client.post("/api/v1/queues/source-q/actions/", {
-        "action": "move", "msg_ids": [1], "parameters": {"destination": "gone-q"}},
-        content_type="application/json", headers=operator_token), 404)
+    body = json_error(
+        client.post(
+            "/api/v1/queues/source-q/actions/",
+            {"action": "move", "msg_ids": [1], "parameters": {"destination": "gone-q"}},
+            content_type="application/json",
+            headers=operator_token,
+        ),
+        404,
+    )
     assert "gone-q" in body["detail"]
     assert pgmq_sql.execute('SELECT count(*) FROM pgmq."q_source-q"').fetchone()[0] == 2
 
@@ -78,7 +87,8 @@ def test_a_server_error_under_the_api_is_json(client, operator_token, monkeypatc
 
 
 def test_a_queue_name_with_a_slash_works_in_the_api_path_as_the_readme_writes_it(
-        dashboard_server, make_queue, pgmq_sql, operator_token):
+    dashboard_server, make_queue, pgmq_sql, operator_token
+):
     make_queue("a/b", messages=2)
     make_queue("50%", messages=1)
     for encoded, name, count in (("a%2Fb", "a/b", 2), ("a%2fb", "a/b", 2), ("50%25", "50%", 1)):

@@ -1,4 +1,5 @@
 """The audit log: every action recorded, readable, exportable, and never editable."""
+
 from __future__ import annotations
 
 import csv
@@ -15,9 +16,18 @@ pytestmark = uses_databases
 
 
 def act(client, queue, action, ids, **extra):
-    return client.post(f"/queues/{queue}/act/", {"action": action, "source": "live", "scope": "selected",
-                                                 "msg_id": [str(i) for i in ids], "confirmed": "1", **extra},
-                       headers={"HX-Request": "true"})
+    return client.post(
+        f"/queues/{queue}/act/",
+        {
+            "action": action,
+            "source": "live",
+            "scope": "selected",
+            "msg_id": [str(i) for i in ids],
+            "confirmed": "1",
+            **extra,
+        },
+        headers={"HX-Request": "true"},
+    )
 
 
 def test_the_database_refuses_to_change_or_delete_an_entry(admin_client, make_queue):
@@ -44,11 +54,17 @@ def test_every_action_is_recorded_with_its_counts(admin_client, make_queue, pgmq
     act(admin_client, "counted", "delete", [4])
     admin_client.post("/queues/counted/send/", {"message": '{"x": 1}', "delay_s": "0"})
     admin_client.post("/queues/counted/purge/", {"confirm_name": "counted"})
-    rows = list(action_records().order_by("id").values_list("action", "requested", "affected", "already_gone",
-                                                              "outcome"))
-    assert rows == [("retry", 1, 1, 0, "done"), ("archive", 2, 1, 1, "partial"), ("move", 1, 1, 0, "done"),
-                    ("delete", 1, 1, 0, "done"), ("send", 1, 1, 0, "done"),
-                    ("purge", 3, 3, 0, "done")]  # 1, 5 and the sent 7
+    rows = list(
+        action_records().order_by("id").values_list("action", "requested", "affected", "already_gone", "outcome")
+    )
+    assert rows == [
+        ("retry", 1, 1, 0, "done"),
+        ("archive", 2, 1, 1, "partial"),
+        ("move", 1, 1, 0, "done"),
+        ("delete", 1, 1, 0, "done"),
+        ("send", 1, 1, 0, "done"),
+        ("purge", 3, 3, 0, "done"),
+    ]  # 1, 5 and the sent 7
 
 
 def test_the_audit_page_filters_and_pages(admin_client, make_queue):
@@ -65,7 +81,8 @@ def test_the_audit_page_filters_and_pages(admin_client, make_queue):
 
     only_b = parse(admin_client.get("/audit/?queue=audited_b"))
     assert [row.select_one("[data-column=action]").get_text() for row in only_b.select("tr[data-audit-entry]")] == [
-        "Archive"]
+        "Archive"
+    ]
     assert admin_client.get("/audit/?since=never").status_code == 400
 
 
@@ -75,9 +92,11 @@ def test_the_csv_export_is_every_entry_with_no_formula_to_run(admin_client, make
     make_queue("plain", messages=1)
     from django.urls import reverse
 
-    admin_client.post(reverse("message-action", args=[hostile]), {
-        "action": "archive", "source": "live", "scope": "selected", "msg_id": ["1"], "confirmed": "1"},
-        headers={"HX-Request": "true"})
+    admin_client.post(
+        reverse("message-action", args=[hostile]),
+        {"action": "archive", "source": "live", "scope": "selected", "msg_id": ["1"], "confirmed": "1"},
+        headers={"HX-Request": "true"},
+    )
     act(admin_client, "plain", "archive", [1])
     response = admin_client.get("/audit/export.csv?about=queues")
     assert response["Content-Type"].startswith("text/csv")

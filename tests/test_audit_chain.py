@@ -2,6 +2,7 @@
 and the audit page say exactly which record was changed or is missing, even when the change was
 made behind the append-only triggers (taken off by the table's owner, or skipped by a superuser
 with session_replication_role = replica)."""
+
 from __future__ import annotations
 
 import io
@@ -26,23 +27,34 @@ from queues.pgmq import Queue
 from tests.conftest import BASE_DIR, gunicorn, uses_databases, wait_for, with_database
 from tests.http_client import HttpSession
 from tests.pages import parse
-from tests.test_least_privilege import database_with_role, dashboard_login, readme_sql
+from tests.test_least_privilege import dashboard_login, database_with_role, readme_sql
 
 pytestmark = uses_databases
 
 ENTRIES = "pgmq_dashboard.queues_auditentry"
 # A record written by hand, as any future writer might: the trigger chains it all the same.
-INSERT_BY_HAND = (f"INSERT INTO {ENTRIES} (at, username, action, database, queue_name, target, requested, affected,"
-                  " already_gone, skipped, outcome, details, chain_hash) VALUES (now(), %s, 'retry', 'main', 'by_hand',"
-                  " '{\"msg_ids\": [1]}', 1, 1, 0, 0, 'done', '{}', '') RETURNING id")
+INSERT_BY_HAND = (
+    f"INSERT INTO {ENTRIES} (at, username, action, database, queue_name, target, requested, affected,"
+    " already_gone, skipped, outcome, details, chain_hash) VALUES (now(), %s, 'retry', 'main', 'by_hand',"
+    " '{\"msg_ids\": [1]}', 1, 1, 0, 0, 'done', '{}', '') RETURNING id"
+)
 # The same before migration 0008, which added the chain's columns.
 INSERT_BEFORE_THE_CHAIN = INSERT_BY_HAND.replace(", chain_hash)", ")").replace(", '') RETURNING", ") RETURNING")
 
 
 def act(client, queue: str, action: str, ids: list[int], **extra) -> None:
-    response = client.post(f"/queues/{queue}/act/", {"action": action, "source": "live", "scope": "selected",
-                                                     "msg_id": [str(i) for i in ids], "confirmed": "1", **extra},
-                           headers={"HX-Request": "true"})
+    response = client.post(
+        f"/queues/{queue}/act/",
+        {
+            "action": action,
+            "source": "live",
+            "scope": "selected",
+            "msg_id": [str(i) for i in ids],
+            "confirmed": "1",
+            **extra,
+        },
+        headers={"HX-Request": "true"},
+    )
     assert response.status_code == 200, response.content.decode()[:500]
 
 
@@ -81,11 +93,23 @@ def recorded(admin_client, empty_log, make_queue, pgmq_sql) -> list[int]:
     act(admin_client, "chained", "delete", [3])
     act(admin_client, "chained", "retry", [4])
     act(admin_client, "chained", "move", [5], destination="chained_dlq", original="delete")
-    assert admin_client.post("/queues/chained/send/", {"message": '{"big": 12345678901234567890.10}',
-                                                       "delay_s": "0"}).status_code == 302
-    admin_client.post("/queues/chained/act/", {"action": "delete", "source": "live", "scope": "matching",
-                                               "filter_query": "q=message.n%3A6", "confirmed": "1"},
-                      headers={"HX-Request": "true"})
+    assert (
+        admin_client.post(
+            "/queues/chained/send/", {"message": '{"big": 12345678901234567890.10}', "delay_s": "0"}
+        ).status_code
+        == 302
+    )
+    admin_client.post(
+        "/queues/chained/act/",
+        {
+            "action": "delete",
+            "source": "live",
+            "scope": "matching",
+            "filter_query": "q=message.n%3A6",
+            "confirmed": "1",
+        },
+        headers={"HX-Request": "true"},
+    )
     assert run_pending_jobs() == 1
     assert admin_client.post("/queues/chained/purge/", {"confirm_name": "chained"}).status_code == 302
     ids = record_ids()
@@ -123,13 +147,16 @@ def tamper(pgmq_sql, change: str, entry_id: int) -> None:
         pgmq_sql.execute(f"ALTER TABLE {ENTRIES} ENABLE TRIGGER audit_log_is_append_only")
 
 
-@pytest.mark.parametrize("change, undo", [
-    ("affected = affected + 1", "affected = affected - 1"),
-    ("username = 'someone-else'", "username = 'admin-user'"),
-    ("at = at - interval '1 hour'", "at = at + interval '1 hour'"),
-    ("target = jsonb_set(target, '{msg_ids,0}', '99')", "target = jsonb_set(target, '{msg_ids,0}', '3')"),
-    ("deleted_payloads = '[]'", None),
-])
+@pytest.mark.parametrize(
+    "change, undo",
+    [
+        ("affected = affected + 1", "affected = affected - 1"),
+        ("username = 'someone-else'", "username = 'admin-user'"),
+        ("at = at - interval '1 hour'", "at = at + interval '1 hour'"),
+        ("target = jsonb_set(target, '{msg_ids,0}', '99')", "target = jsonb_set(target, '{msg_ids,0}', '3')"),
+        ("deleted_payloads = '[]'", None),
+    ],
+)
 def test_a_record_changed_behind_a_disabled_trigger_is_named(admin_client, recorded, pgmq_sql, change, undo):
     changed = recorded[1]  # the delete of msg 3, which kept its payload
     tamper(pgmq_sql, change, changed)
@@ -146,9 +173,13 @@ def test_a_record_changed_with_its_hash_recomputed_still_breaks_the_chain(record
     the next record chained to the hash it had: that one no longer verifies."""
     changed = recorded[2]
     tamper(pgmq_sql, "affected = 0", changed)
-    tamper(pgmq_sql, "chain_hash = encode(sha256(convert_to(coalesce((SELECT chain_hash FROM "
-                     f"{ENTRIES} p WHERE p.id = queues_auditentry.chain_prev_id), '') || "
-                     "pgmq_dashboard.audit_chain_content(queues_auditentry), 'UTF8')), 'hex')", changed)
+    tamper(
+        pgmq_sql,
+        "chain_hash = encode(sha256(convert_to(coalesce((SELECT chain_hash FROM "
+        f"{ENTRIES} p WHERE p.id = queues_auditentry.chain_prev_id), '') || "
+        "pgmq_dashboard.audit_chain_content(queues_auditentry), 'UTF8')), 'hex')",
+        changed,
+    )
     assert verify_audit() == (1, f"audit log: record #{recorded[3]} changed")
 
 
@@ -179,8 +210,7 @@ def test_the_first_and_the_newest_records_deleted_are_named_missing(admin_client
 def test_a_gap_in_the_ids_is_not_a_missing_record(admin_client, recorded):
     """A failed action's transaction takes an id and gives none back: the ids skip, nothing is missing."""
     with pytest.raises(RuntimeError), transaction.atomic():
-        AuditEntry.objects.create(username="rolled-back", action="retry", queue_name="chained", target={},
-                                  requested=1)
+        AuditEntry.objects.create(username="rolled-back", action="retry", queue_name="chained", target={}, requested=1)
         raise RuntimeError("undone")
     after = AuditEntry.objects.create(username="after", action="retry", queue_name="chained", target={}, requested=1)
     assert after.pk > recorded[-1] + 1
@@ -189,8 +219,10 @@ def test_a_gap_in_the_ids_is_not_a_missing_record(admin_client, recorded):
 
 def test_the_page_checks_only_the_newest_records(admin_client, recorded, pgmq_sql, monkeypatch):
     monkeypatch.setattr("queues.views.audit.PAGE_CHECKS_NEWEST", 3)
-    assert page_line(admin_client) == (f"Hash chain intact through #{recorded[-1]} (the newest 3 records checked); "
-                                       "manage.py verify_audit checks every record.")
+    assert page_line(admin_client) == (
+        f"Hash chain intact through #{recorded[-1]} (the newest 3 records checked); "
+        "manage.py verify_audit checks every record."
+    )
     tamper(pgmq_sql, "affected = 42", recorded[0])
     assert page_line(admin_client).startswith("Hash chain intact")  # older than what the page checks
     assert verify_audit() == (1, f"audit log: record #{recorded[0]} changed")
@@ -201,8 +233,9 @@ def test_the_page_checks_only_the_newest_records(admin_client, recorded, pgmq_sq
 def lock_waits(pgmq_sql) -> int:
     """Sessions of the test database waiting for a lock (asked on a connection of its own: within
     a transaction pg_stat_activity stays as it was at its first look)."""
-    return pgmq_sql.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                            "AND datname = current_database()").fetchone()[0]
+    return pgmq_sql.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    ).fetchone()[0]
 
 
 def test_concurrent_inserts_take_turns_in_the_chain(empty_log, pgmq_database_url, pgmq_sql):
@@ -212,8 +245,12 @@ def test_concurrent_inserts_take_turns_in_the_chain(empty_log, pgmq_database_url
     with psycopg.connect(pgmq_database_url) as holding, psycopg.connect(pgmq_database_url) as waiting:
         first = holding.execute(INSERT_BY_HAND, ["holding"]).fetchone()[0]  # not committed yet
         inserted: list[int] = []
-        thread = threading.Thread(target=lambda: (inserted.append(waiting.execute(INSERT_BY_HAND, ["waiting"])
-                                                                  .fetchone()[0]), waiting.commit()))
+        thread = threading.Thread(
+            target=lambda: (
+                inserted.append(waiting.execute(INSERT_BY_HAND, ["waiting"]).fetchone()[0]),
+                waiting.commit(),
+            )
+        )
         thread.start()
         wait_for(lambda: lock_waits(pgmq_sql), timeout=10, what="the second INSERT to wait for the chain's lock")
         second = holding.execute(INSERT_BY_HAND, ["holding again"]).fetchone()[0]
@@ -221,7 +258,10 @@ def test_concurrent_inserts_take_turns_in_the_chain(empty_log, pgmq_database_url
         thread.join(timeout=10)
     assert inserted and inserted[0] > second > first
     assert list(AuditEntry.objects.order_by("id").values_list("id", "chain_prev_id")) == [
-        (first, None), (second, first), (inserted[0], second)]
+        (first, None),
+        (second, first),
+        (inserted[0], second),
+    ]
     assert verify_audit() == (0, f"audit log: intact through #{inserted[0]} (3 records)")
 
 
@@ -239,13 +279,19 @@ def test_two_connections_inserting_at_once_keep_one_chain(empty_log, pgmq_databa
     assert verify_audit() == (0, f"audit log: intact through #{max(record_ids())} (200 records)")
 
 
-def test_a_job_ending_while_its_queue_is_dropped_does_not_deadlock(make_queue, pgmq_database_url, pgmq_sql,
-                                                                   admin_user):
+def test_a_job_ending_while_its_queue_is_dropped_does_not_deadlock(make_queue, pgmq_database_url, pgmq_sql, admin_user):
     """A drop locks the queue's jobs and then writes its record; a job ending locks its row before
     its record too, so neither waits for the other's lock while holding the one it needs."""
     make_queue("dropping", messages=1)
-    job = jobs.create(user=admin_user, queue=Queue.objects.get(queue_name="dropping"), source="live",
-                      action="archive", parameters={}, message_filter=MessageFilter(), expected=1)
+    job = jobs.create(
+        user=admin_user,
+        queue=Queue.objects.get(queue_name="dropping"),
+        source="live",
+        action="archive",
+        parameters={},
+        message_filter=MessageFilter(),
+        expected=1,
+    )
     with psycopg.connect(pgmq_database_url) as dropping:
         dropping.execute("UPDATE pgmq_dashboard.queues_bulkjob SET cancel_requested = true WHERE id = %s", [job.pk])
         errors: list[Exception] = []
@@ -278,8 +324,9 @@ def test_records_written_before_the_chain_are_chained_by_its_migration(pgmq_sql,
     environment = {**os.environ, "PGMQ_DATABASE_URL": url}
 
     def manage(*command: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "manage.py", *command], cwd=BASE_DIR, env=environment,
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=BASE_DIR, env=environment, capture_output=True, text=True
+        )
 
     try:
         install_pgmq(url)
@@ -295,20 +342,26 @@ def test_records_written_before_the_chain_are_chained_by_its_migration(pgmq_sql,
             # The three old records chained in their order, then the roles the migration made.
             assert links[:3] == [(1, None, "before-1"), (2, 1, "before-2"), (3, 2, "before-3")]
             assert (verified.returncode, verified.stdout.splitlines()[0]) == (
-                0, f"audit log: intact through #{links[-1][0]} ({len(links)} records)")
+                0,
+                f"audit log: intact through #{links[-1][0]} ({len(links)} records)",
+            )
             newest = after.execute(INSERT_BY_HAND, ["after"]).fetchone()[0]
         verified = manage("verify_audit")
-        assert verified.stdout.splitlines()[0] == f"audit log: intact through #{newest} ({len(links) + 1} records)", \
+        assert verified.stdout.splitlines()[0] == f"audit log: intact through #{newest} ({len(links) + 1} records)", (
             verified.stderr
+        )
     finally:
         pgmq_sql.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
 
 
-@pytest.fixture
-def audit_owned_apart(pgmq_sql, pgmq_database_url):
+@pytest.fixture(scope="module")
+def audit_owned_apart(pgmq_database_url):
     """The README's set-up: a database with the operating role, migrated by it, then the audit
-    table and its chain handed to a role of their own by the README's block."""
-    database = database_with_role(pgmq_sql, pgmq_database_url, "operating-role")
+    table and its chain handed to a role of their own by the README's block. Made once for the
+    module (a database and a migration: seconds): every tampering below is refused, so none
+    changes what the next one finds."""
+    server = psycopg.connect(pgmq_database_url, autocommit=True)
+    database = database_with_role(server, pgmq_database_url, "operating-role")
     owner_url, role_url = next(database)
     owner_role = f"audit_owner_{secrets.token_hex(4)}"
     try:
@@ -321,22 +374,30 @@ def audit_owned_apart(pgmq_sql, pgmq_database_url):
         yield owner_url, role_url, password
     finally:
         next(database, None)  # drops the database and the dashboard's role
-        pgmq_sql.execute(f'DROP ROLE IF EXISTS "{owner_role}"')
+        server.execute(f'DROP ROLE IF EXISTS "{owner_role}"')
+        server.close()
 
 
-@pytest.mark.parametrize("statement, refusal", [
-    (f"UPDATE {ENTRIES} SET affected = 99", "permission denied"),
-    (f"DELETE FROM {ENTRIES}", "permission denied"),
-    (f"TRUNCATE {ENTRIES}", "permission denied"),
-    (f"ALTER TABLE {ENTRIES} DISABLE TRIGGER audit_log_is_append_only", "must be owner"),
-    (f"ALTER TABLE {ENTRIES} DISABLE TRIGGER audit_chain_link", "must be owner"),
-    (f"DROP TABLE {ENTRIES} CASCADE", "must be owner"),
-    ("DROP FUNCTION pgmq_dashboard.audit_chain_link() CASCADE", "must be owner"),
-    ("CREATE OR REPLACE FUNCTION pgmq_dashboard.audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql "
-     "AS $$ BEGIN RETURN NEW; END $$", "must be owner"),
-    ("UPDATE pgmq_dashboard.queues_auditchainhead SET last_id = 1", "permission denied"),
-    ("SET session_replication_role = replica", "permission denied"),
-])
+@pytest.mark.parametrize(
+    "statement, refusal",
+    [
+        (f"UPDATE {ENTRIES} SET affected = 99", "permission denied"),
+        (f"DELETE FROM {ENTRIES}", "permission denied"),
+        (f"TRUNCATE {ENTRIES}", "permission denied"),
+        (f"ALTER TABLE {ENTRIES} DISABLE TRIGGER audit_log_is_append_only", "must be owner"),
+        (f"ALTER TABLE {ENTRIES} DISABLE TRIGGER audit_chain_link", "must be owner"),
+        (f"DROP TABLE {ENTRIES} CASCADE", "must be owner"),
+        ("DROP FUNCTION pgmq_dashboard.audit_chain_link() CASCADE", "must be owner"),
+        (
+            "CREATE OR REPLACE FUNCTION pgmq_dashboard.audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN RETURN NEW; END $$",
+            "must be owner",
+        ),
+        ("UPDATE pgmq_dashboard.queues_auditchainhead SET last_id = 1", "permission denied"),
+        ("SET session_replication_role = replica", "permission denied"),
+    ],
+)
+@pytest.mark.xdist_group("audit_owned_apart")
 def test_with_the_audit_log_owned_apart_the_dashboards_role_cannot_tamper(audit_owned_apart, statement, refusal):
     _, role_url, _ = audit_owned_apart
     with psycopg.connect(role_url, autocommit=True) as as_dashboard:
@@ -344,6 +405,7 @@ def test_with_the_audit_log_owned_apart_the_dashboards_role_cannot_tamper(audit_
             as_dashboard.execute(statement)
 
 
+@pytest.mark.xdist_group("audit_owned_apart")
 def test_with_the_audit_log_owned_apart_actions_are_still_recorded_and_chained(audit_owned_apart, tmp_path):
     owner_url, role_url, password = audit_owned_apart
     with gunicorn(role_url, tmp_path) as base_url:
@@ -351,21 +413,27 @@ def test_with_the_audit_log_owned_apart_actions_are_still_recorded_and_chained(a
         session.sign_in("boss", password)
         session.get("/queues/watched/messages/")
         for action, msg_id in (("archive", "1"), ("delete", "2")):
-            response = session.post("/queues/watched/act/", {"action": action, "source": "live", "scope": "selected",
-                                                             "msg_id": msg_id, "confirmed": "1"})
+            response = session.post(
+                "/queues/watched/act/",
+                {"action": action, "source": "live", "scope": "selected", "msg_id": msg_id, "confirmed": "1"},
+            )
             assert response.status == 200, (action, response.text[:500])
         line = " ".join(parse(session.get("/audit/").text).select_one("[data-audit-chain]").get_text().split())
     environment = {**os.environ, "PGMQ_DATABASE_URL": role_url}
-    verified = subprocess.run([sys.executable, "manage.py", "verify_audit"], cwd=BASE_DIR, env=environment,
-                              capture_output=True, text=True)
+    verified = subprocess.run(
+        [sys.executable, "manage.py", "verify_audit"], cwd=BASE_DIR, env=environment, capture_output=True, text=True
+    )
     with psycopg.connect(owner_url) as superuser:
         ids = [row[0] for row in superuser.execute(f"SELECT id FROM {ENTRIES} ORDER BY id")]
         actions = superuser.execute(f"SELECT action FROM {ENTRIES} WHERE database <> '' ORDER BY id").fetchall()
     assert actions == [("archive",), ("delete",)]  # and the records of making the account signed in
     assert line == f"Hash chain intact through #{ids[-1]} ({len(ids)} records)."
     assert (verified.returncode, verified.stdout.splitlines()[0]) == (
-        0, f"audit log: intact through #{ids[-1]} ({len(ids)} records)")
+        0,
+        f"audit log: intact through #{ids[-1]} ({len(ids)} records)",
+    )
     # The next release's migrate, as the dashboard's role, still runs.
-    migrated = subprocess.run([sys.executable, "manage.py", "migrate"], cwd=BASE_DIR, env=environment,
-                              capture_output=True, text=True)
+    migrated = subprocess.run(
+        [sys.executable, "manage.py", "migrate"], cwd=BASE_DIR, env=environment, capture_output=True, text=True
+    )
     assert migrated.returncode == 0, migrated.stderr

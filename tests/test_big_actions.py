@@ -1,6 +1,7 @@
 """Actions on huge messages: copies go from table to table inside the database, and deleted payloads
 too big for the audit record are never read, so an operator's move of a 20 MB message costs the web
 worker nothing like 20 MB."""
+
 from __future__ import annotations
 
 import tracemalloc
@@ -32,16 +33,26 @@ def test_a_move_and_a_requeue_of_a_huge_message_copy_it_exactly_without_reading_
     heavy = Queue.objects.get(queue_name="heavy")
 
     def move() -> None:
-        outcome = services.act_on_messages(user=operator, queue=heavy, action=vocabulary.MOVE, msg_ids=[1],
-                                           parameters={"destination": "heavy-dlq", "original": "archive"})
+        outcome = services.act_on_messages(
+            user=operator,
+            queue=heavy,
+            action=vocabulary.MOVE,
+            msg_ids=[1],
+            parameters={"destination": "heavy-dlq", "original": "archive"},
+        )
         assert outcome.result.new_ids == {1: 1}
 
     assert peak_python_bytes(move) < 2 * 1024 * 1024
     assert pgmq_sql.execute('SELECT md5(message::text), headers::text FROM pgmq."q_heavy-dlq"').fetchone() == stored
 
     def requeue() -> None:
-        outcome = services.act_on_messages(user=operator, queue=heavy, action=vocabulary.REQUEUE, msg_ids=[1],
-                                           parameters={"destination": "heavy", "remove_archived": True})
+        outcome = services.act_on_messages(
+            user=operator,
+            queue=heavy,
+            action=vocabulary.REQUEUE,
+            msg_ids=[1],
+            parameters={"destination": "heavy", "remove_archived": True},
+        )
         assert outcome.result.new_ids == {1: 2}
 
     assert peak_python_bytes(requeue) < 2 * 1024 * 1024
@@ -49,8 +60,9 @@ def test_a_move_and_a_requeue_of_a_huge_message_copy_it_exactly_without_reading_
     assert pgmq_sql.execute("SELECT count(*) FROM pgmq.a_heavy").fetchone()[0] == 0
 
 
-def test_deleting_payloads_too_big_for_the_record_keeps_their_count_and_never_reads_them(make_queue, pgmq_sql,
-                                                                                         operator):
+def test_deleting_payloads_too_big_for_the_record_keeps_their_count_and_never_reads_them(
+    make_queue, pgmq_sql, operator
+):
     make_queue("heavy-delete")
     pgmq_sql.execute(f"SELECT pgmq.send('heavy-delete', ({BIG}))")
     pgmq_sql.execute("SELECT pgmq.send('heavy-delete', '{\"small\": 1}')")

@@ -4,6 +4,7 @@ its beginning, and the downloads, the API's single message and the exports strea
 database in chunks, byte for byte PostgreSQL's `message::text`. Python's own allocations are
 measured (tracemalloc), not the process's: the figure does not depend on the machine's load.
 (The memory benchmark, `make bench-memory`, measures whole workers under concurrent readers.)"""
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,10 @@ pytestmark = uses_databases
 MB = 1024 * 1024
 # 40 MB of JSON, with letters of two and three bytes in UTF-8 (so characters and bytes differ),
 # numbers a float would change, and a quote and a backslash for CSV and JSON escaping.
-HUGE = ('{"blob": "' + "x" * (30 * MB) + '", "letters": "' + "é€" * (3 * MB) + '", "price": 1.10, '
-        '"big": 12345678901234567890.5, "quoted": "say \\"hi\\" \\\\ bye"}')
+HUGE = (
+    '{"blob": "' + "x" * (30 * MB) + '", "letters": "' + "é€" * (3 * MB) + '", "price": 1.10, '
+    '"big": 12345678901234567890.5, "quoted": "say \\"hi\\" \\\\ bye"}'
+)
 
 
 @pytest.fixture
@@ -36,7 +39,9 @@ def heavy(make_queue, pgmq_sql) -> dict[str, str]:
     pgmq_sql.execute("SELECT pgmq.send('heavy', '{\"n\": 1}'::jsonb, '{\"h\": 1}'::jsonb)")
     pgmq_sql.execute("SELECT pgmq.send('heavy', %s::jsonb, %s::jsonb)", [HUGE, json.dumps({"trace": "t" * 2 * MB})])
     pgmq_sql.execute("SELECT pgmq.send('heavy', '{\"n\": 3}'::jsonb)")
-    message, headers = pgmq_sql.execute("SELECT message::text, headers::text FROM pgmq.q_heavy WHERE msg_id = 2").fetchone()
+    message, headers = pgmq_sql.execute(
+        "SELECT message::text, headers::text FROM pgmq.q_heavy WHERE msg_id = 2"
+    ).fetchone()
     return {"message": message, "headers": headers}
 
 
@@ -108,8 +113,7 @@ def test_the_message_page_holds_only_the_beginning(signed_in_client, heavy):
     assert peak < 40 * MB / 4, f"{peak / MB:.0f} MB for the page of a 40 MB message"
 
 
-def test_over_the_download_limit_the_page_and_the_api_name_the_sql_that_fetches_it(signed_in_client, heavy,
-                                                                                     settings):
+def test_over_the_download_limit_the_page_and_the_api_name_the_sql_that_fetches_it(signed_in_client, heavy, settings):
     settings.DOWNLOAD_MAX_BYTES = 10 * MB
     page = signed_in_client.get("/queues/heavy/messages/2/raw/")
     assert page.status_code == 413
@@ -151,12 +155,15 @@ def test_export_batches_end_by_size_as_well_as_by_rows(make_queue, pgmq_sql, mon
     """Thirty rows of 300 kB, each under the size a row is streamed alone at: a batch stops once
     EXPORT_BATCH_CHARS (1 MB here) of payloads came, although the first one asks for 500 rows."""
     make_queue("mid")
-    pgmq_sql.execute("SELECT pgmq.send_batch('mid', array_fill(jsonb_build_object('blob', repeat('m', 300000)), "
-                     "ARRAY[30]))")
+    pgmq_sql.execute(
+        "SELECT pgmq.send_batch('mid', array_fill(jsonb_build_object('blob', repeat('m', 300000)), ARRAY[30]))"
+    )
     monkeypatch.setattr(exports, "EXPORT_BATCH_CHARS", 1_000_000)
     statements = []
     batch_sql = exports._batch_sql
-    monkeypatch.setattr(exports, "_batch_sql", lambda plan, **asked: statements.append(asked) or batch_sql(plan, **asked))
+    monkeypatch.setattr(
+        exports, "_batch_sql", lambda plan, **asked: statements.append(asked) or batch_sql(plan, **asked)
+    )
     plan = exports.export_plan(Queue.objects.get(queue_name="mid"), exports.MessageFilter())
     rows = list(exports.export_rows(plan, ndjson=False))
     assert [row.msg_id for row in rows] == list(range(1, 31))  # every row, once, in order

@@ -1,4 +1,5 @@
 """In Chromium: sign in, see the queues, follow a link and come back, watch the page refresh itself."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,9 @@ from tests.conftest import sign_in, uses_databases, wait_for
 pytestmark = [pytest.mark.browser, uses_databases]
 
 
-def test_signing_in_shows_the_queues_and_their_links_work(page, dashboard_server, operator, operator_password,
-                                                          make_queue):
+def test_signing_in_shows_the_queues_and_their_links_work(
+    page, dashboard_server, operator, operator_password, make_queue
+):
     make_queue("Orders-EU", messages=3)
     make_queue("with space", messages=1)
 
@@ -30,13 +32,15 @@ def test_signing_in_shows_the_queues_and_their_links_work(page, dashboard_server
     expect(page.get_by_role("heading", level=1)).to_have_text("with space")
 
 
-def test_the_overview_refreshes_itself_without_a_reload(page, dashboard_server, operator, operator_password,
-                                                       make_queue, pgmq_sql):
+def test_the_overview_refreshes_itself_without_a_reload(
+    page, dashboard_server, operator, operator_password, make_queue, pgmq_sql
+):
     make_queue("growing", messages=1)
     sign_in(page, dashboard_server, operator.username, operator_password)
     page.evaluate("window.loadedOnce = true")  # gone if the page reloads
     backlog = page.locator("tr", has=page.get_by_role("link", name="growing", exact=True)).locator(
-        "[data-column=backlog]")
+        "[data-column=backlog]"
+    )
     expect(backlog).to_have_text("1")
 
     pgmq_sql.execute("""SELECT pgmq.send_batch('growing', array_fill('{"more": true}'::jsonb, ARRAY[5]))""")
@@ -60,8 +64,9 @@ FAST_REFRESH = "localStorage.setItem('pgmq-dashboard.refresh-seconds', '1');"
 COUNT_REFRESHES = "window.refreshes = 0; document.addEventListener('dashboard:updated', () => window.refreshes++);"
 
 
-def test_pausing_stops_the_refresh_and_resuming_catches_up(page, dashboard_server, operator, operator_password,
-                                                           make_queue, pgmq_sql):
+def test_pausing_stops_the_refresh_and_resuming_catches_up(
+    page, dashboard_server, operator, operator_password, make_queue, pgmq_sql
+):
     make_queue("paused", messages=1)
     page.add_init_script(FAST_REFRESH)
     sign_in(page, dashboard_server, operator.username, operator_password)
@@ -86,8 +91,9 @@ def test_the_chosen_interval_is_kept_across_pages(page, dashboard_server, operat
     expect(page.get_by_label("Refresh interval")).to_have_value("30")
 
 
-def test_a_refresh_keeps_the_open_row_and_the_scroll_position(page, dashboard_server, operator, operator_password,
-                                                              make_queue):
+def test_a_refresh_keeps_the_open_row_and_the_scroll_position(
+    page, dashboard_server, operator, operator_password, make_queue
+):
     make_queue("kept_open", messages=60)
     page.add_init_script(FAST_REFRESH)
     sign_in(page, dashboard_server, operator.username, operator_password)
@@ -102,8 +108,9 @@ def test_a_refresh_keeps_the_open_row_and_the_scroll_position(page, dashboard_se
     expect(page.locator("[data-updated]")).to_contain_text("updated")
 
 
-def test_the_queue_page_draws_its_charts_and_loads_its_panels(page, dashboard_server, operator, operator_password,
-                                                              make_queue, pgmq_sql):
+def test_the_queue_page_draws_its_charts_and_loads_its_panels(
+    page, dashboard_server, operator, operator_password, make_queue, pgmq_sql
+):
     from datetime import timedelta
 
     from queues.management.commands.sample_metrics import take_sample
@@ -128,8 +135,9 @@ def test_the_queue_page_draws_its_charts_and_loads_its_panels(page, dashboard_se
     expect(page.locator("#queue-diagnostics")).to_contain_text("Sessions reading this queue now")
 
 
-def test_a_queue_without_history_says_so_instead_of_an_empty_chart(page, dashboard_server, operator,
-                                                                   operator_password, make_queue):
+def test_a_queue_without_history_says_so_instead_of_an_empty_chart(
+    page, dashboard_server, operator, operator_password, make_queue
+):
     make_queue("historyless", messages=1)
     sign_in(page, dashboard_server, operator.username, operator_password)
     page.goto(dashboard_server + "/queues/historyless/")
@@ -139,8 +147,9 @@ def test_a_queue_without_history_says_so_instead_of_an_empty_chart(page, dashboa
     expect(page.locator("canvas[data-chart=age]")).to_be_visible()
 
 
-def test_filters_live_in_the_url_and_the_back_button_undoes_them(page, dashboard_server, operator,
-                                                                 operator_password, make_queue, pgmq_sql):
+def test_filters_live_in_the_url_and_the_back_button_undoes_them(
+    page, dashboard_server, operator, operator_password, make_queue, pgmq_sql
+):
     make_queue("navigated", messages=30)
     pgmq_sql.execute("SELECT * FROM pgmq.read('navigated', 300, 5)")
     sign_in(page, dashboard_server, operator.username, operator_password)

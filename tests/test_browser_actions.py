@@ -1,5 +1,6 @@
 """In Chromium: selecting messages, the confirmation that states what will happen, the result,
 a job by filter followed to its end, and what a viewer does not see."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,6 +20,7 @@ def role_user(django_user_model):
         user = django_user_model.objects.create_user(f"browser-{role.lower()}", password=PASSWORD)
         user.groups.add(Group.objects.get(name=role))
         return user
+
     return make
 
 
@@ -27,8 +29,9 @@ def shot(page, name: str) -> None:
     page.screenshot(path=SCREENSHOTS / f"action-{name}.png", full_page=True)
 
 
-def test_an_operator_selects_a_range_confirms_and_sees_the_result(page, dashboard_server, role_user, make_queue,
-                                                                  pgmq_sql):
+def test_an_operator_selects_a_range_confirms_and_sees_the_result(
+    page, dashboard_server, role_user, make_queue, pgmq_sql
+):
     make_queue("clicked", messages=8)
     operator = role_user("Operator")
     sign_in(page, dashboard_server, operator.username, PASSWORD)
@@ -55,8 +58,9 @@ def test_an_operator_selects_a_range_confirms_and_sees_the_result(page, dashboar
     expect(page.locator("[data-selection-count]")).to_have_text("Select messages to act on them")
 
 
-def test_an_operator_deletes_everything_a_filter_matches_as_a_job(page, dashboard_server, role_user, make_queue,
-                                                                  pgmq_sql):
+def test_an_operator_deletes_everything_a_filter_matches_as_a_job(
+    page, dashboard_server, role_user, make_queue, pgmq_sql
+):
     make_queue("filtered_out")
     for n in range(1, 13):
         pgmq_sql.execute("SELECT pgmq.send('filtered_out', %s::jsonb)", [f'{{"n": {n}, "bad": {str(n > 9).lower()}}}'])
@@ -86,8 +90,9 @@ def test_an_operator_deletes_everything_a_filter_matches_as_a_job(page, dashboar
     shot(page, "audit-entry")
 
 
-def test_a_retry_counts_the_messages_in_flight_only_once_their_box_is_ticked(page, dashboard_server, role_user,
-                                                                              make_queue, pgmq_sql):
+def test_a_retry_counts_the_messages_in_flight_only_once_their_box_is_ticked(
+    page, dashboard_server, role_user, make_queue, pgmq_sql
+):
     make_queue("half_read", messages=3)
     pgmq_sql.execute("SELECT * FROM pgmq.read('half_read', 3600, 1)")  # msg 1: a consumer has it
     sign_in(page, dashboard_server, role_user("Operator").username, PASSWORD)

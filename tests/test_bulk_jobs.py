@@ -1,4 +1,5 @@
 """Actions on every message matching a filter: a job, in batches, stoppable, resumable."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,14 @@ pytestmark = uses_databases
 
 
 def start_job(client, queue: str, action: str, filter_query: str, *, source: str = "live", **extra):
-    data = {"action": action, "source": source, "scope": "matching", "filter_query": filter_query,
-            "confirmed": "1", **extra}
+    data = {
+        "action": action,
+        "source": source,
+        "scope": "matching",
+        "filter_query": filter_query,
+        "confirmed": "1",
+        **extra,
+    }
     response = client.post(f"/queues/{queue}/act/", data, headers={"HX-Request": "true"})
     assert response.status_code == 200, response.content.decode()[:500]
     return BulkJob.objects.latest("id")
@@ -31,14 +38,20 @@ def typed_queue(make_queue, pgmq_sql):
     """30 messages: every third an order_created, the rest order_paid."""
     make_queue("typed")
     for n in range(1, 31):
-        pgmq_sql.execute("SELECT pgmq.send('typed', %s::jsonb)",
-                         [json.dumps({"n": n, "type": "order_created" if n % 3 == 0 else "order_paid"})])
+        pgmq_sql.execute(
+            "SELECT pgmq.send('typed', %s::jsonb)",
+            [json.dumps({"n": n, "type": "order_created" if n % 3 == 0 else "order_paid"})],
+        )
     return "typed"
 
 
 def test_the_confirmation_counts_exactly_what_the_filter_matches(operator_client, typed_queue):
-    data = {"action": "archive", "source": "live", "scope": "matching",
-            "filter_query": "message=%7B%22type%22%3A%22order_created%22%7D"}
+    data = {
+        "action": "archive",
+        "source": "live",
+        "scope": "matching",
+        "filter_query": "message=%7B%22type%22%3A%22order_created%22%7D",
+    }
     dialog = parse(operator_client.post("/queues/typed/act/", data, headers={"HX-Request": "true"}))
     plan = " ".join(dialog.select_one("[data-plan]").get_text().split())
     assert 'matching message contains {"type": "order_created"}: 10 messages now.' in plan
@@ -87,8 +100,14 @@ def test_a_retry_job_leaves_messages_in_flight_alone(operator_client, typed_queu
 
 def test_a_move_job_redrives_to_another_queue(operator_client, typed_queue, make_queue, pgmq_sql):
     make_queue("typed_dlq")
-    start_job(operator_client, "typed", "move", "message=%7B%22type%22%3A%22order_created%22%7D",
-              destination="typed_dlq", original="delete")
+    start_job(
+        operator_client,
+        "typed",
+        "move",
+        "message=%7B%22type%22%3A%22order_created%22%7D",
+        destination="typed_dlq",
+        original="delete",
+    )
     run_pending_jobs()
     moved = [row[0]["n"] for row in pgmq_sql.execute("SELECT message FROM pgmq.q_typed_dlq ORDER BY msg_id")]
     assert moved == list(range(3, 31, 3))
@@ -97,8 +116,15 @@ def test_a_move_job_redrives_to_another_queue(operator_client, typed_queue, make
 
 def test_a_requeue_job_replays_the_archive(operator_client, typed_queue, pgmq_sql):
     pgmq_sql.execute("SELECT pgmq.archive('typed', array_agg(i)) FROM generate_series(1, 30) i")
-    start_job(operator_client, "typed", "requeue", "q=message.n%3A1*", source="archive", destination="typed",
-              remove_archived="1")
+    start_job(
+        operator_client,
+        "typed",
+        "requeue",
+        "q=message.n%3A1*",
+        source="archive",
+        destination="typed",
+        remove_archived="1",
+    )
     run_pending_jobs()
     replayed = sorted(row[0]["n"] for row in pgmq_sql.execute("SELECT message FROM pgmq.q_typed"))
     assert replayed == [1, *range(10, 20)]
@@ -120,8 +146,9 @@ def test_a_job_stops_between_batches_when_asked(operator_client, typed_queue, pg
     assert job.audit_entry.outcome == "cancelled"
 
 
-def test_a_job_whose_runner_died_is_taken_over_and_handles_nothing_twice(operator_client, typed_queue, pgmq_sql,
-                                                                         make_queue):
+def test_a_job_whose_runner_died_is_taken_over_and_handles_nothing_twice(
+    operator_client, typed_queue, pgmq_sql, make_queue
+):
     make_queue("typed_copy")
     with override_settings(BULK_BATCH_SIZE=7):
         job = start_job(operator_client, "typed", "requeue", "", source="archive", destination="typed_copy")
@@ -173,19 +200,31 @@ def test_jobs_on_queues_with_awkward_names(operator_client, make_queue, pgmq_sql
         url = reverse("message-action", args=[name])
         table = pgmq_sql.execute("SELECT pgmq.format_table_name(%s, 'q')", [name]).fetchone()[0]
         quoted = table.replace(chr(34), chr(34) * 2)
-        pgmq_sql.execute(f'UPDATE pgmq."{quoted}" SET message = jsonb_build_object(\'n\', msg_id, \'tag\', \'50%\')')
+        pgmq_sql.execute(f"UPDATE pgmq.\"{quoted}\" SET message = jsonb_build_object('n', msg_id, 'tag', '50%')")
         pgmq_sql.execute("SELECT pgmq.archive(%s, ARRAY[1, 2, 3]::bigint[])", [name])
-        for action, source, filter_query in (("archive", "live", "q=message.n%3A4"), ("delete", "live", "q=50%25"),
-                                             ("delete_archived", "archive", "")):
-            response = operator_client.post(url, {"action": action, "source": source, "scope": "matching",
-                                                  "filter_query": filter_query, "confirmed": "1"},
-                                            headers={"HX-Request": "true"})
+        for action, source, filter_query in (
+            ("archive", "live", "q=message.n%3A4"),
+            ("delete", "live", "q=50%25"),
+            ("delete_archived", "archive", ""),
+        ):
+            response = operator_client.post(
+                url,
+                {
+                    "action": action,
+                    "source": source,
+                    "scope": "matching",
+                    "filter_query": filter_query,
+                    "confirmed": "1",
+                },
+                headers={"HX-Request": "true"},
+            )
             assert response.status_code == 200, (name, action, response.content[:300])
             assert run_pending_jobs() == 1
             job = BulkJob.objects.latest("id")
             assert job.status == "done", (name, action, job.error)
-        counts = pgmq_sql.execute(f'SELECT (SELECT count(*) FROM pgmq."{quoted}"), '
-                                  f'(SELECT count(*) FROM pgmq."a{quoted[1:]}")').fetchone()
+        counts = pgmq_sql.execute(
+            f'SELECT (SELECT count(*) FROM pgmq."{quoted}"), (SELECT count(*) FROM pgmq."a{quoted[1:]}")'
+        ).fetchone()
         assert counts == (0, 0), name
         entries = AuditEntry.objects.filter(queue_name=name).order_by("id")
         assert [(entry.affected, entry.deleted_payloads) for entry in entries] == [(1, None), (4, None), (4, None)]
@@ -220,8 +259,7 @@ def test_a_bug_in_a_batch_ends_the_job_saying_why_and_the_runner_goes_on(operato
     assert second.status == "failed"
 
 
-def test_a_consumer_holding_a_lock_for_a_moment_does_not_fail_the_job(operator_client, typed_queue,
-                                                                       pgmq_database_url):
+def test_a_consumer_holding_a_lock_for_a_moment_does_not_fail_the_job(operator_client, typed_queue, pgmq_database_url):
     import threading
 
     import psycopg
@@ -261,3 +299,33 @@ def test_dropping_a_queue_cancels_its_jobs(operator_client, typed_queue, pgmq_sq
     job.refresh_from_db()
     assert job.status == "cancelled" and job.affected == 0
     assert pgmq_sql.execute("SELECT count(*) FROM pgmq.q_typed").fetchone()[0] == 1
+
+
+def test_a_batch_whose_commit_is_lost_with_the_connection_is_done_again_and_the_job_ends(
+    operator_client, typed_queue, pgmq_sql, monkeypatch
+):
+    """The connection dies after a batch's progress was written but before its commit: nothing of
+    the batch happened, and the same runner goes on from where the database says it was (not from
+    where it had counted itself), so the job ends instead of waiting out its lease."""
+    from django.db import connections
+
+    from queues.watched import watched_alias
+
+    save_progress, saved, killed = jobs._save_progress, [], []
+
+    def then_lose_the_connection(job, alias, **progress):
+        written = save_progress(job, alias, **progress)
+        saved.append(progress["cursor"])
+        if len(saved) == 2:
+            pid = connections[watched_alias()].connection.info.backend_pid
+            killed.append(pgmq_sql.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0])
+        return written
+
+    monkeypatch.setattr(jobs, "_save_progress", then_lose_the_connection)
+    with override_settings(BULK_BATCH_SIZE=4):
+        job = start_job(operator_client, "typed", "archive", "")
+        run_job(jobs.claim())
+    assert killed == [True]
+    job.refresh_from_db()
+    assert (job.status, job.affected) == ("done", 30)
+    assert pgmq_sql.execute("SELECT count(*) FROM pgmq.a_typed").fetchone()[0] == 30

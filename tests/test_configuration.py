@@ -1,5 +1,6 @@
 """Configuration from the environment: clear one-line errors, and the dashboard's tables in a
 schema of their own."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,14 @@ STRONG_KEY = secrets.token_urlsafe(50)
 
 def run_manage(*args: str, timeout: float = 60, **env: str | None) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in {**os.environ, **env}.items() if value is not None}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=environment,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:
@@ -72,17 +79,31 @@ def test_an_unreachable_database_is_named_in_one_line():
 
 def test_an_unreachable_dashboard_database_is_named_as_such(pgmq_database_url):
     closed_port = free_port()
-    result = run_manage("migrate", PGMQ_DATABASE_URL=pgmq_database_url,
-                        DASHBOARD_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{closed_port}/dash")
+    result = run_manage(
+        "migrate",
+        PGMQ_DATABASE_URL=pgmq_database_url,
+        DASHBOARD_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{closed_port}/dash",
+    )
     assert_one_line_error(result, "DASHBOARD_DATABASE_URL", f"127.0.0.1:{closed_port}/dash")
 
 
 def test_gunicorn_stops_at_once_with_the_one_line_error():
     result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--config", "dashboard/gunicorn.conf.py",
-         "--bind", f"127.0.0.1:{free_port()}", "dashboard.wsgi"],
-        cwd=BASE_DIR, env={**{k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"}, "DJANGO_DEBUG": "0"},
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "dashboard/gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{free_port()}",
+            "dashboard.wsgi",
+        ],
+        cwd=BASE_DIR,
+        env={**{k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"}, "DJANGO_DEBUG": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "configuration error: DJANGO_SECRET_KEY is not set" in result.stderr
@@ -91,14 +112,20 @@ def test_gunicorn_stops_at_once_with_the_one_line_error():
 
 @uses_databases
 def test_the_dashboards_tables_live_in_their_own_schema(pgmq_sql):
-    schemas = dict(pgmq_sql.execute(
-        "SELECT table_name, table_schema FROM information_schema.tables "
-        "WHERE table_name IN ('auth_user', 'django_session', 'django_migrations')"
-    ).fetchall())
-    assert schemas == {"auth_user": "pgmq_dashboard", "django_session": "pgmq_dashboard",
-                       "django_migrations": "pgmq_dashboard"}
+    schemas = dict(
+        pgmq_sql.execute(
+            "SELECT table_name, table_schema FROM information_schema.tables "
+            "WHERE table_name IN ('auth_user', 'django_session', 'django_migrations')"
+        ).fetchall()
+    )
+    assert schemas == {
+        "auth_user": "pgmq_dashboard",
+        "django_session": "pgmq_dashboard",
+        "django_migrations": "pgmq_dashboard",
+    }
     in_public = pgmq_sql.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'").fetchone()[0]
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+    ).fetchone()[0]
     assert in_public == 0
 
 
@@ -106,8 +133,10 @@ def test_the_dashboards_tables_live_in_their_own_schema(pgmq_sql):
 def test_every_connection_is_bounded_in_time_and_named():
     for alias in ("default", "pgmq"):
         with connections[alias].cursor() as cursor:
-            cursor.execute("SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), "
-                           "current_setting('application_name')")
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), "
+                "current_setting('application_name')"
+            )
             assert cursor.fetchone() == ("5s", "1s", "pgmq-dashboard")
 
 
@@ -129,9 +158,12 @@ def test_a_separate_dashboard_database_gets_the_tables_and_the_pgmq_database_non
 
     def user_tables(url: str) -> set[tuple[str, str]]:
         with psycopg.connect(url) as connection:
-            return set(connection.execute(
-                "SELECT table_schema, table_name FROM information_schema.tables "
-                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')").fetchall())
+            return set(
+                connection.execute(
+                    "SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+                ).fetchall()
+            )
 
     assert ("pgmq_dashboard", "auth_user") in user_tables(dashboard_url)
     assert user_tables(queues_url) == set()
@@ -156,21 +188,30 @@ def test_health_rules_come_from_a_toml_file(tmp_path):
     assert result.returncode == 0, result.stderr
     types = {"HealthRule": rules.HealthRule, "Thresholds": rules.Thresholds}
     first, default = eval(result.stdout.strip().splitlines()[-1], types)  # noqa: S307 (our own repr of frozen values)
-    assert first == rules.HealthRule(queues="payments-*", oldest_age=rules.Thresholds(warning=30.0, critical=120.0),
-                                     backlog=rules.Thresholds(warning=100, critical=1000),
-                                     poison=rules.Thresholds(warning=1, critical=100))
+    assert first == rules.HealthRule(
+        queues="payments-*",
+        oldest_age=rules.Thresholds(warning=30.0, critical=120.0),
+        backlog=rules.Thresholds(warning=100, critical=1000),
+        poison=rules.Thresholds(warning=1, critical=100),
+    )
     assert default == rules.DEFAULT_HEALTH_RULE
 
 
-@pytest.mark.parametrize("content, complaint", [
-    ("[[rules]]\nbacklog = { warning = 1, critical = 2 }", "needs queues"),
-    ('[[rules]]\nqueues = "*"\nbacklog = { warning = 5, critical = 2 }', "warning must not be above critical"),
-    ('[[rules]]\nqueues = "*"\noldest_age = { warning = "soon", critical = "5m" }', "duration"),
-    ('[[rules]]\nqueues = "*"\nbacklogg = { warning = 1, critical = 2 }', "unknown keys"),
-    ("[[rules]\n", "cannot read"),
-])
+@pytest.mark.parametrize(
+    "content, complaint",
+    [
+        ("[[rules]]\nbacklog = { warning = 1, critical = 2 }", "needs queues"),
+        ('[[rules]]\nqueues = "*"\nbacklog = { warning = 5, critical = 2 }', "warning must not be above critical"),
+        ('[[rules]]\nqueues = "*"\noldest_age = { warning = "soon", critical = "5m" }', "duration"),
+        ('[[rules]]\nqueues = "*"\nbacklogg = { warning = 1, critical = 2 }', "unknown keys"),
+        ("[[rules]\n", "cannot read"),
+        ('[[rules]]\nqueues = "*"\nbacklog = 5', "backlog takes a table"),
+        ("rules = 5", "rules must be a list"),
+    ],
+)
 def test_a_bad_health_rules_file_is_one_clear_line(tmp_path, content, complaint):
     rules_file = tmp_path / "health.toml"
     rules_file.write_text(content)
-    assert_one_line_error(run_manage("check", DASHBOARD_HEALTH_RULES_FILE=str(rules_file)),
-                          "DASHBOARD_HEALTH_RULES_FILE", complaint)
+    assert_one_line_error(
+        run_manage("check", DASHBOARD_HEALTH_RULES_FILE=str(rules_file)), "DASHBOARD_HEALTH_RULES_FILE", complaint
+    )

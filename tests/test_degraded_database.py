@@ -1,4 +1,5 @@
 """When the database is not there, or has no pgmq: a clear page, never a server error."""
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,13 @@ def database_without_pgmq(pgmq_sql, pgmq_database_url):
 def test_a_database_without_pgmq_says_so(database_without_pgmq, tmp_path):
     password = secrets.token_urlsafe(12)
     for command in ("migrate", "create_demo_user"):
-        subprocess.run([sys.executable, "manage.py", command], cwd=BASE_DIR, check=True, capture_output=True,
-                       env={**os.environ, "PGMQ_DATABASE_URL": database_without_pgmq,
-                            "DEMO_PASSWORD": password})
+        subprocess.run(
+            [sys.executable, "manage.py", command],
+            cwd=BASE_DIR,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PGMQ_DATABASE_URL": database_without_pgmq, "DEMO_PASSWORD": password},
+        )
     with gunicorn(database_without_pgmq, tmp_path) as base_url:
         session = HttpSession(base_url)
         session.sign_in("demo", password)

@@ -4,6 +4,7 @@ No cluster and no Docker engine here: the manifests are checked against the Kube
 JSON schemas (PyPI `kubernetes-validate`, strict: an unknown or misspelt field fails), and against
 what the image and the app really are, read from the Dockerfile, settings and the code.
 """
+
 from __future__ import annotations
 
 import ast
@@ -49,8 +50,12 @@ def manifest_files() -> list[Path]:
 
 
 def named(kind: str, component: str | None = None) -> dict:
-    matches = [obj for obj in applied_objects() if obj["kind"] == kind
-               and (component is None or obj["metadata"]["labels"].get("app.kubernetes.io/component") == component)]
+    matches = [
+        obj
+        for obj in applied_objects()
+        if obj["kind"] == kind
+        and (component is None or obj["metadata"]["labels"].get("app.kubernetes.io/component") == component)
+    ]
     assert len(matches) == 1, f"expected one {kind} {component or ''}, found {len(matches)}"
     return matches[0]
 
@@ -115,9 +120,13 @@ def variables_read_by(path: Path) -> set[str]:
             candidates.append(node.slice)
         if isinstance(node, ast.Compare):
             candidates.append(node.left)
-        names.update(candidate.value for candidate in candidates
-                     if isinstance(candidate, ast.Constant) and isinstance(candidate.value, str)
-                     and re.fullmatch(r"[A-Z][A-Z0-9_]+", candidate.value))
+        names.update(
+            candidate.value
+            for candidate in candidates
+            if isinstance(candidate, ast.Constant)
+            and isinstance(candidate.value, str)
+            and re.fullmatch(r"[A-Z][A-Z0-9_]+", candidate.value)
+        )
     return names
 
 
@@ -129,8 +138,11 @@ def variables_the_app_reads() -> set[str]:
 def variables_set_by(container: dict) -> set[str]:
     names = {entry["name"] for entry in container.get("env", [])}
     for source in container.get("envFrom", []):
-        (config_map,) = [obj for obj in applied_objects()
-                         if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == source["configMapRef"]["name"]]
+        (config_map,) = [
+            obj
+            for obj in applied_objects()
+            if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == source["configMapRef"]["name"]
+        ]
         names |= set(config_map["data"])
     return names
 
@@ -147,8 +159,9 @@ def memory_mib(quantity: str) -> float:
 def run_settings(env: dict[str, str], code: str = "import django; django.setup()") -> subprocess.CompletedProcess:
     """Load the settings in a fresh Python with exactly this environment (and a PATH)."""
     environment = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "dashboard.settings", **env}
-    return subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=environment,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=BASE_DIR, env=environment, capture_output=True, text=True, timeout=60
+    )
 
 
 # ---- valid Kubernetes objects
@@ -177,8 +190,9 @@ def test_the_kustomization_lists_every_manifest_but_the_secret_template():
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed (apt: kubectl)")
 def test_the_rendered_kustomization_is_valid():
-    rendered = subprocess.run(["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True,
-                              timeout=60, check=True).stdout
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     documents = [document for document in yaml.safe_load_all(rendered) if document]
     assert len(documents) == len(applied_objects())
     for document in documents:
@@ -197,8 +211,10 @@ def test_the_web_server_runs_the_dockerfiles_command_on_its_port():
     assert "GUNICORN_BIND" not in variables_set_by(web)
     service = named("Service")
     assert [port["targetPort"] for port in service["spec"]["ports"]] == [web["ports"][0]["name"]]
-    assert service["spec"]["selector"].items() <= named("Deployment", "web")["spec"]["template"]["metadata"][
-        "labels"].items()
+    assert (
+        service["spec"]["selector"].items()
+        <= named("Deployment", "web")["spec"]["template"]["metadata"]["labels"].items()
+    )
 
 
 def test_every_pod_runs_as_the_images_user_on_a_read_only_root():
@@ -225,9 +241,10 @@ def test_readiness_is_the_health_endpoint_and_liveness_does_not_need_the_databas
 
 
 def test_the_commands_exist_and_the_sampler_is_exactly_one():
-    commands = {component: named(kind, component)["spec"]["template"]["spec"]["containers"][0]["command"]
-                for kind, component in [("Job", "migrate"), ("Deployment", "sampler"),
-                                        ("Deployment", "job-runner")]}
+    commands = {
+        component: named(kind, component)["spec"]["template"]["spec"]["containers"][0]["command"]
+        for kind, component in [("Job", "migrate"), ("Deployment", "sampler"), ("Deployment", "job-runner")]
+    }
     assert commands["migrate"][:3] == ["python", "manage.py", "migrate"]
     assert commands["sampler"] == ["python", "manage.py", "sample_metrics"]
     assert commands["job-runner"] == ["python", "manage.py", "run_jobs"]
@@ -256,8 +273,11 @@ def test_secrets_come_from_the_secret_and_the_required_ones_are_not_optional():
     assert set(secret["stringData"]) == {"PGMQ_DATABASE_URL", "DJANGO_SECRET_KEY", "DASHBOARD_DATABASE_URL"}
     assert not set(config_map_data()) & set(secret["stringData"])
     for container in containers():
-        references = {entry["name"]: entry["valueFrom"]["secretKeyRef"] for entry in container["env"]
-                      if "secretKeyRef" in entry.get("valueFrom", {})}
+        references = {
+            entry["name"]: entry["valueFrom"]["secretKeyRef"]
+            for entry in container["env"]
+            if "secretKeyRef" in entry.get("valueFrom", {})
+        }
         assert set(references) == set(secret["stringData"]), container["name"]
         for name, reference in references.items():
             assert reference["name"] == secret["metadata"]["name"] and reference["key"] == name
@@ -265,11 +285,15 @@ def test_secrets_come_from_the_secret_and_the_required_ones_are_not_optional():
 
 
 def test_the_settings_accept_the_manifests_configuration_and_need_each_secret():
-    strong = {"PGMQ_DATABASE_URL": "postgresql://dashboard:pw@db.internal:5432/app",
-              "DJANGO_SECRET_KEY": "k" * 20 + "0123456789abcdefghijklmnopqrstuvwxyz"}
-    accepted = run_settings({**config_map_data(), **strong},
-                            "import django; django.setup(); from django.conf import settings as s; "
-                            "print(s.DEBUG, s.SECURE_PROXY_SSL_HEADER, s.ALLOWED_HOSTS)")
+    strong = {
+        "PGMQ_DATABASE_URL": "postgresql://dashboard:pw@db.internal:5432/app",
+        "DJANGO_SECRET_KEY": "k" * 20 + "0123456789abcdefghijklmnopqrstuvwxyz",
+    }
+    accepted = run_settings(
+        {**config_map_data(), **strong},
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DEBUG, s.SECURE_PROXY_SSL_HEADER, s.ALLOWED_HOSTS)",
+    )
     assert accepted.returncode == 0, accepted.stderr
     assert accepted.stdout.startswith("False ('HTTP_X_FORWARDED_PROTO', 'https')")
     for required in ("PGMQ_DATABASE_URL", "DJANGO_SECRET_KEY"):
@@ -277,8 +301,9 @@ def test_the_settings_accept_the_manifests_configuration_and_need_each_secret():
         assert refused.returncode != 0 and required in refused.stderr
     # The template's placeholder key fails closed: pods started with it as it is stop at once.
     (secret,) = load_documents(MANIFESTS / SECRET_EXAMPLE)
-    placeholder = run_settings({**config_map_data(), **strong, "DJANGO_SECRET_KEY": secret["stringData"][
-        "DJANGO_SECRET_KEY"]})
+    placeholder = run_settings(
+        {**config_map_data(), **strong, "DJANGO_SECRET_KEY": secret["stringData"]["DJANGO_SECRET_KEY"]}
+    )
     assert placeholder.returncode != 0 and "DJANGO_SECRET_KEY" in placeholder.stderr
 
 
@@ -300,8 +325,10 @@ def test_web_memory_and_connections_follow_from_the_gunicorn_settings():
     assert memory_mib(web["resources"]["limits"]["memory"]) >= 2 * needed
     # The figure web.yaml states per pod is the one gunicorn.conf.py's settings give.
     per_pod = gunicorn["workers"] * gunicorn["threads"] * DATABASE_ALIASES
-    stated = re.search(r"database connections, (\d+) with configmap.yaml's values",
-                       " ".join((MANIFESTS / "web.yaml").read_text().replace("#", " ").split()))
+    stated = re.search(
+        r"database connections, (\d+) with configmap.yaml's values",
+        " ".join((MANIFESTS / "web.yaml").read_text().replace("#", " ").split()),
+    )
     assert stated and int(stated.group(1)) == per_pod
 
 
@@ -316,8 +343,9 @@ def test_the_dockerfile_copies_files_that_exist_and_are_not_ignored():
         *sources, _target = arguments.split()
         for source in sources:
             assert (BASE_DIR / source).exists(), f"COPY {source}: no such file"
-            assert source == "." or not any(Path(source).match(pattern) or source.startswith(pattern + "/")
-                                            for pattern in ignored), f"COPY {source} is in .dockerignore"
+            assert source == "." or not any(
+                Path(source).match(pattern) or source.startswith(pattern + "/") for pattern in ignored
+            ), f"COPY {source} is in .dockerignore"
     # What the image needs at run time is in the build context.
     for needed in ["manage.py", "dashboard", "queues", "templates", "static", "requirements.txt"]:
         assert needed not in ignored
@@ -330,7 +358,11 @@ def test_the_image_carries_neither_the_tests_nor_the_developer_tools_and_needs_n
     from django.conf import settings
 
     assert not [app for app in settings.INSTALLED_APPS if app.split(".")[0] in ("perf", "tests")]
-    for source in [BASE_DIR / "manage.py", *(BASE_DIR / "dashboard").rglob("*.py"), *(BASE_DIR / "queues").rglob("*.py")]:
+    for source in [
+        BASE_DIR / "manage.py",
+        *(BASE_DIR / "dashboard").rglob("*.py"),
+        *(BASE_DIR / "queues").rglob("*.py"),
+    ]:
         tree = ast.parse(source.read_text())
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
@@ -340,10 +372,14 @@ def test_the_image_carries_neither_the_tests_nor_the_developer_tools_and_needs_n
 def test_the_dockerfile_fetches_static_files_with_the_script_alone():
     # The build runs scripts/fetch_static.py with nothing else of the project copied yet.
     tree = ast.parse((BASE_DIR / "scripts" / "fetch_static.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+    }
     assert imported - {"__future__"} <= sys.stdlib_module_names
     runs = " ".join(dockerfile("RUN"))
     assert "scripts/fetch_static.py" in runs and "collectstatic --noinput" in runs

@@ -2,6 +2,7 @@
 client takes to read it, so exports at once are capped per user and per worker process (429 with
 Retry-After and a page saying why), the cap stays below the worker's threads, and a slot comes
 back when the export is read, or closed unread."""
+
 from __future__ import annotations
 
 import http.client
@@ -69,8 +70,9 @@ def test_the_worker_cap_counts_everyones_exports(exported, django_user_model, se
 
 
 def test_the_cap_per_worker_stays_below_its_threads():
-    result = print_setting("EXPORTS_PER_WORKER", GUNICORN_THREADS="3", DASHBOARD_EXPORTS_PER_WORKER="10",
-                           DJANGO_DEBUG="1")
+    result = print_setting(
+        "EXPORTS_PER_WORKER", GUNICORN_THREADS="3", DASHBOARD_EXPORTS_PER_WORKER="10", DJANGO_DEBUG="1"
+    )
     assert last_line(result.stdout) == "2", result.stderr
     result = print_setting("EXPORTS_PER_WORKER", GUNICORN_THREADS="1", DJANGO_DEBUG="1")
     assert last_line(result.stdout) == "1", result.stderr
@@ -91,15 +93,17 @@ def open_unread_export(base_url: str, cookie: str) -> http.client.HTTPResponse:
     return response
 
 
-def test_twenty_exports_that_nobody_reads_leave_the_pages_to_everyone(make_queue, pgmq_sql, pgmq_database_url,
-                                                                       tmp_path):
+def test_twenty_exports_that_nobody_reads_leave_the_pages_to_everyone(
+    make_queue, pgmq_sql, pgmq_database_url, tmp_path
+):
     """The attack as reported: one viewer opens 20 exports at once (here each of 30 MB, read by
     nobody, so every one would hold its thread) while another user opens the overview."""
     from tests.test_least_privilege import dashboard_login
 
     make_queue("exported")
-    pgmq_sql.execute("SELECT pgmq.send_batch('exported', array_fill(jsonb_build_object('blob', "
-                     "repeat('e', 3000000)), ARRAY[10]))")
+    pgmq_sql.execute(
+        "SELECT pgmq.send_batch('exported', array_fill(jsonb_build_object('blob', repeat('e', 3000000)), ARRAY[10]))"
+    )
     hog_password = dashboard_login(pgmq_database_url, "hog", "viewer")
     other_password = dashboard_login(pgmq_database_url, "other", "viewer")
     with gunicorn(pgmq_database_url, tmp_path, GUNICORN_THREADS="4") as base_url:

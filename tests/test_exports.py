@@ -1,5 +1,6 @@
 """Exports of the message browser's filter, CSV and NDJSON: the same rows plain SQL finds, numbers
 exact, redacted as the list is, streamed in keyset batches with flat memory."""
+
 from __future__ import annotations
 
 import csv
@@ -57,14 +58,23 @@ def orders(make_queue, pgmq_sql):
 
 def as_sql(row: dict) -> tuple:
     """An exported row (NDJSON parsed, or CSV) in plain SQL's shape."""
+
     def text(value):
         return value if isinstance(value, str) or value is None else json.dumps(value, separators=(", ", ": "))
-    return (int(row["msg_id"]), int(row["read_ct"]), row["enqueued_at"], row["vt"], text(row["message"]),
-            text(row["headers"]))
+
+    return (
+        int(row["msg_id"]),
+        int(row["read_ct"]),
+        row["enqueued_at"],
+        row["vt"],
+        text(row["message"]),
+        text(row["headers"]),
+    )
 
 
-@pytest.mark.parametrize("source, tables", [("live", ["q_orders"]), ("archive", ["a_orders"]),
-                                            ("both", ["q_orders", "a_orders"])])
+@pytest.mark.parametrize(
+    "source, tables", [("live", ["q_orders"]), ("archive", ["a_orders"]), ("both", ["q_orders", "a_orders"])]
+)
 def test_it_exports_exactly_what_sql_finds_for_each_source(signed_in_client, orders, pgmq_sql, source, tables):
     expected = sorted(row for table in tables for row in sql_rows(pgmq_sql, table))
     _, ndjson = export(signed_in_client, orders, "ndjson", f"source={source}")
@@ -74,25 +84,34 @@ def test_it_exports_exactly_what_sql_finds_for_each_source(signed_in_client, ord
     # CSV: payloads are PostgreSQL's own text, compared as text.
     assert [as_sql(row) for row in cells] == expected
     # NDJSON: payloads are JSON values inside the line, compared as values.
-    assert [(row["msg_id"], row["read_ct"], row["enqueued_at"], row["vt"], row["message"], row["headers"])
-            for row in lines] == [(*row[:4], json.loads(row[4]), json.loads(row[5])) for row in expected]
+    assert [
+        (row["msg_id"], row["read_ct"], row["enqueued_at"], row["vt"], row["message"], row["headers"]) for row in lines
+    ] == [(*row[:4], json.loads(row[4]), json.loads(row[5])) for row in expected]
     assert {row["source"] for row in lines} == {"live" if table.startswith("q_") else "archive" for table in tables}
     for row in lines:
         assert (row["archived_at"] is None) == (row["source"] == "live")
-        assert row["state"] == ("archived" if row["source"] == "archive"
-                                else "in flight" if 16 <= row["msg_id"] <= 20 else "visible")
+        assert row["state"] == (
+            "archived" if row["source"] == "archive" else "in flight" if 16 <= row["msg_id"] <= 20 else "visible"
+        )
     assert list(cells[0]) == list(lines[0])  # the same columns in both formats, in the same order
 
 
-@pytest.mark.parametrize("query, live_where, archive_where", [
-    ("state=in_flight", "vt > now() AND read_ct > 0", None),
-    ("q=refund", "message->>'kind' = 'refund'", "message->>'kind' = 'refund'"),
-    ("message=" + json.dumps({"kind": "sale"}) + "&read_ct_max=0", "message @> '{\"kind\": \"sale\"}' AND read_ct = 0",
-     "message @> '{\"kind\": \"sale\"}' AND read_ct = 0"),
-    ("q=headers.trace:t-1*", "headers->>'trace' LIKE 't-1%%'", "headers->>'trace' LIKE 't-1%%'"),
-])
-def test_filters_export_what_the_same_filter_finds_in_sql(signed_in_client, orders, pgmq_sql, query, live_where,
-                                                          archive_where):
+@pytest.mark.parametrize(
+    "query, live_where, archive_where",
+    [
+        ("state=in_flight", "vt > now() AND read_ct > 0", None),
+        ("q=refund", "message->>'kind' = 'refund'", "message->>'kind' = 'refund'"),
+        (
+            "message=" + json.dumps({"kind": "sale"}) + "&read_ct_max=0",
+            'message @> \'{"kind": "sale"}\' AND read_ct = 0',
+            'message @> \'{"kind": "sale"}\' AND read_ct = 0',
+        ),
+        ("q=headers.trace:t-1*", "headers->>'trace' LIKE 't-1%%'", "headers->>'trace' LIKE 't-1%%'"),
+    ],
+)
+def test_filters_export_what_the_same_filter_finds_in_sql(
+    signed_in_client, orders, pgmq_sql, query, live_where, archive_where
+):
     expected = sql_rows(pgmq_sql, "q_orders", live_where)
     if archive_where:
         expected = sorted(expected + sql_rows(pgmq_sql, "a_orders", archive_where))
@@ -114,8 +133,9 @@ def test_numbers_stay_exactly_as_stored_in_both_formats(signed_in_client, make_q
     assert csv_rows(text)[0]["message"] == pgmq_sql.execute("SELECT message::text FROM pgmq.q_exact").fetchone()[0]
 
 
-def test_a_user_without_the_permission_gets_redacted_values(settings, make_queue, pgmq_sql, operator_client,
-                                                            django_user_model):
+def test_a_user_without_the_permission_gets_redacted_values(
+    settings, make_queue, pgmq_sql, operator_client, django_user_model
+):
     settings.REDACT_PATHS = [("message", ("customer", "email")), ("headers", ("authorization",))]
     make_queue("private")
     pgmq_sql.execute("""SELECT pgmq.send('private', '{"customer": {"email": "bob@example.com", "id": 42},
@@ -136,13 +156,16 @@ def test_a_user_without_the_permission_gets_redacted_values(settings, make_queue
     assert "bob@example.com" in text and "Bearer s3cret" in text
 
 
-@pytest.mark.parametrize("query, complaint", [
-    ("read_ct_min=-1", "greater than or equal to 0"),
-    ("message={bad", "not valid JSON"),
-    ("q=%22unclosed", "close the quotes"),
-    ("source=elsewhere", "not one of the available choices"),
-    ("enqueued_after=2026-01-02&enqueued_before=2026-01-01", "must not be before enqueued_after"),
-])
+@pytest.mark.parametrize(
+    "query, complaint",
+    [
+        ("read_ct_min=-1", "greater than or equal to 0"),
+        ("message={bad", "not valid JSON"),
+        ("q=%22unclosed", "close the quotes"),
+        ("source=elsewhere", "not one of the available choices"),
+        ("enqueued_after=2026-01-02&enqueued_before=2026-01-01", "must not be before enqueued_after"),
+    ],
+)
 def test_it_answers_400_saying_what_is_wrong_with_a_filter(signed_in_client, orders, query, complaint):
     for export_format in ("csv", "ndjson"):
         response = signed_in_client.get(reverse(f"messages-export-{export_format}", args=[orders]) + "?" + query)
@@ -154,11 +177,12 @@ def test_it_requires_a_sign_in_and_any_role_may_export(client, orders, django_us
     response = client.get(reverse("messages-export-csv", args=[orders]))
     assert response.status_code == 302 and "/login/" in response["Location"]
     from tests.conftest import client_with_role
+
     viewer = client_with_role(client, django_user_model, "Viewer")
     export(viewer, orders, "csv")
     page = viewer.get(reverse("messages", args=[orders]) + "?source=archive&q=refund&after=9").content.decode()
-    assert reverse("messages-export-csv", args=[orders]) + "?source=archive&amp;q=refund\"" in page
-    assert reverse("messages-export-ndjson", args=[orders]) + "?source=archive&amp;q=refund\"" in page
+    assert reverse("messages-export-csv", args=[orders]) + '?source=archive&amp;q=refund"' in page
+    assert reverse("messages-export-ndjson", args=[orders]) + '?source=archive&amp;q=refund"' in page
 
 
 def test_it_rejects_post(signed_in_client, orders):
@@ -194,8 +218,9 @@ def test_cells_a_spreadsheet_would_run_as_formulas_are_made_inert(signed_in_clie
     assert ndjson_rows(ndjson)[0]["message"] == -2  # NDJSON keeps the value itself
 
 
-def test_batches_walk_the_whole_table_across_gaps_and_sparse_matches(signed_in_client, make_queue, pgmq_sql,
-                                                                     monkeypatch):
+def test_batches_walk_the_whole_table_across_gaps_and_sparse_matches(
+    signed_in_client, make_queue, pgmq_sql, monkeypatch
+):
     monkeypatch.setattr(exports, "EXPORT_FIRST_BATCH_ROWS", 7)
     monkeypatch.setattr(exports, "EXPORT_BATCH_ROWS", 7)
     monkeypatch.setattr(exports, "EXPORT_SPAN", 25)

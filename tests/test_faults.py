@@ -5,6 +5,7 @@ The module runs a PostgreSQL server of its own (the embedded server's binaries, 
 so it can stop and start it without disturbing the rest of the suite, and one gunicorn on it for
 the whole module: recovering without a restart is the point.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,27 +62,53 @@ class StoppableServer:
             if self.user:
                 shutil.chown(path, self.user, self.user)
         self.data.chmod(0o700)
-        self.run("initdb", "--auth=trust", "--encoding=utf8", "--no-sync", "--no-instructions",
-                 "-U", "postgres", "-D", str(self.data))
+        self.run(
+            "initdb",
+            "--auth=trust",
+            "--encoding=utf8",
+            "--no-sync",
+            "--no-instructions",
+            "-U",
+            "postgres",
+            "-D",
+            str(self.data),
+        )
 
     def run(self, program: str, *args: str) -> None:
-        done = subprocess.run([str(self.binaries / program), *args], user=self.user, timeout=60,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [str(self.binaries / program), *args], user=self.user, timeout=60, capture_output=True, text=True
+        )
         assert done.returncode == 0, f"{program} {' '.join(args)} failed:\n{done.stderr}{self.server_log()}"
 
     def server_log(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
 
     def start(self) -> None:
-        self.run("pg_ctl", "start", "--wait", "-D", str(self.data), "-l", str(self.log),
-                 "-o", f"-h 127.0.0.1 -p {self.port} -k {self.sockets} -c fsync=off")
+        self.run(
+            "pg_ctl",
+            "start",
+            "--wait",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            f"-h 127.0.0.1 -p {self.port} -k {self.sockets} -c fsync=off",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self.run("pg_ctl", "stop", "--wait", "-m", mode, "-D", str(self.data))
 
     def is_running(self) -> bool:
-        return subprocess.run([str(self.binaries / "pg_ctl"), "status", "-D", str(self.data)], user=self.user,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        return (
+            subprocess.run(
+                [str(self.binaries / "pg_ctl"), "status", "-D", str(self.data)],
+                user=self.user,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ).returncode
+            == 0
+        )
 
     def sql(self, statement: str | sql.Composable, params: list | None = None) -> list[tuple]:
         with psycopg.connect(self.url, autocommit=True) as connection:
@@ -126,15 +153,21 @@ def module_dashboard() -> Iterator[Dashboard]:
     with pgmq_server("pgmq-dashboard-faults-") as server:
         environment = {**os.environ, "PGMQ_DATABASE_URL": server.url, "PASSWORD": PASSWORD}
         for command in (["migrate"], ["add_user", USERNAME, "--role", "admin"]):
-            done = subprocess.run([sys.executable, "manage.py", *command], cwd=BASE_DIR, env=environment,
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "manage.py", *command], cwd=BASE_DIR, env=environment, capture_output=True, text=True
+            )
             assert done.returncode == 0, f"manage.py {' '.join(command)} failed:\n{done.stdout}{done.stderr}"
         logs = server.directory / "logs"
         logs.mkdir()
         # Live regions (and a page opened during an outage) retry every second: quick tests. A
         # page waits up to 5 s for a lock, time enough for a test to commit the drop it waits on.
-        with gunicorn(server.url, logs, GUNICORN_THREADS=str(GUNICORN_THREADS), DASHBOARD_REFRESH_SECONDS="1",
-                      DASHBOARD_LOCK_TIMEOUT_MS="5000") as base_url:
+        with gunicorn(
+            server.url,
+            logs,
+            GUNICORN_THREADS=str(GUNICORN_THREADS),
+            DASHBOARD_REFRESH_SECONDS="1",
+            DASHBOARD_LOCK_TIMEOUT_MS="5000",
+        ) as base_url:
             port = base_url.rsplit(":", 1)[1]
             yield Dashboard(server, base_url, logs / f"gunicorn-{port}.log")
 
@@ -169,15 +202,18 @@ def notice(response: Response) -> str:
 
 def live_refresh(session: HttpSession, path: str, region: str) -> Response:
     """The request a live region sends when it refreshes itself (htmx, hx-trigger="refresh")."""
-    return session.get(path, headers={"HX-Request": "true", "HX-Target": region,
-                                      "HX-Current-URL": session.base_url + path})
+    return session.get(
+        path, headers={"HX-Request": "true", "HX-Target": region, "HX-Current-URL": session.base_url + path}
+    )
 
 
 def create_queue(server: StoppableServer, name: str, *, messages: int = 0) -> str:
     server.sql("SELECT pgmq.create(%s)", [name])
     if messages:
-        server.sql("SELECT pgmq.send_batch(%s, array_agg(jsonb_build_object('n', i))) FROM generate_series(1, %s) i",
-                   [name, messages])
+        server.sql(
+            "SELECT pgmq.send_batch(%s, array_agg(jsonb_build_object('n', i))) FROM generate_series(1, %s) i",
+            [name, messages],
+        )
     return name
 
 
@@ -189,9 +225,14 @@ def test_stopping_the_database_gives_503_pages_and_health_then_the_dashboard_rec
 
     def every_thread_connected() -> None:
         """Every worker thread holds its open connections, which the next outage kills under it."""
-        wait_for(lambda: all(r.status == 200 for r in burst(session, pages))
-                 and dashboard_connections(server) >= 2 * GUNICORN_THREADS,
-                 timeout=15, what="every gunicorn thread to hold its two connections")
+        wait_for(
+            lambda: (
+                all(r.status == 200 for r in burst(session, pages))
+                and dashboard_connections(server) >= 2 * GUNICORN_THREADS
+            ),
+            timeout=15,
+            what="every gunicorn thread to hold its two connections",
+        )
 
     def answers_at_once() -> None:
         """The very first requests after the outage, on every thread, find a working connection:
@@ -239,7 +280,10 @@ def test_the_api_answers_json_during_the_outage(dashboard):
     try:
         for path in ("/api/v1/queues/", f"/api/v1/queues/{queue}/", f"/api/v1/queues/{queue}/messages/"):
             answer = session.get(path)
-            assert answer.status == 503 and answer.headers["Content-Type"] == "application/json", (path, answer.text[:200])
+            assert answer.status == 503 and answer.headers["Content-Type"] == "application/json", (
+                path,
+                answer.text[:200],
+            )
             body = json.loads(answer.text)
             assert "not reachable" in body["detail"] and body["problems"] and answer.headers["Retry-After"]
     finally:
@@ -251,13 +295,20 @@ def test_a_running_job_goes_on_within_seconds_of_the_database_coming_back(dashbo
     queue = create_queue(server, "job_through_it", messages=400)
     environment = {**os.environ, "PGMQ_DATABASE_URL": server.url, "DASHBOARD_BULK_BATCH_SIZE": "1"}
     with open(tmp_path / "run_jobs.log", "w") as log:
-        runner = subprocess.Popen([sys.executable, "manage.py", "run_jobs", "--poll", "0.2"], cwd=BASE_DIR,
-                                  env=environment, stdout=log, stderr=subprocess.STDOUT)
+        runner = subprocess.Popen(
+            [sys.executable, "manage.py", "run_jobs", "--poll", "0.2"],
+            cwd=BASE_DIR,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         session = dashboard.session()
         session.get(f"/queues/{queue}/messages/")
-        started = session.post(f"/queues/{queue}/act/", {"action": "archive", "source": "live", "scope": "matching",
-                                                          "filter_query": "", "confirmed": "1"})
+        started = session.post(
+            f"/queues/{queue}/act/",
+            {"action": "archive", "source": "live", "scope": "matching", "filter_query": "", "confirmed": "1"},
+        )
         assert started.status == 200, started.text[:300]
 
         def job() -> tuple:
@@ -267,8 +318,11 @@ def test_a_running_job_goes_on_within_seconds_of_the_database_coming_back(dashbo
         server.stop("immediate")
         server.start()
         # Well inside the five statement timeouts after which another runner would take the job over.
-        wait_for(lambda: job()[0] != "running", timeout=60,
-                 what=lambda: f"the job to end, it is {job()}; the runner said:\n{(tmp_path / 'run_jobs.log').read_text()}")
+        wait_for(
+            lambda: job()[0] != "running",
+            timeout=60,
+            what=lambda: f"the job to end, it is {job()}; the runner said:\n{(tmp_path / 'run_jobs.log').read_text()}",
+        )
         assert job() == ("done", 400)
         assert server.sql(f'SELECT count(*) FROM pgmq."a_{queue}"')[0][0] == 400
         assert runner.poll() is None, "the runner stopped"
@@ -280,9 +334,13 @@ def test_a_running_job_goes_on_within_seconds_of_the_database_coming_back(dashbo
 def test_a_live_refresh_during_the_outage_answers_503_with_a_notice_the_page_shows(dashboard):
     server = dashboard.server
     queue = create_queue(server, "refreshed_in_the_dark", messages=2)
-    regions = {"/": "overview-live", f"/queues/{queue}/": "queue-live",
-               f"/queues/{queue}/messages/": "messages-live", f"/queues/{queue}/poison/": "queue-poison",
-               f"/queues/{queue}/diagnostics/": "queue-diagnostics"}
+    regions = {
+        "/": "overview-live",
+        f"/queues/{queue}/": "queue-live",
+        f"/queues/{queue}/messages/": "messages-live",
+        f"/queues/{queue}/poison/": "queue-poison",
+        f"/queues/{queue}/diagnostics/": "queue-diagnostics",
+    }
     session = dashboard.session()
     server.stop()
 
@@ -338,9 +396,13 @@ def test_dropping_a_queue_while_its_pages_are_open_gives_404s_naming_it(dashboar
         assert page.status == 404, page_path
         assert "There is no queue named “Doomed Queue”" in notice(page), page_path
         assert parse(page.text).select_one(".notice a")["href"] == "/"  # and the way back to every queue
-    for region_path, region in {f"{path}/": "queue-live", f"{path}/messages/": "messages-live",
-                                f"{path}/poison/": "queue-poison", f"{path}/diagnostics/": "queue-diagnostics",
-                                f"{path}/archive-history/": "queue-archive"}.items():
+    for region_path, region in {
+        f"{path}/": "queue-live",
+        f"{path}/messages/": "messages-live",
+        f"{path}/poison/": "queue-poison",
+        f"{path}/diagnostics/": "queue-diagnostics",
+        f"{path}/archive-history/": "queue-archive",
+    }.items():
         refreshed = live_refresh(session, region_path, region)
         assert refreshed.status == 404, region_path
         assert "There is no queue named “Doomed Queue”" in notice(refreshed), region_path
@@ -355,9 +417,15 @@ def test_a_queue_dropped_while_its_page_is_being_read_gives_a_404(dashboard):
         dropper.execute("SELECT pgmq.drop_queue(%s)", [queue])  # uncommitted: the table is still there to see
         with ThreadPoolExecutor(max_workers=1) as pool:
             reading = pool.submit(session.get, f"/queues/{queue}/messages/")
-            wait_for(lambda: server.sql("SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgmq-dashboard' "
-                                        "AND wait_event_type = 'Lock'"),
-                     timeout=5, what="the page to wait for the dropped table's lock", interval=0.02)
+            wait_for(
+                lambda: server.sql(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgmq-dashboard' "
+                    "AND wait_event_type = 'Lock'"
+                ),
+                timeout=5,
+                what="the page to wait for the dropped table's lock",
+                interval=0.02,
+            )
             dropper.commit()
             page = reading.result(timeout=10)
     assert page.status == 404
@@ -402,7 +470,8 @@ def test_pgmq_removed_from_the_database_says_so_and_the_dashboard_comes_back_whe
         health = session.get("/healthz")  # not ready: a dashboard with nothing to show takes no traffic
         assert health.status == 503
         assert json.loads(health.text)["problems"] == [
-            f"pgmq is not installed in PGMQ_DATABASE_URL (postgres@127.0.0.1:{server.port}/postgres)"]
+            f"pgmq is not installed in PGMQ_DATABASE_URL (postgres@127.0.0.1:{server.port}/postgres)"
+        ]
     finally:
         embedded_postgres.install_pgmq(server.url)
 

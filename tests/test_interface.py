@@ -1,4 +1,5 @@
 """In Chromium: keyboard shortcuts and timestamps in UTC or the browser's time zone."""
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,9 @@ from tests.conftest import sign_in, uses_databases
 pytestmark = [pytest.mark.browser, uses_databases]
 
 
-def test_j_k_and_enter_walk_the_queues_and_question_mark_lists_the_shortcuts(page, dashboard_server, operator,
-                                                                             operator_password, make_queue):
+def test_j_k_and_enter_walk_the_queues_and_question_mark_lists_the_shortcuts(
+    page, dashboard_server, operator, operator_password, make_queue
+):
     for name in ("kbd-a", "kbd-b", "kbd-c"):
         make_queue(name, messages=1)
     sign_in(page, dashboard_server, operator.username, operator_password)
@@ -46,8 +48,9 @@ def test_x_ticks_the_current_message(page, dashboard_server, operator, operator_
     expect(page.locator("[data-selection-count]")).to_have_text("1 selected")
 
 
-def test_times_switch_between_utc_and_the_browsers_time_zone(browser, dashboard_server, operator, operator_password,
-                                                             make_queue, pgmq_sql):
+def test_times_switch_between_utc_and_the_browsers_time_zone(
+    browser, dashboard_server, operator, operator_password, make_queue, pgmq_sql
+):
     make_queue("zoned", messages=1)
     pgmq_sql.execute("UPDATE pgmq.q_zoned SET enqueued_at = '2026-01-02 03:04:05+00'")
     context = browser.new_context(timezone_id="Asia/Tokyo")  # UTC+9, no daylight saving
@@ -59,7 +62,9 @@ def test_times_switch_between_utc_and_the_browsers_time_zone(browser, dashboard_
         expect(enqueued).to_have_text("2026-01-02 03:04:05")
         page.get_by_role("button", name="UTC").click()
         expect(enqueued).to_have_text("2026-01-02 12:04:05")
-        expect(enqueued).to_have_attribute("title", re.compile(r"UTC · 2026-01-02 12:04:05\.000 Asia/Tokyo · \d+ d ago"))
+        expect(enqueued).to_have_attribute(
+            "title", re.compile(r"UTC · 2026-01-02 12:04:05\.000 Asia/Tokyo · \d+ d ago")
+        )
         page.reload()  # the choice is kept, and applies to rows a refresh brings
         expect(page.locator("tr[data-msg-id='1'] time").first).to_have_text("2026-01-02 12:04:05")
         page.get_by_role("button", name="Local time").click()

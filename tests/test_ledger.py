@@ -4,6 +4,7 @@ created in the queue is in exactly one place, with its payload unchanged:
 the live table, the archive, the consumers' log of deletions, the audit log's record of what the
 dashboard deleted, or moved away (then its copy is in the other queue, same payload). The check
 is perf/ledger.py's, which the load test makes too."""
+
 from __future__ import annotations
 
 import random
@@ -18,10 +19,10 @@ from psycopg_pool import ConnectionPool
 
 from perf import ledger
 from queues import jobs, services, vocabulary
+from queues.filters import MessageFilter, SearchTerm
 from queues.management.commands.run_jobs import run_pending_jobs
 from queues.models import AuditEntry
 from queues.pgmq import Queue
-from queues.filters import MessageFilter, SearchTerm
 from tests.conftest import uses_databases, wait_for
 
 pytestmark = uses_databases
@@ -73,11 +74,14 @@ class Workload:
                 work()
             except BaseException as error:  # noqa: BLE001 (reported by the test)
                 self.errors.append(error)
+
         return run
 
     def __enter__(self) -> Workload:
-        self.threads = [threading.Thread(target=self.guarded(work)) for work in
-                        (self.produce, self.produce, self.consume, self.consume)]
+        self.threads = [
+            threading.Thread(target=self.guarded(work))
+            for work in (self.produce, self.produce, self.consume, self.consume)
+        ]
         for thread in self.threads:
             thread.start()
         return self
@@ -95,8 +99,15 @@ def kind_filter(kind: str, source: str = "live") -> MessageFilter:
 
 
 def run_job(user, action: str, message_filter: MessageFilter, *, source: str = "live", **parameters) -> None:
-    jobs.create(user=user, queue=Queue.objects.get(queue_name=QUEUE), source=source, action=action,
-                parameters=parameters, message_filter=message_filter, expected=None)
+    jobs.create(
+        user=user,
+        queue=Queue.objects.get(queue_name=QUEUE),
+        source=source,
+        action=action,
+        parameters=parameters,
+        message_filter=message_filter,
+        expected=None,
+    )
     assert run_pending_jobs() == 1
 
 
@@ -119,14 +130,23 @@ def test_every_message_ends_up_exactly_once_with_its_payload(queues_for_the_ledg
         run_job(user, vocabulary.DELETE, kind_filter("delete"))
         run_job(user, vocabulary.MOVE, kind_filter("move_keep"), destination=DEAD_LETTERS, original="archive")
         run_job(user, vocabulary.MOVE, kind_filter("move_drop"), destination=DEAD_LETTERS, original="delete")
-        run_job(user, vocabulary.REQUEUE, kind_filter("requeue", "archive"), source="archive", destination=QUEUE,
-                remove_archived=True)
+        run_job(
+            user,
+            vocabulary.REQUEUE,
+            kind_filter("requeue", "archive"),
+            source="archive",
+            destination=QUEUE,
+            remove_archived=True,
+        )
         run_job(user, vocabulary.DELETE_ARCHIVED, kind_filter("forget", "archive"), source="archive")
         # The same actions on chosen messages.
         queue = Queue.objects.get(queue_name=QUEUE)
-        for action, parameters in ((vocabulary.RETRY, {"include_in_flight": False}), (vocabulary.ARCHIVE_ACTION, {}),
-                                   (vocabulary.DELETE, {}),
-                                   (vocabulary.MOVE, {"destination": DEAD_LETTERS, "original": "delete"})):
+        for action, parameters in (
+            (vocabulary.RETRY, {"include_in_flight": False}),
+            (vocabulary.ARCHIVE_ACTION, {}),
+            (vocabulary.DELETE, {}),
+            (vocabulary.MOVE, {"destination": DEAD_LETTERS, "original": "delete"}),
+        ):
             chosen = [row[0] for row in pgmq_sql.execute("SELECT msg_id FROM pgmq.q_ledger ORDER BY random() LIMIT 20")]
             services.act_on_messages(user=user, queue=queue, action=action, msg_ids=chosen, parameters=parameters)
         # And a purge, with producers still sending.
@@ -143,5 +163,13 @@ def test_every_message_ends_up_exactly_once_with_its_payload(queues_for_the_ledg
     copied = {msg_id: message for (queue, msg_id), (message, _) in books.created.items() if queue == DEAD_LETTERS}
     assert copies == copied and len(copies) > 0
     kinds = set(AuditEntry.objects.filter(queue_name=QUEUE).values_list("action", flat=True))
-    assert {vocabulary.RETRY, vocabulary.DELAY, vocabulary.ARCHIVE_ACTION, vocabulary.DELETE, vocabulary.MOVE,
-            vocabulary.REQUEUE, vocabulary.DELETE_ARCHIVED, vocabulary.PURGE} <= kinds
+    assert {
+        vocabulary.RETRY,
+        vocabulary.DELAY,
+        vocabulary.ARCHIVE_ACTION,
+        vocabulary.DELETE,
+        vocabulary.MOVE,
+        vocabulary.REQUEUE,
+        vocabulary.DELETE_ARCHIVED,
+        vocabulary.PURGE,
+    } <= kinds

@@ -1,4 +1,5 @@
 """`make run` end to end: `python -m dashboard.run`, which is what the Makefile runs once installed."""
+
 from __future__ import annotations
 
 import os
@@ -51,18 +52,30 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Launched]]:
 
     def start(database_url: str | None) -> Launched:
         port = free_port()
-        environment = {key: value for key, value in os.environ.items()
-                       if key not in {"PGMQ_DATABASE_URL", "DJANGO_SECRET_KEY", "DEMO"}}
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in {"PGMQ_DATABASE_URL", "DJANGO_SECRET_KEY", "DEMO"}
+        }
         environment.update(PORT=str(port), DASHBOARD_VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
         if database_url:
             environment["PGMQ_DATABASE_URL"] = database_url
-        process = subprocess.Popen([sys.executable, "-m", "dashboard.run"], cwd=BASE_DIR, env=environment,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dashboard.run"],
+            cwd=BASE_DIR,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         run = Launched(process, f"http://127.0.0.1:{port}", tmp_path / "var")
         threading.Thread(target=lambda: run.output.extend(process.stdout), daemon=True).start()
         launched.append(run)
-        wait_for(lambda: "The dashboard is ready" in run.text() or process.poll() is not None,
-                 timeout=180, what="`make run` to say the dashboard is ready")
+        wait_for(
+            lambda: "The dashboard is ready" in run.text() or process.poll() is not None,
+            timeout=180,
+            what="`make run` to say the dashboard is ready",
+        )
         assert process.poll() is None, run.text()
         return run
 
@@ -96,8 +109,9 @@ def test_make_run_serves_the_demo_with_its_data_moving(launch, page):
         nonlocal previous
         current = snapshot()
         seen["backlog changed"] |= current[0] != previous[0]
-        seen["read_ct changed"] |= any(current[1][msg_id] != previous[1][msg_id]
-                                       for msg_id in current[1].keys() & previous[1].keys())
+        seen["read_ct changed"] |= any(
+            current[1][msg_id] != previous[1][msg_id] for msg_id in current[1].keys() & previous[1].keys()
+        )
         previous = current
         return all(seen.values())
 

@@ -1,4 +1,5 @@
 """The message browser: keyset pages both ways, every filter, live and archive, bounded search."""
+
 from __future__ import annotations
 
 import json
@@ -84,10 +85,15 @@ def test_sorting_by_read_ct_pages_through_ties_by_msg_id(signed_in_client, make_
 def test_each_filter_finds_exactly_what_sql_finds(signed_in_client, make_queue, pgmq_sql):
     make_queue("filtered")
     for n in range(1, 31):
-        message = {"n": n, "type": "order_created" if n % 3 == 0 else "order_paid",
-                   "customer": {"id": n % 5, "email": f"c{n}@example.com"}}
+        message = {
+            "n": n,
+            "type": "order_created" if n % 3 == 0 else "order_paid",
+            "customer": {"id": n % 5, "email": f"c{n}@example.com"},
+        }
         headers = {"trace_id": f"trace-{n:03d}", "x-pgmq-group": "even" if n % 2 == 0 else "odd"}
-        pgmq_sql.execute("SELECT pgmq.send('filtered', %s::jsonb, %s::jsonb)", [json.dumps(message), json.dumps(headers)])
+        pgmq_sql.execute(
+            "SELECT pgmq.send('filtered', %s::jsonb, %s::jsonb)", [json.dumps(message), json.dumps(headers)]
+        )
     pgmq_sql.execute("SELECT * FROM pgmq.read('filtered', 300, 4)")  # 1-4 in flight
     pgmq_sql.execute("""SELECT pgmq.send('filtered', '{"n": 31, "type": "reminder"}', 600)""")  # delayed
 
@@ -103,11 +109,17 @@ def test_each_filter_finds_exactly_what_sql_finds(signed_in_client, make_queue, 
         "q=message.customer.id%3A3": "message #>> '{customer,id}' = '3'",
         "q=headers.trace_id%3Atrace-02*": "headers ->> 'trace_id' LIKE 'trace-02%'",
         "q=headers%3AEVEN": "headers::text ILIKE '%even%'",
-        "q=order_created+message.customer.id%3A1": "message::text ILIKE '%order_created%' AND message #>> '{customer,id}' = '1'",
+        "q=order_created+message.customer.id%3A1": (
+            "message::text ILIKE '%order_created%' AND message #>> '{customer,id}' = '1'"
+        ),
     }
     for query, where in cases.items():
-        truth = [row[0] for row in pgmq_sql.execute(
-            f"SELECT msg_id FROM pgmq.q_filtered WHERE {where} ORDER BY msg_id DESC").fetchall()]
+        truth = [
+            row[0]
+            for row in pgmq_sql.execute(
+                f"SELECT msg_id FROM pgmq.q_filtered WHERE {where} ORDER BY msg_id DESC"
+            ).fetchall()
+        ]
         shown, _ = page_ids(signed_in_client, f"/queues/filtered/messages/?{query}")
         assert shown == truth, query
         assert truth, f"{query} should match something"
@@ -118,14 +130,23 @@ def test_time_range_filters(signed_in_client, make_queue, pgmq_sql):
     pgmq_sql.execute("SELECT pgmq.archive('timed', ARRAY[1, 2, 3]::bigint[])")
     middle = pgmq_sql.execute("SELECT enqueued_at FROM pgmq.q_timed WHERE msg_id = 6").fetchone()[0]
     after, _ = page_ids(signed_in_client, f"/queues/timed/messages/?enqueued_after={middle:%Y-%m-%dT%H:%M:%S.%f}")
-    truth = [row[0] for row in pgmq_sql.execute(
-        "SELECT msg_id FROM pgmq.q_timed WHERE enqueued_at >= %s ORDER BY msg_id DESC", [middle]).fetchall()]
+    truth = [
+        row[0]
+        for row in pgmq_sql.execute(
+            "SELECT msg_id FROM pgmq.q_timed WHERE enqueued_at >= %s ORDER BY msg_id DESC", [middle]
+        ).fetchall()
+    ]
     assert after == truth
     archived_at = pgmq_sql.execute("SELECT max(archived_at) FROM pgmq.a_timed").fetchone()[0]
-    ids, _ = page_ids(signed_in_client,
-                      f"/queues/timed/messages/?source=both&archived_before={archived_at:%Y-%m-%dT%H:%M:%S.%f}")
-    truth = [row[0] for row in pgmq_sql.execute(
-        "SELECT msg_id FROM pgmq.a_timed WHERE archived_at < %s ORDER BY msg_id DESC", [archived_at]).fetchall()]
+    ids, _ = page_ids(
+        signed_in_client, f"/queues/timed/messages/?source=both&archived_before={archived_at:%Y-%m-%dT%H:%M:%S.%f}"
+    )
+    truth = [
+        row[0]
+        for row in pgmq_sql.execute(
+            "SELECT msg_id FROM pgmq.a_timed WHERE archived_at < %s ORDER BY msg_id DESC", [archived_at]
+        ).fetchall()
+    ]
     assert ids == truth
 
 
@@ -139,8 +160,15 @@ def test_the_archive_and_both_at_once(signed_in_client, make_queue, pgmq_sql):
 
     both = message_rows(parse(signed_in_client.get("/queues/split/messages/?source=both")))
     assert [(int(row["msg_id"]), row["source"]) for row in both] == [
-        (8, "live"), (7, "live"), (6, "archive"), (5, "live"), (4, "archive"), (3, "live"), (2, "archive"),
-        (1, "live")]
+        (8, "live"),
+        (7, "live"),
+        (6, "archive"),
+        (5, "live"),
+        (4, "archive"),
+        (3, "live"),
+        (2, "archive"),
+        (1, "live"),
+    ]
 
 
 def test_both_at_once_pages_across_the_two_tables(signed_in_client, make_queue, pgmq_sql):
@@ -152,8 +180,7 @@ def test_both_at_once_pages_across_the_two_tables(signed_in_client, make_queue, 
     assert "Next" not in links
 
 
-def test_a_search_stops_after_its_budget_and_continues_from_there(signed_in_client, make_queue, pgmq_sql,
-                                                                   monkeypatch):
+def test_a_search_stops_after_its_budget_and_continues_from_there(signed_in_client, make_queue, pgmq_sql, monkeypatch):
     make_queue("haystack", messages=300)
     pgmq_sql.execute("""SELECT pgmq.send('haystack', '{"needle": true}')""")  # msg 301
     pgmq_sql.execute("""SELECT pgmq.send_batch('haystack', array_fill('{"hay": 1}'::jsonb, ARRAY[100]))""")
@@ -183,22 +210,25 @@ def test_a_finished_search_says_nothing_more_matches(signed_in_client, make_queu
     assert page.select_one("[data-scan-stopped]") is None
 
 
-@pytest.mark.parametrize("query, complaint", [
-    ("message=%7Bnot+json", "not valid JSON"),
-    ("headers=%5B1%2C", "not valid JSON"),
-    ("sort=payload", "sort"),
-    ("state=lost", "state"),
-    ("read_ct_min=-1", "read_ct_min"),
-    ("read_ct_min=5&read_ct_max=2", "read_ct_max"),
-    ("after=abc", "after"),
-    ("after=10&before=20", "one place at a time"),
-    ("from=99999999999999999999999", "from"),
-    ("enqueued_after=yesterday", "enqueued_after"),
-    ("q=%22unclosed", "close the quotes"),
-    ("q=message.customer.id%3A", "needs a value"),
-    ("sort=-enqueued_at&after=notatime|5", "after"),
-    ("source=elsewhere", "source"),
-])
+@pytest.mark.parametrize(
+    "query, complaint",
+    [
+        ("message=%7Bnot+json", "not valid JSON"),
+        ("headers=%5B1%2C", "not valid JSON"),
+        ("sort=payload", "sort"),
+        ("state=lost", "state"),
+        ("read_ct_min=-1", "read_ct_min"),
+        ("read_ct_min=5&read_ct_max=2", "read_ct_max"),
+        ("after=abc", "after"),
+        ("after=10&before=20", "one place at a time"),
+        ("from=99999999999999999999999", "from"),
+        ("enqueued_after=yesterday", "enqueued_after"),
+        ("q=%22unclosed", "close the quotes"),
+        ("q=message.customer.id%3A", "needs a value"),
+        ("sort=-enqueued_at&after=notatime|5", "after"),
+        ("source=elsewhere", "source"),
+    ],
+)
 def test_bad_input_is_a_400_saying_what_is_wrong(signed_in_client, make_queue, query, complaint):
     make_queue("strict", messages=1)
     response = signed_in_client.get(f"/queues/strict/messages/?{query}")
@@ -209,15 +239,21 @@ def test_bad_input_is_a_400_saying_what_is_wrong(signed_in_client, make_queue, q
 def test_state_comes_from_the_database_clock(signed_in_client, make_queue, pgmq_sql):
     make_queue("clocked", messages=2)
     pgmq_sql.execute("SELECT pgmq.set_vt('clocked', 1::bigint, 3600)")  # msg 1: vt an hour ahead
-    rows = {row["msg_id"]: row["state"] for row in message_rows(parse(signed_in_client.get("/queues/clocked/messages/")))}
+    rows = {
+        row["msg_id"]: row["state"] for row in message_rows(parse(signed_in_client.get("/queues/clocked/messages/")))
+    }
     assert rows == {"2": "visible", "1": "delayed"}
 
 
 def test_payloads_are_escaped_in_the_list(signed_in_client, make_queue, pgmq_sql):
     make_queue("hostile")
-    pgmq_sql.execute("SELECT pgmq.send('hostile', %s::jsonb, %s::jsonb)",
-                     [json.dumps({"comment": "</code><script>alert(1)</script>"}),
-                      json.dumps({"x": "<img src=x onerror=alert(2)>"})])
+    pgmq_sql.execute(
+        "SELECT pgmq.send('hostile', %s::jsonb, %s::jsonb)",
+        [
+            json.dumps({"comment": "</code><script>alert(1)</script>"}),
+            json.dumps({"x": "<img src=x onerror=alert(2)>"}),
+        ],
+    )
     html = signed_in_client.get("/queues/hostile/messages/").content.decode()
     assert "<script>alert(1)</script>" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -242,13 +278,22 @@ def test_browsing_never_changes_a_message(signed_in_client, make_queue, pgmq_sql
     make_queue("untouched", messages=5)
     pgmq_sql.execute("SELECT * FROM pgmq.read('untouched', 60, 2)")
     pgmq_sql.execute("SELECT pgmq.archive('untouched', 5::bigint)")
-    snapshot = ("SELECT msg_id, read_ct, vt, message FROM pgmq.q_untouched UNION ALL "
-                "SELECT msg_id, read_ct, vt, message FROM pgmq.a_untouched ORDER BY msg_id")
+    snapshot = (
+        "SELECT msg_id, read_ct, vt, message FROM pgmq.q_untouched UNION ALL "
+        "SELECT msg_id, read_ct, vt, message FROM pgmq.a_untouched ORDER BY msg_id"
+    )
     before = pgmq_sql.execute(snapshot).fetchall()
-    for path in ("/", "/queues/untouched/", "/queues/untouched/messages/?source=both",
-                 "/queues/untouched/messages/?q=n", "/queues/untouched/messages/1/",
-                 "/queues/untouched/messages/5/?source=archive", "/queues/untouched/poison/",
-                 "/queues/untouched/diagnostics/", "/queues/untouched/archive-history/"):
+    for path in (
+        "/",
+        "/queues/untouched/",
+        "/queues/untouched/messages/?source=both",
+        "/queues/untouched/messages/?q=n",
+        "/queues/untouched/messages/1/",
+        "/queues/untouched/messages/5/?source=archive",
+        "/queues/untouched/poison/",
+        "/queues/untouched/diagnostics/",
+        "/queues/untouched/archive-history/",
+    ):
         assert signed_in_client.get(path).status_code == 200, path
     assert pgmq_sql.execute(snapshot).fetchall() == before
 
@@ -256,18 +301,21 @@ def test_browsing_never_changes_a_message(signed_in_client, make_queue, pgmq_sql
 # Found in review: each of these was a server error or a wrong page before.
 
 
-@pytest.mark.parametrize("query, complaint", [
-    ("message=42", None),
-    ("message=NaN", "NaN is not a JSON number"),
-    ("message=%7B%22a%22%3A1e400%7D", "too large"),
-    ("message=%7B%22a%22%3A%22%5Cu0000%22%7D", "NUL"),
-    ("headers=%7B%22a%22%3A%22%5Cud800%22%7D", "surrogate"),
-    ("message=" + "%5B" * 3000 + "%5D" * 3000, "nested"),
-    ("q=a%00b", "Null characters are not allowed"),
-    ("sort=-archived_at", "archived_at sorts the archive only"),
-    ("source=both&sort=archived_at", "archived_at sorts the archive only"),
-    ("from=0&after=5", "one place at a time"),
-])
+@pytest.mark.parametrize(
+    "query, complaint",
+    [
+        ("message=42", None),
+        ("message=NaN", "NaN is not a JSON number"),
+        ("message=%7B%22a%22%3A1e400%7D", "too large"),
+        ("message=%7B%22a%22%3A%22%5Cu0000%22%7D", "NUL"),
+        ("headers=%7B%22a%22%3A%22%5Cud800%22%7D", "surrogate"),
+        ("message=" + "%5B" * 3000 + "%5D" * 3000, "nested"),
+        ("q=a%00b", "Null characters are not allowed"),
+        ("sort=-archived_at", "archived_at sorts the archive only"),
+        ("source=both&sort=archived_at", "archived_at sorts the archive only"),
+        ("from=0&after=5", "one place at a time"),
+    ],
+)
 def test_edge_inputs_get_a_clear_answer(signed_in_client, make_queue, query, complaint):
     make_queue("edgy", messages=2)
     response = signed_in_client.get(f"/queues/edgy/messages/?{query}")
@@ -298,8 +346,9 @@ def test_paging_after_a_jump_under_another_sort(signed_in_client, make_queue):
     assert older == list(range(50, 0, -1))
 
 
-def test_a_backward_search_continues_backwards_and_its_last_page_ends(signed_in_client, make_queue, pgmq_sql,
-                                                                      monkeypatch):
+def test_a_backward_search_continues_backwards_and_its_last_page_ends(
+    signed_in_client, make_queue, pgmq_sql, monkeypatch
+):
     make_queue("rewound", messages=300)
     monkeypatch.setattr("queues.selectors.messages.SCAN_CHUNK", 40)
     with override_settings(SEARCH_TIMEOUT_MS=0):
@@ -328,8 +377,9 @@ def test_a_search_path_key_may_contain_double_underscores(signed_in_client, make
     assert ids == [1]
 
 
-def test_both_at_once_reads_queue_and_archive_at_one_moment(signed_in_client, make_queue, pgmq_database_url,
-                                                            monkeypatch):
+def test_both_at_once_reads_queue_and_archive_at_one_moment(
+    signed_in_client, make_queue, pgmq_database_url, monkeypatch
+):
     """Archive a message exactly between the two queries: it must show once, not twice."""
     from queues.selectors import messages as messages_module
 
@@ -360,8 +410,9 @@ def test_both_at_once_reads_queue_and_archive_at_one_moment(signed_in_client, ma
 
 def test_the_refresh_returns_only_the_message_list(signed_in_client, make_queue):
     make_queue("refreshed_list", messages=3)
-    response = signed_in_client.get("/queues/refreshed_list/messages/?state=visible",
-                                    headers={"HX-Request": "true", "HX-Target": "messages-live"})
+    response = signed_in_client.get(
+        "/queues/refreshed_list/messages/?state=visible", headers={"HX-Request": "true", "HX-Target": "messages-live"}
+    )
     html = response.content.decode()
     assert html.lstrip().startswith('<div id="messages-live"')
     assert [row["msg_id"] for row in message_rows(parse(html))] == ["3", "2", "1"]

@@ -1,4 +1,5 @@
 """One message: its JSON pretty and escaped, its timings by the database's clock, its SQL."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,13 @@ pytestmark = uses_databases
 @pytest.fixture
 def one_message(make_queue, pgmq_sql) -> str:
     make_queue("detailed")
-    pgmq_sql.execute("SELECT pgmq.send('detailed', %s::jsonb, %s::jsonb)",
-                     [json.dumps({"id": 7, "note": "<script>alert(1)</script>", "nested": {"ok": True}}),
-                      json.dumps({"trace_id": "abc", "x-pgmq-group": "g1"})])
+    pgmq_sql.execute(
+        "SELECT pgmq.send('detailed', %s::jsonb, %s::jsonb)",
+        [
+            json.dumps({"id": 7, "note": "<script>alert(1)</script>", "nested": {"ok": True}}),
+            json.dumps({"trace_id": "abc", "x-pgmq-group": "g1"}),
+        ],
+    )
     return "detailed"
 
 
@@ -54,7 +59,7 @@ def test_an_archived_message_is_found_in_the_archive(signed_in_client, one_messa
 def test_the_sql_for_the_row_quotes_awkward_table_names(signed_in_client, make_queue, pgmq_sql):
     name = 'say "hi" now'
     make_queue(name, messages=1)
-    sql = parse(signed_in_client.get('/queues/say%20%22hi%22%20now/messages/1/')).select_one("#fetch-sql").get_text()
+    sql = parse(signed_in_client.get("/queues/say%20%22hi%22%20now/messages/1/")).select_one("#fetch-sql").get_text()
     assert sql == 'SELECT * FROM "pgmq"."q_say ""hi"" now" WHERE msg_id = 1;'
     assert pgmq_sql.execute(sql.rstrip(";")).fetchone()[0] == 1  # it runs as printed
 
@@ -88,7 +93,10 @@ def test_a_message_of_an_old_pgmq_without_headers(signed_in_client, make_queue, 
     make_queue("headerless", messages=1)
     pgmq_sql.execute("ALTER TABLE pgmq.q_headerless DROP COLUMN headers, DROP COLUMN last_read_at")
     page = parse(signed_in_client.get("/queues/headerless/messages/1/"))
-    assert [h2.get_text() for h2 in page.select("h2") if not h2.find_parent("dialog")] == ["Message", "SQL for this row"]
+    assert [h2.get_text() for h2 in page.select("h2") if not h2.find_parent("dialog")] == [
+        "Message",
+        "SQL for this row",
+    ]
 
 
 def test_viewing_a_message_does_not_read_it(signed_in_client, one_message, pgmq_database_url):

@@ -1,4 +1,5 @@
 """GET /metrics: Prometheus sees the overview's figures, true to the tables, and only with the token."""
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,15 @@ pytestmark = uses_databases
 TOKEN = "scrape-token-5f1d0c6e"
 DEPLOY = BASE_DIR / "deploy"
 # Every per-queue gauge, as (metric, the overview's column), where the overview has that column.
-COLUMNS = {"pgmq_queue_backlog": "backlog", "pgmq_queue_visible": "visible", "pgmq_queue_in_flight": "in-flight",
-           "pgmq_queue_delayed": "delayed", "pgmq_queue_poison": "poison",
-           "pgmq_queue_messages_sent_total": "sent", "pgmq_queue_archived": "archived"}
+COLUMNS = {
+    "pgmq_queue_backlog": "backlog",
+    "pgmq_queue_visible": "visible",
+    "pgmq_queue_in_flight": "in-flight",
+    "pgmq_queue_delayed": "delayed",
+    "pgmq_queue_poison": "poison",
+    "pgmq_queue_messages_sent_total": "sent",
+    "pgmq_queue_archived": "archived",
+}
 
 
 @pytest.fixture
@@ -57,8 +64,20 @@ def test_it_is_off_unless_a_token_is_set(client):
     assert client.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 404
 
 
-@pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer ", "Bearer wrong-token", f"Basic {TOKEN}",
-                                           f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", "Bearer ünïcode"])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Bearer wrong-token",
+        f"Basic {TOKEN}",
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN[:-1]}",
+        "Bearer ünïcode",
+    ],
+)
 def test_it_answers_401_without_the_right_token(client, metrics_on, authorization):
     headers = {} if authorization is None else {"Authorization": authorization}
     response = client.get("/metrics", headers=headers)
@@ -113,7 +132,8 @@ def test_every_figure_matches_the_overview_and_sql(client, signed_in_client, met
 
 
 def test_big_queues_are_marked_estimated_and_their_poison_comes_from_the_sampler(
-        client, signed_in_client, metrics_on, make_queue, pgmq_sql):
+    client, signed_in_client, metrics_on, make_queue, pgmq_sql
+):
     make_queue("big", messages=400)
     make_queue("small", messages=3)
     for _ in range(5):
@@ -127,18 +147,31 @@ def test_big_queues_are_marked_estimated_and_their_poison_comes_from_the_sampler
         found = scrape(client)
         row = overview_rows(parse(signed_in_client.get("/")))["big"]
 
-    estimated = {(dict(labels)["queue"], dict(labels)["figure"]): value
-                 for labels, value in found["pgmq_queue_estimated"].items()}
-    assert estimated == {("big", "backlog"): 1, ("big", "visible"): 1, ("big", "archived"): 1,
-                         ("small", "backlog"): 0, ("small", "visible"): 0, ("small", "archived"): 0}
+    estimated = {
+        (dict(labels)["queue"], dict(labels)["figure"]): value
+        for labels, value in found["pgmq_queue_estimated"].items()
+    }
+    assert estimated == {
+        ("big", "backlog"): 1,
+        ("big", "visible"): 1,
+        ("big", "archived"): 1,
+        ("small", "backlog"): 0,
+        ("small", "visible"): 0,
+        ("small", "archived"): 0,
+    }
     assert per_queue(found, "pgmq_queue_backlog")["big"] == number(row["backlog"]) == 200  # just analyzed
     assert per_queue(found, "pgmq_queue_archived")["big"] == number(row["archived"]) == 200
     assert "big" not in per_queue(before_sampler, "pgmq_queue_poison")  # unknown: absent, not 0
     assert per_queue(found, "pgmq_queue_poison")["big"] == number(row["poison"]) == 3
 
 
-def test_figures_match_the_overview_and_sql_under_load(client, signed_in_client, metrics_on, busy_queue,  # noqa: F811
-                                                      pgmq_sql):
+def test_figures_match_the_overview_and_sql_under_load(
+    client,
+    signed_in_client,
+    metrics_on,
+    busy_queue,  # noqa: F811
+    pgmq_sql,
+):
     for _ in range(10):
         sent_before, archived_before = counters(pgmq_sql)
         found = scrape(client)
@@ -161,14 +194,24 @@ def test_figures_match_the_overview_and_sql_under_load(client, signed_in_client,
             found = scrape(client)
             row = overview_rows(parse(signed_in_client.get("/")))["busy"]
         assert {metric: per_queue(found, metric)["busy"] for metric in COLUMNS} == {
-            metric: number(row[column]) for metric, column in COLUMNS.items()}
+            metric: number(row[column]) for metric, column in COLUMNS.items()
+        }
     cache.clear()
 
 
 def awkward_names(pgmq_sql) -> list[str]:
     """Names that break the exposition format if unescaped: quotes, backslashes, newlines, braces."""
-    candidates = [*AWKWARD_NAMES, 'q"} 1\nfake{a="', "back\\slash", 'tail\\"', "line\nbreak", "cr\rtab\t",
-                  "{brace}", "#hash", "ünï\u2028sep"]
+    candidates = [
+        *AWKWARD_NAMES,
+        'q"} 1\nfake{a="',
+        "back\\slash",
+        'tail\\"',
+        "line\nbreak",
+        "cr\rtab\t",
+        "{brace}",
+        "#hash",
+        "ünï\u2028sep",
+    ]
     accepted = []
     for name in candidates:
         try:
@@ -217,7 +260,8 @@ def test_a_scrape_costs_the_same_few_queries_for_3_or_30_queues(client, metrics_
 
 
 def test_a_dropped_queue_leaves_the_next_scrape_and_nothing_is_kept_between_scrapes(
-        client, metrics_on, make_queue, pgmq_sql):
+    client, metrics_on, make_queue, pgmq_sql
+):
     make_queue("going")
     make_queue("staying")
     assert set(per_queue(scrape(client), "pgmq_queue_backlog")) == {"going", "staying"}
@@ -260,11 +304,17 @@ def test_the_grafana_dashboard_is_json_with_database_and_queue_variables():
     variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
     assert "label_values(pgmq_up, database)" in json.dumps(variables["database"]["query"])
     assert 'label_values(pgmq_queue_backlog{database=~\\"$database\\"}, queue)' in json.dumps(
-        variables["queue"]["query"])
+        variables["queue"]["query"]
+    )
     expressions = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
     assert any(re.search(r"\brate\(pgmq_queue_messages_sent_total\{[^}]*\}\[5m\]\)", expr) for expr in expressions)
-    for metric in ("pgmq_queue_backlog", "pgmq_queue_visible", "pgmq_queue_in_flight",
-                   "pgmq_queue_oldest_message_age_seconds", "pgmq_queue_poison"):
+    for metric in (
+        "pgmq_queue_backlog",
+        "pgmq_queue_visible",
+        "pgmq_queue_in_flight",
+        "pgmq_queue_oldest_message_age_seconds",
+        "pgmq_queue_poison",
+    ):
         assert any(metric in expr for expr in expressions), metric
     assert all('queue=~"$queue"' in expr for expr in expressions if "pgmq_queue_" in expr)
     assert all('database=~"$database"' in expr for expr in expressions)
@@ -275,14 +325,20 @@ def test_the_grafana_dashboard_is_json_with_database_and_queue_variables():
 def test_the_alert_rules_have_prometheus_structure():
     rules_file = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
     rules = [rule for group in rules_file["groups"] for rule in group["rules"]]
-    assert all(set(group) <= {"name", "interval", "rules", "limit", "labels"} and group["name"]
-               for group in rules_file["groups"])
+    assert all(
+        set(group) <= {"name", "interval", "rules", "limit", "labels"} and group["name"]
+        for group in rules_file["groups"]
+    )
     for rule in rules:
         assert set(rule) <= {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}, rule
         assert rule["alert"] and rule["expr"] and re.fullmatch(r"\d+[smh]", rule["for"]), rule
         assert rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"], rule
-    assert {rule["alert"] for rule in rules} >= {"PgmqOldestMessageTooOld", "PgmqBacklogGrowing", "PgmqPoisonMessages",
-                                                 "PgmqMetricsDown"}
+    assert {rule["alert"] for rule in rules} >= {
+        "PgmqOldestMessageTooOld",
+        "PgmqBacklogGrowing",
+        "PgmqPoisonMessages",
+        "PgmqMetricsDown",
+    }
     scrape_config = yaml.safe_load((DEPLOY / "prometheus" / "scrape.yml").read_text())
     job = scrape_config["scrape_configs"][0]
     assert job["metrics_path"] == "/metrics" and job["authorization"]["type"] == "Bearer"
@@ -295,9 +351,12 @@ def test_promtool_accepts_the_rules_the_scrape_config_and_the_rules_unit_tests(t
     shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path)
     config = (DEPLOY / "prometheus" / "scrape.yml").read_text()
     (tmp_path / "scrape.yml").write_text(
-        re.sub(r"credentials_file: .*", f"credentials_file: {tmp_path / 'token'}", config))
-    for command, where in ((["check", "rules", "alerts.yml"], DEPLOY / "prometheus"),
-                           (["test", "rules", "alerts_test.yml"], DEPLOY / "prometheus"),
-                           (["check", "config", "scrape.yml"], tmp_path)):
+        re.sub(r"credentials_file: .*", f"credentials_file: {tmp_path / 'token'}", config)
+    )
+    for command, where in (
+        (["check", "rules", "alerts.yml"], DEPLOY / "prometheus"),
+        (["test", "rules", "alerts_test.yml"], DEPLOY / "prometheus"),
+        (["check", "config", "scrape.yml"], tmp_path),
+    ):
         result = subprocess.run([promtool, *command], cwd=where, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr

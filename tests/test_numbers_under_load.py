@@ -5,6 +5,7 @@ that only grows (messages sent, messages archived) must lie between its value ju
 just after the page was made, and what one page shows must add up (with only archiving, never a
 delete: backlog + archived = sent, up to the sends under way).
 """
+
 from __future__ import annotations
 
 import threading
@@ -28,8 +29,9 @@ def busy_queue(make_queue, pgmq_database_url):
     def produce() -> None:
         with psycopg.connect(pgmq_database_url, autocommit=True) as connection:
             while not stopping.is_set():
-                connection.execute("SELECT pgmq.send_batch('busy', array_fill('{\"n\": 1}'::jsonb, ARRAY[%s]))",
-                                   [SENDS_UNDER_WAY])
+                connection.execute(
+                    "SELECT pgmq.send_batch('busy', array_fill('{\"n\": 1}'::jsonb, ARRAY[%s]))", [SENDS_UNDER_WAY]
+                )
                 stopping.wait(0.01)
 
     def consume() -> None:
@@ -46,6 +48,7 @@ def busy_queue(make_queue, pgmq_database_url):
                 work()
             except Exception as error:  # noqa: BLE001 (reported by the test below)
                 errors.append(error)
+
         return run
 
     threads = [threading.Thread(target=guarded(work)) for work in (produce, produce, consume)]
@@ -60,7 +63,8 @@ def busy_queue(make_queue, pgmq_database_url):
 
 def counters(pgmq_sql) -> tuple[int, int]:
     return pgmq_sql.execute(
-        "SELECT (SELECT last_value FROM pgmq.q_busy_msg_id_seq), (SELECT count(*) FROM pgmq.a_busy)").fetchone()
+        "SELECT (SELECT last_value FROM pgmq.q_busy_msg_id_seq), (SELECT count(*) FROM pgmq.a_busy)"
+    ).fetchone()
 
 
 def test_overview_figures_hold_under_load(signed_in_client, busy_queue, pgmq_sql):
@@ -84,7 +88,11 @@ def test_queue_page_figures_hold_under_load(signed_in_client, busy_queue, pgmq_s
         page = parse(signed_in_client.get("/queues/busy/"))
         sent_after, archived_after = counters(pgmq_sql)
 
-        sent, archived, backlog = number(stat(page, "sent")), number(stat(page, "archived")), number(stat(page, "backlog"))
+        sent, archived, backlog = (
+            number(stat(page, "sent")),
+            number(stat(page, "archived")),
+            number(stat(page, "backlog")),
+        )
         assert sent_before <= sent <= sent_after
         assert archived_before <= archived <= archived_after
         assert backlog + archived <= sent <= backlog + archived + 2 * SENDS_UNDER_WAY

@@ -1,4 +1,5 @@
 """The overview: every queue in pgmq.meta with its backlog, true to the tables."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -40,7 +41,8 @@ def test_it_lists_every_queue_with_its_backlog(signed_in_client, make_queue, pgm
 
 
 def test_names_that_break_naive_sql_or_urls_work_through_the_overview_and_their_links(
-        signed_in_client, make_queue, pgmq_sql):
+    signed_in_client, make_queue, pgmq_sql
+):
     for count, name in enumerate(AWKWARD_NAMES, start=1):
         make_queue(name, messages=count)
 
@@ -146,8 +148,9 @@ def test_every_column_matches_sql(signed_in_client, make_queue, pgmq_sql):
     row = overview_rows(parse(signed_in_client.get("/")))["columns"]
     after = pgmq_sql.execute(truth_sql).fetchone()
 
-    shown = tuple(number(row[column]) for column in
-                  ("backlog", "visible", "in-flight", "delayed", "poison", "sent", "archived"))
+    shown = tuple(
+        number(row[column]) for column in ("backlog", "visible", "in-flight", "delayed", "poison", "sent", "archived")
+    )
     assert shown == before[:7] == (9, 6, 2, 1, 1, 11, 2)
     assert before[7] - 1 <= seconds(row["oldest"]) <= after[7] + 1
     assert before[8] - 1 <= seconds(row["newest"]) <= after[8] + 1
@@ -258,13 +261,19 @@ def test_a_big_queues_poison_comes_from_the_sampler(signed_in_client, make_queue
 def test_health_follows_the_first_matching_rule(signed_in_client, make_queue):
     make_queue("payments-eu", messages=3)
     make_queue("reports", messages=3)
-    strict = HealthRule(queues="payments-*", oldest_age=Thresholds(warning=3600.0, critical=7200.0),
-                        backlog=Thresholds(warning=1, critical=3), poison=Thresholds(warning=1, critical=10))
+    strict = HealthRule(
+        queues="payments-*",
+        oldest_age=Thresholds(warning=3600.0, critical=7200.0),
+        backlog=Thresholds(warning=1, critical=3),
+        poison=Thresholds(warning=1, critical=10),
+    )
     lenient = replace(strict, queues="*", backlog=Thresholds(warning=100, critical=1000))
     with override_settings(HEALTH_RULES=[strict, lenient]):
         rows = overview_rows(parse(signed_in_client.get("/?sort=-health")))
     assert (rows["payments-eu"]["health"], rows["payments-eu"]["health_reason"]) == (
-        "critical", "backlog 3 (critical at 3)")
+        "critical",
+        "backlog 3 (critical at 3)",
+    )
     assert (rows["reports"]["health"], rows["reports"]["health_reason"]) == ("ok", "every threshold met")
     assert list(rows)[0] == "payments-eu"
 

@@ -1,6 +1,7 @@
 """Roles: viewers read, operators act on messages and send, admins also purge, create and drop.
 What a role may not do is not shown, and refused with 403 if asked for anyway. GET never changes
 anything; every change is a POST with a CSRF token."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,10 @@ from tests.pages import parse
 pytestmark = uses_databases
 
 CHANGES = [  # (path, form data): everything that changes something
-    ("/queues/guarded/act/", {"action": "delete", "source": "live", "scope": "selected", "msg_id": "1",
-                              "confirmed": "1"}),
+    (
+        "/queues/guarded/act/",
+        {"action": "delete", "source": "live", "scope": "selected", "msg_id": "1", "confirmed": "1"},
+    ),
     ("/queues/guarded/send/", {"message": "{}", "delay_s": "0"}),
     ("/queues/guarded/messages/1/edit/", {"source": "live", "message": "{}"}),
     ("/queues/guarded/purge/", {"confirm_name": "guarded"}),
@@ -60,8 +63,13 @@ def test_a_viewer_sees_no_action(django_user_model, guarded):
     viewer = signed_in(django_user_model, "Viewer")
     for path in ("/", "/queues/guarded/", "/queues/guarded/messages/", "/queues/guarded/messages/1/"):
         page = parse(viewer.get(path))
-        assert page.select("form[action*='/act/'], input[name=msg_id], a[href$='/send/'], a[href$='/purge/'], "
-                           "a[href$='/drop/'], a[href='/new-queue/'], a[href*='/edit']") == [], path
+        assert (
+            page.select(
+                "form[action*='/act/'], input[name=msg_id], a[href$='/send/'], a[href$='/purge/'], "
+                "a[href$='/drop/'], a[href='/new-queue/'], a[href*='/edit']"
+            )
+            == []
+        ), path
 
 
 def test_an_operator_sees_message_actions_but_not_queue_administration(django_user_model, guarded):
@@ -113,5 +121,6 @@ def test_add_user_gives_the_role(django_user_model, monkeypatch):
     monkeypatch.setenv("PASSWORD", "a-long-enough-password-9")
     call_command("add_user", "newcomer", "--role", "admin")
     user = django_user_model.objects.get(username="newcomer")
-    assert user.is_staff and user.has_perm("queues.administer_queues") and user.check_password(
-        "a-long-enough-password-9")
+    assert (
+        user.is_staff and user.has_perm("queues.administer_queues") and user.check_password("a-long-enough-password-9")
+    )

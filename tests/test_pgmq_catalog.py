@@ -1,4 +1,5 @@
 """Reaching pgmq's tables: names by pgmq's own rule, models built once, columns read not assumed."""
+
 from __future__ import annotations
 
 from urllib.parse import unquote
@@ -12,13 +13,13 @@ from tests.conftest import AWKWARD_NAMES, uses_databases
 pytestmark = uses_databases
 
 
-
 @pytest.mark.parametrize("name", AWKWARD_NAMES)
 def test_tables_are_found_by_pgmqs_own_naming_rule(make_queue, pgmq_sql, name):
     make_queue(name, messages=3)
     tables = queue_tables(name)
-    expected = pgmq_sql.execute("SELECT pgmq.format_table_name(%s, 'q'), pgmq.format_table_name(%s, 'a')",
-                                [name, name]).fetchone()
+    expected = pgmq_sql.execute(
+        "SELECT pgmq.format_table_name(%s, 'q'), pgmq.format_table_name(%s, 'a')", [name, name]
+    ).fetchone()
     assert (tables[LIVE].name, tables[ARCHIVE].name) == expected
     assert tables[LIVE].exists and tables[ARCHIVE].exists
 
@@ -66,7 +67,7 @@ def test_tables_of_pgmq_before_1_5_are_read_without_headers_or_last_read_at(make
 def test_a_changed_table_gets_a_new_model(make_queue, pgmq_sql):
     make_queue("upgraded_later")
     before = Queue.objects.get(queue_name="upgraded_later").live_messages
-    pgmq_sql.execute('ALTER TABLE pgmq.q_upgraded_later DROP COLUMN headers')
+    pgmq_sql.execute("ALTER TABLE pgmq.q_upgraded_later DROP COLUMN headers")
     after = Queue.objects.get(queue_name="upgraded_later").live_messages
     assert after is not before
     assert "headers" not in {field.name for field in after._meta.get_fields()}
@@ -88,11 +89,21 @@ def test_every_page_and_panel_works_for_every_awkward_name(signed_in_client, mak
     make_queue(name)
     pgmq_sql.execute(
         "SELECT pgmq.send_batch(%s, array_fill('{\"n\": 1}'::jsonb, ARRAY[3]), "
-        "array_fill('{\"x-pgmq-group\": \"g\"}'::jsonb, ARRAY[3]))", [name])
+        'array_fill(\'{"x-pgmq-group": "g"}\'::jsonb, ARRAY[3]))',
+        [name],
+    )
     pgmq_sql.execute("SELECT pgmq.archive(%s, 1::bigint)", [name])
     base = reverse("queue", args=[name])
-    for path in ("", "poison/", "archive-history/?range=1h", "diagnostics/", "messages/?q=n",
-                 "messages/?source=both&headers=%7B%22x-pgmq-group%22%3A%22g%22%7D", "messages/2/",
-                 "messages/1/?source=archive", "messages/2/raw/"):
+    for path in (
+        "",
+        "poison/",
+        "archive-history/?range=1h",
+        "diagnostics/",
+        "messages/?q=n",
+        "messages/?source=both&headers=%7B%22x-pgmq-group%22%3A%22g%22%7D",
+        "messages/2/",
+        "messages/1/?source=archive",
+        "messages/2/raw/",
+    ):
         response = signed_in_client.get(base + path)
         assert response.status_code == 200, (name, path, response.content[:300])

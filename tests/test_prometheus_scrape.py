@@ -13,6 +13,7 @@ Everything is read back through its HTTP API, as Grafana would:
 Series are told apart by their `queue` label only: Prometheus adds `job` and `instance`, and the
 dashboard may add more (the database a queue lives in).
 """
+
 from __future__ import annotations
 
 import json
@@ -83,20 +84,29 @@ class Prometheus:
         """Wait for a scrape that began after `moment` (time.time()) plus the dashboard's figure
         sharing: its figures were computed after `moment`."""
         threshold = moment + STATS_CACHE_SECONDS + 0.5
-        return wait_for(lambda: (stamp := self.last_scrape()) and float(stamp) >= threshold and stamp,
-                        timeout=STATS_CACHE_SECONDS + 15, what=self.describe_targets)
+        return wait_for(
+            lambda: (stamp := self.last_scrape()) and float(stamp) >= threshold and stamp,
+            timeout=STATS_CACHE_SECONDS + 15,
+            what=self.describe_targets,
+        )
 
     def describe_targets(self) -> str:
         targets = self.get("/api/v1/targets")["activeTargets"]
-        return (f"a scrape of the dashboard; targets: {[(t['health'], t['lastError']) for t in targets]}; "
-                f"log:\n{self.log_path.read_text()[-2000:]}")
+        return (
+            f"a scrape of the dashboard; targets: {[(t['health'], t['lastError']) for t in targets]}; "
+            f"log:\n{self.log_path.read_text()[-2000:]}"
+        )
 
 
 @pytest.fixture
 def metrics_server(pgmq_database_url: str, tmp_path: Path) -> Iterator[str]:
     """The dashboard under gunicorn with /metrics on and figure sharing as in production."""
-    with gunicorn(pgmq_database_url, tmp_path, DASHBOARD_METRICS_TOKEN=TOKEN,
-                  DASHBOARD_STATS_CACHE_SECONDS=str(STATS_CACHE_SECONDS)) as base_url:
+    with gunicorn(
+        pgmq_database_url,
+        tmp_path,
+        DASHBOARD_METRICS_TOKEN=TOKEN,
+        DASHBOARD_STATS_CACHE_SECONDS=str(STATS_CACHE_SECONDS),
+    ) as base_url:
         yield base_url
 
 
@@ -107,25 +117,41 @@ def prometheus(metrics_server: str, tmp_path: Path) -> Iterator[Prometheus]:
     shutil.copy(DEPLOY / "alerts.yml", tmp_path)
     shipped = yaml.safe_load((DEPLOY / "scrape.yml").read_text())
     (job,) = shipped["scrape_configs"]
-    job.update(scheme="http", scrape_interval="1s", scrape_timeout="1s",
-               static_configs=[{"targets": [urlsplit(metrics_server).netloc]}])
+    job.update(
+        scheme="http",
+        scrape_interval="1s",
+        scrape_timeout="1s",
+        static_configs=[{"targets": [urlsplit(metrics_server).netloc]}],
+    )
     job["authorization"]["credentials_file"] = str(tmp_path / "token")
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-              "scrape_configs": [job], "rule_files": [str(tmp_path / "alerts.yml")]}
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [job],
+        "rule_files": [str(tmp_path / "alerts.yml")],
+    }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
 
     port = free_port()
     log_path = tmp_path / "prometheus.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = Prometheus(f"http://127.0.0.1:{port}", log_path)
     try:
-        wait_for(lambda: process.poll() is not None or http_status(server.base_url + "/-/ready") == 200,
-                 timeout=30, what="Prometheus to be ready")
+        wait_for(
+            lambda: process.poll() is not None or http_status(server.base_url + "/-/ready") == 200,
+            timeout=30,
+            what="Prometheus to be ready",
+        )
         assert process.poll() is None, f"Prometheus exited at start:\n{log_path.read_text()}"
         yield server
     finally:
@@ -159,8 +185,9 @@ class DemoWorkload:
 
 
 @pytest.fixture
-def demo_workload(pgmq_database_url: str, pgmq_sql: psycopg.Connection,
-                  monkeypatch: pytest.MonkeyPatch) -> Iterator[DemoWorkload]:
+def demo_workload(
+    pgmq_database_url: str, pgmq_sql: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[DemoWorkload]:
     monkeypatch.setattr(demo, "VISIBILITY_TIMEOUT_S", VISIBILITY_TIMEOUT_S)
     demo.set_up_demo_queues(pgmq_database_url)
     workload = DemoWorkload(pgmq_database_url)
@@ -183,11 +210,12 @@ def sent_and_archived(pgmq_sql: psycopg.Connection) -> dict[str, tuple[int, int]
     """Each demo queue's counters that only grow: its msg_id sequence and its archive's rows."""
     counters = {}
     for queue in demo.DEMO_QUEUES:
-        counters[queue] = pgmq_sql.execute(sql.SQL(
-            "SELECT coalesce(pg_sequence_last_value("
-            "           pg_get_serial_sequence(format('pgmq.%I', {table}::text), 'msg_id')::regclass), 0),"
-            "       (SELECT count(*) FROM {archive})"
-        ).format(table=sql.Literal("q_" + queue.lower()), archive=sql.Identifier("pgmq", "a_" + queue.lower()))
+        counters[queue] = pgmq_sql.execute(
+            sql.SQL(
+                "SELECT coalesce(pg_sequence_last_value("
+                "           pg_get_serial_sequence(format('pgmq.%I', {table}::text), 'msg_id')::regclass), 0),"
+                "       (SELECT count(*) FROM {archive})"
+            ).format(table=sql.Literal("q_" + queue.lower()), archive=sql.Identifier("pgmq", "a_" + queue.lower()))
         ).fetchone()
     return counters
 
@@ -197,11 +225,14 @@ def figures_in_sql(pgmq_sql: psycopg.Connection) -> dict[str, dict[str, int]]:
     figures: dict[str, dict[str, int]] = {metric: {} for metric in COLUMNS}
     counters = sent_and_archived(pgmq_sql)
     for queue in demo.DEMO_QUEUES:
-        backlog, visible, in_flight, delayed, poison = pgmq_sql.execute(sql.SQL(
-            "SELECT count(*), count(*) FILTER (WHERE vt <= now()), count(*) FILTER (WHERE vt > now() AND read_ct > 0),"
-            "       count(*) FILTER (WHERE vt > now() AND read_ct = 0), count(*) FILTER (WHERE read_ct >= {poison})"
-            "  FROM {live}"
-        ).format(live=live_table(queue), poison=sql.Literal(settings.POISON_READ_COUNT))).fetchone()
+        backlog, visible, in_flight, delayed, poison = pgmq_sql.execute(
+            sql.SQL(
+                "SELECT count(*), count(*) FILTER (WHERE vt <= now()),"
+                "       count(*) FILTER (WHERE vt > now() AND read_ct > 0),"
+                "       count(*) FILTER (WHERE vt > now() AND read_ct = 0), count(*) FILTER (WHERE read_ct >= {poison})"
+                "  FROM {live}"
+            ).format(live=live_table(queue), poison=sql.Literal(settings.POISON_READ_COUNT))
+        ).fetchone()
         sent, archived = counters[queue]
         for metric, value in zip(COLUMNS, (backlog, visible, in_flight, delayed, poison, sent, archived), strict=True):
             figures[metric][queue] = value
@@ -214,12 +245,17 @@ def poison_anywhere(pgmq_sql: psycopg.Connection) -> bool:
 
 def held_by_the_workload(pgmq_sql: psycopg.Connection) -> int:
     """Messages the workload's consumers still hold (read, visibility timeout not yet passed)."""
-    return sum(pgmq_sql.execute(sql.SQL("SELECT count(*) FROM {live} WHERE read_ct > 0 AND vt > now()").format(
-        live=live_table(queue))).fetchone()[0] for queue in demo.DEMO_QUEUES)
+    return sum(
+        pgmq_sql.execute(
+            sql.SQL("SELECT count(*) FROM {live} WHERE read_ct > 0 AND vt > now()").format(live=live_table(queue))
+        ).fetchone()[0]
+        for queue in demo.DEMO_QUEUES
+    )
 
 
 def test_prometheus_scrapes_what_the_tables_hold_during_the_demo_and_what_the_overview_shows_after(
-        prometheus, demo_workload, pgmq_sql, signed_in_client):
+    prometheus, demo_workload, pgmq_sql, signed_in_client
+):
     wait_for(lambda: prometheus.last_scrape(), timeout=30, what=prometheus.describe_targets)
     demo_workload.start()
 
@@ -240,8 +276,10 @@ def test_prometheus_scrapes_what_the_tables_hold_during_the_demo_and_what_the_ov
             assert before[queue][1] <= archived[queue] <= after[queue][1], (queue, before, archived, after)
             # The sequence is read after the counts' snapshot; deletes make the sum fall short.
             assert backlog[queue] + archived[queue] <= sent[queue], queue
-        states = [prometheus.per_queue(metric, scrape)
-                  for metric in ("pgmq_queue_visible", "pgmq_queue_in_flight", "pgmq_queue_delayed")]
+        states = [
+            prometheus.per_queue(metric, scrape)
+            for metric in ("pgmq_queue_visible", "pgmq_queue_in_flight", "pgmq_queue_delayed")
+        ]
         for queue in demo.DEMO_QUEUES:  # one snapshot per queue: its states add up to its backlog
             assert sum(state[queue] for state in states) == backlog[queue], (queue, [s[queue] for s in states])
         rounds += 1
@@ -249,21 +287,28 @@ def test_prometheus_scrapes_what_the_tables_hold_during_the_demo_and_what_the_ov
     # Stopped, and once the last message a consumer held is back, nothing moves (the delayed
     # reminders are due in minutes at the earliest): a slow consumer takes some for 10 minutes.
     demo_workload.stop()
-    wait_for(lambda: held_by_the_workload(pgmq_sql) == 0, timeout=VISIBILITY_TIMEOUT_S + 10,
-             what="the workload's last visibility timeouts to pass")
-    held = {queue: len(pgmq_sql.execute("SELECT msg_id FROM pgmq.read(%s, 600, 1)", [queue]).fetchall())
-            for queue in SLOWLY_CONSUMED}
+    wait_for(
+        lambda: held_by_the_workload(pgmq_sql) == 0,
+        timeout=VISIBILITY_TIMEOUT_S + 10,
+        what="the workload's last visibility timeouts to pass",
+    )
+    held = {
+        queue: len(pgmq_sql.execute("SELECT msg_id FROM pgmq.read(%s, 600, 1)", [queue]).fetchall())
+        for queue in SLOWLY_CONSUMED
+    }
     settled = time.time()
     scrape = prometheus.scrape_after(settled)
 
     scraped = {metric: prometheus.per_queue(metric, scrape) for metric in COLUMNS}
     truth = figures_in_sql(pgmq_sql)
     rows = overview_rows(parse(signed_in_client.get("/")))
-    shown = {metric: {queue: number(rows[queue][column]) for queue in demo.DEMO_QUEUES}
-             for metric, column in COLUMNS.items()}
+    shown = {
+        metric: {queue: number(rows[queue][column]) for queue in demo.DEMO_QUEUES} for metric, column in COLUMNS.items()
+    }
     for metric in COLUMNS:
-        assert {queue: scraped[metric].get(queue) for queue in demo.DEMO_QUEUES} == truth[metric] \
-            == shown[metric], metric
+        assert {queue: scraped[metric].get(queue) for queue in demo.DEMO_QUEUES} == truth[metric] == shown[metric], (
+            metric
+        )
     # The demo made every figure move somewhere.
     assert all(any(values.values()) for values in truth.values()), truth
     assert {queue: truth["pgmq_queue_in_flight"][queue] for queue in SLOWLY_CONSUMED} == held

@@ -1,4 +1,5 @@
 """A queue's page: every figure against the same figure computed by plain SQL on the same data."""
+
 from __future__ import annotations
 
 import json
@@ -50,18 +51,30 @@ def test_every_figure_matches_sql(signed_in_client, mixed_queue, pgmq_sql):
     page = parse(signed_in_client.get("/queues/mixed/"))
     after = pgmq_sql.execute(truth_sql).fetchone()
 
-    shown = tuple(number(stat(page, name)) for name in
-                  ("backlog", "visible", "in-flight", "delayed", "archived", "poison", "sent"))
+    shown = tuple(
+        number(stat(page, name))
+        for name in ("backlog", "visible", "in-flight", "delayed", "archived", "poison", "sent")
+    )
     assert shown == before[:7] == (9, 4, 3, 2, 2, 1, 12)
     assert before[7] - 1 <= seconds(stat(page, "oldest")) <= after[7] + 1
     assert before[8] - 1 <= seconds(stat(page, "newest")) <= after[8] + 1
 
 
 def test_health_and_its_reason_follow_the_rule_for_the_queue_name(signed_in_client, mixed_queue):
-    rules = [HealthRule(queues="mix*", oldest_age=Thresholds(warning=3600.0, critical=7200.0),
-                        backlog=Thresholds(warning=5, critical=100), poison=Thresholds(warning=100, critical=1000)),
-             HealthRule(queues="*", oldest_age=Thresholds(warning=1.0, critical=2.0),
-                        backlog=Thresholds(warning=1, critical=2), poison=Thresholds(warning=1, critical=2))]
+    rules = [
+        HealthRule(
+            queues="mix*",
+            oldest_age=Thresholds(warning=3600.0, critical=7200.0),
+            backlog=Thresholds(warning=5, critical=100),
+            poison=Thresholds(warning=100, critical=1000),
+        ),
+        HealthRule(
+            queues="*",
+            oldest_age=Thresholds(warning=1.0, critical=2.0),
+            backlog=Thresholds(warning=1, critical=2),
+            poison=Thresholds(warning=1, critical=2),
+        ),
+    ]
     with override_settings(HEALTH_RULES=rules):
         page = parse(signed_in_client.get("/queues/mixed/"))
     badge = page.select_one("#queue-live .health")
@@ -72,9 +85,11 @@ def test_health_and_its_reason_follow_the_rule_for_the_queue_name(signed_in_clie
 def test_the_distributions_count_every_message_in_its_bucket(signed_in_client, mixed_queue, pgmq_sql):
     page = parse(signed_in_client.get("/queues/mixed/"))
     data = json.loads(page.select_one("#queue-chart-data").get_text())
-    read_ct_truth = dict(pgmq_sql.execute("""
+    read_ct_truth = dict(
+        pgmq_sql.execute("""
         SELECT CASE WHEN read_ct >= 5 AND read_ct < 10 THEN '5–9' WHEN read_ct = 1 THEN '1' ELSE read_ct::text END,
-               count(*) FROM pgmq.q_mixed GROUP BY 1""").fetchall())
+               count(*) FROM pgmq.q_mixed GROUP BY 1""").fetchall()
+    )
     shown = dict(zip(data["read_ct"]["labels"], data["read_ct"]["counts"], strict=True))
     assert {label: count for label, count in shown.items() if count} == read_ct_truth == {"0": 6, "1": 2, "5–9": 1}
     assert data["age"]["counts"][0] == 9  # every message is younger than a minute
@@ -97,11 +112,14 @@ def test_the_poison_panel_lists_the_most_read_messages_first(signed_in_client, m
     read_times(pgmq_sql, "poisoned", 9)  # msg 1 read 9 times
     read_times(pgmq_sql, "poisoned", 6, quantity=2)  # msgs 1 and 2 read 6 more times each
     truth = pgmq_sql.execute(
-        "SELECT msg_id, read_ct FROM pgmq.q_poisoned WHERE read_ct >= 5 ORDER BY read_ct DESC, msg_id").fetchall()
+        "SELECT msg_id, read_ct FROM pgmq.q_poisoned WHERE read_ct >= 5 ORDER BY read_ct DESC, msg_id"
+    ).fetchall()
 
     panel = parse(signed_in_client.get("/queues/poisoned/poison/"))
-    shown = [(int(row["data-msg-id"]), int(row.select_one("[data-column=read_ct]").get_text()))
-             for row in panel.select("tr[data-msg-id]")]
+    shown = [
+        (int(row["data-msg-id"]), int(row.select_one("[data-column=read_ct]").get_text()))
+        for row in panel.select("tr[data-msg-id]")
+    ]
     assert shown == truth == [(1, 15), (2, 6)]
 
 
@@ -170,8 +188,10 @@ def test_a_queue_of_pgmq_1_4_layout_renders(signed_in_client, make_queue, pgmq_s
 
 def test_diagnostics_name_the_sessions_reading_the_queue(signed_in_client, make_queue, pgmq_database_url):
     make_queue("watched", messages=5)
-    with psycopg.connect(pgmq_database_url, autocommit=True, application_name="billing-worker") as reader, \
-            psycopg.connect(pgmq_database_url, autocommit=True, application_name="watched-consumer-3") as named:
+    with (
+        psycopg.connect(pgmq_database_url, autocommit=True, application_name="billing-worker") as reader,
+        psycopg.connect(pgmq_database_url, autocommit=True, application_name="watched-consumer-3") as named,
+    ):
         reader.execute("SELECT * FROM pgmq.read('watched', 30, 1)", prepare=False)
         named.execute("SELECT * FROM pgmq.read(%s, 30, 1)", ["watched"])
         panel = parse(signed_in_client.get("/queues/watched/diagnostics/"))
@@ -180,8 +200,9 @@ def test_diagnostics_name_the_sessions_reading_the_queue(signed_in_client, make_
     assert panel.select_one("[data-diagnostic=last-read]").get_text(strip=True).endswith("s ago")
 
 
-def test_diagnostics_find_a_long_transaction_holding_vacuum_back(signed_in_client, make_queue, pgmq_database_url,
-                                                                 monkeypatch):
+def test_diagnostics_find_a_long_transaction_holding_vacuum_back(
+    signed_in_client, make_queue, pgmq_database_url, monkeypatch
+):
     make_queue("held_back")
     monkeypatch.setattr(diagnostics_module, "LONG_TRANSACTION_S", 0)
     with psycopg.connect(pgmq_database_url, application_name="forgotten-psql") as idle:
@@ -199,15 +220,18 @@ def test_diagnostics_find_a_fifo_group_stuck_behind_its_head(signed_in_client, m
     for group, count in (("tenant-a", 3), ("tenant-b", 2)):
         pgmq_sql.execute(
             "SELECT pgmq.send_batch('fifo', array_fill('{}'::jsonb, ARRAY[%s]), array_fill(%s::jsonb, ARRAY[%s]))",
-            [count, json.dumps({"x-pgmq-group": group}), count])
+            [count, json.dumps({"x-pgmq-group": group}), count],
+        )
     for _ in range(6):  # the head of tenant-a (msg 1) keeps coming back
         pgmq_sql.execute("SELECT pgmq.set_vt('fifo', 1::bigint, 0)")
         pgmq_sql.execute("SELECT * FROM pgmq.read_grouped('fifo', 30, 1)")
     pgmq_sql.execute("SELECT pgmq.set_vt('fifo', 1::bigint, 0)")
 
     panel = parse(signed_in_client.get("/queues/fifo/diagnostics/"))
-    groups = {row["data-group"]: (number(row.select("td")[1].get_text()), row.select("td")[2].get_text(strip=True))
-              for row in panel.select("tr[data-group]")}
+    groups = {
+        row["data-group"]: (number(row.select("td")[1].get_text()), row.select("td")[2].get_text(strip=True))
+        for row in panel.select("tr[data-group]")
+    }
     assert groups == {"tenant-a": (3, "1"), "tenant-b": (2, "4")}
     assert "FIFO group tenant-a is stuck behind message 1, read 6 times" in panel.get_text()
 
@@ -223,8 +247,9 @@ def test_diagnostics_report_dead_rows_when_vacuum_lags(signed_in_client, make_qu
     assert f"pgmq.q_churned carries {dead:,} dead rows" in panel.get_text()
 
 
-def test_a_panel_whose_query_runs_out_of_time_says_so_and_the_page_still_renders(signed_in_client, make_queue,
-                                                                                  pgmq_database_url):
+def test_a_panel_whose_query_runs_out_of_time_says_so_and_the_page_still_renders(
+    signed_in_client, make_queue, pgmq_database_url
+):
     make_queue("locked_archive", messages=2)
     with psycopg.connect(pgmq_database_url) as holder:  # as a long migration of the archive would
         holder.execute("LOCK TABLE pgmq.a_locked_archive IN ACCESS EXCLUSIVE MODE")

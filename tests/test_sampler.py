@@ -1,4 +1,5 @@
 """The metric sampler: what it stores, what it prunes, and the process that runs it."""
+
 from __future__ import annotations
 
 import os
@@ -60,18 +61,25 @@ def test_pruning_removes_only_samples_past_retention(make_queue):
 
 def test_the_sampler_process_samples_until_stopped(make_queue, pgmq_database_url):
     make_queue("ticking", messages=3)
-    process = subprocess.Popen([sys.executable, "manage.py", "sample_metrics", "--interval", "0.3"], cwd=BASE_DIR,
-                               env={**os.environ, "PGMQ_DATABASE_URL": pgmq_database_url},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "sample_metrics", "--interval", "0.3"],
+        cwd=BASE_DIR,
+        env={**os.environ, "PGMQ_DATABASE_URL": pgmq_database_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        wait_for(lambda: QueueSample.objects.filter(queue_name="ticking").count() >= 3, timeout=30,
-                 what="three samples of the queue")
+        wait_for(
+            lambda: QueueSample.objects.filter(queue_name="ticking").count() >= 3,
+            timeout=30,
+            what="three samples of the queue",
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=30)[0]
     assert process.returncode == 0, output
     assert "sampling every 0.3 s" in output
-
 
 
 def test_a_poison_count_that_cannot_finish_loses_only_that_figure(make_queue, pgmq_sql, pgmq_database_url):

@@ -2,6 +2,7 @@
 `FOO`, both created in SQL, are two rows of pgmq.meta and one table pair q_foo / a_foo. The
 dashboard says so on every page of either, counts the table once, and refuses what would act on
 the other name's messages without saying (purge, drop, a move into or out of either)."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ def forget_the_pair(pgmq_sql):
 def foo_pair(pgmq_sql, forget_the_pair):
     """Foo with 6 messages (2 of them archived), then FOO created in SQL beside it."""
     pgmq_sql.execute("SELECT pgmq.create('Foo')")
-    pgmq_sql.execute("SELECT pgmq.send_batch('Foo', array_agg(jsonb_build_object('n', i))) "
-                     "FROM generate_series(1, 6) i")
+    pgmq_sql.execute(
+        "SELECT pgmq.send_batch('Foo', array_agg(jsonb_build_object('n', i))) FROM generate_series(1, 6) i"
+    )
     pgmq_sql.execute("SELECT pgmq.archive('Foo', ARRAY[1, 2]::bigint[])")
     pgmq_sql.execute("SELECT pgmq.create('FOO')")
     return PAIR
@@ -52,13 +54,19 @@ def foo_pair(pgmq_sql, forget_the_pair):
 
 def table_truth(pgmq_sql) -> tuple[int, int, int]:
     """(live rows, archived rows, messages ever sent) of q_foo / a_foo, by SQL."""
-    return pgmq_sql.execute("SELECT (SELECT count(*) FROM pgmq.q_foo), (SELECT count(*) FROM pgmq.a_foo), "
-                            "(SELECT last_value FROM pgmq.q_foo_msg_id_seq)").fetchone()
+    return pgmq_sql.execute(
+        "SELECT (SELECT count(*) FROM pgmq.q_foo), (SELECT count(*) FROM pgmq.a_foo), "
+        "(SELECT last_value FROM pgmq.q_foo_msg_id_seq)"
+    ).fetchone()
 
 
 def listed(pgmq_sql) -> list[str]:
-    return [row[0] for row in pgmq_sql.execute(
-        "SELECT queue_name FROM pgmq.meta WHERE queue_name = ANY(%s) ORDER BY created_at", [list(PAIR)])]
+    return [
+        row[0]
+        for row in pgmq_sql.execute(
+            "SELECT queue_name FROM pgmq.meta WHERE queue_name = ANY(%s) ORDER BY created_at", [list(PAIR)]
+        )
+    ]
 
 
 def sharing_note(page) -> str:
@@ -66,8 +74,9 @@ def sharing_note(page) -> str:
     return " ".join(note.get_text().split()) if note else ""
 
 
-def test_the_overview_lists_both_names_marked_and_counts_their_table_once(signed_in_client, foo_pair, make_queue,
-                                                                          pgmq_sql):
+def test_the_overview_lists_both_names_marked_and_counts_their_table_once(
+    signed_in_client, foo_pair, make_queue, pgmq_sql
+):
     make_queue("bar", messages=3)
     page = parse(signed_in_client.get("/"))
     live, archived, sent = table_truth(pgmq_sql)
@@ -99,7 +108,10 @@ def test_the_api_says_which_names_share_and_counts_the_table_once(client, as_rol
     assert listing["totals"]["sent"] == sent + 3
     by_name = {row["name"]: row for row in listing["results"]}
     assert {name: by_name[name]["shares_tables_with"] for name in (*PAIR, "bar")} == {
-        "Foo": ["FOO"], "FOO": ["Foo"], "bar": []}
+        "Foo": ["FOO"],
+        "FOO": ["Foo"],
+        "bar": [],
+    }
     for name in PAIR:
         detail = client.get(reverse("api-queue", args=[name]), headers=viewer).json()
         assert detail["shares_tables_with"] == [OTHER[name]] and detail["backlog"]["value"] == live
@@ -107,9 +119,12 @@ def test_the_api_says_which_names_share_and_counts_the_table_once(client, as_rol
 
 @pytest.mark.parametrize("name", PAIR)
 def test_every_page_of_either_name_says_it_shares_its_tables(signed_in_client, foo_pair, name):
-    pages = {"queue page": reverse("queue", args=[name]), "messages": reverse("messages", args=[name]),
-             "archive": reverse("messages", args=[name]) + "?source=archive",
-             "a message": reverse("message", args=[name, 3])}
+    pages = {
+        "queue page": reverse("queue", args=[name]),
+        "messages": reverse("messages", args=[name]),
+        "archive": reverse("messages", args=[name]) + "?source=archive",
+        "a message": reverse("message", args=[name, 3]),
+    }
     for what, url in pages.items():
         response = signed_in_client.get(url)
         assert response.status_code == 200, what
@@ -144,7 +159,10 @@ def test_purge_and_drop_of_either_name_are_refused_on_the_page(admin_client, foo
     assert listed(pgmq_sql) == ["Foo", "FOO"]
     entry = action_records().get()
     assert (entry.action, entry.queue_name, entry.outcome) == (
-        {"purge": "purge", "drop": "drop_queue"}[action], name, "failed")
+        {"purge": "purge", "drop": "drop_queue"}[action],
+        name,
+        "failed",
+    )
     assert f"shares its tables with “{OTHER[name]}”" in entry.details["error"]
 
 
@@ -153,8 +171,12 @@ def test_purge_and_drop_of_either_name_are_refused_in_the_api(client, as_role, f
     admin = as_role("Admin")
     before = table_truth(pgmq_sql)
     for action in ("purge", "drop"):
-        response = client.post(reverse(f"api-{action}", args=[name]), {"confirm_name": name},
-                               content_type="application/json", headers=admin)
+        response = client.post(
+            reverse(f"api-{action}", args=[name]),
+            {"confirm_name": name},
+            content_type="application/json",
+            headers=admin,
+        )
         assert response.status_code == 409, response.content
         answer = response.json()
         assert f"shares its tables with “{OTHER[name]}”" in answer["detail"]
@@ -163,42 +185,58 @@ def test_purge_and_drop_of_either_name_are_refused_in_the_api(client, as_role, f
     assert table_truth(pgmq_sql) == before
     assert listed(pgmq_sql) == ["Foo", "FOO"]
     assert list(action_records().order_by("id").values_list("action", "queue_name", "outcome")) == [
-        ("purge", name, "failed"), ("drop_queue", name, "failed")]
+        ("purge", name, "failed"),
+        ("drop_queue", name, "failed"),
+    ]
 
 
 def bar_ids(pgmq_sql) -> list[int]:
     return [row[0] for row in pgmq_sql.execute("SELECT msg_id FROM pgmq.q_bar ORDER BY msg_id")]
 
 
-def test_a_move_into_FOO_is_refused_on_the_page_in_the_api_and_as_a_job(client, operator_client, as_role, foo_pair,
-                                                                         make_queue, pgmq_sql):
+def test_a_move_into_FOO_is_refused_on_the_page_in_the_api_and_as_a_job(
+    client, operator_client, as_role, foo_pair, make_queue, pgmq_sql
+):
     make_queue("bar", messages=3)
     before = table_truth(pgmq_sql)
     move = {"action": "move", "source": "live", "destination": "FOO", "original": "archive", "confirmed": "1"}
 
-    offered = parse(operator_client.post("/queues/bar/act/", {**move, "scope": "selected", "msg_id": ["1"],
-                                                               "confirmed": ""}, headers={"HX-Request": "true"}))
+    offered = parse(
+        operator_client.post(
+            "/queues/bar/act/",
+            {**move, "scope": "selected", "msg_id": ["1"], "confirmed": ""},
+            headers={"HX-Request": "true"},
+        )
+    )
     option = offered.select_one('select[name=destination] option[value="FOO"]')
     assert option.has_attr("disabled") and "shares its tables with “Foo”" in option.get_text()
 
-    page = operator_client.post("/queues/bar/act/", {**move, "scope": "selected", "msg_id": ["1"]},
-                                headers={"HX-Request": "true"})
+    page = operator_client.post(
+        "/queues/bar/act/", {**move, "scope": "selected", "msg_id": ["1"]}, headers={"HX-Request": "true"}
+    )
     assert page.status_code == 409
     assert "“FOO” shares its tables with “Foo”" in " ".join(parse(page).get_text().split())
 
-    job_page = operator_client.post("/queues/bar/act/", {**move, "scope": "matching", "filter_query": ""},
-                                    headers={"HX-Request": "true"})
+    job_page = operator_client.post(
+        "/queues/bar/act/", {**move, "scope": "matching", "filter_query": ""}, headers={"HX-Request": "true"}
+    )
     assert job_page.status_code == 409
     assert "“FOO” shares its tables with “Foo”" in " ".join(parse(job_page).get_text().split())
 
     operator = as_role("Operator")
-    api = client.post("/api/v1/queues/bar/actions/", {"action": "move", "msg_ids": [1, 2],
-                                                      "parameters": {"destination": "FOO"}},
-                      content_type="application/json", headers=operator)
+    api = client.post(
+        "/api/v1/queues/bar/actions/",
+        {"action": "move", "msg_ids": [1, 2], "parameters": {"destination": "FOO"}},
+        content_type="application/json",
+        headers=operator,
+    )
     assert api.status_code == 409 and api.json()["shares_tables_with"] == ["Foo"], api.content
-    api_job = client.post("/api/v1/queues/bar/jobs/", {"action": "move", "filter": {},
-                                                       "parameters": {"destination": "FOO"}},
-                          content_type="application/json", headers=operator)
+    api_job = client.post(
+        "/api/v1/queues/bar/jobs/",
+        {"action": "move", "filter": {}, "parameters": {"destination": "FOO"}},
+        content_type="application/json",
+        headers=operator,
+    )
     assert api_job.status_code == 409 and "“FOO” shares its tables with “Foo”" in api_job.json()["detail"]
 
     assert not BulkJob.objects.exists()
@@ -213,22 +251,36 @@ def test_a_move_or_requeue_out_of_either_name_is_refused(client, as_role, foo_pa
     operator = as_role("Operator")
     before = table_truth(pgmq_sql)
     for name in PAIR:
-        for body in ({"action": "move", "msg_ids": [3], "parameters": {"destination": "bar"}},
-                     {"action": "requeue", "source": "archive", "msg_ids": [1], "parameters": {"destination": name}}):
-            response = client.post(reverse("api-message-action", args=[name]), body, content_type="application/json",
-                                   headers=operator)
+        for body in (
+            {"action": "move", "msg_ids": [3], "parameters": {"destination": "bar"}},
+            {"action": "requeue", "source": "archive", "msg_ids": [1], "parameters": {"destination": name}},
+        ):
+            response = client.post(
+                reverse("api-message-action", args=[name]), body, content_type="application/json", headers=operator
+            )
             assert response.status_code == 409, (name, body, response.content)
             assert f"“{name}” shares its tables with “{OTHER[name]}”" in response.json()["detail"]
     assert table_truth(pgmq_sql) == before and bar_ids(pgmq_sql) == []
 
 
 def test_a_job_moving_into_a_name_that_came_to_share_its_table_fails_and_moves_nothing(
-        operator_client, make_queue, pgmq_sql, forget_the_pair):
+    operator_client, make_queue, pgmq_sql, forget_the_pair
+):
     make_queue("bar", messages=3)
     pgmq_sql.execute("SELECT pgmq.create('Foo')")
-    response = operator_client.post("/queues/bar/act/", {
-        "action": "move", "source": "live", "scope": "matching", "filter_query": "", "destination": "Foo",
-        "original": "archive", "confirmed": "1"}, headers={"HX-Request": "true"})
+    response = operator_client.post(
+        "/queues/bar/act/",
+        {
+            "action": "move",
+            "source": "live",
+            "scope": "matching",
+            "filter_query": "",
+            "destination": "Foo",
+            "original": "archive",
+            "confirmed": "1",
+        },
+        headers={"HX-Request": "true"},
+    )
     assert response.status_code == 200
     pgmq_sql.execute("SELECT pgmq.create('FOO')")  # before the runner takes the job
 
@@ -248,8 +300,10 @@ def test_metrics_count_the_shared_table_once(client, metrics_on, foo_pair, make_
     assert backlog["Foo"] == live and "FOO" not in backlog  # reported under the name created first
     assert sum(per_queue(found, "pgmq_queue_archived").values()) == archived
     assert sum(per_queue(found, "pgmq_queue_messages_sent_total").values()) == sent + 3
-    shared = {dict(labels)["queue"]: (dict(labels)["reported_as"], value)
-              for labels, value in found["pgmq_queue_shared_tables"].items()}
+    shared = {
+        dict(labels)["queue"]: (dict(labels)["reported_as"], value)
+        for labels, value in found["pgmq_queue_shared_tables"].items()
+    }
     assert shared == {"FOO": ("Foo", 1.0)}
 
 
@@ -267,7 +321,9 @@ def test_a_sampler_round_counts_the_shared_table_once(signed_in_client, foo_pair
         take_sample(count_poison_everywhere=True)
         # One table, one alert: under the name created first.
         assert sorted(message.subject.split(":")[1].strip() for message in mail.outbox) == [
-            "queue 'Foo' in main", "queue 'bar' in main"]
+            "queue 'Foo' in main",
+            "queue 'bar' in main",
+        ]
 
     live, archived, sent = table_truth(pgmq_sql)
     for name in PAIR:  # each name's page keeps the table's history
@@ -287,8 +343,9 @@ def test_a_new_queue_is_refused_a_name_pgmq_would_give_an_existing_queues_table(
     """PostgreSQL's lower() makes both Straße and STRAẞE straße, though upper() keeps them apart: asking
     the database "equal ignoring case?" (upper on both sides) let STRAẞE in, to share q_straße."""
     make_queue("Straße", messages=2)
-    assert pgmq_sql.execute("SELECT lower('STRAẞE') = lower('Straße'), "
-                            "upper('STRAẞE') = upper('Straße')").fetchone() == (True, False)
+    assert pgmq_sql.execute(
+        "SELECT lower('STRAẞE') = lower('Straße'), upper('STRAẞE') = upper('Straße')"
+    ).fetchone() == (True, False)
     try:
         refused = admin_client.post(reverse("create-queue"), {"name": "STRAẞE", "confirm_name": "STRAẞE"})
         assert refused.status_code == 400
@@ -300,9 +357,9 @@ def test_a_new_queue_is_refused_a_name_pgmq_would_give_an_existing_queues_table(
 
 @pytest.mark.browser
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_the_shared_tables_notes_and_explanations_meet_wcag_2_a_and_aa(browser, dashboard_server, axe_script,
-                                                                       django_user_model, foo_pair, make_queue,
-                                                                       scheme):
+def test_the_shared_tables_notes_and_explanations_meet_wcag_2_a_and_aa(
+    browser, dashboard_server, axe_script, django_user_model, foo_pair, make_queue, scheme
+):
     make_queue("bar", messages=3)
     django_user_model.objects.create_user("checker", password=PASSWORD).groups.add(Group.objects.get(name="Admin"))
     context = browser.new_context(viewport={"width": 1440, "height": 900})

@@ -1,6 +1,7 @@
 """Sign-in limits an attacker cannot turn against anyone else: a back-off per (name, address) and a
 larger budget per address, counted by the address the trusted proxy reports, the same on Django's
 admin sign-in; and the client-address rule itself."""
+
 from __future__ import annotations
 
 import threading
@@ -28,13 +29,21 @@ def fast_passwords(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-def sign_in(client: Client, username: str, password: str, *, address: str, claimed: list[str] | None = None,
-            path: str = "/login/"):
+def sign_in(
+    client: Client,
+    username: str,
+    password: str,
+    *,
+    address: str,
+    claimed: list[str] | None = None,
+    path: str = "/login/",
+):
     """A sign-in as the ingress passes it on: from the ingress's own address, with X-Forwarded-For
     holding what the client sent itself (if anything) and then the address the ingress saw."""
     forwarded = ", ".join([*(claimed or []), address])
-    return client.post(path, {"username": username, "password": password},
-                       headers={"X-Forwarded-For": forwarded}, REMOTE_ADDR=INGRESS)
+    return client.post(
+        path, {"username": username, "password": password}, headers={"X-Forwarded-For": forwarded}, REMOTE_ADDR=INGRESS
+    )
 
 
 def alert(response_or_html) -> str:
@@ -44,11 +53,14 @@ def alert(response_or_html) -> str:
 @uses_databases
 @BEHIND_ONE_PROXY
 def test_an_attackers_failures_from_one_address_do_not_stop_the_victim_at_another(
-        django_user_model, settings, fast_passwords):
+    django_user_model, settings, fast_passwords
+):
     django_user_model.objects.create_user("victim", password="victim-real-password-1")
     attacker = Client()
-    answers = [sign_in(attacker, "victim", f"guess-{n}", address="203.0.113.66").status_code
-               for n in range(settings.SIGN_IN_FAILURE_LIMIT + 3)]
+    answers = [
+        sign_in(attacker, "victim", f"guess-{n}", address="203.0.113.66").status_code
+        for n in range(settings.SIGN_IN_FAILURE_LIMIT + 3)
+    ]
     assert answers[-1] == 429, answers  # the attacker is slowed down...
     victim = sign_in(Client(), "victim", "victim-real-password-1", address="198.51.100.7")
     assert victim.status_code == 302 and victim["Location"] == "/"  # ...and the victim, elsewhere, is not
@@ -57,7 +69,8 @@ def test_an_attackers_failures_from_one_address_do_not_stop_the_victim_at_anothe
 @uses_databases
 @override_settings(SIGN_IN_MAX_DELAY_SECONDS=8)
 def test_failures_back_off_doubling_and_the_right_password_works_after_the_wait(
-        client, django_user_model, settings, clock, fast_passwords):
+    client, django_user_model, settings, clock, fast_passwords
+):
     django_user_model.objects.create_user("carol", password="carol-real-password-1")
     for _ in range(settings.SIGN_IN_FAILURE_LIMIT - 1):
         response = client.post("/login/", {"username": "carol", "password": "guess"})
@@ -67,8 +80,10 @@ def test_failures_back_off_doubling_and_the_right_password_works_after_the_wait(
         failed = client.post("/login/", {"username": "carol", "password": "guess"})
         assert failed.status_code == 429
         waits.append(int(failed["Retry-After"]))
-        assert f"Wrong username or password. Too many failed sign-ins for this name from your address: try again " \
-               f"in {waits[-1]} second" in alert(failed)
+        assert (
+            f"Wrong username or password. Too many failed sign-ins for this name from your address: try again "
+            f"in {waits[-1]} second" in alert(failed)
+        )
         clock.advance(waits[-1])
     assert waits == [1, 2, 4, 8, 8]
 
@@ -87,7 +102,8 @@ def test_failures_back_off_doubling_and_the_right_password_works_after_the_wait(
 @uses_databases
 @BEHIND_ONE_PROXY
 def test_one_wrong_password_for_each_of_many_names_from_one_address_ends_in_429(
-        django_user_model, settings, fast_passwords):
+    django_user_model, settings, fast_passwords
+):
     django_user_model.objects.create_user("mallory", password="mallorys-own-password-1")
     stuffer = Client()
     for n in range(settings.SIGN_IN_ADDRESS_FAILURE_LIMIT - 1):
@@ -104,8 +120,9 @@ def test_one_wrong_password_for_each_of_many_names_from_one_address_ends_in_429(
 
 
 @uses_databases
-def test_the_admin_sign_in_counts_and_is_limited_like_the_dashboards(client, django_user_model, settings, clock,
-                                                                     fast_passwords):
+def test_the_admin_sign_in_counts_and_is_limited_like_the_dashboards(
+    client, django_user_model, settings, clock, fast_passwords
+):
     django_user_model.objects.create_user("root", password="root-real-password-1", is_staff=True)
     pages = ["/login/", "/admin/login/"]
     for n in range(settings.SIGN_IN_FAILURE_LIMIT - 1):
@@ -129,8 +146,7 @@ def test_a_client_cannot_pick_its_address_by_sending_x_forwarded_for(django_user
     for n in range(settings.SIGN_IN_FAILURE_LIMIT + 3):
         # Each attempt claims to come from the victim's address, or from a new one each time.
         claimed = ["198.51.100.7"] if n % 2 else [f"192.0.2.{n}", "198.51.100.7"]
-        answers.append(sign_in(attacker, "victim", f"guess-{n}", address="203.0.113.66",
-                               claimed=claimed).status_code)
+        answers.append(sign_in(attacker, "victim", f"guess-{n}", address="203.0.113.66", claimed=claimed).status_code)
     assert answers[-1] == 429, answers  # still counted as the address the ingress saw
     victim = sign_in(Client(), "victim", "victim-real-password-1", address="198.51.100.7")
     assert victim.status_code == 302 and victim["Location"] == "/"
@@ -140,8 +156,10 @@ def test_a_client_cannot_pick_its_address_by_sending_x_forwarded_for(django_user
 @BEHIND_ONE_PROXY
 def test_addresses_of_one_ipv6_network_count_as_one(django_user_model, settings, fast_passwords):
     django_user_model.objects.create_user("victim", password="victim-real-password-1")
-    answers = [sign_in(Client(), "victim", "guess", address=f"2001:db8:5:7::{n:x}").status_code
-               for n in range(1, settings.SIGN_IN_FAILURE_LIMIT + 1)]
+    answers = [
+        sign_in(Client(), "victim", "guess", address=f"2001:db8:5:7::{n:x}").status_code
+        for n in range(1, settings.SIGN_IN_FAILURE_LIMIT + 1)
+    ]
     assert answers[-1] == 429, answers
     elsewhere = sign_in(Client(), "victim", "victim-real-password-1", address="2001:db8:5:8::1")
     assert elsewhere.status_code == 302
@@ -149,15 +167,20 @@ def test_addresses_of_one_ipv6_network_count_as_one(django_user_model, settings,
 
 @uses_databases
 @BEHIND_ONE_PROXY
-@pytest.mark.parametrize(("username", "forwarded"), [
-    *((name, "203.0.113.5") for name in ("nul\x00byte", "x" * 10_000, "Ünïcode 😀 '; DROP TABLE x; --", " ")),
-    *(("victim", address) for address in ("\x00", "x" * 10_000, "999.1.1.1", "[::1", "1.2.3.4, , ,")),
-])
-def test_hostile_names_and_addresses_get_a_sign_in_page_never_a_server_error(client, username, forwarded,
-                                                                         fast_passwords):
+@pytest.mark.parametrize(
+    ("username", "forwarded"),
+    [
+        *((name, "203.0.113.5") for name in ("nul\x00byte", "x" * 10_000, "Ünïcode 😀 '; DROP TABLE x; --", " ")),
+        *(("victim", address) for address in ("\x00", "x" * 10_000, "999.1.1.1", "[::1", "1.2.3.4, , ,")),
+    ],
+)
+def test_hostile_names_and_addresses_get_a_sign_in_page_never_a_server_error(
+    client, username, forwarded, fast_passwords
+):
     for path in ("/login/", "/admin/login/"):
-        response = client.post(path, {"username": username, "password": "guess"},
-                               headers={"X-Forwarded-For": forwarded})
+        response = client.post(
+            path, {"username": username, "password": "guess"}, headers={"X-Forwarded-For": forwarded}
+        )
         assert response.status_code in (200, 429), response.status_code
 
 
@@ -166,10 +189,15 @@ def test_parallel_guesses_after_the_wait_get_one_password_checked(dashboard_serv
     django_user_model.objects.create_user("victim", password="victim-real-password-1")
     # Deep in the back-off: the last failure's wait (the cap) ended 2 s ago.
     last_failed_at = timezone.now() - timedelta(seconds=settings.SIGN_IN_MAX_DELAY_SECONDS + 2)
-    SignInFailures.objects.create(address="127.0.0.1", username=None, failures=settings.SIGN_IN_FAILURE_LIMIT + 9,
-                                  last_failed_at=last_failed_at)
-    SignInFailures.objects.create(address="127.0.0.1", username="victim", failures=settings.SIGN_IN_FAILURE_LIMIT + 9,
-                                  last_failed_at=last_failed_at)
+    SignInFailures.objects.create(
+        address="127.0.0.1", username=None, failures=settings.SIGN_IN_FAILURE_LIMIT + 9, last_failed_at=last_failed_at
+    )
+    SignInFailures.objects.create(
+        address="127.0.0.1",
+        username="victim",
+        failures=settings.SIGN_IN_FAILURE_LIMIT + 9,
+        last_failed_at=last_failed_at,
+    )
     sessions = [HttpSession(dashboard_server) for _ in range(8)]
     for session in sessions:
         session.get("/login/")  # the CSRF cookie
@@ -191,18 +219,25 @@ def test_parallel_guesses_after_the_wait_get_one_password_checked(dashboard_serv
     assert int(checked[0].headers["Retry-After"]) == settings.SIGN_IN_MAX_DELAY_SECONDS
 
 
-@pytest.mark.parametrize(("configured", "forwarded", "expected"), [
-    ({}, "203.0.113.5", "10.0.0.2"),  # no header configured: whatever the client sends is ignored
-    ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 1}, "198.51.100.7, 203.0.113.5", "203.0.113.5"),
-    ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 2}, "1.1.1.1, 203.0.113.5, 10.0.0.9", "203.0.113.5"),
-    # Fewer hops than proxies: it did not come through all of them, so only the peer is known.
-    ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 2}, "203.0.113.5", "10.0.0.2"),
-    ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 1}, "", "10.0.0.2"),
-    ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 1}, "203.0.113.5, not-an-address", "10.0.0.2"),
-    ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 1}, "203.0.113.5:5678", "203.0.113.5"),
-    ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 1}, "[2001:DB8::0:1]:443", "2001:db8::1"),
-    ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 1}, "::ffff:203.0.113.5", "203.0.113.5"),
-])
+@pytest.mark.parametrize(
+    ("configured", "forwarded", "expected"),
+    [
+        ({}, "203.0.113.5", "10.0.0.2"),  # no header configured: whatever the client sends is ignored
+        ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 1}, "198.51.100.7, 203.0.113.5", "203.0.113.5"),
+        (
+            {"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 2},
+            "1.1.1.1, 203.0.113.5, 10.0.0.9",
+            "203.0.113.5",
+        ),
+        # Fewer hops than proxies: it did not come through all of them, so only the peer is known.
+        ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 2}, "203.0.113.5", "10.0.0.2"),
+        ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 1}, "", "10.0.0.2"),
+        ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 1}, "203.0.113.5, not-an-address", "10.0.0.2"),
+        ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 1}, "203.0.113.5:5678", "203.0.113.5"),
+        ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 1}, "[2001:DB8::0:1]:443", "2001:db8::1"),
+        ({"CLIENT_IP_HEADER": "X-Forwarded-For", "TRUSTED_PROXIES": 1}, "::ffff:203.0.113.5", "203.0.113.5"),
+    ],
+)
 def test_the_client_address_is_the_one_the_trusted_proxy_reports(configured, forwarded, expected):
     request = RequestFactory().post("/login/", headers={"X-Forwarded-For": forwarded}, REMOTE_ADDR="10.0.0.2")
     with override_settings(**configured):
@@ -215,14 +250,21 @@ def test_a_real_ip_header_set_by_the_proxy_works_too():
         assert client_address(request) == "203.0.113.5"
 
 
-@pytest.mark.parametrize(("environment", "complaint"), [
-    ({"DASHBOARD_CLIENT_IP_HEADER": "X_Forwarded_For"}, "DASHBOARD_CLIENT_IP_HEADER must be a header name"),
-    ({"DASHBOARD_TRUSTED_PROXIES": "2"}, "DASHBOARD_TRUSTED_PROXIES needs DASHBOARD_CLIENT_IP_HEADER"),
-    ({"DASHBOARD_CLIENT_IP_HEADER": "X-Forwarded-For", "DASHBOARD_TRUSTED_PROXIES": "0"},
-     "DASHBOARD_TRUSTED_PROXIES must be at least 1"),
-    ({"DASHBOARD_LOGIN_FAILURE_WINDOW_MINUTES": "5", "DASHBOARD_LOGIN_MAX_DELAY_SECONDS": "300"},
-     "must be longer than DASHBOARD_LOGIN_MAX_DELAY_SECONDS"),
-    ({"DASHBOARD_LOGIN_LOCKOUT_MINUTES": "15"}, "DASHBOARD_LOGIN_LOCKOUT_MINUTES is gone"),
-])
+@pytest.mark.parametrize(
+    ("environment", "complaint"),
+    [
+        ({"DASHBOARD_CLIENT_IP_HEADER": "X_Forwarded_For"}, "DASHBOARD_CLIENT_IP_HEADER must be a header name"),
+        ({"DASHBOARD_TRUSTED_PROXIES": "2"}, "DASHBOARD_TRUSTED_PROXIES needs DASHBOARD_CLIENT_IP_HEADER"),
+        (
+            {"DASHBOARD_CLIENT_IP_HEADER": "X-Forwarded-For", "DASHBOARD_TRUSTED_PROXIES": "0"},
+            "DASHBOARD_TRUSTED_PROXIES must be at least 1",
+        ),
+        (
+            {"DASHBOARD_LOGIN_FAILURE_WINDOW_MINUTES": "5", "DASHBOARD_LOGIN_MAX_DELAY_SECONDS": "300"},
+            "must be longer than DASHBOARD_LOGIN_MAX_DELAY_SECONDS",
+        ),
+        ({"DASHBOARD_LOGIN_LOCKOUT_MINUTES": "15"}, "DASHBOARD_LOGIN_LOCKOUT_MINUTES is gone"),
+    ],
+)
 def test_sign_in_settings_that_cannot_work_stop_the_dashboard_in_one_line(environment, complaint):
     assert_one_line_error(run_manage("check", **environment), complaint)

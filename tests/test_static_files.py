@@ -1,4 +1,5 @@
 """Static files come from the dashboard itself (whitenoise), never from a CDN at page load."""
+
 from __future__ import annotations
 
 from django.templatetags.static import static
@@ -27,4 +28,4 @@ def test_no_page_loads_anything_from_another_host(signed_in_client, make_queue):
     make_queue("local_only", messages=1)
     for path in ("/", "/queues/local_only/", "/login/"):
         html = signed_in_client.get(path).content.decode()
-        assert "src=\"http" not in html and "href=\"http" not in html, path
+        assert 'src="http' not in html and 'href="http' not in html, path

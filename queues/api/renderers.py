@@ -4,6 +4,7 @@ DRF's JSONRenderer goes through Python's json, which would read 1.10 back as 1.1
 12345678901234567.89 as 1.2345678901234568e+16 if a payload passed through it as data. Payloads
 reach the API as text (queues.jsontext.RawJSON) and are written into the response as they are.
 """
+
 from __future__ import annotations
 
 import json

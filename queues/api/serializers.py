@@ -1,6 +1,7 @@
 """What the API answers and accepts. Output serializers read the selectors' dataclasses as they
 are; input serializers check only the shape of a body: forms.py does the validation, as for the
 pages."""
+
 from __future__ import annotations
 
 from django import forms as django_forms
@@ -8,10 +9,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from queues.filters import words_seen
 from queues.forms import MAX_INT, MAX_MSG_ID, MessageFilterForm, MsgIdsField
 from queues.jsontext import RawJSON
 from queues.pgmq import ARCHIVE, LIVE
-from queues.filters import words_seen
 from queues.vocabulary import ARCHIVE_ACTIONS, LIVE_ACTIONS, MESSAGE_ACTIONS
 
 
@@ -30,8 +31,9 @@ class RowCountSerializer(serializers.Serializer):
 
 class PoisonSerializer(serializers.Serializer):
     value = serializers.IntegerField()
-    counted_at = serializers.DateTimeField(allow_null=True,
-                                           help_text="null: counted now; else when the sampler counted it")
+    counted_at = serializers.DateTimeField(
+        allow_null=True, help_text="null: counted now; else when the sampler counted it"
+    )
 
 
 class QueueSerializer(serializers.Serializer):
@@ -51,24 +53,29 @@ class QueueSerializer(serializers.Serializer):
     oldest_age_s = serializers.FloatField(source="stats.oldest_age_s", allow_null=True)
     newest_age_s = serializers.FloatField(source="stats.newest_age_s", allow_null=True)
     oldest_visible_age_s = serializers.FloatField(source="stats.oldest_visible_age_s", allow_null=True)
-    sent_total = serializers.IntegerField(source="stats.sent_total", help_text="messages ever sent (the msg_id sequence)")
+    sent_total = serializers.IntegerField(
+        source="stats.sent_total", help_text="messages ever sent (the msg_id sequence)"
+    )
     archived = RowCountSerializer(source="stats.archived", allow_null=True)
     poison = PoisonSerializer(allow_null=True)
     enqueue_rate = serializers.FloatField(source="rates.enqueue", allow_null=True, help_text="messages per second")
-    processing_rate = serializers.FloatField(source="rates.processing", allow_null=True,
-                                             help_text="archived or deleted per second")
+    processing_rate = serializers.FloatField(
+        source="rates.processing", allow_null=True, help_text="archived or deleted per second"
+    )
     rate_window_s = serializers.FloatField(source="rates.window_s", allow_null=True)
     sparkline = serializers.ListField(child=serializers.IntegerField(), help_text="backlog over the last 30 minutes")
     shares_tables_with = serializers.ListField(
         child=serializers.CharField(),
         help_text="other names pgmq.meta lists with this queue's very tables (pgmq lowercases names: `Foo` and `FOO` "
-                  "share q_foo); the figures are that table's. Purge, drop, move and requeue are refused (409)")
+        "share q_foo); the figures are that table's. Purge, drop, move and requeue are refused (409)",
+    )
 
 
 class TotalsSerializer(serializers.Serializer):
     queues = serializers.IntegerField(help_text="names listed in pgmq.meta")
-    tables = serializers.IntegerField(help_text="their distinct tables: names sharing one count it once in every "
-                                                "figure below")
+    tables = serializers.IntegerField(
+        help_text="their distinct tables: names sharing one count it once in every figure below"
+    )
     backlog = RowCountSerializer()
     visible = RowCountSerializer()
     in_flight = serializers.IntegerField()
@@ -110,24 +117,32 @@ class HistorySerializer(serializers.Serializer):
 class MessageSerializer(serializers.Serializer):
     msg_id = serializers.IntegerField()
     source = serializers.ChoiceField(choices=[LIVE, ARCHIVE])
-    state = serializers.ChoiceField(choices=["visible", "in flight", "delayed", "archived"],
-                                    help_text="by the database's clock")
+    state = serializers.ChoiceField(
+        choices=["visible", "in flight", "delayed", "archived"], help_text="by the database's clock"
+    )
     read_ct = serializers.IntegerField()
     enqueued_at = serializers.DateTimeField()
     vt = serializers.DateTimeField()
     last_read_at = serializers.DateTimeField(allow_null=True)
     archived_at = serializers.DateTimeField(allow_null=True)
     message_chars = serializers.IntegerField(allow_null=True)
-    message = RawJSONField(allow_null=True, help_text="exactly as stored (numbers keep every digit); null if a "
-                                                      "consumer removed the message while the page was read")
+    message = RawJSONField(
+        allow_null=True,
+        help_text="exactly as stored (numbers keep every digit); null if a "
+        "consumer removed the message while the page was read",
+    )
     headers = RawJSONField(allow_null=True)
 
 
 class MessageRowSerializer(MessageSerializer):
-    message = RawJSONField(allow_null=True, help_text=(
-        "exactly as stored (numbers keep every digit); null if longer than DASHBOARD_API_LIST_PAYLOAD_CHARS "
-        "(message_left_out: get it from the message's own endpoint), or if a consumer removed the message "
-        "while the page was read"))
+    message = RawJSONField(
+        allow_null=True,
+        help_text=(
+            "exactly as stored (numbers keep every digit); null if longer than DASHBOARD_API_LIST_PAYLOAD_CHARS "
+            "(message_left_out: get it from the message's own endpoint), or if a consumer removed the message "
+            "while the page was read"
+        ),
+    )
     headers_chars = serializers.IntegerField(allow_null=True)
     message_left_out = serializers.BooleanField(help_text="the message is too big for a list: see message_chars")
     headers_left_out = serializers.BooleanField()
@@ -140,10 +155,11 @@ class MessagePageSerializer(serializers.Serializer):
     next_cursor = serializers.CharField(allow_null=True, help_text="for ?after=")
     previous_cursor = serializers.CharField(allow_null=True, help_text="for ?before=")
     continue_search = serializers.CharField(
-        allow_null=True, help_text="a bounded search ran out of time: this link goes on from where it stopped")
+        allow_null=True, help_text="a bounded search ran out of time: this link goes on from where it stopped"
+    )
     scan_stopped_at = serializers.IntegerField(allow_null=True)
     timed_out = serializers.BooleanField()
-    redacted = serializers.BooleanField(help_text="values DASHBOARD_REDACT names show as \"[redacted]\"")
+    redacted = serializers.BooleanField(help_text='values DASHBOARD_REDACT names show as "[redacted]"')
 
 
 class MessageDetailSerializer(MessageSerializer):
@@ -153,36 +169,47 @@ class MessageDetailSerializer(MessageSerializer):
 
 class ActionParametersSerializer(serializers.Serializer):
     destination = serializers.CharField(required=False, max_length=255, help_text="move, requeue: the queue")
-    original = serializers.ChoiceField(required=False, choices=["archive", "delete"],
-                                       help_text="move: what becomes of the original (archive by default)")
+    original = serializers.ChoiceField(
+        required=False,
+        choices=["archive", "delete"],
+        help_text="move: what becomes of the original (archive by default)",
+    )
     remove_archived = serializers.BooleanField(required=False, help_text="requeue: remove the archived copy")
     until = serializers.DateTimeField(required=False, help_text="delay: when the messages become visible")
     include_in_flight = serializers.BooleanField(
-        required=False, help_text="retry, move: also messages a consumer is working on (a second delivery)")
+        required=False, help_text="retry, move: also messages a consumer is working on (a second delivery)"
+    )
     again = serializers.BooleanField(
-        required=False, help_text="requeue: also messages requeued before (another copy: a second delivery)")
+        required=False, help_text="requeue: also messages requeued before (another copy: a second delivery)"
+    )
 
 
 class ActionRequestSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=MESSAGE_ACTIONS)
-    source = serializers.ChoiceField(choices=[LIVE, ARCHIVE], default=LIVE,
-                                     help_text=f"live actions: {', '.join(LIVE_ACTIONS)}; "
-                                               f"archive actions: {', '.join(ARCHIVE_ACTIONS)}")
-    msg_ids = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_MSG_ID),
-                                    min_length=1, max_length=MsgIdsField.MAX)
+    source = serializers.ChoiceField(
+        choices=[LIVE, ARCHIVE],
+        default=LIVE,
+        help_text=f"live actions: {', '.join(LIVE_ACTIONS)}; archive actions: {', '.join(ARCHIVE_ACTIONS)}",
+    )
+    msg_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_MSG_ID), min_length=1, max_length=MsgIdsField.MAX
+    )
     parameters = ActionParametersSerializer(required=False)
     request_token = serializers.UUIDField(required=False, help_text="the same token twice acts once (409)")
 
 
 class BatchResultSerializer(serializers.Serializer):
     affected = serializers.ListField(child=serializers.IntegerField())
-    already_gone = serializers.ListField(child=serializers.IntegerField(),
-                                        help_text="a consumer deleted or archived them meanwhile: not an error")
+    already_gone = serializers.ListField(
+        child=serializers.IntegerField(), help_text="a consumer deleted or archived them meanwhile: not an error"
+    )
     skipped = serializers.ListField(child=serializers.IntegerField())
     new_ids = serializers.DictField(child=serializers.IntegerField(), help_text="original msg_id -> copy's msg_id")
     requeued_before = serializers.DictField(
-        child=serializers.DictField(), help_text="requeue: skipped, requeued before: msg_id -> where its copy went "
-                                                 "(queue, msg_id, at, by); `again` makes another")
+        child=serializers.DictField(),
+        help_text="requeue: skipped, requeued before: msg_id -> where its copy went "
+        "(queue, msg_id, at, by); `again` makes another",
+    )
 
 
 class ActionResultSerializer(serializers.Serializer):
@@ -222,21 +249,45 @@ def form_field_schema(name: str, field: django_forms.Field) -> dict:
 
 # What a bulk action's filter may name: the message browser's filters, without its source (the
 # action's own), sort and place. `message` and `headers` are JSON values here, not JSON text.
-FILTER_KEYS = ["state", "read_ct_min", "read_ct_max", "enqueued_after", "enqueued_before", "archived_after",
-               "archived_before", "message", "headers", "q"]
-FILTER_DESCRIPTIONS = {"message": "JSON the message contains (jsonb @>)", "headers": "JSON the headers contain",
-                       "q": "search, as on the message browser: `timeout`, `headers:retry`, "
-                            "`message.customer.id:42`, `headers.trace_id:abc*`"}
+FILTER_KEYS = [
+    "state",
+    "read_ct_min",
+    "read_ct_max",
+    "enqueued_after",
+    "enqueued_before",
+    "archived_after",
+    "archived_before",
+    "message",
+    "headers",
+    "q",
+]
+FILTER_DESCRIPTIONS = {
+    "message": "JSON the message contains (jsonb @>)",
+    "headers": "JSON the headers contain",
+    "q": "search, as on the message browser: `timeout`, `headers:retry`, "
+    "`message.customer.id:42`, `headers.trace_id:abc*`",
+}
 
 
-@extend_schema_field({
-    "type": "object", "additionalProperties": False,
-    "properties": {name: ({"description": FILTER_DESCRIPTIONS[name]} if name in ("message", "headers") else
-                          {**form_field_schema(name, MessageFilterForm.base_fields[name]),
-                           **({"description": FILTER_DESCRIPTIONS[name]} if name in FILTER_DESCRIPTIONS else {})})
-                   for name in FILTER_KEYS},
-    "description": "the message browser's filters. Required: {} matches every message, and is then chosen on "
-                   "purpose, never by leaving the filter out"})
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            name: (
+                {"description": FILTER_DESCRIPTIONS[name]}
+                if name in ("message", "headers")
+                else {
+                    **form_field_schema(name, MessageFilterForm.base_fields[name]),
+                    **({"description": FILTER_DESCRIPTIONS[name]} if name in FILTER_DESCRIPTIONS else {}),
+                }
+            )
+            for name in FILTER_KEYS
+        },
+        "description": "the message browser's filters. Required: {} matches every message, and is then chosen on "
+        "purpose, never by leaving the filter out",
+    }
+)
 class FilterField(serializers.DictField):
     """A filter as an object. An unknown key is refused, not ignored: ignoring a misspelt key would
     widen a bulk action to messages nobody meant."""
@@ -245,8 +296,9 @@ class FilterField(serializers.DictField):
         data = super().to_internal_value(data)
         unknown = sorted(set(data) - set(FILTER_KEYS))
         if unknown:
-            raise serializers.ValidationError(f"unknown filter keys: {', '.join(unknown)} "
-                                              f"(known: {', '.join(FILTER_KEYS)})")
+            raise serializers.ValidationError(
+                f"unknown filter keys: {', '.join(unknown)} (known: {', '.join(FILTER_KEYS)})"
+            )
         return data
 
 
@@ -261,10 +313,12 @@ class BulkActionRequestSerializer(serializers.Serializer):
 class ActionPlanSerializer(serializers.Serializer):
     action = serializers.CharField()
     source = serializers.ChoiceField(choices=[LIVE, ARCHIVE])
-    count = serializers.IntegerField(allow_null=True, help_text="matching now, counted exactly; null when "
-                                                                "counting took longer than its budget")
-    in_flight = serializers.IntegerField(allow_null=True, help_text="retry, move: of those, how many a consumer "
-                                                                    "is working on (left alone unless asked)")
+    count = serializers.IntegerField(
+        allow_null=True, help_text="matching now, counted exactly; null when counting took longer than its budget"
+    )
+    in_flight = serializers.IntegerField(
+        allow_null=True, help_text="retry, move: of those, how many a consumer is working on (left alone unless asked)"
+    )
     filter_in_words = serializers.CharField()
     destructive = serializers.BooleanField()
     batch_size = serializers.IntegerField(help_text="messages per batch (one transaction each)")
@@ -292,16 +346,18 @@ class JobSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
-    audit_id = serializers.IntegerField(source="audit_entry_id", allow_null=True,
-                                        help_text="the audit record, once the job has ended")
+    audit_id = serializers.IntegerField(
+        source="audit_entry_id", allow_null=True, help_text="the audit record, once the job has ended"
+    )
 
     def get_filter_in_words(self, job) -> str:
         return words_seen(job.filter, job.filter_words, redacted=self.context["redacted"])
 
 
 class TypedConfirmationSerializer(serializers.Serializer):
-    confirm_name = serializers.CharField(max_length=255, trim_whitespace=False,
-                                         help_text="the queue's name, exactly: the page's typed confirmation")
+    confirm_name = serializers.CharField(
+        max_length=255, trim_whitespace=False, help_text="the queue's name, exactly: the page's typed confirmation"
+    )
     request_token = serializers.UUIDField(required=False, help_text="the same token twice acts once (409)")
 
 
@@ -331,11 +387,13 @@ class CreateQueueResultSerializer(serializers.Serializer):
 class ResendRequestSerializer(serializers.Serializer):
     message = serializers.JSONField(help_text="the edited message: any JSON document")
     headers = serializers.JSONField(required=False, allow_null=True, help_text="a JSON object")
-    source = serializers.ChoiceField(choices=[LIVE, ARCHIVE], default=LIVE,
-                                     help_text="where the original is: a live one is archived")
+    source = serializers.ChoiceField(
+        choices=[LIVE, ARCHIVE], default=LIVE, help_text="where the original is: a live one is archived"
+    )
     destination = serializers.CharField(required=False, max_length=255, help_text="this queue by default")
     include_in_flight = serializers.BooleanField(
-        default=False, help_text="also when a consumer is working on the original (a second delivery); 409 otherwise")
+        default=False, help_text="also when a consumer is working on the original (a second delivery); 409 otherwise"
+    )
     request_token = serializers.UUIDField(required=False, help_text="the same token twice acts once (409)")
 
 
@@ -357,9 +415,13 @@ class ConflictSerializer(ErrorSerializer):
 
     audit_id = serializers.IntegerField(required=False)
     job_id = serializers.IntegerField(required=False)
-    shares_tables_with = serializers.ListField(child=serializers.CharField(), required=False,
-                                               help_text="the other names with the queue's tables")
+    shares_tables_with = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="the other names with the queue's tables"
+    )
     table = serializers.CharField(required=False, help_text="the live table they share")
-    resolve_sql = serializers.ListField(child=serializers.CharField(), required=False,
-                                        help_text="keeps only the name created first: removes the others' rows "
-                                                  "of pgmq.meta, leaving the tables and messages as they are")
+    resolve_sql = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="keeps only the name created first: removes the others' rows "
+        "of pgmq.meta, leaving the tables and messages as they are",
+    )

@@ -4,26 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Queue',
+            name="Queue",
             fields=[
-                ('queue_name', models.CharField(max_length=255, primary_key=True, serialize=False)),
-                ('is_partitioned', models.BooleanField()),
-                ('is_unlogged', models.BooleanField()),
-                ('created_at', models.DateTimeField()),
+                ("queue_name", models.CharField(max_length=255, primary_key=True, serialize=False)),
+                ("is_partitioned", models.BooleanField()),
+                ("is_unlogged", models.BooleanField()),
+                ("created_at", models.DateTimeField()),
             ],
             options={
-                'db_table': 'pgmq"."meta',
-                'ordering': ['queue_name'],
-                'abstract': False,
-                'managed': False,
+                "db_table": 'pgmq"."meta',
+                "ordering": ["queue_name"],
+                "abstract": False,
+                "managed": False,
             },
         ),
     ]

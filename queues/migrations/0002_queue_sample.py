@@ -4,32 +4,42 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('queues', '0001_initial'),
+        ("queues", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='QueueSample',
+            name="QueueSample",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('queue_name', models.CharField(max_length=255)),
-                ('sampled_at', models.DateTimeField(help_text="the pgmq database's clock when sampled")),
-                ('backlog', models.BigIntegerField()),
-                ('backlog_exact', models.BooleanField()),
-                ('visible', models.BigIntegerField()),
-                ('in_flight', models.BigIntegerField()),
-                ('delayed', models.BigIntegerField()),
-                ('oldest_age_s', models.FloatField(help_text='age of the oldest message; null when empty', null=True)),
-                ('sent_total', models.BigIntegerField(help_text="the queue's msg_id sequence: messages ever sent")),
-                ('removed_total', models.BigIntegerField(help_text='rows ever deleted from the live table (archived or deleted), from pg_stat', null=True)),
-                ('archived', models.BigIntegerField(null=True)),
-                ('poison', models.BigIntegerField(help_text='messages read at least POISON_READ_COUNT times', null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("queue_name", models.CharField(max_length=255)),
+                ("sampled_at", models.DateTimeField(help_text="the pgmq database's clock when sampled")),
+                ("backlog", models.BigIntegerField()),
+                ("backlog_exact", models.BooleanField()),
+                ("visible", models.BigIntegerField()),
+                ("in_flight", models.BigIntegerField()),
+                ("delayed", models.BigIntegerField()),
+                ("oldest_age_s", models.FloatField(help_text="age of the oldest message; null when empty", null=True)),
+                ("sent_total", models.BigIntegerField(help_text="the queue's msg_id sequence: messages ever sent")),
+                (
+                    "removed_total",
+                    models.BigIntegerField(
+                        help_text="rows ever deleted from the live table (archived or deleted), from pg_stat", null=True
+                    ),
+                ),
+                ("archived", models.BigIntegerField(null=True)),
+                (
+                    "poison",
+                    models.BigIntegerField(help_text="messages read at least POISON_READ_COUNT times", null=True),
+                ),
             ],
             options={
-                'ordering': ['queue_name', 'sampled_at'],
-                'indexes': [models.Index(fields=['queue_name', 'sampled_at'], name='sample_queue_time_idx'), models.Index(fields=['sampled_at'], name='sample_time_idx')],
+                "ordering": ["queue_name", "sampled_at"],
+                "indexes": [
+                    models.Index(fields=["queue_name", "sampled_at"], name="sample_queue_time_idx"),
+                    models.Index(fields=["sampled_at"], name="sample_time_idx"),
+                ],
             },
         ),
     ]

@@ -1,5 +1,6 @@
 """An audit log that PostgreSQL itself keeps append-only. (The roles are ensured after every
 migrate by queues.apps, which also brings them back after a test flush.)"""
+
 from django.db import migrations
 
 APPEND_ONLY = """

@@ -4,14 +4,20 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('queues', '0004_append_only_audit'),
+        ("queues", "0004_append_only_audit"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='auditentry',
-            options={'ordering': ['-id'], 'permissions': [('operate_messages', 'Can act on messages: retry, delay, archive, delete, move, requeue, send'), ('administer_queues', 'Can purge, create and drop queues'), ('view_unredacted', 'Can see the payload values DASHBOARD_REDACT hides')]},
+            name="auditentry",
+            options={
+                "ordering": ["-id"],
+                "permissions": [
+                    ("operate_messages", "Can act on messages: retry, delay, archive, delete, move, requeue, send"),
+                    ("administer_queues", "Can purge, create and drop queues"),
+                    ("view_unredacted", "Can see the payload values DASHBOARD_REDACT hides"),
+                ],
+            },
         ),
     ]

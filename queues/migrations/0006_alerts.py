@@ -5,54 +5,84 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('queues', '0005_view_unredacted_permission'),
+        ("queues", "0005_view_unredacted_permission"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AlertEpisode',
+            name="AlertEpisode",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('database', models.CharField(help_text="the watched database's name, as in WATCHED_DATABASES", max_length=40)),
-                ('rule', models.CharField(max_length=100)),
-                ('queue_name', models.CharField(max_length=255)),
-                ('measure', models.CharField(max_length=20)),
-                ('threshold', models.FloatField()),
-                ('state', models.CharField(default='pending', max_length=10)),
-                ('value', models.FloatField(help_text='the measure at the latest evaluation', null=True)),
-                ('peak_value', models.FloatField(null=True)),
-                ('pending_since', models.DateTimeField()),
-                ('fired_at', models.DateTimeField(null=True)),
-                ('resolved_at', models.DateTimeField(null=True)),
-                ('resolved_because', models.CharField(blank=True, max_length=100)),
-                ('last_notified_at', models.DateTimeField(help_text='the last firing notification (repeats count)', null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "database",
+                    models.CharField(help_text="the watched database's name, as in WATCHED_DATABASES", max_length=40),
+                ),
+                ("rule", models.CharField(max_length=100)),
+                ("queue_name", models.CharField(max_length=255)),
+                ("measure", models.CharField(max_length=20)),
+                ("threshold", models.FloatField()),
+                ("state", models.CharField(default="pending", max_length=10)),
+                ("value", models.FloatField(help_text="the measure at the latest evaluation", null=True)),
+                ("peak_value", models.FloatField(null=True)),
+                ("pending_since", models.DateTimeField()),
+                ("fired_at", models.DateTimeField(null=True)),
+                ("resolved_at", models.DateTimeField(null=True)),
+                ("resolved_because", models.CharField(blank=True, max_length=100)),
+                (
+                    "last_notified_at",
+                    models.DateTimeField(help_text="the last firing notification (repeats count)", null=True),
+                ),
             ],
             options={
-                'ordering': ['-id'],
-                'indexes': [models.Index(fields=['database', 'queue_name', '-id'], name='alert_queue_idx'), models.Index(fields=['database', 'state'], name='alert_state_idx')],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('state__in', ['pending', 'firing'])), fields=('database', 'rule', 'queue_name'), name='one_open_alert_per_rule_and_queue')],
+                "ordering": ["-id"],
+                "indexes": [
+                    models.Index(fields=["database", "queue_name", "-id"], name="alert_queue_idx"),
+                    models.Index(fields=["database", "state"], name="alert_state_idx"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("state__in", ["pending", "firing"])),
+                        fields=("database", "rule", "queue_name"),
+                        name="one_open_alert_per_rule_and_queue",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='AlertNotification',
+            name="AlertNotification",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(help_text='what it announces: firing or resolved', max_length=10)),
-                ('channel', models.CharField(max_length=10)),
-                ('destination', models.CharField(help_text="shown on pages: the webhook's host, or the address", max_length=255)),
-                ('destination_key', models.CharField(help_text='sha256 of the webhook URL, or the address', max_length=320)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('attempts', models.IntegerField(default=0)),
-                ('delivered_at', models.DateTimeField(null=True)),
-                ('abandoned', models.BooleanField(default=False, help_text='given up: too old, or no longer configured')),
-                ('last_error', models.TextField(blank=True)),
-                ('episode', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='notifications', to='queues.alertepisode')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("status", models.CharField(help_text="what it announces: firing or resolved", max_length=10)),
+                ("channel", models.CharField(max_length=10)),
+                (
+                    "destination",
+                    models.CharField(help_text="shown on pages: the webhook's host, or the address", max_length=255),
+                ),
+                (
+                    "destination_key",
+                    models.CharField(help_text="sha256 of the webhook URL, or the address", max_length=320),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("attempts", models.IntegerField(default=0)),
+                ("delivered_at", models.DateTimeField(null=True)),
+                (
+                    "abandoned",
+                    models.BooleanField(default=False, help_text="given up: too old, or no longer configured"),
+                ),
+                ("last_error", models.TextField(blank=True)),
+                (
+                    "episode",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="notifications",
+                        to="queues.alertepisode",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
-                'indexes': [models.Index(fields=['delivered_at', 'abandoned'], name='alert_notification_due_idx')],
+                "ordering": ["id"],
+                "indexes": [models.Index(fields=["delivered_at", "abandoned"], name="alert_notification_due_idx")],
             },
         ),
     ]

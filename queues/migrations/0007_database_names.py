@@ -6,33 +6,45 @@ import queues.watched
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('queues', '0006_alerts'),
+        ("queues", "0006_alerts"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='queuesample',
-            name='sample_queue_time_idx',
+            model_name="queuesample",
+            name="sample_queue_time_idx",
         ),
         migrations.AddField(
-            model_name='auditentry',
-            name='database',
-            field=models.CharField(db_index=True, default=queues.watched.watched_name, help_text="the watched database's name (settings.WATCHED_DATABASES)", max_length=40),
+            model_name="auditentry",
+            name="database",
+            field=models.CharField(
+                db_index=True,
+                default=queues.watched.watched_name,
+                help_text="the watched database's name (settings.WATCHED_DATABASES)",
+                max_length=40,
+            ),
         ),
         migrations.AddField(
-            model_name='bulkjob',
-            name='database',
-            field=models.CharField(default=queues.watched.watched_name, help_text="the watched database's name (settings.WATCHED_DATABASES)", max_length=40),
+            model_name="bulkjob",
+            name="database",
+            field=models.CharField(
+                default=queues.watched.watched_name,
+                help_text="the watched database's name (settings.WATCHED_DATABASES)",
+                max_length=40,
+            ),
         ),
         migrations.AddField(
-            model_name='queuesample',
-            name='database',
-            field=models.CharField(default=queues.watched.watched_name, help_text="the watched database's name (settings.WATCHED_DATABASES)", max_length=40),
+            model_name="queuesample",
+            name="database",
+            field=models.CharField(
+                default=queues.watched.watched_name,
+                help_text="the watched database's name (settings.WATCHED_DATABASES)",
+                max_length=40,
+            ),
         ),
         migrations.AddIndex(
-            model_name='queuesample',
-            index=models.Index(fields=['database', 'queue_name', 'sampled_at'], name='sample_db_queue_time_idx'),
+            model_name="queuesample",
+            index=models.Index(fields=["database", "queue_name", "sampled_at"], name="sample_db_queue_time_idx"),
         ),
     ]

@@ -11,6 +11,7 @@ The functions name every table with its schema and run with search_path = pg_cat
 the link function is SECURITY DEFINER (README: the audit table owned by a role of its own), so
 nothing the dashboard's role can create may stand in for what it calls.
 """
+
 from django.db import migrations, models
 from psycopg import sql
 
@@ -118,8 +119,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="auditentry",
             name="chain_hash",
-            field=models.CharField(default="", editable=False, max_length=64,
-                                   help_text="sha256 over the previous record's hash and this record's content"),
+            field=models.CharField(
+                default="",
+                editable=False,
+                max_length=64,
+                help_text="sha256 over the previous record's hash and this record's content",
+            ),
         ),
         migrations.AddField(
             model_name="auditentry",

@@ -4,25 +4,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('queues', '0008_audit_chain'),
+        ("queues", "0008_audit_chain"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SignInFailures',
+            name="SignInFailures",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('address', models.TextField(help_text='an IPv4 address, or an IPv6 /64 network')),
-                ('username', models.TextField(blank=True, help_text='null: every name from this address', null=True)),
-                ('failures', models.PositiveIntegerField()),
-                ('last_failed_at', models.DateTimeField(db_index=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("address", models.TextField(help_text="an IPv4 address, or an IPv6 /64 network")),
+                ("username", models.TextField(blank=True, help_text="null: every name from this address", null=True)),
+                ("failures", models.PositiveIntegerField()),
+                ("last_failed_at", models.DateTimeField(db_index=True)),
             ],
             options={
-                'verbose_name': 'sign-in failures',
-                'verbose_name_plural': 'sign-in failures',
-                'constraints': [models.UniqueConstraint(condition=models.Q(('username__isnull', False)), fields=('address', 'username'), name='sign_in_failures_per_name'), models.UniqueConstraint(condition=models.Q(('username__isnull', True)), fields=('address',), name='sign_in_failures_per_address')],
+                "verbose_name": "sign-in failures",
+                "verbose_name_plural": "sign-in failures",
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("username__isnull", False)),
+                        fields=("address", "username"),
+                        name="sign_in_failures_per_name",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("username__isnull", True)),
+                        fields=("address",),
+                        name="sign_in_failures_per_address",
+                    ),
+                ],
             },
         ),
     ]

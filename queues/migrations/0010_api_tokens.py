@@ -21,7 +21,6 @@ END $$;
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("queues", "0009_signin_attempts"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
@@ -32,14 +31,25 @@ class Migration(migrations.Migration):
             name="ApiToken",
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("name", models.CharField(blank=True, help_text="what it is for, e.g. the CI job using it",
-                                          max_length=100)),
-                ("prefix", models.CharField(help_text="the key's first characters, to tell tokens apart", max_length=16)),
+                (
+                    "name",
+                    models.CharField(blank=True, help_text="what it is for, e.g. the CI job using it", max_length=100),
+                ),
+                (
+                    "prefix",
+                    models.CharField(help_text="the key's first characters, to tell tokens apart", max_length=16),
+                ),
                 ("key_hash", models.CharField(help_text="sha256 of the key, hex", max_length=64, unique=True)),
                 ("created_at", models.DateTimeField(auto_now_add=True)),
                 ("last_used_at", models.DateTimeField(blank=True, null=True)),
-                ("user", models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="api_tokens",
-                                           to=settings.AUTH_USER_MODEL)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="api_tokens",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={"ordering": ["-id"]},
         ),

@@ -1,5 +1,6 @@
 """The alerts the sampler recorded (queues/alerting.py), for the alerts page and the queue page's
 panel: always of the database being watched, newest first."""
+
 from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
@@ -11,9 +12,11 @@ OPEN_STATES = [AlertEpisode.PENDING, AlertEpisode.FIRING]
 
 
 def _episodes() -> QuerySet[AlertEpisode]:
-    return (AlertEpisode.objects.filter(database=watched_name())
-            .prefetch_related(Prefetch("notifications", queryset=AlertNotification.objects.order_by("id")))
-            .order_by("-id"))
+    return (
+        AlertEpisode.objects.filter(database=watched_name())
+        .prefetch_related(Prefetch("notifications", queryset=AlertNotification.objects.order_by("id")))
+        .order_by("-id")
+    )
 
 
 def open_alerts(*, queue_name: str | None = None) -> list[AlertEpisode]:
@@ -24,7 +27,9 @@ def open_alerts(*, queue_name: str | None = None) -> list[AlertEpisode]:
     return sorted(episodes, key=lambda episode: episode.state != AlertEpisode.FIRING)
 
 
-def alert_history(*, before: int | None, limit: int, queue_name: str | None = None) -> tuple[list[AlertEpisode], int | None]:
+def alert_history(
+    *, before: int | None, limit: int, queue_name: str | None = None
+) -> tuple[list[AlertEpisode], int | None]:
     """Alerts that fired, open or resolved, newest first, `limit` of them before the id `before`
     (keyset paging); and the `before` of the next page, None on the last."""
     episodes = _episodes().exclude(state=AlertEpisode.PENDING)

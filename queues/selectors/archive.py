@@ -5,6 +5,7 @@ Counts always come from pgmq's index on archived_at. Percentiles need every row'
 up to ARCHIVE_EXACT_ROWS rows in the range they are exact, beyond it they come from the first
 SAMPLE_PER_BUCKET rows of each bucket (marked ≈), so a busy day never means reading it whole.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,8 +61,7 @@ def archive_history(queue: Queue, *, range_s: float) -> ArchiveHistory:
     # table's name (queue "50%") as a placeholder.
     since = sql.Literal(now - timedelta(seconds=range_s))
     bucket_seconds = sql.Literal(bucket_s)
-    exact = planner_rows(sql.SQL("SELECT 1 FROM {} WHERE archived_at >= {}").format(table, since)) \
-        <= ARCHIVE_EXACT_ROWS
+    exact = planner_rows(sql.SQL("SELECT 1 FROM {} WHERE archived_at >= {}").format(table, since)) <= ARCHIVE_EXACT_ROWS
 
     latency = sql.SQL("extract(epoch FROM archived_at - enqueued_at)")
     bucket = sql.SQL("floor(extract(epoch FROM archived_at) / {})::bigint").format(bucket_seconds)
@@ -90,10 +90,19 @@ def archive_history(queue: Queue, *, range_s: float) -> ArchiveHistory:
         SELECT c.b, coalesce(c.archived, 0), l.p
         FROM latencies l FULL JOIN counts c ON c.b = l.b
         ORDER BY c.b NULLS FIRST
-    """).format(bucket=bucket, table=table, latency=latency, since=since,
-                rows=rows_for_percentiles.format(table=table, since=since, bucket_seconds=bucket_seconds,
-                                                 buckets=sql.Literal(BUCKETS),
-                                                 per_bucket=sql.Literal(SAMPLE_PER_BUCKET)))
+    """).format(
+        bucket=bucket,
+        table=table,
+        latency=latency,
+        since=since,
+        rows=rows_for_percentiles.format(
+            table=table,
+            since=since,
+            bucket_seconds=bucket_seconds,
+            buckets=sql.Literal(BUCKETS),
+            per_bucket=sql.Literal(SAMPLE_PER_BUCKET),
+        ),
+    )
     with connections[watched_alias()].cursor() as cursor:
         cursor.execute(query.as_string())
         rows = cursor.fetchall()
@@ -105,8 +114,21 @@ def archive_history(queue: Queue, *, range_s: float) -> ArchiveHistory:
             overall = list(percentiles or overall)
             continue
         p50, p95, p99 = percentiles or (None, None, None)
-        points.append(LatencyPoint(at=datetime.fromtimestamp(bucket_number * bucket_s, tz=now.tzinfo),
-                                   archived=archived, p50_s=p50, p95_s=p95, p99_s=p99))
-    return ArchiveHistory(points=points, archived=sum(point.archived for point in points),
-                          p50_s=overall[0], p95_s=overall[1], p99_s=overall[2],
-                          percentiles_exact=exact, bucket_s=bucket_s)
+        points.append(
+            LatencyPoint(
+                at=datetime.fromtimestamp(bucket_number * bucket_s, tz=now.tzinfo),
+                archived=archived,
+                p50_s=p50,
+                p95_s=p95,
+                p99_s=p99,
+            )
+        )
+    return ArchiveHistory(
+        points=points,
+        archived=sum(point.archived for point in points),
+        p50_s=overall[0],
+        p95_s=overall[1],
+        p99_s=overall[2],
+        percentiles_exact=exact,
+        bucket_s=bucket_s,
+    )

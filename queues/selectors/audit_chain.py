@@ -4,6 +4,7 @@ as much as an edited or deleted record. Records are walked in id order (the trig
 under the chain's lock); ids may have gaps (an action rolled back takes an id too), so a record
 is missing only when the next one was chained to it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,21 +27,38 @@ def _digest(column: str) -> str:
 # The content's fields, in the trigger's order; the JSON columns travel as digests, so checking
 # a record never reads the payloads it kept.
 CONTENT_FIELDS = [
-    "id::text", "chain_prev_id::text", "extract(epoch FROM at)::text", "database", "user_id::text", "username",
-    "action", "queue_name", _digest("target"), "requested::text", "affected::text", "already_gone::text",
-    "skipped::text", "outcome", _digest("details"), _digest("deleted_payloads"), "deleted_count::text",
+    "id::text",
+    "chain_prev_id::text",
+    "extract(epoch FROM at)::text",
+    "database",
+    "user_id::text",
+    "username",
+    "action",
+    "queue_name",
+    _digest("target"),
+    "requested::text",
+    "affected::text",
+    "already_gone::text",
+    "skipped::text",
+    "outcome",
+    _digest("details"),
+    _digest("deleted_payloads"),
+    "deleted_count::text",
     "request_token::text",
 ]
 # Each field named apart: `id::text` would be another output column `id`, and ORDER BY id ambiguous.
-RECORDS_SQL = (f"SELECT id, chain_prev_id, chain_hash, "
-               f"{', '.join(f'{field} AS field_{n}' for n, field in enumerate(CONTENT_FIELDS))} "
-               f"FROM {AuditEntry._meta.db_table} ")
+RECORDS_SQL = (
+    f"SELECT id, chain_prev_id, chain_hash, "
+    f"{', '.join(f'{field} AS field_{n}' for n, field in enumerate(CONTENT_FIELDS))} "
+    f"FROM {AuditEntry._meta.db_table} "
+)
 
 
 def content(fields: Sequence[str | None]) -> bytes:
     """Each field as `<bytes>:<text>`, NULL as `-`, joined by commas: no two records share one."""
-    return b",".join(b"-" if field is None else b"%d:%s" % (len(encoded := field.encode()), encoded)
-                     for field in fields)
+    return b",".join(
+        b"-" if field is None else b"%d:%s" % (len(encoded := field.encode()), encoded) for field in fields
+    )
 
 
 def link_hash(prev_hash: str, fields: Sequence[str | None]) -> str:
@@ -106,8 +124,13 @@ class _Walk:
         return None
 
     def verdict(self, problem: str | None, *, whole: bool) -> ChainVerdict:
-        return ChainVerdict(problem=problem, through=self.prev_id, through_hash=self.prev_hash or None,
-                            checked=self.checked, whole=whole)
+        return ChainVerdict(
+            problem=problem,
+            through=self.prev_id,
+            through_hash=self.prev_hash or None,
+            checked=self.checked,
+            whole=whole,
+        )
 
 
 def _rows(cursor, where: str, params: list) -> list[tuple]:

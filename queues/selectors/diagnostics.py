@@ -2,6 +2,7 @@
 oldest open transaction and whether it holds vacuum back, the sessions reading the queue, when it
 was last read, and its FIFO groups. Each finding says in one line what it means and what to do.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,8 @@ from psycopg import sql
 
 from queues.formatting import duration
 from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue
-from queues.watched import watched_alias
 from queues.selectors.stats import QueueStats, TableFacts
+from queues.watched import watched_alias
 
 FIFO_HEADER = "x-pgmq-group"
 DEFAULT_FIFO_GROUP = "_default_fifo_group"  # pgmq's own name for messages without the header
@@ -100,8 +101,15 @@ SESSIONS_QUERY = """
 
 
 def _session(row: tuple) -> Session:
-    return Session(pid=row[0], application_name=row[1], client=row[2], state=row[3], state_for_s=row[4],
-                   transaction_for_s=row[5], query=row[6])
+    return Session(
+        pid=row[0],
+        application_name=row[1],
+        client=row[2],
+        state=row[3],
+        state_for_s=row[4],
+        transaction_for_s=row[5],
+        query=row[6],
+    )
 
 
 def _names_in(text: str, names: list[str]) -> str | None:
@@ -144,16 +152,28 @@ def diagnostics(stats: QueueStats) -> Diagnostics:
     last_read_at = _last_read_at(queue) if records_reads else None
     fifo_groups, fifo_exact = _fifo_groups(queue, stats)
     tables = [facts for facts in (stats.live, stats.archive) if facts is not None]
-    sizes = dict(_fetch("SELECT relname, pg_total_relation_size(oid) FROM pg_class "
-                        "WHERE relnamespace = 'pgmq'::regnamespace AND relname = ANY(%s)",
-                        [[table.name for table in tables]]))
-    findings = _findings(stats, tables, oldest, holds_vacuum, readers, unattributed, last_read_at,
-                         records_reads, fifo_groups)
-    return Diagnostics(tables=[TableReport(table, sizes.get(table.name, 0)) for table in tables],
-                       oldest_transaction=oldest, oldest_transaction_holds_vacuum=holds_vacuum,
-                       readers=readers, unattributed_readers=unattributed, last_read_at=last_read_at,
-                       records_reads=records_reads, fifo_groups=fifo_groups, fifo_exact=fifo_exact,
-                       findings=findings)
+    sizes = dict(
+        _fetch(
+            "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
+            "WHERE relnamespace = 'pgmq'::regnamespace AND relname = ANY(%s)",
+            [[table.name for table in tables]],
+        )
+    )
+    findings = _findings(
+        stats, tables, oldest, holds_vacuum, readers, unattributed, last_read_at, records_reads, fifo_groups
+    )
+    return Diagnostics(
+        tables=[TableReport(table, sizes.get(table.name, 0)) for table in tables],
+        oldest_transaction=oldest,
+        oldest_transaction_holds_vacuum=holds_vacuum,
+        readers=readers,
+        unattributed_readers=unattributed,
+        last_read_at=last_read_at,
+        records_reads=records_reads,
+        fifo_groups=fifo_groups,
+        fifo_exact=fifo_exact,
+        findings=findings,
+    )
 
 
 def _last_read_at(queue: Queue) -> datetime | None:
@@ -161,8 +181,11 @@ def _last_read_at(queue: Queue) -> datetime | None:
     vt forward) and the message archived last (through the archived_at index)."""
     live = sql.Identifier(PGMQ_SCHEMA, queue.tables[LIVE].name)
     archive = sql.Identifier(PGMQ_SCHEMA, queue.tables[ARCHIVE].name)
-    archive_part = (sql.SQL("(SELECT last_read_at FROM {} ORDER BY archived_at DESC LIMIT 1)").format(archive)
-                    if "last_read_at" in queue.tables[ARCHIVE].columns else sql.SQL("NULL::timestamptz"))
+    archive_part = (
+        sql.SQL("(SELECT last_read_at FROM {} ORDER BY archived_at DESC LIMIT 1)").format(archive)
+        if "last_read_at" in queue.tables[ARCHIVE].columns
+        else sql.SQL("NULL::timestamptz")
+    )
     query = sql.SQL("""
         SELECT greatest(
             (SELECT max(last_read_at) FROM (SELECT last_read_at FROM {live} WHERE vt > now()
@@ -174,11 +197,16 @@ def _last_read_at(queue: Queue) -> datetime | None:
 
 def _has_fifo_index(table: str) -> bool:
     """pgmq.create_fifo_index() makes a GIN index on headers: containment queries can use it."""
-    return bool(_fetch("""
+    return bool(
+        _fetch(
+            """
         SELECT 1 FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid JOIN pg_class ix ON ix.oid = i.indexrelid
         JOIN pg_am am ON am.oid = ix.relam JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(i.indkey)
         WHERE t.relname = %s AND t.relnamespace = 'pgmq'::regnamespace AND am.amname = 'gin' AND a.attname = 'headers'
-    """, [table]))
+    """,
+            [table],
+        )
+    )
 
 
 def _fifo_groups(queue: Queue, stats: QueueStats) -> tuple[list[FifoGroup] | None, bool]:
@@ -195,10 +223,12 @@ def _fifo_groups(queue: Queue, stats: QueueStats) -> tuple[list[FifoGroup] | Non
         percent = min(100.0, 100.0 * FIFO_SAMPLE_ROWS / max(stats.backlog.value, 1))
         source = sql.SQL("{} TABLESAMPLE SYSTEM ({})").format(source, sql.Literal(percent))
         scale = 100.0 / percent
-    groups = _fetch(sql.SQL("""
+    groups = _fetch(
+        sql.SQL("""
         SELECT coalesce(headers->>{header}, {default}), count(*), min(msg_id)
         FROM {source} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50
-    """).format(header=sql.Literal(FIFO_HEADER), default=sql.Literal(DEFAULT_FIFO_GROUP), source=source))
+    """).format(header=sql.Literal(FIFO_HEADER), default=sql.Literal(DEFAULT_FIFO_GROUP), source=source)
+    )
     if not groups or all(name == DEFAULT_FIFO_GROUP for name, _, _ in groups):
         return None, exact
 
@@ -207,78 +237,124 @@ def _fifo_groups(queue: Queue, stats: QueueStats) -> tuple[list[FifoGroup] | Non
         live = sql.Identifier(PGMQ_SCHEMA, table.name)
         for name, _, _ in groups:
             if name != DEFAULT_FIFO_GROUP:
-                heads[name] = _fetch(sql.SQL("SELECT min(msg_id) FROM {} WHERE headers @> {}::jsonb").format(
-                    live, sql.Literal(json.dumps({FIFO_HEADER: name}))))[0][0]
+                heads[name] = _fetch(
+                    sql.SQL("SELECT min(msg_id) FROM {} WHERE headers @> {}::jsonb").format(
+                        live, sql.Literal(json.dumps({FIFO_HEADER: name}))
+                    )
+                )[0][0]
     head_rows = {}
     known_heads = [head for head in heads.values() if head is not None]
     if known_heads:
-        head_rows = {row[0]: row for row in _fetch(
-            sql.SQL("SELECT msg_id, read_ct, vt <= now() FROM {} WHERE msg_id = ANY({})").format(
-                sql.Identifier(PGMQ_SCHEMA, table.name), sql.Literal(known_heads)))}
+        head_rows = {
+            row[0]: row
+            for row in _fetch(
+                sql.SQL("SELECT msg_id, read_ct, vt <= now() FROM {} WHERE msg_id = ANY({})").format(
+                    sql.Identifier(PGMQ_SCHEMA, table.name), sql.Literal(known_heads)
+                )
+            )
+        }
     result = []
     for name, count, _ in groups:
         head = heads.get(name)
         row = head_rows.get(head)
-        result.append(FifoGroup(name=name, backlog=round(count * scale), head_msg_id=head,
-                                head_read_ct=row[1] if row else None, head_visible=row[2] if row else None))
+        result.append(
+            FifoGroup(
+                name=name,
+                backlog=round(count * scale),
+                head_msg_id=head,
+                head_read_ct=row[1] if row else None,
+                head_visible=row[2] if row else None,
+            )
+        )
     return result, exact
 
 
-def _findings(stats: QueueStats, tables: list[TableFacts], oldest: Session | None, holds_vacuum: bool,
-              readers: list[Session], unattributed: list[Session], last_read_at: datetime | None,
-              records_reads: bool, fifo_groups: list[FifoGroup] | None) -> list[Finding]:
+def _findings(
+    stats: QueueStats,
+    tables: list[TableFacts],
+    oldest: Session | None,
+    holds_vacuum: bool,
+    readers: list[Session],
+    unattributed: list[Session],
+    last_read_at: datetime | None,
+    records_reads: bool,
+    fifo_groups: list[FifoGroup] | None,
+) -> list[Finding]:
     findings = []
     for table in tables:
         live_rows = max(table.estimated_rows, 1)
         if table.dead_rows >= DEAD_ROWS_MINIMUM and table.dead_rows >= DEAD_ROWS_RATIO * live_rows:
-            vacuumed = (f"autovacuum last ran {duration((stats.measured_at - table.last_autovacuum).total_seconds())} ago"
-                        if table.last_autovacuum else "autovacuum has never run on it")
-            findings.append(Finding(
-                WARNING,
-                f"pgmq.{table.name} carries {table.dead_rows:,} dead rows ({table.dead_rows / live_rows:.0%} of the "
-                f"live ones): every read steps over them, and the table keeps growing; {vacuumed}.",
-                "Check the oldest transaction below (it may be holding vacuum back), then run "
-                f"VACUUM {sql.Identifier(PGMQ_SCHEMA, table.name).as_string()}; if it keeps coming back, lower "
-                "autovacuum_vacuum_scale_factor for this table.",
-            ))
+            vacuumed = (
+                f"autovacuum last ran {duration((stats.measured_at - table.last_autovacuum).total_seconds())} ago"
+                if table.last_autovacuum
+                else "autovacuum has never run on it"
+            )
+            findings.append(
+                Finding(
+                    WARNING,
+                    f"pgmq.{table.name} carries {table.dead_rows:,} dead rows "
+                    f"({table.dead_rows / live_rows:.0%} of the live ones): every read steps over them, and the "
+                    f"table keeps growing; {vacuumed}.",
+                    "Check the oldest transaction below (it may be holding vacuum back), then run "
+                    f"VACUUM {sql.Identifier(PGMQ_SCHEMA, table.name).as_string()}; if it keeps coming back, lower "
+                    "autovacuum_vacuum_scale_factor for this table.",
+                )
+            )
     if oldest and oldest.transaction_for_s and oldest.transaction_for_s >= LONG_TRANSACTION_S:
         level = CRITICAL if oldest.transaction_for_s >= VERY_LONG_TRANSACTION_S else WARNING
         who = f"pid {oldest.pid}, {oldest.application_name or 'no application name'} from {oldest.client}"
-        effect = ("holds back vacuum: dead rows pile up in every queue of this database until it ends"
-                  if holds_vacuum else "holds locks and a connection")
-        findings.append(Finding(
-            level,
-            f"A transaction has been open for {duration(oldest.transaction_for_s)} ({who}, {oldest.state}); it {effect}.",
-            f"Find out why it is open; if it is stuck, end it: SELECT pg_terminate_backend({oldest.pid});",
-        ))
+        effect = (
+            "holds back vacuum: dead rows pile up in every queue of this database until it ends"
+            if holds_vacuum
+            else "holds locks and a connection"
+        )
+        findings.append(
+            Finding(
+                level,
+                f"A transaction has been open for {duration(oldest.transaction_for_s)} ({who}, {oldest.state}); "
+                f"it {effect}.",
+                f"Find out why it is open; if it is stuck, end it: SELECT pg_terminate_backend({oldest.pid});",
+            )
+        )
     waiting = stats.visible.value
     if records_reads and waiting and last_read_at is not None:
         silent_for = (stats.measured_at - last_read_at).total_seconds()
         if silent_for >= SILENT_READERS_S:
-            findings.append(Finding(
-                WARNING,
-                f"Nothing has read this queue for {duration(silent_for)} while {waiting:,} messages wait.",
-                "Check that its consumers are running and connected to this database.",
-            ))
+            findings.append(
+                Finding(
+                    WARNING,
+                    f"Nothing has read this queue for {duration(silent_for)} while {waiting:,} messages wait.",
+                    "Check that its consumers are running and connected to this database.",
+                )
+            )
     elif waiting and not readers and not unattributed and (stats.oldest_visible_age_s or 0) >= SILENT_READERS_S:
-        findings.append(Finding(
-            WARNING,
-            f"No session is reading this queue and its oldest waiting message is "
-            f"{duration(stats.oldest_visible_age_s)} old.",
-            "Check that its consumers are running and connected to this database.",
-        ))
+        findings.append(
+            Finding(
+                WARNING,
+                f"No session is reading this queue and its oldest waiting message is "
+                f"{duration(stats.oldest_visible_age_s)} old.",
+                "Check that its consumers are running and connected to this database.",
+            )
+        )
     for group in fifo_groups or []:
         if group.head_failing:
             behind = max(group.backlog - 1, 0)
-            findings.append(Finding(
-                CRITICAL if (group.head_read_ct or 0) >= 2 * settings.POISON_READ_COUNT else WARNING,
-                f"FIFO group {group.name} is stuck behind message {group.head_msg_id}, read "
-                f"{group.head_read_ct} times: pgmq's grouped reads hand out nothing else of the group, "
-                f"so {behind:,} messages wait behind it.",
-                f"Open message {group.head_msg_id}: fix what makes its consumer fail, or archive it to let "
-                "the group move.",
-            ))
+            findings.append(
+                Finding(
+                    CRITICAL if (group.head_read_ct or 0) >= 2 * settings.POISON_READ_COUNT else WARNING,
+                    f"FIFO group {group.name} is stuck behind message {group.head_msg_id}, read "
+                    f"{group.head_read_ct} times: pgmq's grouped reads hand out nothing else of the group, "
+                    f"so {behind:,} messages wait behind it.",
+                    f"Open message {group.head_msg_id}: fix what makes its consumer fail, or archive it to let "
+                    "the group move.",
+                )
+            )
     if stats.queue.is_unlogged:
-        findings.append(Finding(INFO, "This queue is unlogged: a database crash empties it.",
-                                "Use it only for messages you can afford to lose."))
+        findings.append(
+            Finding(
+                INFO,
+                "This queue is unlogged: a database crash empties it.",
+                "Use it only for messages you can afford to lose.",
+            )
+        )
     return findings

@@ -3,6 +3,7 @@
 Both distributions come from one pass over the table. A table above EXACT_COUNT_LIMIT rows is not
 read whole: a TABLESAMPLE of about SAMPLE_ROWS rows stands for it, scaled up and marked ≈.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,14 +13,21 @@ from django.db import connections
 from psycopg import sql
 
 from queues.pgmq import PGMQ_SCHEMA, Message, Queue
-from queues.watched import watched_alias
 from queues.selectors.messages import listing
 from queues.selectors.stats import QueueStats
+from queues.watched import watched_alias
 
 SAMPLE_ROWS = 20_000
 # Upper bounds (exclusive) of each bucket; the last bucket is open-ended.
-AGE_BUCKETS = [(60, "< 1 min"), (300, "1–5 min"), (900, "5–15 min"), (3600, "15 min–1 h"),
-               (21_600, "1–6 h"), (86_400, "6–24 h"), (None, "> 1 d")]
+AGE_BUCKETS = [
+    (60, "< 1 min"),
+    (300, "1–5 min"),
+    (900, "5–15 min"),
+    (3600, "15 min–1 h"),
+    (21_600, "1–6 h"),
+    (86_400, "6–24 h"),
+    (None, "> 1 d"),
+]
 READ_CT_BUCKETS = [(1, "0"), (2, "1"), (3, "2"), (5, "3–4"), (10, "5–9"), (20, "10–19"), (None, "20+")]
 
 
@@ -53,8 +61,9 @@ def distributions(stats: QueueStats) -> Distributions:
                count(*)
         FROM {source}
         GROUP BY 1, 2
-    """).format(age_bounds=sql.Literal(_bounds(AGE_BUCKETS)), read_bounds=sql.Literal(_bounds(READ_CT_BUCKETS)),
-                source=source)
+    """).format(
+        age_bounds=sql.Literal(_bounds(AGE_BUCKETS)), read_bounds=sql.Literal(_bounds(READ_CT_BUCKETS)), source=source
+    )
     with connections[watched_alias()].cursor() as cursor:
         cursor.execute(query.as_string())
         groups = cursor.fetchall()
@@ -66,8 +75,12 @@ def distributions(stats: QueueStats) -> Distributions:
         counts = [0] * len(buckets)
         for group in groups:
             counts[group[position]] += group[2]
-        return Distribution(labels=[label for _, label in buckets], counts=[round(c * scale) for c in counts],
-                            exact=sample_percent is None, sampled_rows=None if sample_percent is None else sampled)
+        return Distribution(
+            labels=[label for _, label in buckets],
+            counts=[round(c * scale) for c in counts],
+            exact=sample_percent is None,
+            sampled_rows=None if sample_percent is None else sampled,
+        )
 
     return Distributions(age=histogram(AGE_BUCKETS, 0), read_ct=histogram(READ_CT_BUCKETS, 1))
 

@@ -23,6 +23,7 @@ statement_timeout), and the next starts after the last msg_id seen: never OFFSET
 - Payloads are PostgreSQL's own JSON text (numbers exactly as stored), redacted in the same
   statement for a user who sees them so (MessageFilter.redacted), as in the browser.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,11 +35,11 @@ from django.db.models import CharField, DateTimeField, F, Func, JSONField, TextF
 from django.db.models.functions import Cast
 
 from dashboard.databases import took_too_long
+from queues.filters import MessageFilter
 from queues.pgmq import ARCHIVE, LIVE, Queue
-from queues.watched import watched_alias, watching
 from queues.redaction import payload
 from queues.selectors.messages import state_by_database_clock
-from queues.filters import MessageFilter
+from queues.watched import watched_alias, watching
 
 EXPORT_BATCH_ROWS = 5_000
 EXPORT_FIRST_BATCH_ROWS = 500  # until the payloads' size is known
@@ -47,8 +48,18 @@ EXPORT_INLINE_CHARS = 1024 * 1024  # a row's message and headers together; longe
 EXPORT_SPAN = 20_000  # msg_ids per statement at most (as a bounded search's step)
 MINIMUM_SPAN = 100  # a statement that times out is retried on a smaller span, down to this
 
-CSV_COLUMNS = ["msg_id", "source", "state", "read_ct", "enqueued_at", "last_read_at", "vt", "archived_at", "message",
-               "headers"]
+CSV_COLUMNS = [
+    "msg_id",
+    "source",
+    "state",
+    "read_ct",
+    "enqueued_at",
+    "last_read_at",
+    "vt",
+    "archived_at",
+    "message",
+    "headers",
+]
 
 
 class ExportTooSlow(RuntimeError):
@@ -68,8 +79,11 @@ class ExportPlan:
 
 def export_plan(queue: Queue, message_filter: MessageFilter) -> ExportPlan:
     tables = queue.tables
-    models = {kind: (queue.live_messages if kind == LIVE else queue.archived_messages)
-              for kind in message_filter.sources if tables[kind].exists}
+    models = {
+        kind: (queue.live_messages if kind == LIVE else queue.archived_messages)
+        for kind in message_filter.sources
+        if tables[kind].exists
+    }
     has_last_read = any(model.has_column("last_read_at") for model in models.values())
     columns = [column for column in CSV_COLUMNS if column != "last_read_at" or has_last_read]
     return ExportPlan(queue=queue, models=models, message_filter=message_filter, columns=columns)
@@ -98,8 +112,11 @@ def _row_expressions(model, kind: str, plan: ExportPlan) -> dict[str, Any]:
         "x_state": state_by_database_clock(model),
         "x_read_ct": F("read_ct"),
         "x_enqueued_at": F("enqueued_at"),
-        **({"x_last_read_at": F("last_read_at") if model.has_column("last_read_at") else _null(DateTimeField())}
-           if "last_read_at" in plan.columns else {}),
+        **(
+            {"x_last_read_at": F("last_read_at") if model.has_column("last_read_at") else _null(DateTimeField())}
+            if "last_read_at" in plan.columns
+            else {}
+        ),
         "x_vt": F("vt"),
         "x_archived_at": F("archived_at") if kind == ARCHIVE else _null(DateTimeField()),
         "x_message": payload("message", redacted=redacted),
@@ -126,10 +143,18 @@ def _batch_sql(plan: ExportPlan, *, ndjson: bool, after: int, ceiling: int, limi
         expressions = _row_expressions(model, kind, plan)
         # Payloads as PostgreSQL's JSON text (numbers exactly as stored, never through a float);
         # times as JSON writes them (ISO 8601).
-        queryset = queryset.annotate(**{
-            name: (Cast(expression, TextField()) if name in ("x_message", "x_headers")
-                   else AsJSONText(expression) if name in TIME_COLUMNS else expression)
-            for name, expression in expressions.items()})
+        queryset = queryset.annotate(
+            **{
+                name: (
+                    Cast(expression, TextField())
+                    if name in ("x_message", "x_headers")
+                    else AsJSONText(expression)
+                    if name in TIME_COLUMNS
+                    else expression
+                )
+                for name, expression in expressions.items()
+            }
+        )
         names = list(expressions)
         # Each part keeps its ORDER BY and LIMIT, so PostgreSQL computes each payload's text once
         # (the outer query's lengths and CASEs read it; a flattened part would cast it again).
@@ -138,35 +163,48 @@ def _batch_sql(plan: ExportPlan, *, ndjson: bool, after: int, ceiling: int, limi
         parts.append(f"({sql})")
         params += part_params
     chars = "coalesce(length(x_message), 0) + coalesce(length(x_headers), 0)"
-    sized = (f"SELECT batch.*, ({chars}) > {EXPORT_INLINE_CHARS} AS x_streamed FROM "
-             f"({' UNION ALL '.join(parts)}) AS batch ORDER BY x_msg_id LIMIT {int(limit)}")
-    counted = (f"SELECT sized.*, CASE WHEN x_streamed THEN 0 ELSE {chars} END AS x_chars FROM ({sized}) AS sized")
-    windowed = (f"SELECT counted.*, sum(x_chars) OVER (ORDER BY x_msg_id ROWS UNBOUNDED PRECEDING) AS x_running, "
-                f"count(*) OVER () AS x_found FROM ({counted}) AS counted")
-    payload_columns = {"x_message": "CASE WHEN x_streamed THEN NULL ELSE x_message END",
-                       "x_headers": "CASE WHEN x_streamed THEN NULL ELSE x_headers END"}
+    sized = (
+        f"SELECT batch.*, ({chars}) > {EXPORT_INLINE_CHARS} AS x_streamed FROM "
+        f"({' UNION ALL '.join(parts)}) AS batch ORDER BY x_msg_id LIMIT {int(limit)}"
+    )
+    counted = f"SELECT sized.*, CASE WHEN x_streamed THEN 0 ELSE {chars} END AS x_chars FROM ({sized}) AS sized"
+    windowed = (
+        f"SELECT counted.*, sum(x_chars) OVER (ORDER BY x_msg_id ROWS UNBOUNDED PRECEDING) AS x_running, "
+        f"count(*) OVER () AS x_found FROM ({counted}) AS counted"
+    )
+    payload_columns = {
+        "x_message": "CASE WHEN x_streamed THEN NULL ELSE x_message END",
+        "x_headers": "CASE WHEN x_streamed THEN NULL ELSE x_headers END",
+    }
     if ndjson:
         # json (not jsonb) keeps the columns in this order and the payloads' text as it is.
         pairs = ", ".join(
-            f"'{name.removeprefix('x_')}', " + (f"({payload_columns[name]})::json" if name in payload_columns
-                                               else f"to_json({name})")
-            for name in names)
+            f"'{name.removeprefix('x_')}', "
+            + (f"({payload_columns[name]})::json" if name in payload_columns else f"to_json({name})")
+            for name in names
+        )
         selected = f"json_build_object({pairs})::text"
     else:
         selected = ", ".join(payload_columns.get(name, name) for name in names)
-    return (f"SELECT x_msg_id, x_found, x_source, x_streamed, {selected} FROM ({windowed}) AS windowed "
-            f"WHERE x_running - x_chars < {EXPORT_BATCH_CHARS} ORDER BY x_msg_id"), params
+    return (
+        f"SELECT x_msg_id, x_found, x_source, x_streamed, {selected} FROM ({windowed}) AS windowed "
+        f"WHERE x_running - x_chars < {EXPORT_BATCH_CHARS} ORDER BY x_msg_id"
+    ), params
 
 
 def _highest_msg_id(plan: ExportPlan) -> int:
-    found = [model.objects.order_by("-msg_id").values_list("msg_id", flat=True).first() for model in plan.models.values()]
+    found = [
+        model.objects.order_by("-msg_id").values_list("msg_id", flat=True).first() for model in plan.models.values()
+    ]
     return max([msg_id for msg_id in found if msg_id is not None], default=0)
 
 
 def _next_msg_id(plan: ExportPlan, position: int) -> int | None:
     """The first msg_id past `position` in any of the tables, through their primary keys."""
-    found = [model.objects.filter(msg_id__gt=position).order_by("msg_id").values_list("msg_id", flat=True).first()
-             for model in plan.models.values()]
+    found = [
+        model.objects.filter(msg_id__gt=position).order_by("msg_id").values_list("msg_id", flat=True).first()
+        for model in plan.models.values()
+    ]
     return min([msg_id for msg_id in found if msg_id is not None], default=None)
 
 
@@ -192,8 +230,9 @@ def _export_rows(plan: ExportPlan, *, ndjson: bool) -> Iterator[ExportRow]:
             if not took_too_long(error):
                 raise
             if span <= MINIMUM_SPAN:
-                raise ExportTooSlow(f"msg_ids {after + 1} to {ceiling} took longer than the statement timeout, "
-                                    "even a few at a time") from error
+                raise ExportTooSlow(
+                    f"msg_ids {after + 1} to {ceiling} took longer than the statement timeout, even a few at a time"
+                ) from error
             span = max(span // 4, MINIMUM_SPAN)
             continue
         found = rows[0][1] if rows else 0
@@ -207,7 +246,10 @@ def _export_rows(plan: ExportPlan, *, ndjson: bool) -> Iterator[ExportRow]:
                 nearest = _next_msg_id(plan, after)
                 after = highest if nearest is None else max(after, nearest - 1)
         if rows:
-            row_chars = sum(len(value or "") for row in rows for value in row[-2:]) if not ndjson else \
-                sum(len(row[-1]) for row in rows)
+            row_chars = (
+                sum(len(value or "") for row in rows for value in row[-2:])
+                if not ndjson
+                else sum(len(row[-1]) for row in rows)
+            )
             limit = max(1, min(EXPORT_BATCH_ROWS, EXPORT_BATCH_CHARS * len(rows) // max(row_chars, 1)))
         del rows  # the batch is gone before the next is read: memory holds one batch at most

@@ -4,14 +4,15 @@ Every query here uses the (queue_name, sampled_at) index and returns a bounded n
 whatever the range: samples are grouped into time buckets and the last sample of each bucket
 stands for it. "Now" is the pgmq database's clock, the one the sampler stamps samples with.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from datetime import datetime, timedelta
 
 from queues.models import QueueSample
-from queues.watched import watched_name
 from queues.selectors.stats import QueueStats
+from queues.watched import watched_name
 
 RATE_WINDOW = timedelta(minutes=5)
 SHORTEST_RATE_WINDOW = timedelta(seconds=30)
@@ -45,9 +46,11 @@ def rates(stats: list[QueueStats]) -> dict[str, Rates]:
         return {}
     now = max(queue.measured_at for queue in stats)
     earliest = (
-        QueueSample.objects
-        .filter(database=watched_name(), queue_name__in=[queue.name for queue in stats],
-                sampled_at__range=(now - RATE_WINDOW, now - SHORTEST_RATE_WINDOW))
+        QueueSample.objects.filter(
+            database=watched_name(),
+            queue_name__in=[queue.name for queue in stats],
+            sampled_at__range=(now - RATE_WINDOW, now - SHORTEST_RATE_WINDOW),
+        )
         .order_by("queue_name", "sampled_at")
         .distinct("queue_name")
         .only("queue_name", "sampled_at", "sent_total", "removed_total")
@@ -78,15 +81,17 @@ def _per_second(now_total: int | None, then_total: int | None, seconds: float) -
 def _bucketed(names: list[str], since: datetime, bucket_s: float) -> list[QueueSample]:
     """The last sample of each time bucket since `since`, per queue, oldest first."""
     table = QueueSample._meta.db_table
-    return list(QueueSample.objects.raw(
-        f"""
+    return list(
+        QueueSample.objects.raw(
+            f"""
         SELECT DISTINCT ON (queue_name, floor(extract(epoch FROM sampled_at) / %s)) *
         FROM {table}
         WHERE database = %s AND queue_name = ANY(%s) AND sampled_at >= %s
         ORDER BY queue_name, floor(extract(epoch FROM sampled_at) / %s), sampled_at DESC
         """,  # noqa: S608 (the table name is the model's own, not input)
-        [bucket_s, watched_name(), names, since, bucket_s],
-    ))
+            [bucket_s, watched_name(), names, since, bucket_s],
+        )
+    )
 
 
 def sparklines(names: list[str], now: datetime) -> dict[str, list[int]]:
@@ -104,13 +109,20 @@ def queue_history(queue_name: str, *, now: datetime, range_s: float, points: int
     previous = None
     for sample in samples:
         seconds = (sample.sampled_at - previous.sampled_at).total_seconds() if previous else 0
-        history.append(HistoryPoint(
-            at=sample.sampled_at, backlog=sample.backlog, backlog_exact=sample.backlog_exact,
-            visible=sample.visible, in_flight=sample.in_flight, delayed=sample.delayed,
-            enqueue_rate=_per_second(sample.sent_total, previous.sent_total, seconds) if previous else None,
-            processing_rate=(_per_second(sample.removed_total, previous.removed_total, seconds)
-                             if previous else None),
-        ))
+        history.append(
+            HistoryPoint(
+                at=sample.sampled_at,
+                backlog=sample.backlog,
+                backlog_exact=sample.backlog_exact,
+                visible=sample.visible,
+                in_flight=sample.in_flight,
+                delayed=sample.delayed,
+                enqueue_rate=_per_second(sample.sent_total, previous.sent_total, seconds) if previous else None,
+                processing_rate=(
+                    _per_second(sample.removed_total, previous.removed_total, seconds) if previous else None
+                ),
+            )
+        )
         previous = sample
     return history
 
@@ -118,8 +130,12 @@ def queue_history(queue_name: str, *, now: datetime, range_s: float, points: int
 def latest_poison_counts(names: list[str], now: datetime) -> dict[str, tuple[int, datetime]]:
     """The sampler's latest poison count per queue (it counts big tables about once a minute)."""
     found = (
-        QueueSample.objects
-        .filter(database=watched_name(), queue_name__in=names, poison__isnull=False, sampled_at__gte=now - timedelta(minutes=10))
+        QueueSample.objects.filter(
+            database=watched_name(),
+            queue_name__in=names,
+            poison__isnull=False,
+            sampled_at__gte=now - timedelta(minutes=10),
+        )
         .order_by("queue_name", "-sampled_at")
         .distinct("queue_name")
         .only("queue_name", "sampled_at", "poison")

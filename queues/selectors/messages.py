@@ -10,6 +10,7 @@
   sorts under such a filter run with that budget as their statement timeout.
 - A message's state comes from the database's clock (now()), never the browser's.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,10 +26,10 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Left, Length, Now
 
 from dashboard.databases import took_too_long
-from queues.pgmq import ARCHIVE, LIVE, Message, Queue
 from queues.filters import ARCHIVED, DELAYED, IN_FLIGHT, VISIBLE, MessageFilter
-from queues.watched import statement_budget, watched_alias
+from queues.pgmq import ARCHIVE, LIVE, Message, Queue
 from queues.redaction import payload
+from queues.watched import statement_budget, watched_alias
 
 PAGE_SIZE = 50
 PREVIEW_CHARS = 300
@@ -37,7 +38,6 @@ MINIMUM_STEP_MS = 100  # a step's statement timeout, however little of the budge
 MAX_MSG_ID = 2**63 - 1
 
 SORT_COLUMNS = ["msg_id", "enqueued_at", "read_ct", "vt", "archived_at"]
-
 
 
 def state_by_database_clock(model) -> Case | Value:
@@ -61,8 +61,11 @@ def listing(messages: QuerySet[Message], *, redacted: bool = False) -> QuerySet[
         state=state_by_database_clock(model),
         preview=Left(message_text, PREVIEW_CHARS),
         message_chars=Length(message_text),
-        headers_preview=(Left(Cast(payload("headers", redacted=redacted), TextField()), PREVIEW_CHARS) if has_headers
-                         else Value(None, TextField())),
+        headers_preview=(
+            Left(Cast(payload("headers", redacted=redacted), TextField()), PREVIEW_CHARS)
+            if has_headers
+            else Value(None, TextField())
+        ),
     )
 
 
@@ -112,7 +115,8 @@ def _beyond(cursor: Cursor, page: PageRequest, *, backwards: bool, inclusive: bo
         return Q(**{f"msg_id__{op}": cursor.msg_id})
     strict = "lt" if descending else "gt"
     return Q(**{f"{page.sort}__{strict}": cursor.value}) | Q(
-        **{page.sort: cursor.value, f"msg_id__{op}": cursor.msg_id})
+        **{page.sort: cursor.value, f"msg_id__{op}": cursor.msg_id}
+    )
 
 
 def _sort_value(row: Message, sort: str) -> Any:
@@ -137,19 +141,48 @@ def one_snapshot(tables: int):
         yield
 
 
-def _fetch(queue: Queue, kinds: list[str], message_filter: MessageFilter, page: PageRequest, *,
-           backwards: bool, cursor: Cursor | None, inclusive: bool, limit: int,
-           msg_id_floor: int | None = None, msg_id_ceiling: int | None = None) -> list[Message]:
+def _fetch(
+    queue: Queue,
+    kinds: list[str],
+    message_filter: MessageFilter,
+    page: PageRequest,
+    *,
+    backwards: bool,
+    cursor: Cursor | None,
+    inclusive: bool,
+    limit: int,
+    msg_id_floor: int | None = None,
+    msg_id_ceiling: int | None = None,
+) -> list[Message]:
     """Up to `limit` rows past the cursor in the direction of travel, from each table, merged."""
     with one_snapshot(len(kinds)):
-        return _fetch_in_snapshot(queue, kinds, message_filter, page, backwards=backwards, cursor=cursor,
-                                  inclusive=inclusive, limit=limit, msg_id_floor=msg_id_floor,
-                                  msg_id_ceiling=msg_id_ceiling)
+        return _fetch_in_snapshot(
+            queue,
+            kinds,
+            message_filter,
+            page,
+            backwards=backwards,
+            cursor=cursor,
+            inclusive=inclusive,
+            limit=limit,
+            msg_id_floor=msg_id_floor,
+            msg_id_ceiling=msg_id_ceiling,
+        )
 
 
-def _fetch_in_snapshot(queue: Queue, kinds: list[str], message_filter: MessageFilter, page: PageRequest, *,
-                       backwards: bool, cursor: Cursor | None, inclusive: bool, limit: int,
-                       msg_id_floor: int | None, msg_id_ceiling: int | None) -> list[Message]:
+def _fetch_in_snapshot(
+    queue: Queue,
+    kinds: list[str],
+    message_filter: MessageFilter,
+    page: PageRequest,
+    *,
+    backwards: bool,
+    cursor: Cursor | None,
+    inclusive: bool,
+    limit: int,
+    msg_id_floor: int | None,
+    msg_id_ceiling: int | None,
+) -> list[Message]:
     fetched: list[Message] = []
     for kind in kinds:
         model = queue.live_messages if kind == LIVE else queue.archived_messages
@@ -173,9 +206,12 @@ def _fetch_in_snapshot(queue: Queue, kinds: list[str], message_filter: MessageFi
 
 def message_page(queue: Queue, message_filter: MessageFilter, page: PageRequest) -> MessagePage:
     kinds = message_filter.sources
-    missing = tuple(column for column in ("headers",) if (
-        message_filter.headers_contains is not None or any(t.column == "headers" for t in message_filter.search))
-        and not queue.live_messages.has_column(column))
+    missing = tuple(
+        column
+        for column in ("headers",)
+        if (message_filter.headers_contains is not None or any(t.column == "headers" for t in message_filter.search))
+        and not queue.live_messages.has_column(column)
+    )
     if message_filter.needs_scan and page.sort == "msg_id":
         result = _bounded_scan(queue, kinds, message_filter, page)
     else:
@@ -193,29 +229,33 @@ def message_page(queue: Queue, message_filter: MessageFilter, page: PageRequest)
 
 def _keyset(queue: Queue, kinds: list[str], message_filter: MessageFilter, page: PageRequest) -> MessagePage:
     if page.before is not None:
-        rows = _fetch(queue, kinds, message_filter, page, backwards=True, cursor=page.before, inclusive=False,
-                      limit=PAGE_SIZE + 1)
+        rows = _fetch(
+            queue, kinds, message_filter, page, backwards=True, cursor=page.before, inclusive=False, limit=PAGE_SIZE + 1
+        )
         more_before = len(rows) > PAGE_SIZE
         rows = list(reversed(rows[:PAGE_SIZE]))
         return _page(rows, page, has_newer=more_before, has_older=True)
     if page.last:
-        rows = _fetch(queue, kinds, message_filter, page, backwards=True, cursor=None, inclusive=False,
-                      limit=PAGE_SIZE + 1)
+        rows = _fetch(
+            queue, kinds, message_filter, page, backwards=True, cursor=None, inclusive=False, limit=PAGE_SIZE + 1
+        )
         more_before = len(rows) > PAGE_SIZE
         return _page(list(reversed(rows[:PAGE_SIZE])), page, has_newer=more_before, has_older=False)
     cursor, inclusive = page.after, False
     if page.from_msg_id is not None:
         cursor, inclusive = Cursor(None, page.from_msg_id), True
-    rows = _fetch(queue, kinds, message_filter, page, backwards=False, cursor=cursor, inclusive=inclusive,
-                  limit=PAGE_SIZE + 1)
+    rows = _fetch(
+        queue, kinds, message_filter, page, backwards=False, cursor=cursor, inclusive=inclusive, limit=PAGE_SIZE + 1
+    )
     return _page(rows[:PAGE_SIZE], page, has_newer=cursor is not None, has_older=len(rows) > PAGE_SIZE)
 
 
 def _page(rows: list[Message], page: PageRequest, *, has_newer: bool, has_older: bool, **extra) -> MessagePage:
     first = Cursor(_sort_value(rows[0], page.sort), rows[0].msg_id) if rows else None
     last = Cursor(_sort_value(rows[-1], page.sort), rows[-1].msg_id) if rows else None
-    return MessagePage(rows=rows, has_newer=has_newer and bool(rows), has_older=has_older, first=first,
-                       last=last, **extra)
+    return MessagePage(
+        rows=rows, has_newer=has_newer and bool(rows), has_older=has_older, first=first, last=last, **extra
+    )
 
 
 def _empty_page(**extra) -> MessagePage:
@@ -259,8 +299,9 @@ def _bounded_scan(queue: Queue, kinds: list[str], message_filter: MessageFilter,
     else:
         position = MAX_MSG_ID if descending else 0
     deadline = time.monotonic() + settings.SEARCH_TIMEOUT_MS / 1000
-    forward_page = dataclasses.replace(page, descending=descending, before=None, after=None, from_msg_id=None,
-                                       last=False)
+    forward_page = dataclasses.replace(
+        page, descending=descending, before=None, after=None, from_msg_id=None, last=False
+    )
     found: list[Message] = []
     exhausted = False
     stopped_at = None
@@ -276,9 +317,18 @@ def _bounded_scan(queue: Queue, kinds: list[str], message_filter: MessageFilter,
                     floor, ceiling = max(nearest - SCAN_CHUNK + 1, 0), nearest + 1
                 else:
                     floor, ceiling = nearest, nearest + SCAN_CHUNK
-                found += _fetch(queue, kinds, message_filter, forward_page, backwards=False, cursor=None,
-                                inclusive=False, limit=PAGE_SIZE + 1 - len(found), msg_id_floor=floor,
-                                msg_id_ceiling=ceiling)
+                found += _fetch(
+                    queue,
+                    kinds,
+                    message_filter,
+                    forward_page,
+                    backwards=False,
+                    cursor=None,
+                    inclusive=False,
+                    limit=PAGE_SIZE + 1 - len(found),
+                    msg_id_floor=floor,
+                    msg_id_ceiling=ceiling,
+                )
         except OperationalError as error:
             if not took_too_long(error):
                 raise
@@ -302,8 +352,9 @@ def _bounded_scan(queue: Queue, kinds: list[str], message_filter: MessageFilter,
     return result
 
 
-def find_message(queue: Queue, msg_id: int, *, source: str | None = None, redacted: bool = False,
-                 text_chars: int | None = None) -> Message | None:
+def find_message(
+    queue: Queue, msg_id: int, *, source: str | None = None, redacted: bool = False, text_chars: int | None = None
+) -> Message | None:
     """One message with everything, from the live table, else the archive (or the one asked for).
 
     Its message and headers are PostgreSQL's indented text (message_text, headers_text), cut by
@@ -320,14 +371,19 @@ def find_message(queue: Queue, msg_id: int, *, source: str | None = None, redact
     for kind in kinds:
         model = queue.live_messages if kind == LIVE else queue.archived_messages
         has_headers = model.has_column("headers")
-        found = model.objects.filter(msg_id=msg_id).defer("message", *(["headers"] if has_headers else [])).annotate(
-            state=state_by_database_clock(model),
-            message_chars=Length(Cast(payload("message", redacted=redacted), TextField())),
-            message_text=text_of("message"),
-            headers_text=text_of("headers") if has_headers else Value(None, TextField()),
-            # For the countdown: the database's clock decides, the browser only counts down.
-            seconds_to_vt=RawSQL("extract(epoch FROM vt - now())", [], output_field=FloatField()),
-        ).first()
+        found = (
+            model.objects.filter(msg_id=msg_id)
+            .defer("message", *(["headers"] if has_headers else []))
+            .annotate(
+                state=state_by_database_clock(model),
+                message_chars=Length(Cast(payload("message", redacted=redacted), TextField())),
+                message_text=text_of("message"),
+                headers_text=text_of("headers") if has_headers else Value(None, TextField()),
+                # For the countdown: the database's clock decides, the browser only counts down.
+                seconds_to_vt=RawSQL("extract(epoch FROM vt - now())", [], output_field=FloatField()),
+            )
+            .first()
+        )
         if found is not None:
             found.source = kind
             for column in ("message", "headers"):

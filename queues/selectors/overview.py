@@ -2,6 +2,7 @@
 
 Names sharing one table (pgmq.TableSharing) each have their row, marked, and the totals count the
 table once."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,8 +86,9 @@ def overview(*, search: str = "", sort: str = "name", descending: bool = False, 
     rows = _rows(stats, table_sharing(wanted) if wanted else {})
     key = SORT_KEYS[sort]
     # Unknown values (an empty queue's age, a rate without history) stay last either way.
-    known = sorted((row for row in rows if key(row) is not None),
-                   key=lambda row: (key(row), row.stats.name), reverse=descending)
+    known = sorted(
+        (row for row in rows if key(row) is not None), key=lambda row: (key(row), row.stats.name), reverse=descending
+    )
     unknown = [row for row in rows if key(row) is None]
     page_of_rows = Paginator([*known, *unknown], QUEUES_PER_PAGE).get_page(page)
     if stats:
@@ -104,10 +106,21 @@ def _rows(stats: list[QueueStats], sharing: dict[str, TableSharing]) -> list[Ove
     rows = []
     for queue in stats:
         poison = poison_counts.get(queue.name)
-        health = queue_health(queue.name, oldest_visible_age_s=queue.oldest_visible_age_s,
-                              backlog=queue.backlog.value, poison=poison.value if poison else None)
-        rows.append(OverviewRow(stats=queue, rates=rates[queue.name], poison=poison, health=health,
-                                table_sharing=sharing.get(queue.name)))
+        health = queue_health(
+            queue.name,
+            oldest_visible_age_s=queue.oldest_visible_age_s,
+            backlog=queue.backlog.value,
+            poison=poison.value if poison else None,
+        )
+        rows.append(
+            OverviewRow(
+                stats=queue,
+                rates=rates[queue.name],
+                poison=poison,
+                health=health,
+                table_sharing=sharing.get(queue.name),
+            )
+        )
     return rows
 
 
@@ -151,9 +164,14 @@ def _totals(rows: list[OverviewRow]) -> Totals:
         visible += row.stats.visible
         archived += row.stats.archived or zero
     return Totals(
-        queues=len(rows), tables=len(tables), backlog=backlog, visible=visible,
-        in_flight=sum(row.stats.in_flight for row in tables), delayed=sum(row.stats.delayed for row in tables),
-        archived=archived, sent=sum(row.stats.sent_total for row in tables),
+        queues=len(rows),
+        tables=len(tables),
+        backlog=backlog,
+        visible=visible,
+        in_flight=sum(row.stats.in_flight for row in tables),
+        delayed=sum(row.stats.delayed for row in tables),
+        archived=archived,
+        sent=sum(row.stats.sent_total for row in tables),
         enqueue_rate=_sum_rates([row.rates.enqueue for row in tables]),
         processing_rate=_sum_rates([row.rates.processing for row in tables]),
         health=dict(Counter(row.health.state for row in rows)),

@@ -12,6 +12,7 @@ payload may weigh anything pgmq accepts (a 50 MB message is one `send` away), so
 Every read goes through redaction.payload, so a redacted user's chunks are cut from the redacted
 text, and its size is the redacted text's.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,8 @@ from django.db.models import Case, Func, IntegerField, TextField, Value, When
 from django.db.models.functions import Cast, Length, Substr
 
 from queues.pgmq import ARCHIVE, LIVE, Queue
-from queues.watched import watched_alias, watching
 from queues.redaction import payload
+from queues.watched import watched_alias, watching
 
 # Characters per statement: 2 MiB of ASCII, at most 8 MiB of UTF-8. Each statement turns the whole
 # jsonb into text again (about 0.2 s for 50 MB): smaller chunks would cost the database more.
@@ -45,8 +46,9 @@ def _text(column: str, *, redacted: bool) -> Cast:
     return Cast(payload(column, redacted=redacted), TextField())
 
 
-def payload_texts(queue: Queue, ids_by_source: dict[str, list[int]], *, redacted: bool,
-                  max_chars: int) -> dict[int, PayloadText]:
+def payload_texts(
+    queue: Queue, ids_by_source: dict[str, list[int]], *, redacted: bool, max_chars: int
+) -> dict[int, PayloadText]:
     """msg_id -> its message and headers as JSON text, each only if at most `max_chars` long (the
     database leaves a longer one out and says how long); a msg_id gone meanwhile is left out."""
     found: dict[int, PayloadText] = {}
@@ -60,13 +62,14 @@ def payload_texts(queue: Queue, ids_by_source: dict[str, list[int]], *, redacted
         annotations = {}
         for column, text in columns.items():
             annotations[f"{column}_chars"] = Length(text)
-            annotations[f"{column}_text"] = Case(When(**{f"{column}_chars__lte": max_chars}, then=text),
-                                                 default=Value(None, TextField()))
-        rows = model.objects.filter(msg_id__in=msg_ids).annotate(**annotations).values(
-            "msg_id", *annotations)
+            annotations[f"{column}_text"] = Case(
+                When(**{f"{column}_chars__lte": max_chars}, then=text), default=Value(None, TextField())
+            )
+        rows = model.objects.filter(msg_id__in=msg_ids).annotate(**annotations).values("msg_id", *annotations)
         for row in rows:
-            found[row["msg_id"]] = PayloadText(row["message_text"], row.get("headers_text"),
-                                               row["message_chars"], row.get("headers_chars"))
+            found[row["msg_id"]] = PayloadText(
+                row["message_text"], row.get("headers_text"), row["message_chars"], row.get("headers_chars")
+            )
     return found
 
 
@@ -93,12 +96,16 @@ class StoredPayload:
             model = self.queue.live_messages if self.kind == LIVE else self.queue.archived_messages
             text = _text(self.column, redacted=self.redacted)
             for start in range(1, self.chars + 1, CHUNK_CHARS):
-                chunk = (model.objects.filter(msg_id=self.msg_id)
-                         .annotate(chunk=Substr(text, start, CHUNK_CHARS))
-                         .values_list("chunk", flat=True).first())
+                chunk = (
+                    model.objects.filter(msg_id=self.msg_id)
+                    .annotate(chunk=Substr(text, start, CHUNK_CHARS))
+                    .values_list("chunk", flat=True)
+                    .first()
+                )
                 if chunk is None:
-                    raise PayloadGone(f"message {self.msg_id} left {self.queue.queue_name}'s {self.kind} "
-                                      "table while it was read")
+                    raise PayloadGone(
+                        f"message {self.msg_id} left {self.queue.queue_name}'s {self.kind} table while it was read"
+                    )
                 yield chunk
                 del chunk  # not held while the next one is read
 
@@ -109,20 +116,24 @@ class StoredPayload:
             yield encoded
 
 
-def stored_payload(queue: Queue, msg_id: int, *, column: str = "message", source: str | None = None,
-                   redacted: bool) -> StoredPayload | None:
+def stored_payload(
+    queue: Queue, msg_id: int, *, column: str = "message", source: str | None = None, redacted: bool
+) -> StoredPayload | None:
     """The payload of msg_id (live, else archived, or in `source`) measured; None if no such row."""
     for kind in [source] if source else [LIVE, ARCHIVE]:
         model = queue.live_messages if kind == LIVE else queue.archived_messages
         if column == "headers" and not model.has_column("headers"):
             sizes = model.objects.filter(msg_id=msg_id).annotate(
-                chars=Value(None, IntegerField()), size=Value(None, IntegerField()))
+                chars=Value(None, IntegerField()), size=Value(None, IntegerField())
+            )
         else:
             text = _text(column, redacted=redacted)
             sizes = model.objects.filter(msg_id=msg_id).annotate(
-                chars=Length(text), size=Func(text, function="octet_length", output_field=IntegerField()))
+                chars=Length(text), size=Func(text, function="octet_length", output_field=IntegerField())
+            )
         found = sizes.values_list("chars", "size").first()
         if found is not None:
-            return StoredPayload(queue=queue, kind=kind, msg_id=msg_id, column=column, redacted=redacted,
-                                 chars=found[0], bytes=found[1])
+            return StoredPayload(
+                queue=queue, kind=kind, msg_id=msg_id, column=column, redacted=redacted, chars=found[0], bytes=found[1]
+            )
     return None

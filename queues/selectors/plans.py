@@ -1,4 +1,5 @@
 """What an action will do, stated before it is done: the counts a confirmation shows (pages and API)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,8 +58,14 @@ def plan_for_form(queue: Queue, form, *, redacted: bool) -> ActionPlan:
     return plan_action(queue, data["action"], data["source"], message_filter=form.message_filter(redacted=redacted))
 
 
-def plan_action(queue: Queue, action: str, source: str, *, msg_ids: list[int] | None = None,
-                message_filter: MessageFilter | None = None) -> ActionPlan:
+def plan_action(
+    queue: Queue,
+    action: str,
+    source: str,
+    *,
+    msg_ids: list[int] | None = None,
+    message_filter: MessageFilter | None = None,
+) -> ActionPlan:
     """What `action` would do to the chosen messages (`msg_ids`) or to every one `message_filter` matches."""
     model = queue.live_messages if source == LIVE else queue.archived_messages
     in_flight, requeued_before = None, {}
@@ -74,15 +81,25 @@ def plan_action(queue: Queue, action: str, source: str, *, msg_ids: list[int] | 
         count = message_filter.count(queue, source, budget_ms=COUNT_BUDGET_MS)
         still_there, gone, words = None, 0, message_filter.in_words()
         if source == LIVE and action in vocabulary.GUARDS_IN_FLIGHT and message_filter.state in (None, "in_flight"):
-            in_flight = dataclasses.replace(message_filter, state="in_flight").count(queue, source,
-                                                budget_ms=COUNT_BUDGET_MS)
+            in_flight = dataclasses.replace(message_filter, state="in_flight").count(
+                queue, source, budget_ms=COUNT_BUDGET_MS
+            )
     destinations = list(Queue.objects.values_list("queue_name", flat=True))
     if action == vocabulary.MOVE:
         destinations = [name for name in destinations if name != queue.queue_name]
-    return ActionPlan(action=action, label=vocabulary.ACTIONS[action].title, verb=vocabulary.ACTIONS[action].verb,
-                      source=source, count=count,
-                      still_there=still_there, already_gone=gone, in_flight=in_flight, filter_words=words,
-                      destinations=destinations, destructive=action in vocabulary.DESTRUCTIVE,
-                      requeued_before=requeued_before,
-                      queue_name=queue.queue_name,
-                      table_sharing=table_sharing() if action in (vocabulary.MOVE, vocabulary.REQUEUE) else {})
+    return ActionPlan(
+        action=action,
+        label=vocabulary.ACTIONS[action].title,
+        verb=vocabulary.ACTIONS[action].verb,
+        source=source,
+        count=count,
+        still_there=still_there,
+        already_gone=gone,
+        in_flight=in_flight,
+        filter_words=words,
+        destinations=destinations,
+        destructive=action in vocabulary.DESTRUCTIVE,
+        requeued_before=requeued_before,
+        queue_name=queue.queue_name,
+        table_sharing=table_sharing() if action in (vocabulary.MOVE, vocabulary.REQUEUE) else {},
+    )

@@ -3,6 +3,7 @@
 A read-only role (README, "The least privileges it needs") sees everything and changes nothing:
 the pages then hide their actions and say why, instead of offering buttons the database refuses.
 """
+
 from __future__ import annotations
 
 from django.db import connections
@@ -23,7 +24,8 @@ def write_refusal(queue: Queue) -> str | None:
             "SELECT current_user, array_agg(format('%%s on %%I.%%I', privilege, %s::text, name)) "
             "FILTER (WHERE NOT has_table_privilege(format('%%I.%%I', %s::text, name), privilege)) "
             "FROM unnest(%s::text[], %s::text[]) AS needed(name, privilege)",
-            [PGMQ_SCHEMA, PGMQ_SCHEMA, [name for name, _ in needed], [privilege for _, privilege in needed]])
+            [PGMQ_SCHEMA, PGMQ_SCHEMA, [name for name, _ in needed], [privilege for _, privilege in needed]],
+        )
         role, missing = cursor.fetchone()
     if not missing:
         return None

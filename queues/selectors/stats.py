@@ -10,6 +10,7 @@
 Nothing here scans a big table: above the limit a count is PostgreSQL's own estimate, shown with ≈.
 Ages are computed by the database's clock.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -104,7 +105,8 @@ LEAVES = """
         SELECT relid FROM pg_partition_tree(t.oid) WHERE isleaf AND t.relkind = 'p') AS leaves
     JOIN pg_class leaf ON leaf.oid = leaves.leaf_oid"""
 
-CATALOG_QUERY = """
+CATALOG_QUERY = (
+    """
     WITH queues AS (
         SELECT m.queue_name, m.is_partitioned, m.is_unlogged, m.created_at,
                lower('q_' || m.queue_name) AS live_table, lower('a_' || m.queue_name) AS archive_table
@@ -113,12 +115,16 @@ CATALOG_QUERY = """
     ),
     tables AS (
         SELECT t.oid, t.relname,
-               sum(""" + ESTIMATED_ROWS + """) AS estimated_rows,
+               sum("""
+    + ESTIMATED_ROWS
+    + """) AS estimated_rows,
                sum(pg_stat_get_dead_tuples(leaf.oid)) AS dead_rows,
                sum(pg_stat_get_tuples_deleted(leaf.oid)) AS removed_total,
                max(pg_stat_get_last_autovacuum_time(leaf.oid)) AS last_autovacuum,
                max(pg_stat_get_last_autoanalyze_time(leaf.oid)) AS last_autoanalyze
-        FROM pg_class t """ + LEAVES + """
+        FROM pg_class t """
+    + LEAVES
+    + """
         WHERE t.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = 'pgmq')
           AND t.relkind IN ('r', 'p')
           AND t.relname IN (SELECT live_table FROM queues UNION ALL SELECT archive_table FROM queues)
@@ -135,14 +141,16 @@ CATALOG_QUERY = """
     LEFT JOIN tables archive ON archive.relname = q.archive_table
     ORDER BY q.queue_name
 """
+)
 
 
 def _table_facts(row: tuple) -> TableFacts | None:
     name, estimated_rows, dead_rows, removed_total, last_autovacuum, last_autoanalyze = row
     if estimated_rows is None:
         return None
-    return TableFacts(name, float(estimated_rows), int(dead_rows), int(removed_total), last_autovacuum,
-                      last_autoanalyze)
+    return TableFacts(
+        name, float(estimated_rows), int(dead_rows), int(removed_total), last_autovacuum, last_autoanalyze
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,25 +165,37 @@ def _catalog(names: list[str] | None) -> list[_CatalogEntry]:
     with connections[watched_alias()].cursor() as cursor:
         cursor.execute(CATALOG_QUERY, {"names": names, "rows_per_page_guess": ROWS_PER_PAGE_GUESS})
         return [
-            _CatalogEntry(queue=Queue(queue_name=row[0], is_partitioned=row[1], is_unlogged=row[2], created_at=row[3]),
-                          live=_table_facts(row[4:10]), archive=_table_facts(row[10:16]), sequence=row[16])
+            _CatalogEntry(
+                queue=Queue(queue_name=row[0], is_partitioned=row[1], is_unlogged=row[2], created_at=row[3]),
+                live=_table_facts(row[4:10]),
+                archive=_table_facts(row[10:16]),
+                sequence=row[16],
+            )
             for row in cursor.fetchall()
         ]
 
 
-def _probe_query(table: str, archive_table: str | None, sequence: str | None, *, count_live: bool,
-                 count_archive: bool) -> sql.Composed:
+def _probe_query(
+    table: str, archive_table: str | None, sequence: str | None, *, count_live: bool, count_archive: bool
+) -> sql.Composed:
     """One queue's probes as one row. Every part is an index lookup but the opt-in exact counts.
 
     The msg_id sequence is read in the same statement, after its snapshot is taken: sent is then
     never below backlog + archived, whatever producers do meanwhile.
     """
     live = _quoted(table)
-    counts = (sql.SQL("SELECT count(*) AS total, count(*) FILTER (WHERE read_ct >= {poison}) AS poison FROM {live}")
-              .format(live=live, poison=sql.Literal(settings.POISON_READ_COUNT))
-              if count_live else sql.SQL("SELECT NULL::bigint AS total, NULL::bigint AS poison"))
-    archived = (sql.SQL("(SELECT count(*) FROM {archive})").format(archive=_quoted(archive_table))
-                if count_archive and archive_table else sql.SQL("NULL::bigint"))
+    counts = (
+        sql.SQL("SELECT count(*) AS total, count(*) FILTER (WHERE read_ct >= {poison}) AS poison FROM {live}").format(
+            live=live, poison=sql.Literal(settings.POISON_READ_COUNT)
+        )
+        if count_live
+        else sql.SQL("SELECT NULL::bigint AS total, NULL::bigint AS poison")
+    )
+    archived = (
+        sql.SQL("(SELECT count(*) FROM {archive})").format(archive=_quoted(archive_table))
+        if count_archive and archive_table
+        else sql.SQL("NULL::bigint")
+    )
     return sql.SQL("""
         SELECT {key}::text, counts.total, counts.poison, not_visible.in_flight, not_visible.delayed,
                extract(epoch FROM now() - (SELECT enqueued_at FROM {live} ORDER BY msg_id LIMIT 1)),
@@ -186,10 +206,18 @@ def _probe_query(table: str, archive_table: str | None, sequence: str | None, *,
              (SELECT count(*) FILTER (WHERE read_ct > 0) AS in_flight,
                      count(*) FILTER (WHERE read_ct = 0) AS delayed
               FROM {live} WHERE vt > now()) not_visible
-    """).format(key=sql.Literal(table), live=live, archived=archived, counts=counts,
-                sent=sql.SQL("(SELECT CASE WHEN has_sequence_privilege({seq}::regclass, 'SELECT') "
-                             "THEN pg_sequence_last_value({seq}::regclass) END)").format(seq=sql.Literal(sequence))
-                if sequence else sql.SQL("NULL::bigint"))
+    """).format(
+        key=sql.Literal(table),
+        live=live,
+        archived=archived,
+        counts=counts,
+        sent=sql.SQL(
+            "(SELECT CASE WHEN has_sequence_privilege({seq}::regclass, 'SELECT') "
+            "THEN pg_sequence_last_value({seq}::regclass) END)"
+        ).format(seq=sql.Literal(sequence))
+        if sequence
+        else sql.SQL("NULL::bigint"),
+    )
 
 
 def _estimate(facts: TableFacts) -> RowCount:
@@ -210,9 +238,14 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
     tables = list({entry.live.name: entry for entry in catalog}.values())  # names sharing a table: probed once
     for start in range(0, len(tables), PROBES_PER_STATEMENT):
         statement = sql.SQL(" UNION ALL ").join(
-            _probe_query(entry.live.name, entry.archive.name if entry.archive else None, entry.sequence,
-                         count_live=_is_small(entry.live), count_archive=_is_small(entry.archive))
-            for entry in tables[start:start + PROBES_PER_STATEMENT]
+            _probe_query(
+                entry.live.name,
+                entry.archive.name if entry.archive else None,
+                entry.sequence,
+                count_live=_is_small(entry.live),
+                count_archive=_is_small(entry.archive),
+            )
+            for entry in tables[start : start + PROBES_PER_STATEMENT]
         )
         with connections[watched_alias()].cursor() as cursor:
             cursor.execute(statement.as_string())
@@ -220,21 +253,44 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
 
     stats = []
     for entry in catalog:
-        (_, total, poison, in_flight, delayed, oldest_age_s, newest_age_s, oldest_visible_age_s,
-         archived_total, sent_total, measured_at) = probes[entry.live.name]
+        (
+            _,
+            total,
+            poison,
+            in_flight,
+            delayed,
+            oldest_age_s,
+            newest_age_s,
+            oldest_visible_age_s,
+            archived_total,
+            sent_total,
+            measured_at,
+        ) = probes[entry.live.name]
         backlog = RowCount(total, exact=True) if total is not None else _estimate(entry.live)
-        stats.append(QueueStats(
-            queue=entry.queue, measured_at=measured_at, live=entry.live, archive=entry.archive,
-            backlog=backlog,
-            visible=RowCount(max(backlog.value - in_flight - delayed, 0), exact=backlog.exact),
-            in_flight=in_flight, delayed=delayed,
-            oldest_age_s=_seconds(oldest_age_s), newest_age_s=_seconds(newest_age_s),
-            oldest_visible_age_s=_seconds(oldest_visible_age_s),
-            sent_total=sent_total or 0,
-            archived=(RowCount(archived_total, exact=True) if archived_total is not None
-                      else _estimate(entry.archive) if entry.archive else None),
-            poison=poison,
-        ))
+        stats.append(
+            QueueStats(
+                queue=entry.queue,
+                measured_at=measured_at,
+                live=entry.live,
+                archive=entry.archive,
+                backlog=backlog,
+                visible=RowCount(max(backlog.value - in_flight - delayed, 0), exact=backlog.exact),
+                in_flight=in_flight,
+                delayed=delayed,
+                oldest_age_s=_seconds(oldest_age_s),
+                newest_age_s=_seconds(newest_age_s),
+                oldest_visible_age_s=_seconds(oldest_visible_age_s),
+                sent_total=sent_total or 0,
+                archived=(
+                    RowCount(archived_total, exact=True)
+                    if archived_total is not None
+                    else _estimate(entry.archive)
+                    if entry.archive
+                    else None
+                ),
+                poison=poison,
+            )
+        )
     return stats
 
 
@@ -278,7 +334,8 @@ def poison_counts(stats: list[QueueStats]) -> dict[str, int]:
     counts = {}
     for queue in stats:
         statement = sql.SQL("SELECT count(*) FROM {live} WHERE read_ct >= {poison}").format(
-            live=_quoted(queue.live.name), poison=sql.Literal(settings.POISON_READ_COUNT))
+            live=_quoted(queue.live.name), poison=sql.Literal(settings.POISON_READ_COUNT)
+        )
         try:
             with connections[watched_alias()].cursor() as cursor:
                 cursor.execute(statement.as_string())
@@ -297,7 +354,11 @@ def table_row_counts(table_names: list[str]) -> dict[str, RowCount]:
         return {}
     with connections[watched_alias()].cursor() as cursor:
         cursor.execute(
-            "SELECT t.relname, sum(" + ESTIMATED_ROWS + ") FROM pg_class t " + LEAVES + """
+            "SELECT t.relname, sum("
+            + ESTIMATED_ROWS
+            + ") FROM pg_class t "
+            + LEAVES
+            + """
              WHERE t.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = 'pgmq')
                AND t.relname = ANY(%(names)s) GROUP BY t.relname""",
             {"names": table_names, "rows_per_page_guess": ROWS_PER_PAGE_GUESS},
@@ -307,7 +368,8 @@ def table_row_counts(table_names: list[str]) -> dict[str, RowCount]:
     small = [name for name, estimate in estimates.items() if estimate <= settings.EXACT_COUNT_LIMIT]
     if small:
         statement = sql.SQL(" UNION ALL ").join(
-            sql.SQL("SELECT {}::text, count(*) FROM {}").format(sql.Literal(name), _quoted(name)) for name in small)
+            sql.SQL("SELECT {}::text, count(*) FROM {}").format(sql.Literal(name), _quoted(name)) for name in small
+        )
         with connections[watched_alias()].cursor() as cursor:
             cursor.execute(statement.as_string())
             counts.update({name: RowCount(count, exact=True) for name, count in cursor.fetchall()})

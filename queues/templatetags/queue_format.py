@@ -1,4 +1,5 @@
 """How numbers, ages, rates, health and sparklines look on every page."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,10 @@ from queues.vocabulary import ACTIONS
 
 register = template.Library()
 
-ESTIMATE_EXPLANATION = ("PostgreSQL's estimate (pg_stat's running row count, or the planner's statistics): "
-                        "counting every row of a table this big would load the database.")
+ESTIMATE_EXPLANATION = (
+    "PostgreSQL's estimate (pg_stat's running row count, or the planner's statistics): "
+    "counting every row of a table this big would load the database."
+)
 
 
 @register.filter
@@ -71,8 +74,10 @@ def health_badge(health) -> str:
 def sparkline(values: list[int], label: str = "backlog, last 30 min") -> str:
     """A small SVG line of the values, drawn on the server: no script, nothing to load."""
     if len(values) < 2:
-        return format_html('<span class="muted" title="{}">no history yet</span>',
-                           "The sampler (manage.py sample_metrics) has not stored enough samples yet.")
+        return format_html(
+            '<span class="muted" title="{}">no history yet</span>',
+            "The sampler (manage.py sample_metrics) has not stored enough samples yet.",
+        )
     width, height = 100, 24
     top = max(values) or 1
     step = width / (len(values) - 1)
@@ -80,7 +85,10 @@ def sparkline(values: list[int], label: str = "backlog, last 30 min") -> str:
     return format_html(
         '<svg class="sparkline" viewBox="0 0 {} {}" preserveAspectRatio="none" role="img" aria-label="{}">'
         '<polyline points="{}"/></svg>',
-        width, height, f"{label}: from {values[0]:,} to {values[-1]:,}, peak {top:,}", points,
+        width,
+        height,
+        f"{label}: from {values[0]:,} to {values[-1]:,}, peak {top:,}",
+        points,
     )
 
 
@@ -97,7 +105,10 @@ def sort_header(context, column: str, label: str, numeric: bool = True) -> str:
     arrow = ("▼" if descending else "▲") if active else ""
     return format_html(
         '<th scope="col" class="{}" aria-sort="{}"><a href="?{}">{}{}</a></th>',
-        "num" if numeric else "", aria, query.urlencode(), label,
+        "num" if numeric else "",
+        aria,
+        query.urlencode(),
+        label,
         format_html(' <span aria-hidden="true">{}</span>', arrow) if arrow else "",
     )
 
@@ -105,7 +116,8 @@ def sort_header(context, column: str, label: str, numeric: bool = True) -> str:
 @register.simple_tag
 def health_summary(counts: dict[str, int]) -> str:
     return format_html_join(
-        " · ", '<span class="health-count health-{}">{} {}</span>',
+        " · ",
+        '<span class="health-count health-{}">{} {}</span>',
         ((state, counts.get(state, 0), state) for state in ("critical", "warning", "ok") if counts.get(state)),
     )
 
@@ -144,7 +156,6 @@ def timestamp(moment, precise: bool = False) -> str:
 @register.filter
 def state_class(state: str) -> str:
     return "state-" + state.replace(" ", "-")
-
 
 
 @register.simple_tag

@@ -2,6 +2,7 @@
 changes anything), CSRF-checked, each behind its permission: operators act on messages and send,
 admins also purge, create and drop queues. services.py does the work and writes the audit log.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,16 +18,13 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from queues import forms, jobs, redaction, services, vocabulary
 from queues.access import ADMINISTER, OPERATE
-from queues.selectors import plans
-from queues.pgmq import ARCHIVE, LIVE, Queue, TableSharing
 from queues.filters import IN_FLIGHT
-from queues.selectors import messages, stats
+from queues.pgmq import ARCHIVE, LIVE, Queue, TableSharing
+from queues.selectors import messages, plans, stats
 from queues.shortcuts import get_queue_or_404
-
 
 operator_required = permission_required(OPERATE, raise_exception=True)
 admin_required = permission_required(ADMINISTER, raise_exception=True)
-
 
 
 def _dialog(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
@@ -46,24 +44,42 @@ def message_action(request: HttpRequest, queue_name: str) -> HttpResponse:
         return _dialog(request, {"queue": queue, "form": form, "stage": "invalid"}, status=400)
     data = form.cleaned_data
     plan = plans.plan_for_form(queue, form, redacted=redaction.applies_to(request.user))
-    context = {"queue": queue, "form": form, "plan": plan, "count_budget_s": plans.COUNT_BUDGET_MS // 1000,
-               "payload_limit": settings.AUDIT_PAYLOAD_LIMIT, "batch_size": settings.BULK_BATCH_SIZE,
-               "request_token": data.get("request_token") or form.fields["request_token"].initial}
+    context = {
+        "queue": queue,
+        "form": form,
+        "plan": plan,
+        "count_budget_s": plans.COUNT_BUDGET_MS // 1000,
+        "payload_limit": settings.AUDIT_PAYLOAD_LIMIT,
+        "batch_size": settings.BULK_BATCH_SIZE,
+        "request_token": data.get("request_token") or form.fields["request_token"].initial,
+    }
     if not valid or not data["confirmed"]:
         return _dialog(request, {**context, "stage": "confirm"}, status=200 if valid else 400)
     try:
         if data["scope"] == "selected":
-            outcome = services.act_on_messages(user=request.user, queue=queue, action=data["action"],
-                                               msg_ids=data["msg_id"], parameters=form.parameters(),
-                                               request_token=data["request_token"])
+            outcome = services.act_on_messages(
+                user=request.user,
+                queue=queue,
+                action=data["action"],
+                msg_ids=data["msg_id"],
+                parameters=form.parameters(),
+                request_token=data["request_token"],
+            )
             return _dialog(request, {**context, "stage": "result", "outcome": outcome})
         job = jobs.create(
-            user=request.user, queue=queue, source=data["source"], action=data["action"],
-            parameters=form.parameters(), message_filter=form.message_filter(redacted=redaction.applies_to(request.user)),
-            expected=plan.count, request_token=data["request_token"])
+            user=request.user,
+            queue=queue,
+            source=data["source"],
+            action=data["action"],
+            parameters=form.parameters(),
+            message_filter=form.message_filter(redacted=redaction.applies_to(request.user)),
+            expected=plan.count,
+            request_token=data["request_token"],
+        )
     except services.TablesShared as refusal:
-        return _dialog(request, {**context, "stage": "refused", "refusal": str(refusal), "sharing": refusal.sharing},
-                       status=409)
+        return _dialog(
+            request, {**context, "stage": "refused", "refusal": str(refusal), "sharing": refusal.sharing}, status=409
+        )
     except services.ActionRefused as refusal:
         return _dialog(request, {**context, "stage": "refused", "refusal": str(refusal)}, status=400)
     except services.AlreadyDone as done:
@@ -78,8 +94,10 @@ def posted(request: HttpRequest):
 
 
 def refusals_as_pages(view):
-    """(The API's twin: api.views.refusals_as_json.) A page form's action refused, or already done by the same form sent before, answers with a
-    message where it can be seen (the queue's page, or the first time's record), not a server error."""
+    """(The API's twin: api.views.refusals_as_json.) A page form's action refused, or already done by
+    the same form sent before, answers with a message where it can be seen (the queue's page, or the
+    first time's record), not a server error."""
+
     @functools.wraps(view)
     def answering(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         try:
@@ -95,16 +113,25 @@ def refusals_as_pages(view):
             if queue_name and Queue.objects.filter(queue_name=queue_name).exists():
                 return redirect(reverse("queue", args=[queue_name]))
             return redirect(reverse("overview"))
+
     return answering
 
 
-def shared_tables_page(request: HttpRequest, sharing: TableSharing, action: str, *,
-                       refusal: str | None = None) -> HttpResponse:
+def shared_tables_page(
+    request: HttpRequest, sharing: TableSharing, action: str, *, refusal: str | None = None
+) -> HttpResponse:
     """Why `action` is off for a queue whose tables another name shares, and the SQL that resolves it:
     instead of the action's form (200), or as the answer to an attempt (409)."""
-    return render(request, "queues/shared_tables.html", {
-        "sharing": sharing, "action_label": vocabulary.ACTIONS[action].label, "refusal": refusal,
-    }, status=409 if refusal else 200)
+    return render(
+        request,
+        "queues/shared_tables.html",
+        {
+            "sharing": sharing,
+            "action_label": vocabulary.ACTIONS[action].label,
+            "refusal": refusal,
+        },
+        status=409 if refusal else 200,
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -114,14 +141,23 @@ def send_message(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
     form = forms.SendForm(posted(request), initial={"message": "{\n  \n}", "delay_s": 0})
     if request.method == "POST" and form.is_valid():
-        outcome = services.send_message(user=request.user, queue=queue, message=form.cleaned_data["message"],
-                                        headers=form.cleaned_data["headers"], delay_s=form.cleaned_data["delay_s"] or 0,
-                                        request_token=form.cleaned_data["request_token"])
+        outcome = services.send_message(
+            user=request.user,
+            queue=queue,
+            message=form.cleaned_data["message"],
+            headers=form.cleaned_data["headers"],
+            delay_s=form.cleaned_data["delay_s"] or 0,
+            request_token=form.cleaned_data["request_token"],
+        )
         new_id = outcome.result.affected[0]
         flash.success(request, f"Sent message {new_id} to {queue.queue_name}.")
         return redirect(reverse("message", args=[queue.queue_name, new_id]))
-    return render(request, "queues/actions/send.html", {"queue": queue, "form": form},
-                  status=400 if request.method == "POST" else 200)
+    return render(
+        request,
+        "queues/actions/send.html",
+        {"queue": queue, "form": form},
+        status=400 if request.method == "POST" else 200,
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -130,8 +166,10 @@ def send_message(request: HttpRequest, queue_name: str) -> HttpResponse:
 def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
     if redaction.applies_to(request.user):
-        raise PermissionDenied("Some payload values are redacted for you (DASHBOARD_REDACT), and an edited copy would "
-                               "send the redactions instead of them: editing needs the permission to see them.")
+        raise PermissionDenied(
+            "Some payload values are redacted for you (DASHBOARD_REDACT), and an edited copy would "
+            "send the redactions instead of them: editing needs the permission to see them."
+        )
     source = request.GET.get("source") or request.POST.get("source") or LIVE
     if source not in (LIVE, ARCHIVE):
         return render(request, "400.html", {"message": "source must be live or archive"}, status=400)
@@ -139,8 +177,14 @@ def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpR
     if original is None:
         flash.error(request, f"Message {msg_id} is no longer in {queue.queue_name}: a consumer took it meanwhile.")
         return redirect(reverse("messages", args=[queue.queue_name]))
-    form = forms.EditForm(posted(request), initial={
-        "message": original.message_text, "headers": original.headers_text or "", "destination": queue.queue_name})
+    form = forms.EditForm(
+        posted(request),
+        initial={
+            "message": original.message_text,
+            "headers": original.headers_text or "",
+            "destination": queue.queue_name,
+        },
+    )
     if request.method == "POST" and form.is_valid():
         try:
             destination = services.existing_queue(form.cleaned_data["destination"] or queue.queue_name)
@@ -149,10 +193,16 @@ def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpR
         else:
             try:
                 outcome = services.edit_and_resend(
-                    user=request.user, queue=queue, msg_id=msg_id, source=source, destination=destination,
-                    message=form.cleaned_data["message"], headers=form.cleaned_data["headers"],
+                    user=request.user,
+                    queue=queue,
+                    msg_id=msg_id,
+                    source=source,
+                    destination=destination,
+                    message=form.cleaned_data["message"],
+                    headers=form.cleaned_data["headers"],
                     include_in_flight=form.cleaned_data["include_in_flight"],
-                    request_token=form.cleaned_data["request_token"])
+                    request_token=form.cleaned_data["request_token"],
+                )
             except services.SecondDelivery as refusal:
                 form.add_error("include_in_flight", str(refusal))
                 return _edit_page(request, queue, form, original, source, status=409)
@@ -160,17 +210,29 @@ def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpR
                 flash.error(request, f"Message {msg_id} was taken by a consumer meanwhile: nothing was sent.")
                 return redirect(reverse("messages", args=[queue.queue_name]))
             new_id = outcome.result.new_ids[msg_id]
-            flash.success(request, f"Sent the edited copy as message {new_id} to {destination.queue_name}"
-                          + (f"; message {msg_id} is archived." if source == LIVE else "."))
+            flash.success(
+                request,
+                f"Sent the edited copy as message {new_id} to {destination.queue_name}"
+                + (f"; message {msg_id} is archived." if source == LIVE else "."),
+            )
             return redirect(reverse("message", args=[destination.queue_name, new_id]))
     return _edit_page(request, queue, form, original, source, status=400 if request.method == "POST" else 200)
 
 
 def _edit_page(request: HttpRequest, queue: Queue, form, original, source: str, *, status: int) -> HttpResponse:
-    return render(request, "queues/actions/edit.html", {
-        "queue": queue, "form": form, "original": original, "source": source,
-        "in_flight": source == LIVE and original.state == IN_FLIGHT,
-        "destinations": Queue.objects.values_list("queue_name", flat=True)}, status=status)
+    return render(
+        request,
+        "queues/actions/edit.html",
+        {
+            "queue": queue,
+            "form": form,
+            "original": original,
+            "source": source,
+            "in_flight": source == LIVE and original.state == IN_FLIGHT,
+            "destinations": Queue.objects.values_list("queue_name", flat=True),
+        },
+        status=status,
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -186,10 +248,17 @@ def purge_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
         flash.success(request, f"Purged {outcome.audit.affected:,} messages from {queue.queue_name}.")
         return redirect(reverse("queue", args=[queue.queue_name]))
     counts = stats.table_row_counts([queue.tables[LIVE].name])
-    return render(request, "queues/actions/purge.html",
-                  {"queue": queue, "form": form, "backlog": counts.get(queue.tables[LIVE].name),
-                   "payload_limit": settings.AUDIT_PAYLOAD_LIMIT},
-                  status=400 if request.method == "POST" else 200)
+    return render(
+        request,
+        "queues/actions/purge.html",
+        {
+            "queue": queue,
+            "form": form,
+            "backlog": counts.get(queue.tables[LIVE].name),
+            "payload_limit": settings.AUDIT_PAYLOAD_LIMIT,
+        },
+        status=400 if request.method == "POST" else 200,
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -205,10 +274,17 @@ def drop_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
         flash.success(request, f"Dropped the queue {queue.queue_name}, its messages and its archive.")
         return redirect(reverse("overview"))
     counts = stats.table_row_counts([queue.tables[kind].name for kind in (LIVE, ARCHIVE)])
-    return render(request, "queues/actions/drop.html",
-                  {"queue": queue, "form": form, "backlog": counts.get(queue.tables[LIVE].name),
-                   "archived": counts.get(queue.tables[ARCHIVE].name)},
-                  status=400 if request.method == "POST" else 200)
+    return render(
+        request,
+        "queues/actions/drop.html",
+        {
+            "queue": queue,
+            "form": form,
+            "backlog": counts.get(queue.tables[LIVE].name),
+            "archived": counts.get(queue.tables[ARCHIVE].name),
+        },
+        status=400 if request.method == "POST" else 200,
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -218,13 +294,17 @@ def create_queue(request: HttpRequest) -> HttpResponse:
     form = forms.CreateQueueForm(posted(request))
     if request.method == "POST" and form.is_valid():
         try:
-            services.create_queue(user=request.user, name=form.cleaned_data["name"],
-                                  unlogged=form.cleaned_data["unlogged"],
-                                  request_token=form.cleaned_data["request_token"])
+            services.create_queue(
+                user=request.user,
+                name=form.cleaned_data["name"],
+                unlogged=form.cleaned_data["unlogged"],
+                request_token=form.cleaned_data["request_token"],
+            )
         except services.ActionRefused as refusal:
             form.add_error("name", str(refusal))
         else:
             flash.success(request, f"Created the queue {form.cleaned_data['name']}.")
             return redirect(reverse("queue", args=[form.cleaned_data["name"]]))
-    return render(request, "queues/actions/create.html", {"form": form},
-                  status=400 if request.method == "POST" else 200)
+    return render(
+        request, "queues/actions/create.html", {"form": form}, status=400 if request.method == "POST" else 200
+    )

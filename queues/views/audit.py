@@ -1,5 +1,6 @@
 """The audit log (read-only: nothing here or anywhere edits or deletes it), its CSV export, and
 bulk jobs with their progress."""
+
 from __future__ import annotations
 
 import json
@@ -11,21 +12,34 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from queues import forms, redaction
+from queues.filters import MessageFilter
 from queues.jsontext import pretty
 from queues.models import AuditEntry
-from queues.filters import MessageFilter
-from queues.watched import watched_name
 from queues.selectors.audit_chain import PAGE_CHECKS_NEWEST, verify_chain
+from queues.shortcuts import bad_request
 from queues.spreadsheet import (  # noqa: F401 (FORMULA_STARTS: tests import it here)
     FORMULA_STARTS,
     line_writer,
     safe_cell,
 )
-from queues.shortcuts import bad_request
+from queues.watched import watched_name
 
 ENTRIES_PER_PAGE = 50
-CSV_COLUMNS = ["id", "at", "username", "action", "queue_name", "requested", "affected", "already_gone", "skipped",
-               "outcome", "target", "details", "deleted_count"]
+CSV_COLUMNS = [
+    "id",
+    "at",
+    "username",
+    "action",
+    "queue_name",
+    "requested",
+    "affected",
+    "already_gone",
+    "skipped",
+    "outcome",
+    "target",
+    "details",
+    "deleted_count",
+]
 # JSON columns are exported and shown as PostgreSQL writes them: numbers exactly as stored.
 JSON_AS_TEXT = {"target": Cast("target", TextField()), "details": Cast("details", TextField())}
 
@@ -91,12 +105,18 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         older = "?" + query.urlencode()
     export_query = request.GET.copy()
     export_query.pop("before", None)
-    return render(request, "queues/audit/log.html", {
-        "form": form, "entries": page, "older": older,
-        "actions": AuditEntry.objects.filter(in_this_log()).order_by().values_list("action", flat=True).distinct(),
-        "export_query": export_query.urlencode(),
-        "chain": verify_chain(newest=PAGE_CHECKS_NEWEST),
-    })
+    return render(
+        request,
+        "queues/audit/log.html",
+        {
+            "form": form,
+            "entries": page,
+            "older": older,
+            "actions": AuditEntry.objects.filter(in_this_log()).order_by().values_list("action", flat=True).distinct(),
+            "export_query": export_query.urlencode(),
+            "chain": verify_chain(newest=PAGE_CHECKS_NEWEST),
+        },
+    )
 
 
 @require_GET
@@ -111,7 +131,8 @@ def audit_csv(request: HttpRequest) -> HttpResponse:
         yield writer.writerow(CSV_COLUMNS)
         columns = [f"{column}_text" if column in JSON_AS_TEXT else column for column in CSV_COLUMNS]
         entries = _filtered_entries(form).annotate(
-            **{f"{name}_text": text for name, text in _json_as_text(request).items()})
+            **{f"{name}_text": text for name, text in _json_as_text(request).items()}
+        )
         for entry in entries.values(*columns).iterator(chunk_size=500):
             if redacted and '"filter"' in entry["target_text"]:
                 entry["target_text"] = json.dumps(target_seen(json.loads(entry["target_text"])), ensure_ascii=False)
@@ -125,11 +146,17 @@ def audit_csv(request: HttpRequest) -> HttpResponse:
 @require_GET
 def audit_entry(request: HttpRequest, entry_id: int) -> HttpResponse:
     redacted = redaction.applies_to(request.user)
-    entry = AuditEntry.objects.filter(in_this_log(), pk=entry_id).annotate(
-        target_pretty=pretty(redaction.RedactedRecord("target") if redacted else "target"),
-        details_pretty=pretty("details"),
-        deleted_payloads_pretty=pretty(redaction.RedactedRecord("deleted_payloads", many=True) if redacted
-                                       else "deleted_payloads")).first()
+    entry = (
+        AuditEntry.objects.filter(in_this_log(), pk=entry_id)
+        .annotate(
+            target_pretty=pretty(redaction.RedactedRecord("target") if redacted else "target"),
+            details_pretty=pretty("details"),
+            deleted_payloads_pretty=pretty(
+                redaction.RedactedRecord("deleted_payloads", many=True) if redacted else "deleted_payloads"
+            ),
+        )
+        .first()
+    )
     if entry is None:
         raise Http404(f"There is no audit entry {entry_id}.")
     if redacted and target_seen(entry.target) is not entry.target:

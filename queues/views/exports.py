@@ -5,6 +5,7 @@ the list's own query string, validated by the list's own form (a bad one is the 
 list's place in its pages (after, before, from, last) and its sort are ignored: an export is every
 matching message, in msg_id order.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,8 @@ from django.views.decorators.http import require_GET
 from queues import export_slots, forms, redaction
 from queues.errors import error_answer
 from queues.selectors import exports, payloads
-from queues.spreadsheet import line_writer, safe_cell
 from queues.shortcuts import bad_request, get_queue_or_404
+from queues.spreadsheet import line_writer, safe_cell
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson; charset=utf-8"}
 UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -38,9 +39,10 @@ STREAMED = "\x00streamed\x00"  # a payload cell the writer fills in from the dat
 
 def _streamed_payloads(plan: exports.ExportPlan, row: exports.ExportRow) -> dict[str, payloads.StoredPayload | None]:
     # Looked for in either table: a row archived since its batch was read is in the archive.
-    return {column: payloads.stored_payload(plan.queue, row.msg_id, column=column,
-                                            redacted=plan.message_filter.redacted)
-            for column in ("message", "headers")}
+    return {
+        column: payloads.stored_payload(plan.queue, row.msg_id, column=column, redacted=plan.message_filter.redacted)
+        for column in ("message", "headers")
+    }
 
 
 def _csv_cell(stored: payloads.StoredPayload | None) -> Iterator[str]:
@@ -104,10 +106,18 @@ def message_export(request: HttpRequest, queue_name: str, export_format: str) ->
     try:
         slot = export_slots.take_slot(request.user.pk)
     except export_slots.ExportsBusy as busy:
-        response = error_answer(request, 429, f"{busy}; try again in {export_slots.RETRY_AFTER_SECONDS} s",
-                                "exports_busy.html", {
-                                    "reason": str(busy), "retry_seconds": export_slots.RETRY_AFTER_SECONDS,
-                                    "per_user": settings.EXPORTS_PER_USER, "per_worker": settings.EXPORTS_PER_WORKER})
+        response = error_answer(
+            request,
+            429,
+            f"{busy}; try again in {export_slots.RETRY_AFTER_SECONDS} s",
+            "exports_busy.html",
+            {
+                "reason": str(busy),
+                "retry_seconds": export_slots.RETRY_AFTER_SECONDS,
+                "per_user": settings.EXPORTS_PER_USER,
+                "per_worker": settings.EXPORTS_PER_WORKER,
+            },
+        )
         response["Retry-After"] = str(export_slots.RETRY_AFTER_SECONDS)
         return response
     lines = _csv_lines(plan) if export_format == "csv" else _ndjson_lines(plan)
@@ -116,4 +126,3 @@ def message_export(request: HttpRequest, queue_name: str, export_format: str) ->
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "no-store"  # payloads: not for shared caches
     return response
-

@@ -1,4 +1,5 @@
 """A bulk job's page (its progress, live) and its cancellation."""
+
 from __future__ import annotations
 
 from django.contrib import messages as flash
@@ -19,8 +20,9 @@ operator_required = permission_required(OPERATE, raise_exception=True)
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_job_or_404(job_id)
     jobs_seen(request, [job])
-    return partial_or_page(request, "queues/audit/job.html", {"job-live": "queues/audit/_job_progress.html"},
-                           {"job": job})
+    return partial_or_page(
+        request, "queues/audit/job.html", {"job-live": "queues/audit/_job_progress.html"}, {"job": job}
+    )
 
 
 @require_POST
@@ -28,6 +30,7 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 def cancel_job(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_job_or_404(job_id)
     jobs.cancel(job, user=request.user)
-    flash.info(request, f"Job {job.pk} is cancelled." if job.finished
-               else f"Job {job.pk} stops after its current batch.")
+    flash.info(
+        request, f"Job {job.pk} is cancelled." if job.finished else f"Job {job.pk} stops after its current batch."
+    )
     return redirect(reverse("job", args=[job.pk]))

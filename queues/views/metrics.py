@@ -8,6 +8,7 @@ Every watched database is in one scrape, each series labelled with its name (`da
 sharing one table (pgmq.TableSharing) are reported once, under the name created first, so a sum()
 counts the table once; pgmq_queue_shared_tables says where the others went.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -26,14 +27,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from queues.pgmq import TableSharing, table_sharing
-from queues.watched import watched_aliases, watched_name, watching
 from queues.selectors import overview
 from queues.selectors.stats import QueueStats, RowCount
+from queues.watched import watched_aliases, watched_name, watching
 
 logger = logging.getLogger(__name__)
 
-ESTIMATE_NOTE = ("Above DASHBOARD_EXACT_COUNT_LIMIT rows this is PostgreSQL's estimate, not a count: "
-                 "pgmq_queue_estimated{figure=...} is then 1.")
+ESTIMATE_NOTE = (
+    "Above DASHBOARD_EXACT_COUNT_LIMIT rows this is PostgreSQL's estimate, not a count: "
+    "pgmq_queue_estimated{figure=...} is then 1."
+)
 
 
 class QueueCollector(Collector):
@@ -41,8 +44,11 @@ class QueueCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         started = time.monotonic()
-        up = GaugeMetricFamily("pgmq_up", "1 when the dashboard could read this database's pgmq tables for this "
-                               "scrape, else 0.", labels=["database"])
+        up = GaugeMetricFamily(
+            "pgmq_up",
+            "1 when the dashboard could read this database's pgmq tables for this scrape, else 0.",
+            labels=["database"],
+        )
         families: dict[str, Metric] = {}
         for alias in watched_aliases():
             with watching(alias):
@@ -52,17 +58,20 @@ class QueueCollector(Collector):
                     sharing = table_sharing()
                 except DatabaseError as error:
                     # pgmq_up 0 is the answer Prometheus alerts on; a 5xx would only say "scrape failed".
-                    logger.warning("metrics: the pgmq database %s did not answer: %s", watched_name(),
-                                   str(error).strip())
+                    logger.warning(
+                        "metrics: the pgmq database %s did not answer: %s", watched_name(), str(error).strip()
+                    )
                     up.add_metric([watched_name()], 0)
                     continue
                 up.add_metric([watched_name()], 1)
                 _add_queue_metrics(families, watched_name(), stats, poison, sharing)
         yield from families.values()
         yield up
-        yield GaugeMetricFamily("pgmq_dashboard_scrape_duration_seconds",
-                                "Time the dashboard took to read every queue's figures for this scrape.",
-                                value=time.monotonic() - started)
+        yield GaugeMetricFamily(
+            "pgmq_dashboard_scrape_duration_seconds",
+            "Time the dashboard took to read every queue's figures for this scrape.",
+            value=time.monotonic() - started,
+        )
 
 
 QUEUE_GAUGES = {
@@ -70,38 +79,55 @@ QUEUE_GAUGES = {
     "pgmq_queue_visible": "Messages a consumer could read now (backlog minus in flight and delayed). " + ESTIMATE_NOTE,
     "pgmq_queue_in_flight": "Messages read and still within their visibility timeout (exact).",
     "pgmq_queue_delayed": "Messages sent with a delay not yet reached, never read (exact).",
-    "pgmq_queue_oldest_message_age_seconds":
-        "Age of the oldest message in the live table, whatever its state; 0 when the queue is empty.",
-    "pgmq_queue_oldest_visible_message_age_seconds":
+    "pgmq_queue_oldest_message_age_seconds": (
+        "Age of the oldest message in the live table, whatever its state; 0 when the queue is empty."
+    ),
+    "pgmq_queue_oldest_visible_message_age_seconds": (
         "Age of the oldest message a consumer could read now (what the dashboard's health uses); 0 when none is "
-        "visible.",
+        "visible."
+    ),
     "pgmq_queue_archived": "Messages in the queue's archive table. " + ESTIMATE_NOTE,
-    "pgmq_queue_poison":
+    "pgmq_queue_poison": (
         "Messages read DASHBOARD_POISON_READ_COUNT times or more: counted for this scrape where the table is small, "
-        "else the sampler's latest count (at most 10 min old); absent when neither.",
+        "else the sampler's latest count (at most 10 min old); absent when neither."
+    ),
 }
-SENT_HELP = ("Messages ever sent to the queue: its msg_id sequence (starts again from 0 if the queue is dropped and "
-             "created again).")
+SENT_HELP = (
+    "Messages ever sent to the queue: its msg_id sequence (starts again from 0 if the queue is dropped and "
+    "created again)."
+)
 ESTIMATED_HELP = "1 when the figure named (backlog, visible, archived) is PostgreSQL's estimate, 0 when it was counted."
-SHARED_HELP = ("1 for a queue name whose tables pgmq also gives the name reported_as, created before it (pgmq "
-               "lowercases names: Foo and FOO share q_foo). Its figures are that table's, reported once, under "
-               "reported_as.")
+SHARED_HELP = (
+    "1 for a queue name whose tables pgmq also gives the name reported_as, created before it (pgmq "
+    "lowercases names: Foo and FOO share q_foo). Its figures are that table's, reported once, under "
+    "reported_as."
+)
 
 
 def _families() -> dict[str, Metric]:
-    families: dict[str, Metric] = {name: GaugeMetricFamily(name, documentation, labels=["database", "queue"])
-                                   for name, documentation in QUEUE_GAUGES.items()}
-    families["pgmq_queue_messages_sent"] = CounterMetricFamily("pgmq_queue_messages_sent", SENT_HELP,
-                                                               labels=["database", "queue"])
-    families["pgmq_queue_estimated"] = GaugeMetricFamily("pgmq_queue_estimated", ESTIMATED_HELP,
-                                                         labels=["database", "queue", "figure"])
-    families["pgmq_queue_shared_tables"] = GaugeMetricFamily("pgmq_queue_shared_tables", SHARED_HELP,
-                                                             labels=["database", "queue", "reported_as"])
+    families: dict[str, Metric] = {
+        name: GaugeMetricFamily(name, documentation, labels=["database", "queue"])
+        for name, documentation in QUEUE_GAUGES.items()
+    }
+    families["pgmq_queue_messages_sent"] = CounterMetricFamily(
+        "pgmq_queue_messages_sent", SENT_HELP, labels=["database", "queue"]
+    )
+    families["pgmq_queue_estimated"] = GaugeMetricFamily(
+        "pgmq_queue_estimated", ESTIMATED_HELP, labels=["database", "queue", "figure"]
+    )
+    families["pgmq_queue_shared_tables"] = GaugeMetricFamily(
+        "pgmq_queue_shared_tables", SHARED_HELP, labels=["database", "queue", "reported_as"]
+    )
     return families
 
 
-def _add_queue_metrics(families: dict[str, Metric], database: str, stats: list[QueueStats],
-                       poison: dict[str, overview.PoisonCount], sharing: dict[str, TableSharing]) -> None:
+def _add_queue_metrics(
+    families: dict[str, Metric],
+    database: str,
+    stats: list[QueueStats],
+    poison: dict[str, overview.PoisonCount],
+    sharing: dict[str, TableSharing],
+) -> None:
     if not families:
         families.update(_families())
     reported = {queue.name for queue in stats}
@@ -131,8 +157,7 @@ def _add_queue_metrics(families: dict[str, Metric], database: str, stats: list[Q
 def _bears_the_token(request: HttpRequest) -> bool:
     scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
     # Bytes: compare_digest refuses non-ASCII str, and a header may hold anything.
-    return scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(),
-                                                              settings.METRICS_TOKEN.encode())
+    return scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(), settings.METRICS_TOKEN.encode())
 
 
 @login_not_required
@@ -142,8 +167,11 @@ def metrics(request: HttpRequest) -> HttpResponse:
     if not settings.METRICS_TOKEN:
         raise Http404("Metrics are off: set DASHBOARD_METRICS_TOKEN to turn them on.")
     if not _bears_the_token(request):
-        response = HttpResponse("A bearer token is required: Authorization: Bearer <DASHBOARD_METRICS_TOKEN>\n",
-                                status=401, content_type="text/plain; charset=utf-8")
+        response = HttpResponse(
+            "A bearer token is required: Authorization: Bearer <DASHBOARD_METRICS_TOKEN>\n",
+            status=401,
+            content_type="text/plain; charset=utf-8",
+        )
         response["WWW-Authenticate"] = 'Bearer realm="pgmq-dashboard metrics"'
         return response
     # A registry of this request's own: nothing is registered globally, nothing outlives the scrape.

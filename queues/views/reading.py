@@ -1,6 +1,6 @@
 """Pages that read: parse input (forms.py), call selectors, render. Nothing here changes a message."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 from django.conf import settings
 from django.db import OperationalError
@@ -11,14 +11,21 @@ from django.views.decorators.http import require_GET
 
 from dashboard.databases import took_too_long
 from queues import forms, jobs, redaction, vocabulary
-from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
 from queues.filters import SOURCES, STATES, MessageFilter
+from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
 from queues.selectors import archive, diagnostics, distributions, history, messages, overview, payloads, privileges
 from queues.selectors.stats import single_queue_stats, table_row_counts
 from queues.shortcuts import (
-    bad_request, download_too_big, get_queue_or_404, jobs_seen, page_links, partial_or_page, render_panel,
+    bad_request,
+    download_too_big,
+    get_queue_or_404,
+    jobs_seen,
+    page_links,
+    partial_or_page,
+    render_panel,
 )
 from queues.templatetags.queue_format import DISPLAY_LIMIT_CHARS
+
 
 @require_GET
 def overview_page(request: HttpRequest) -> HttpResponse:
@@ -27,9 +34,12 @@ def overview_page(request: HttpRequest) -> HttpResponse:
         return bad_request(request, form)
     sort, descending = form.sort_key()
     context = {
-        "form": form, "sort": sort, "descending": descending,
-        "overview": overview.overview(search=form.cleaned_data["q"], sort=sort, descending=descending,
-                                      page=form.cleaned_data["page"] or 1),
+        "form": form,
+        "sort": sort,
+        "descending": descending,
+        "overview": overview.overview(
+            search=form.cleaned_data["q"], sort=sort, descending=descending, page=form.cleaned_data["page"] or 1
+        ),
     }
     return partial_or_page(request, "queues/overview.html", {"overview-live": "queues/_overview_live.html"}, context)
 
@@ -54,9 +64,14 @@ def _queue_figures(queue: Queue, range_s: int) -> dict:
         "age": {"labels": spread.age.labels, "counts": spread.age.counts},
         "read_ct": {"labels": spread.read_ct.labels, "counts": spread.read_ct.counts},
     }
-    return {"stats": stats, "row": row, "spread": spread, "chart_data": chart_data,
-            "poison_read_count": settings.POISON_READ_COUNT,
-            "jobs": jobs.of_queue(queue, limit=5)}
+    return {
+        "stats": stats,
+        "row": row,
+        "spread": spread,
+        "chart_data": chart_data,
+        "poison_read_count": settings.POISON_READ_COUNT,
+        "jobs": jobs.of_queue(queue, limit=5),
+    }
 
 
 @require_GET
@@ -65,8 +80,13 @@ def queue_page(request: HttpRequest, queue_name: str) -> HttpResponse:
     range_form = forms.RangeForm(request.GET)
     if not range_form.is_valid():
         return bad_request(request, range_form)
-    context = {"queue": queue, "range_form": range_form, "range": range_form.cleaned_data["range"] or "1h",
-               "ranges": forms.RANGE_LABELS, **_queue_figures(queue, range_form.seconds())}
+    context = {
+        "queue": queue,
+        "range_form": range_form,
+        "range": range_form.cleaned_data["range"] or "1h",
+        "ranges": forms.RANGE_LABELS,
+        **_queue_figures(queue, range_form.seconds()),
+    }
     jobs_seen(request, context["jobs"])
     if not (request.htmx and request.htmx.target == "queue-live"):
         context["features"] = queue_features(queue.queue_name)
@@ -77,10 +97,12 @@ def queue_page(request: HttpRequest, queue_name: str) -> HttpResponse:
 @require_GET
 def queue_poison(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
-    return render_panel(request, "queues/_queue_poison.html",
-                        {"queue": queue, "poison_read_count": settings.POISON_READ_COUNT},
-                        lambda: {"messages": distributions.top_poison(
-                            queue, redacted=redaction.applies_to(request.user))})
+    return render_panel(
+        request,
+        "queues/_queue_poison.html",
+        {"queue": queue, "poison_read_count": settings.POISON_READ_COUNT},
+        lambda: {"messages": distributions.top_poison(queue, redacted=redaction.applies_to(request.user))},
+    )
 
 
 @require_GET
@@ -92,17 +114,27 @@ def queue_archive_history(request: HttpRequest, queue_name: str) -> HttpResponse
 
     def build() -> dict:
         result = archive.archive_history(queue, range_s=range_form.seconds())
-        return {"history": result, "chart_data": {
-            "labels": [point.at.isoformat() for point in result.points],
-            "archived": [point.archived for point in result.points],
-            "p50": [point.p50_s for point in result.points],
-            "p95": [point.p95_s for point in result.points],
-            "p99": [point.p99_s for point in result.points],
-        }}
+        return {
+            "history": result,
+            "chart_data": {
+                "labels": [point.at.isoformat() for point in result.points],
+                "archived": [point.archived for point in result.points],
+                "p50": [point.p50_s for point in result.points],
+                "p95": [point.p95_s for point in result.points],
+                "p99": [point.p99_s for point in result.points],
+            },
+        }
 
-    return render_panel(request, "queues/_queue_archive_history.html",
-                        {"queue": queue, "range": range_form.cleaned_data["range"] or "1h",
-                         "range_label": forms.RANGE_LABELS[range_form.cleaned_data["range"] or "1h"]}, build)
+    return render_panel(
+        request,
+        "queues/_queue_archive_history.html",
+        {
+            "queue": queue,
+            "range": range_form.cleaned_data["range"] or "1h",
+            "range_label": forms.RANGE_LABELS[range_form.cleaned_data["range"] or "1h"],
+        },
+        build,
+    )
 
 
 @require_GET
@@ -124,25 +156,44 @@ def message_list(request: HttpRequest, queue_name: str) -> HttpResponse:
     form = forms.MessageFilterForm(request.GET)
     if not form.is_valid():
         # The same page, its form holding what was typed and saying what is wrong with it.
-        return render(request, "queues/messages.html", {
-            "queue": queue, "form": form, "filter": MessageFilter(
-                source=request.GET.get("source") if request.GET.get("source") in SOURCES else "live"),
-            "page": messages.MessagePage(rows=[], has_newer=False, has_older=False, first=None, last=None),
-            "page_request": messages.PageRequest(), "links": {}, "live": False, "invalid": True,
-            "states": STATES, "sort_columns": messages.SORT_COLUMNS, "sources": SOURCES,
-        }, status=400)
+        return render(
+            request,
+            "queues/messages.html",
+            {
+                "queue": queue,
+                "form": form,
+                "filter": MessageFilter(
+                    source=request.GET.get("source") if request.GET.get("source") in SOURCES else "live"
+                ),
+                "page": messages.MessagePage(rows=[], has_newer=False, has_older=False, first=None, last=None),
+                "page_request": messages.PageRequest(),
+                "links": {},
+                "live": False,
+                "invalid": True,
+                "states": STATES,
+                "sort_columns": messages.SORT_COLUMNS,
+                "sources": SOURCES,
+            },
+            status=400,
+        )
     message_filter = form.message_filter(redacted=redaction.applies_to(request.user))
     page_request = form.page_request()
     page = messages.message_page(queue, message_filter, page_request)
     context = {
-        "queue": queue, "form": form, "filter": message_filter, "page": page, "page_request": page_request,
+        "queue": queue,
+        "form": form,
+        "filter": message_filter,
+        "page": page,
+        "page_request": page_request,
         "links": page_links(request, page, page_request),
         # A bounded search is re-run by hand, not every few seconds.
         "live": not message_filter.needs_scan,
         "estimated_total": None if not message_filter.is_empty else _estimated_total(queue, message_filter),
         # Each row links to its message: the queue's part of the URL is reversed once, not fifty times.
         "messages_url": reverse("messages", args=[queue.queue_name]),
-        "states": STATES, "sort_columns": messages.SORT_COLUMNS, "sources": SOURCES,
+        "states": STATES,
+        "sort_columns": messages.SORT_COLUMNS,
+        "sources": SOURCES,
         "search_budget_s": f"{settings.SEARCH_TIMEOUT_MS / 1000:g}",
         "export_query": _filters_only(request),
         **_action_context(request, queue, message_filter),
@@ -166,15 +217,21 @@ def _write_refusal(request: HttpRequest, queue: Queue) -> str | None:
 def _action_context(request: HttpRequest, queue: Queue, message_filter: messages.MessageFilter) -> dict:
     """What the message list needs to offer actions: only to those allowed, on one table at a time."""
     write_refusal = _write_refusal(request, queue)
-    can_act = (request.user.has_perm("queues.operate_messages") and not write_refusal
-               and message_filter.source in (LIVE, ARCHIVE))
+    can_act = (
+        request.user.has_perm("queues.operate_messages")
+        and not write_refusal
+        and message_filter.source in (LIVE, ARCHIVE)
+    )
     if not can_act:
         return {"can_act": False, "write_refusal": write_refusal}
     query = request.GET.copy()
     for key in ("after", "before", "from", "last"):
         query.pop(key, None)
-    return {"can_act": True, "action_buttons": vocabulary.on_table(message_filter.source),
-            "filter_query": query.urlencode()}
+    return {
+        "can_act": True,
+        "action_buttons": vocabulary.on_table(message_filter.source),
+        "filter_query": query.urlencode(),
+    }
 
 
 def _estimated_total(queue: Queue, message_filter: messages.MessageFilter):
@@ -199,21 +256,29 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
     redacted = redaction.applies_to(request.user)
     message = messages.find_message(queue, msg_id, source=source, redacted=redacted, text_chars=DISPLAY_LIMIT_CHARS)
     if message is None:
-        raise Http404(f"Message {msg_id} is not in queue “{queue_name}” nor in its archive: "
-                      "it was deleted, or never existed.")
+        raise Http404(
+            f"Message {msg_id} is not in queue “{queue_name}” nor in its archive: it was deleted, or never existed."
+        )
     table = queue.tables[message.source]
-    return render(request, "queues/message.html", {
-        "queue": queue, "message": message, "has_headers": "headers" in table.columns,
-        "action_buttons": vocabulary.on_table(message.source),
-        "edit_and_resend": vocabulary.ACTIONS[vocabulary.EDIT_AND_RESEND],
-        "write_refusal": _write_refusal(request, queue), "redacted": redacted,
-        "records_reads": "last_read_at" in table.columns,
-        # Cut by the database: the page holds the beginning only; the download gives it whole.
-        "too_big": message.message_cut,
-        # Headers too can be a megabyte (pgmq sets no limit): cut like the message.
-        "headers_too_big": message.headers_cut,
-        "fetch_sql": fetch_row_sql(table.name, msg_id),
-    })
+    return render(
+        request,
+        "queues/message.html",
+        {
+            "queue": queue,
+            "message": message,
+            "has_headers": "headers" in table.columns,
+            "action_buttons": vocabulary.on_table(message.source),
+            "edit_and_resend": vocabulary.ACTIONS[vocabulary.EDIT_AND_RESEND],
+            "write_refusal": _write_refusal(request, queue),
+            "redacted": redacted,
+            "records_reads": "last_read_at" in table.columns,
+            # Cut by the database: the page holds the beginning only; the download gives it whole.
+            "too_big": message.message_cut,
+            # Headers too can be a megabyte (pgmq sets no limit): cut like the message.
+            "headers_too_big": message.headers_cut,
+            "fetch_sql": fetch_row_sql(table.name, msg_id),
+        },
+    )
 
 
 @require_GET
@@ -224,10 +289,12 @@ def message_raw(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRespo
     source = request.GET.get("source") or None
     part = request.GET.get("part") or "message"
     if source not in (None, LIVE, ARCHIVE) or part not in ("message", "headers"):
-        return render(request, "400.html", {"message": "source must be live or archive, part message or headers"},
-                      status=400)
-    stored = payloads.stored_payload(queue, msg_id, column=part, source=source,
-                                     redacted=redaction.applies_to(request.user))
+        return render(
+            request, "400.html", {"message": "source must be live or archive, part message or headers"}, status=400
+        )
+    stored = payloads.stored_payload(
+        queue, msg_id, column=part, source=source, redacted=redaction.applies_to(request.user)
+    )
     if stored is None:
         raise Http404(f"Message {msg_id} is not in queue “{queue_name}” nor in its archive.")
     too_big = download_too_big(request, stored)

@@ -21,8 +21,10 @@ def set_role(user, role: str) -> None:
 
 
 class Command(BaseCommand):
-    help = ("Create a login with a role: viewer (reads), operator (acts on messages, sends), admin (also "
-            "purges, creates and drops queues, manages users). The password comes from $PASSWORD or a prompt.")
+    help = (
+        "Create a login with a role: viewer (reads), operator (acts on messages, sends), admin (also "
+        "purges, creates and drops queues, manages users). The password comes from $PASSWORD or a prompt."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")

@@ -10,8 +10,10 @@ DEMO_USERNAME = "demo"
 
 
 class Command(BaseCommand):
-    help = ("Create (or reset) the `demo` admin login that `make run` prints. The password comes from "
-            "DEMO_PASSWORD, or is random. With --with-roles, also `viewer` and `operator` with the same password.")
+    help = (
+        "Create (or reset) the `demo` admin login that `make run` prints. The password comes from "
+        "DEMO_PASSWORD, or is random. With --with-roles, also `viewer` and `operator` with the same password."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--with-roles", action="store_true")

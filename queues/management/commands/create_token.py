@@ -5,8 +5,10 @@ from queues.tokens import issue_token
 
 
 class Command(BaseCommand):
-    help = ("Make an API token for a login and print its key, once: only a hash of it is kept. Delete a token in "
-            "Django's admin, under API tokens.")
+    help = (
+        "Make an API token for a login and print its key, once: only a hash of it is kept. Delete a token in "
+        "Django's admin, under API tokens."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")

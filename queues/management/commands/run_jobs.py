@@ -1,6 +1,7 @@
 """The bulk job runner's loop: claim a job, run its batches (queues/jobs.py) until it ends, again
 for the next, until stopped. Run one or more beside the web server (`make run` starts one).
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,12 +13,10 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError, connections
 
 from dashboard.databases import first_line, is_connection_failure, unreachable_databases
+from queues import jobs
 from queues.models import BulkJob
 from queues.pgmq import Queue
-from queues.watched import watched_alias, watching
-
-from queues.watched import statement_budget
-from queues import jobs
+from queues.watched import statement_budget, watched_alias, watching
 
 logger = logging.getLogger("jobs")
 ATTEMPTS = 5  # a batch undone by something passing (a lock, a deadlock) is tried this many times
@@ -50,10 +49,10 @@ def _run_job(job: BulkJob, *, stopping: threading.Event) -> None:
             failures += 1
             if failures >= ATTEMPTS:
                 message = f"{error} ({ATTEMPTS} times in a row)"
-                _while_reachable(stopping, lambda: jobs.fail(job, message))
+                _while_reachable(stopping, lambda message=message: jobs.fail(job, message))
                 return
             logger.warning("job %s: %s; trying the batch again", job.pk, error)
-            stopping.wait(0.2 * 2 ** failures)
+            stopping.wait(0.2 * 2**failures)
         except Exception as error:  # a bug must end the job saying why, not kill the runner
             if _database_lost(error):
                 # This runner still holds the job (its lease outlives a short outage) and goes on
@@ -65,7 +64,7 @@ def _run_job(job: BulkJob, *, stopping: threading.Event) -> None:
                 continue
             logger.exception("job %s failed", job.pk)
             message = first_line(error) if isinstance(error, DatabaseError) else f"{type(error).__name__}: {error}"
-            _while_reachable(stopping, lambda: jobs.fail(job, message))
+            _while_reachable(stopping, lambda message=message: jobs.fail(job, message))
             return
 
 

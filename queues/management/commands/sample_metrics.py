@@ -4,6 +4,7 @@ Run it as its own long-lived process beside the web server (`make run` does; see
 production). One sampler per dashboard database is enough; two would only store twice. It samples
 every watched database in turn.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,8 @@ from django.db import DatabaseError, connections, transaction
 from dashboard.databases import first_line
 from queues.alerting import evaluate_alerts, readings_from
 from queues.models import QueueSample
-from queues.watched import watched_aliases, watched_name, watching
 from queues.selectors.stats import one_per_table, poison_counts, queue_stats
+from queues.watched import watched_aliases, watched_name, watching
 
 logger = logging.getLogger("sampler")
 PRUNE_BATCH = 10_000
@@ -38,19 +39,28 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
     unknown = one_per_table([queue for queue in stats if queue.poison is None]) if count_poison_everywhere else []
     counted = poison_counts(unknown)
     slow_poison = {queue.live.name: counted[queue.name] for queue in unknown if queue.name in counted}
-    poison = {queue.name: queue.poison if queue.poison is not None else slow_poison.get(queue.live.name)
-              for queue in stats}
-    QueueSample.objects.bulk_create([
-        QueueSample(
-            queue_name=queue.name, sampled_at=queue.measured_at,
-            backlog=queue.backlog.value, backlog_exact=queue.backlog.exact, visible=queue.visible.value,
-            in_flight=queue.in_flight, delayed=queue.delayed, oldest_age_s=queue.oldest_age_s,
-            sent_total=queue.sent_total, removed_total=queue.live.removed_total,
-            archived=queue.archived.value if queue.archived else None,
-            poison=poison[queue.name],
-        )
-        for queue in stats
-    ])
+    poison = {
+        queue.name: queue.poison if queue.poison is not None else slow_poison.get(queue.live.name) for queue in stats
+    }
+    QueueSample.objects.bulk_create(
+        [
+            QueueSample(
+                queue_name=queue.name,
+                sampled_at=queue.measured_at,
+                backlog=queue.backlog.value,
+                backlog_exact=queue.backlog.exact,
+                visible=queue.visible.value,
+                in_flight=queue.in_flight,
+                delayed=queue.delayed,
+                oldest_age_s=queue.oldest_age_s,
+                sent_total=queue.sent_total,
+                removed_total=queue.live.removed_total,
+                archived=queue.archived.value if queue.archived else None,
+                poison=poison[queue.name],
+            )
+            for queue in stats
+        ]
+    )
     try:
         evaluate_alerts(readings_from(stats, poison))
     except Exception:  # the history is stored: a fault in alerting must not stop the sampler keeping it
@@ -83,8 +93,11 @@ def prune_samples(*, older_than: timedelta) -> int:
         with connections["default"].cursor() as cursor:
             cursor.execute("SELECT now()")
             now = cursor.fetchone()[0]
-        ids = list(QueueSample.objects.filter(sampled_at__lt=now - older_than)
-                   .order_by("sampled_at").values_list("id", flat=True)[:PRUNE_BATCH])
+        ids = list(
+            QueueSample.objects.filter(sampled_at__lt=now - older_than)
+            .order_by("sampled_at")
+            .values_list("id", flat=True)[:PRUNE_BATCH]
+        )
         if not ids:
             break
         with transaction.atomic():
@@ -96,8 +109,12 @@ class Command(BaseCommand):
     help = "Store every queue's figures every few seconds (the dashboard's metric history) until stopped."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--interval", type=float, default=settings.SAMPLE_INTERVAL_SECONDS,
-                            help="seconds between samples (default DASHBOARD_SAMPLE_INTERVAL_SECONDS)")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=settings.SAMPLE_INTERVAL_SECONDS,
+            help="seconds between samples (default DASHBOARD_SAMPLE_INTERVAL_SECONDS)",
+        )
         parser.add_argument("--once", action="store_true", help="take one sample (poison counted everywhere) and exit")
 
     def handle(self, *args: object, interval: float, once: bool, **options: object) -> None:

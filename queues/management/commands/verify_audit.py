@@ -4,6 +4,7 @@ Prints "intact through #N (M records)" and the newest record's hash, or the firs
 ("record #12 changed", "record #13 missing (#14 follows #12)") with exit status 1. Reads the
 records in batches, in one snapshot, with the bulk jobs' statement timeout.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -20,8 +21,9 @@ class Command(BaseCommand):
         with transaction.atomic():
             with connections["default"].cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)",
-                               [str(settings.JOB_STATEMENT_TIMEOUT_MS)])
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', %s, true)", [str(settings.JOB_STATEMENT_TIMEOUT_MS)]
+                )
             verdict = verify_chain()
         if not verdict.intact:
             self.stderr.write(f"audit log: {verdict}")

@@ -1,0 +1,34 @@
+"""collectstatic, only when a source is newer than what was collected (`python -m
+dashboard.static_files`, as `make run` and the developer tools do it).
+
+Collecting again rewrites the manifest and the hashed CSS even when nothing changed, and a
+dashboard already serving those files (the tests run several at once) would answer a request with
+a file cut short meanwhile; when nothing changed, nothing is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.staticfiles.finders import get_finders
+from django.core.management import call_command
+
+
+def collect_static() -> bool:
+    """Collect the static files unless every one is older than the manifest; whether it collected."""
+    manifest = Path(settings.STATIC_ROOT) / "staticfiles.json"
+    if manifest.exists():
+        sources = (Path(storage.path(path)) for finder in get_finders() for path, storage in finder.list([]))
+        collected_at = manifest.stat().st_mtime
+        if all(source.stat().st_mtime <= collected_at for source in sources):
+            return False
+    call_command("collectstatic", "--noinput", verbosity=0)
+    return True
+
+
+if __name__ == "__main__":
+    import django
+
+    django.setup()
+    collect_static()
