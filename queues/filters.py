@@ -25,6 +25,7 @@ from django.db.models.functions import Cast, Now
 from dashboard.databases import took_too_long
 from queues.pgmq import ARCHIVE, LIVE, Queue
 from queues.redaction import REDACTED, payload
+from queues.watched import statement_budget
 
 # A message's state, by the database's clock.
 VISIBLE, IN_FLIGHT, DELAYED, ARCHIVED = "visible", "in flight", "delayed", "archived"
@@ -228,8 +229,6 @@ class MessageFilter:
 
     def count(self, queue: Queue, kind: str, *, budget_ms: int) -> int | None:
         """How many messages match, exactly; None when counting takes longer than the budget."""
-        from queues.selectors.messages import statement_budget
-
         model = queue.live_messages if kind == LIVE else queue.archived_messages
         try:
             with statement_budget(budget_ms):

@@ -23,6 +23,7 @@ from psycopg import sql
 from queues.jsontext import RawJSON, as_jsonb, json_text
 from queues.models import AuditEntry, BulkJob, MessageCopy
 from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, TableSharing, table_sharing
+from queues.selectors.copies import copies_of
 from queues.vocabulary import (
     ARCHIVE_ACTION,
     CREATE_QUEUE,
@@ -410,27 +411,6 @@ def batch_requeue(
         copied_before=copied_before,
         new_ids=new_ids,
     )
-
-
-def copies_of(
-    queue: Queue, msg_ids: list[int], *, action: str | None = None, using: str = "default"
-) -> dict[int, dict]:
-    """Where copies of these messages of `queue` went (the latest of each), as the copies table says."""
-    found = MessageCopy.objects.using(using).filter(
-        database=watched_name(), queue_name=queue.queue_name, msg_id__in=msg_ids
-    )
-    if action:
-        found = found.filter(action=action)
-    return {
-        copy.msg_id: {
-            "queue": copy.copy_queue,
-            "msg_id": copy.copy_msg_id,
-            "at": copy.at.isoformat(),
-            "by": copy.username,
-            "action": copy.action,
-        }
-        for copy in found.order_by("id")
-    }
 
 
 def _record_copies(

@@ -380,6 +380,17 @@ def test_a_bulk_action_says_what_is_wrong_with_it(client, as_role, typed_queue):
     response = start({"action": "delete", "filter": {"state": "gone", "read_ct_min": 1.5}})
     assert response.status_code == 400 and "state" in response.json()["detail"]
     assert "read_ct_min" in response.json()["detail"]
+    # JSON's false, true and lists where a filter takes one value: refused, never read as "no condition".
+    for wrong in (
+        {"state": False},
+        {"read_ct_min": False},
+        {"enqueued_after": False},
+        {"read_ct_min": True},
+        {"state": ["visible"]},
+        {"read_ct_min": [1, 5]},
+    ):
+        response = start({"action": "delete", "filter": wrong})
+        assert response.status_code == 400 and next(iter(wrong)) in response.json()["detail"], (wrong, response.json())
     response = start({"action": "move", "filter": {}})
     assert response.status_code == 400 and "destination" in response.json()["errors"]
     response = start({"action": "move", "filter": {}, "parameters": {"destination": "nowhere"}})

@@ -592,11 +592,13 @@ def resend_message(request: Request, queue_name: str, msg_id: int) -> Response:
 
 def _filter_query(given: dict) -> str:
     """A bulk action's filter as the message browser's query string, which forms.py then checks
-    exactly as it checks the page's."""
+    exactly as it checks the page's. Every value goes as its text: JSON's false, true or a list
+    where one value belongs is then refused by the form, never read as "no condition"."""
     return form_data(
         **{
-            name: exact_json(value) if name in ("message", "headers") and value is not None else value
+            name: exact_json(value) if name in ("message", "headers") else str(value)
             for name, value in given.items()
+            if value is not None
         }
     ).urlencode()
 

@@ -6,9 +6,10 @@ import dataclasses
 
 from django.db.models.functions import Now
 
-from queues import services, vocabulary
+from queues import vocabulary
 from queues.filters import MessageFilter
 from queues.pgmq import LIVE, Queue, TableSharing, table_sharing
+from queues.selectors.copies import copies_of
 
 COUNT_BUDGET_MS = 10_000
 
@@ -76,7 +77,7 @@ def plan_action(
         if source == LIVE and action in vocabulary.GUARDS_IN_FLIGHT:
             in_flight = model.objects.filter(msg_id__in=ids, vt__gt=Now(), read_ct__gt=0).count()
         if action == vocabulary.REQUEUE:
-            requeued_before = services.copies_of(queue, ids, action=vocabulary.REQUEUE)
+            requeued_before = copies_of(queue, ids, action=vocabulary.REQUEUE)
     else:
         count = message_filter.count(queue, source, budget_ms=COUNT_BUDGET_MS)
         still_there, gone, words = None, 0, message_filter.in_words()
