@@ -24,7 +24,8 @@ from tests.http_client import HttpSession
 from tests.pages import parse
 from tests.test_configuration import run_manage
 
-pytestmark = uses_databases
+# Its module-scoped servers are made once: every test of it runs in the same worker (pytest-xdist).
+pytestmark = [uses_databases, pytest.mark.xdist_group("admin_security")]
 
 PASSWORD = "a-long-test-password-42"
 

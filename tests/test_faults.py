@@ -31,6 +31,9 @@ from tests.conftest import BASE_DIR, free_port, gunicorn, sign_in, wait_for
 from tests.http_client import HttpSession, Response
 from tests.pages import parse
 
+# Its module-scoped servers are made once: every test of it runs in the same worker (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("faults")
+
 USERNAME = "oncall"
 PASSWORD = "a-long-test-password-42"
 GUNICORN_THREADS = 4

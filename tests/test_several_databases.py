@@ -28,7 +28,8 @@ from tests.test_accessibility import Checker
 from tests.test_configuration import assert_one_line_error, run_manage
 from tests.test_faults import StoppableServer, create_queue, pgmq_server
 
-pytestmark = uses_databases
+# Its module-scoped servers are made once: every test of it runs in the same worker (pytest-xdist).
+pytestmark = [uses_databases, pytest.mark.xdist_group("several_databases")]
 
 PASSWORD = "a-long-test-password-42"
 METRICS_TOKEN = "several-databases-metrics-token"
