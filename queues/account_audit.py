@@ -117,7 +117,10 @@ def _record_saved(sender, instance: User, created: bool, **kwargs) -> None:
     changes = {
         flag: (before[flag], getattr(instance, flag)) for flag in FLAGS if before[flag] != getattr(instance, flag)
     }
-    if before["password"] != instance.password:
+    # Django re-hashing the same password at sign-in (stronger settings) saves only the password,
+    # with the raw one already forgotten: not a change of password.
+    rehashed = kwargs.get("update_fields") == {"password"} and instance._password is None
+    if before["password"] != instance.password and not rehashed:
         changes["password"] = ("(set)", "(changed)")  # never the hash
     if changes:
         record(CHANGE_ACCOUNT, account(instance), changes)

@@ -141,3 +141,25 @@ def test_an_admin_makes_tokens_only_for_accounts_within_its_reach(boss, django_u
     answer = boss.post("/admin/queues/apitoken/add/", {"user": str(root.pk), "name": "mine now"})
     assert answer.status_code == 200 and "errorlist" in answer.content.decode()
     assert not ApiToken.objects.exists()
+
+
+def test_a_password_rehashed_at_sign_in_is_not_recorded_as_changed_but_a_new_one_is(django_user_model):
+    """Django strengthens a stored hash when someone signs in with it (after an upgrade raises the
+    PBKDF2 iterations): the same password, so no record; setting a new one is a record."""
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher, get_random_string
+
+    carol = django_user_model.objects.create_user("carol", password=PASSWORD)
+    carol.groups.add(Group.objects.get(name="Viewer"))
+    weak = PBKDF2PasswordHasher().encode(PASSWORD, get_random_string(12), iterations=100)
+    django_user_model.objects.filter(pk=carol.pk).update(password=weak)
+    before = max((entry.pk for entry in records()), default=0)
+
+    assert Client().login(username="carol", password=PASSWORD)
+    assert django_user_model.objects.get(pk=carol.pk).password != weak  # strengthened
+    assert records(after=before) == []
+
+    carol.refresh_from_db()
+    carol.set_password("another-long-password-43")
+    carol.save()
+    [entry] = records(after=before)
+    assert (entry.action, entry.details["changes"]) == ("change_account", {"password": ["(set)", "(changed)"]})
