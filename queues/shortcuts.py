@@ -38,12 +38,12 @@ def get_job_or_404(job_id: int) -> BulkJob:
     return job
 
 
-def jobs_seen(request: HttpRequest, jobs: list[BulkJob]) -> list[BulkJob]:
+def jobs_seen(request: HttpRequest, shown: list[BulkJob]) -> list[BulkJob]:
     """Jobs with their filter in words as this user may see it (`filter_words_seen`)."""
     redacted = redaction.applies_to(request.user)
-    for job in jobs:
+    for job in shown:
         job.filter_words_seen = words_seen(job.filter, job.filter_words, redacted=redacted)
-    return jobs
+    return shown
 
 
 def page_links(request: HttpRequest, page: messages.MessagePage, page_request: messages.PageRequest) -> dict:

@@ -127,12 +127,6 @@ def django_db_setup(django_db_setup: None, django_db_blocker) -> None:
         # production; tests/test_audit.py turns the refusal back on to check it.
         with connections["default"].cursor() as cursor:
             cursor.execute(AUDIT_TRUNCATE_TRIGGER.format("DISABLE"))
-            # A throwaway database: no commit waits for the disk, and no statement of a test's own
-            # (seeding thousands of rows) pays for JIT compiling; the dashboard's connections turn
-            # JIT off themselves.
-            name = psycopg.sql.Identifier(settings.DATABASES["default"]["NAME"]).as_string()
-            cursor.execute(f"ALTER DATABASE {name} SET synchronous_commit = off")
-            cursor.execute(f"ALTER DATABASE {name} SET jit = off")
 
 
 @pytest.fixture(scope="session")
