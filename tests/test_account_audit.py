@@ -46,7 +46,7 @@ def test_a_role_and_flag_change_in_the_admin_is_one_record_saying_before_and_aft
     assert entry.details["changes"] == {"groups": [["Viewer"], ["Operator"]], "is_active": [True, False]}
     # On the dashboard's own audit log too, with the account named.
     row = parse(boss.get("/audit/").content.decode()).select_one(f"[data-audit-entry='{entry.pk}']")
-    assert "change_account" in row.get_text() and "alice" in row.get_text()
+    assert "Change account" in row.get_text() and "alice" in row.get_text()
 
 
 def test_a_password_change_is_recorded_without_the_password(boss, django_user_model):

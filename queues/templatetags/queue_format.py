@@ -26,9 +26,10 @@ ESTIMATE_EXPLANATION = (
 
 @register.filter
 def action_label(name: str) -> str:
-    """An action's label as the pages name it (vocabulary.py); an account change's name as recorded."""
+    """An action's label as the pages name it (vocabulary.py); an account change's name in words
+    ("change_account": "Change account")."""
     action = ACTIONS.get(name)
-    return action.label if action else name
+    return action.label if action else name.replace("_", " ").capitalize()
 
 
 @register.filter
