@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
+from django.contrib.auth.decorators import permission_required
 from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -14,12 +15,17 @@ from django.urls import reverse
 
 from dashboard.databases import took_too_long
 from queues import forms, jobs, redaction
+from queues.access import ADMINISTER, OPERATE
 from queues.errors import error_answer
 from queues.filters import words_seen
 from queues.forms import MAX_MSG_ID
 from queues.models import BulkJob
 from queues.pgmq import Queue, fetch_row_sql
 from queues.selectors import messages, payloads
+
+# The pages' views that change anything, by role (a 403 page for everyone else).
+operator_required = permission_required(OPERATE, raise_exception=True)
+admin_required = permission_required(ADMINISTER, raise_exception=True)
 
 
 def get_queue_or_404(queue_name: str) -> Queue:

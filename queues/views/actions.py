@@ -9,7 +9,6 @@ import functools
 
 from django.conf import settings
 from django.contrib import messages as flash
-from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -17,14 +16,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from queues import forms, jobs, redaction, services, vocabulary
-from queues.access import ADMINISTER, OPERATE
 from queues.filters import IN_FLIGHT
 from queues.pgmq import ARCHIVE, LIVE, Queue, TableSharing
 from queues.selectors import messages, plans, stats
-from queues.shortcuts import get_queue_or_404
-
-operator_required = permission_required(OPERATE, raise_exception=True)
-admin_required = permission_required(ADMINISTER, raise_exception=True)
+from queues.shortcuts import admin_required, get_queue_or_404, operator_required
 
 
 def _dialog(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:

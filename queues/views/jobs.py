@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from django.contrib import messages as flash
-from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from queues import jobs
-from queues.access import OPERATE
-from queues.shortcuts import get_job_or_404, jobs_seen, partial_or_page
-
-operator_required = permission_required(OPERATE, raise_exception=True)
+from queues.shortcuts import get_job_or_404, jobs_seen, operator_required, partial_or_page
 
 
 @require_GET
