@@ -388,6 +388,8 @@ class User:
             else:
                 steps += [(self.try_to_act, 0.3)]
             do, weights = zip(*steps, strict=True)
+            if self.acts:
+                self.send()  # whatever the dice say later, each who may act changes something once
             while not self.run.stopping.is_set():
                 if self.acts and self.run.claim_job():
                     self.bulk_job()
