@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test lint format bench bench-export bench-memory loadtest static prometheus clean
+.PHONY: run test lint format bench bench-export bench-memory bench-scale loadtest static prometheus clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: the dashboard needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -66,6 +66,10 @@ bench-export: $(VENV)/.dev-installed static
 # (see README "Speed"), on the benchmark's database.
 bench-memory: $(VENV)/.dev-installed static
 	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python -m perf.bench_memory $(BENCH_MEMORY_ARGS)
+
+# Many queues (1,000 to 10,000) and one 50M-row queue (see README "Speed"), on the benchmark's database.
+bench-scale: $(VENV)/.dev-installed static
+	$(BIN)/python -m dashboard.embedded_postgres var/bench -- $(BIN)/python -m perf.bench_scale $(BENCH_SCALE_ARGS)
 
 # The load test (see README "Speed"): producers, consumers and 20 dashboard users against gunicorn,
 # on an embedded PostgreSQL of its own in var/loadtest. LOADTEST_ARGS="--seconds 120" for longer.

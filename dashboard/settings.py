@@ -63,6 +63,10 @@ EXACT_COUNT_LIMIT = env.integer("DASHBOARD_EXACT_COUNT_LIMIT", 100_000)
 # The overview's figures are shared by every tab for this long: with many queues and many open
 # tabs, the database computes them once per interval instead of once per tab. 0 turns it off.
 STATS_CACHE_SECONDS = env.integer("DASHBOARD_STATS_CACHE_SECONDS", 2)
+# Up to this many queues (after a search) the overview probes every one of them on each view; above
+# it, only the page's queues, and sorts and totals the rest by the sampler's latest round (its age
+# shown), so a view costs what its page shows, not what the database holds.
+OVERVIEW_PROBE_ALL_UP_TO = env.integer("DASHBOARD_OVERVIEW_PROBE_ALL_UP_TO", 200, minimum=0)
 # The audit record of a delete or purge keeps the payloads it removed, up to this many messages
 # (beyond, only how many).
 AUDIT_PAYLOAD_LIMIT = env.integer("DASHBOARD_AUDIT_PAYLOAD_LIMIT", 1000)

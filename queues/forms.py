@@ -18,6 +18,7 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from queues.filters import SOURCES, STATES, MessageFilter, SearchTerm, parse_search
+from queues.health import SEVERITY
 from queues.jsontext import RawJSON
 from queues.pgmq import ARCHIVE, LIVE
 from queues.selectors.messages import SORT_COLUMNS, Cursor, PageRequest
@@ -70,6 +71,9 @@ class OverviewForm(forms.Form):
     q = forms.CharField(required=False, max_length=200, label="Search queues")
     sort = forms.ChoiceField(required=False, choices=sort_choices(SORT_KEYS))
     page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    health = forms.ChoiceField(
+        required=False, choices=[("", "any"), *((state, state) for state in SEVERITY)], label="Health"
+    )
 
     def sort_key(self) -> tuple[str, bool]:
         sort = self.cleaned_data.get("sort") or "name"

@@ -17,6 +17,7 @@ __all__ = [
     "MessageCopy",
     "Queue",
     "QueueSample",
+    "SamplerRound",
     "SignInFailures",
 ]
 
@@ -44,7 +45,14 @@ class QueueSample(models.Model):
         null=True, help_text="rows ever deleted from the live table (archived or deleted), from pg_stat"
     )
     archived = models.BigIntegerField(null=True)
+    archived_exact = models.BooleanField(null=True)
     poison = models.BigIntegerField(null=True, help_text="messages read at least POISON_READ_COUNT times")
+    # What the overview sorts and counts by when it probes only the queues it shows (many queues):
+    oldest_visible_age_s = models.FloatField(null=True, help_text="age of the oldest message a consumer could take")
+    newest_age_s = models.FloatField(null=True)
+    enqueue_rate = models.FloatField(null=True, help_text="messages sent per second, last 5 min")
+    processing_rate = models.FloatField(null=True, help_text="messages archived or deleted per second, last 5 min")
+    health = models.CharField(max_length=10, blank=True, help_text="ok, warning or critical; empty in older samples")
 
     class Meta:
         indexes = [
@@ -55,6 +63,23 @@ class QueueSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue_name} at {self.sampled_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SamplerRound(models.Model):
+    """One round of the sampler in one database: its samples are those of that database stamped
+    between started_at and finished_at (the pgmq database's clock)."""
+
+    database = models.CharField(max_length=40)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    queues = models.IntegerField(help_text="queues sampled")
+    seconds = models.FloatField(help_text="how long the round took, alert evaluation included")
+
+    class Meta:
+        indexes = [models.Index(fields=["database", "-finished_at"], name="round_db_finished_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.database} at {self.finished_at:%Y-%m-%d %H:%M:%S}"
 
 
 class AuditEntry(models.Model):

@@ -8,13 +8,16 @@ One gunicorn watches the test database ("main") and a second database of the sam
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group, Permission
 from django.test import override_settings
 from django.urls import URLPattern, URLResolver
+from psycopg import sql
 
 from dashboard import embedded_postgres
 from queues.models import AuditEntry
@@ -31,10 +34,14 @@ PASSWORD = "a-long-test-password-42"
 
 
 @pytest.fixture(scope="module")
-def both_databases(pgmq_database_url: str) -> dict[str, str]:
-    staging = embedded_postgres.create_database(pgmq_database_url, "admin_security_staging")
+def both_databases(pgmq_database_url: str) -> Iterator[dict[str, str]]:
+    # A name of its own per run: the server may be shared with another run of the suite.
+    name = f"admin_security_staging_{secrets.token_hex(4)}"
+    staging = embedded_postgres.create_database(pgmq_database_url, name)
     embedded_postgres.install_pgmq(staging)
-    return {"PGMQ_DATABASE_URL": pgmq_database_url, "PGMQ_DATABASE_URL_STAGING": staging}
+    yield {"PGMQ_DATABASE_URL": pgmq_database_url, "PGMQ_DATABASE_URL_STAGING": staging}
+    with psycopg.connect(pgmq_database_url, autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module")

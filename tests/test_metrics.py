@@ -276,7 +276,7 @@ def test_a_database_that_does_not_answer_is_pgmq_up_0(client, metrics_on, make_q
     def refuse():
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr("queues.selectors.overview.all_queue_stats", refuse)
+    monkeypatch.setattr("queues.selectors.overview.every_queue", refuse)
     found = scrape(client)
     assert found["pgmq_up"] == {(("database", "main"),): 0}
     assert "pgmq_queue_backlog" not in found

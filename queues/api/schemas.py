@@ -57,6 +57,12 @@ OVERVIEW_PARAMETERS = [
         {"type": "integer", "minimum": 1, "maximum": 1_000_000},
         description=f"{overview.QUEUES_PER_PAGE} queues a page",
     ),
+    OpenApiParameter(
+        "health",
+        OpenApiTypes.STR,
+        enum=["ok", "warning", "critical"],
+        description="only queues in this state on the pages (the totals count every queue)",
+    ),
 ]
 
 

@@ -85,6 +85,12 @@ class TotalsSerializer(serializers.Serializer):
     enqueue_rate = serializers.FloatField(allow_null=True)
     processing_rate = serializers.FloatField(allow_null=True)
     health = serializers.DictField(child=serializers.IntegerField())
+    sampled = serializers.IntegerField(
+        help_text="queues counted from the sampler's latest round, not live: above "
+        "DASHBOARD_OVERVIEW_PROBE_ALL_UP_TO queues only a page's queues are probed"
+    )
+    sampled_at = serializers.DateTimeField(allow_null=True, help_text="when that round finished; null when none is")
+    unsampled = serializers.IntegerField(help_text="queues off the page with no sample yet: not in the figures above")
 
 
 class OverviewSerializer(serializers.Serializer):

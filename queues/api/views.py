@@ -178,7 +178,11 @@ def queue_list(request: Request) -> Response:
         return invalid(form.errors)
     sort, descending = form.sort_key()
     found = overview.overview(
-        search=form.cleaned_data["q"], sort=sort, descending=descending, page=form.cleaned_data["page"] or 1
+        search=form.cleaned_data["q"],
+        sort=sort,
+        descending=descending,
+        page=form.cleaned_data["page"] or 1,
+        health=form.cleaned_data["health"],
     )
     page = found.page
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta
 
-from queues.models import QueueSample
-from queues.selectors.stats import QueueStats
+from queues.models import QueueSample, SamplerRound
+from queues.selectors.stats import QueueStats, RowCount
 from queues.watched import watched_name
 
 RATE_WINDOW = timedelta(minutes=5)
@@ -141,3 +141,98 @@ def latest_poison_counts(names: list[str], now: datetime) -> dict[str, tuple[int
         .only("queue_name", "sampled_at", "poison")
     )
     return {sample.queue_name: (sample.poison, sample.sampled_at) for sample in found}
+
+
+@dataclasses.dataclass(frozen=True)
+class SampledQueue:
+    """One queue's figures in the sampler's latest round, named as QueueStats names them."""
+
+    name: str
+    sampled_at: datetime
+    backlog: RowCount
+    visible: RowCount
+    in_flight: int
+    delayed: int
+    oldest_age_s: float | None
+    newest_age_s: float | None
+    oldest_visible_age_s: float | None
+    sent_total: int
+    archived: RowCount | None
+    poison: int | None
+    rates: Rates
+    health: str  # ok, warning, critical; "" in a sample older than the field
+    not_visible_exact: bool = True  # what the sample counted (an estimate is not flagged in samples)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatestRound:
+    finished_at: datetime
+    queues: dict[str, SampledQueue]
+
+
+SAMPLED_FIELDS = (
+    "queue_name",
+    "sampled_at",
+    "backlog",
+    "backlog_exact",
+    "visible",
+    "in_flight",
+    "delayed",
+    "oldest_age_s",
+    "newest_age_s",
+    "oldest_visible_age_s",
+    "sent_total",
+    "archived",
+    "archived_exact",
+    "poison",
+    "enqueue_rate",
+    "processing_rate",
+    "health",
+)
+
+
+def latest_round() -> LatestRound | None:
+    """Every queue's figures in the sampler's latest round of this database; None before its first."""
+    found = SamplerRound.objects.filter(database=watched_name()).order_by("-finished_at").first()
+    if found is None:
+        return None
+    samples = QueueSample.objects.filter(
+        database=watched_name(), sampled_at__range=(found.started_at, found.finished_at)
+    ).values_list(*SAMPLED_FIELDS)
+    queues = {}
+    for (
+        name,
+        sampled_at,
+        backlog,
+        backlog_exact,
+        visible,
+        in_flight,
+        delayed,
+        oldest_age_s,
+        newest_age_s,
+        oldest_visible_age_s,
+        sent_total,
+        archived,
+        archived_exact,
+        poison,
+        enqueue_rate,
+        processing_rate,
+        health,
+    ) in samples.iterator(chunk_size=5_000):
+        queues[name] = SampledQueue(
+            name=name,
+            sampled_at=sampled_at,
+            backlog=RowCount(backlog, backlog_exact),
+            visible=RowCount(visible, backlog_exact),
+            in_flight=in_flight,
+            delayed=delayed,
+            oldest_age_s=oldest_age_s,
+            newest_age_s=newest_age_s,
+            oldest_visible_age_s=oldest_visible_age_s,
+            sent_total=sent_total,
+            archived=None if archived is None else RowCount(archived, bool(archived_exact)),
+            poison=poison,
+            rates=Rates(enqueue_rate, processing_rate, None),
+            health=health,
+        )
+    return LatestRound(finished_at=found.finished_at, queues=queues)

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 
+from django.conf import settings
 from django.core.paginator import Page, Paginator
 
 from queues.health import Health, queue_health
 from queues.pgmq import Queue, TableSharing, table_sharing
 from queues.selectors import history
 from queues.selectors.history import Rates
-from queues.selectors.stats import QueueStats, RowCount, one_per_table, shared_queue_stats
+from queues.selectors.stats import QueueStats, RowCount, shared_queue_stats
 
 QUEUES_PER_PAGE = 50
 
@@ -28,12 +30,13 @@ class PoisonCount:
 
 @dataclasses.dataclass
 class OverviewRow:
-    stats: QueueStats
+    stats: QueueStats | history.SampledQueue
     rates: Rates
     poison: PoisonCount | None
-    health: Health
+    health: Health | None  # None: not known (a sample older than the sampler's health field)
     sparkline: list[int] = dataclasses.field(default_factory=list)
     table_sharing: TableSharing | None = None  # other names in pgmq.meta have this queue's tables
+    sampled_at: datetime | None = None  # None: probed for this view; else the sampler's figures of then
 
     @property
     def shares_tables_with(self) -> list[str]:
@@ -53,6 +56,12 @@ class Totals:
     enqueue_rate: float | None
     processing_rate: float | None
     health: dict[str, int]
+    # Above OVERVIEW_PROBE_ALL_UP_TO queues only the page's queues are probed; the others are
+    # counted from the sampler's latest round (finished at sampled_at), or not at all (unsampled).
+    sampled: int = 0
+    sampled_at: datetime | None = None
+    unsampled: int = 0
+    not_visible_exact: bool = True  # False: in flight and delayed include an estimate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +69,12 @@ class Overview:
     page: Page
     totals: Totals
     all_queues: int  # before the search
+    sorted_by_sample_of: datetime | None = None  # the order (and health filter) came from that round
 
 
 SORT_KEYS = {
     "name": lambda row: row.stats.name.casefold(),
-    "health": lambda row: row.health.severity,
+    "health": lambda row: row.health.severity if row.health else None,
     "backlog": lambda row: row.stats.backlog.value,
     "visible": lambda row: row.stats.visible.value,
     "in_flight": lambda row: row.stats.in_flight,
@@ -79,23 +89,90 @@ SORT_KEYS = {
 }
 
 
-def overview(*, search: str = "", sort: str = "name", descending: bool = False, page: int = 1) -> Overview:
+def overview(
+    *, search: str = "", sort: str = "name", descending: bool = False, page: int = 1, health: str = ""
+) -> Overview:
+    """The queues whose name contains `search`, sorted and paged; `health` keeps only queues in
+    that state on the pages (the totals still count every queue searched)."""
     names = list(Queue.objects.values_list("queue_name", flat=True))
     wanted = [name for name in names if search.casefold() in name.casefold()]
+    if len(wanted) > settings.OVERVIEW_PROBE_ALL_UP_TO:
+        return _probing_the_page_only(wanted, sort, descending, page, health, all_queues=len(names))
     stats = shared_queue_stats(wanted) if wanted else []
-    rows = _rows(stats, table_sharing(wanted) if wanted else {})
+    sharing = table_sharing(wanted) if wanted else {}
+    rows = _rows(stats, sharing)
+    shown = [row for row in rows if not health or (row.health and row.health.state == health)]
+    page_of_rows = Paginator(_sorted(shown, sort, descending), QUEUES_PER_PAGE).get_page(page)
+    _add_sparklines(page_of_rows)
+    return Overview(page=page_of_rows, totals=_totals(rows, sharing), all_queues=len(names))
+
+
+def _sorted(rows: list[OverviewRow], sort: str, descending: bool) -> list[OverviewRow]:
     key = SORT_KEYS[sort]
     # Unknown values (an empty queue's age, a rate without history) stay last either way.
     known = sorted(
         (row for row in rows if key(row) is not None), key=lambda row: (key(row), row.stats.name), reverse=descending
     )
-    unknown = [row for row in rows if key(row) is None]
-    page_of_rows = Paginator([*known, *unknown], QUEUES_PER_PAGE).get_page(page)
-    if stats:
-        lines = history.sparklines([row.stats.name for row in page_of_rows], stats[0].measured_at)
-        for row in page_of_rows:
+    return [*known, *(row for row in rows if key(row) is None)]
+
+
+def _add_sparklines(rows: Iterable[OverviewRow]) -> None:
+    rows = list(rows)
+    if rows:
+        lines = history.sparklines([row.stats.name for row in rows], rows[0].stats.measured_at)
+        for row in rows:
             row.sparkline = lines.get(row.stats.name, [])
-    return Overview(page=page_of_rows, totals=_totals(rows), all_queues=len(names))
+
+
+def _probing_the_page_only(
+    wanted: list[str], sort: str, descending: bool, page: int, health: str, *, all_queues: int
+) -> Overview:
+    """Many queues: the order, the health filter and the totals come from the sampler's latest
+    round; only the queues on the page are probed, and their live figures replace their samples.
+    A queue the round does not have (created since, or no sampler running) sorts last and is
+    counted as unsampled."""
+    latest = history.latest_round()
+    sampled = latest.queues if latest else {}
+    sample_rows = {name: _row_from_sample(sampled[name]) for name in wanted if name in sampled}
+    unsampled = sorted((name for name in wanted if name not in sampled), key=str.casefold)
+    shown = [row for row in sample_rows.values() if not health or (row.health and row.health.state == health)]
+    listed = unsampled if not health else []  # a queue's health is unknown until it is sampled
+    if sort == "name":
+        order = sorted(
+            [*(row.stats.name for row in shown), *listed], key=lambda name: (name.casefold(), name), reverse=descending
+        )
+    else:
+        order = [*(row.stats.name for row in _sorted(shown, sort, descending)), *listed]
+    paginator = Paginator(order, QUEUES_PER_PAGE)
+    page_of_names = paginator.get_page(page)
+    sharing = table_sharing()
+    on_page = list(page_of_names)
+    probed = {row.stats.name: row for row in _rows(shared_queue_stats(on_page) if on_page else [], sharing)}
+    page_rows = [probed[name] for name in page_of_names if name in probed]  # dropped meanwhile: left out
+    _add_sparklines(page_rows)
+    others = [row for name, row in sample_rows.items() if name not in probed]
+    totals = _totals(
+        [*page_rows, *others],
+        sharing,
+        unsampled=sum(1 for name in unsampled if name not in probed),
+        sampled_at=latest.finished_at if latest else None,
+    )
+    return Overview(
+        page=Page(page_rows, page_of_names.number, paginator),
+        totals=totals,
+        all_queues=all_queues,
+        sorted_by_sample_of=latest.finished_at if latest and (sort != "name" or health) else None,
+    )
+
+
+def _row_from_sample(sample: history.SampledQueue) -> OverviewRow:
+    return OverviewRow(
+        stats=sample,
+        rates=sample.rates,
+        poison=None if sample.poison is None else PoisonCount(sample.poison, sample.sampled_at),
+        health=Health(sample.health, ()) if sample.health else None,
+        sampled_at=sample.sampled_at,
+    )
 
 
 def _rows(stats: list[QueueStats], sharing: dict[str, TableSharing]) -> list[OverviewRow]:
@@ -137,11 +214,27 @@ def poison_by_queue(stats: list[QueueStats]) -> dict[str, PoisonCount]:
     return counts
 
 
-def all_queue_stats() -> list[QueueStats]:
-    """Every queue's figures, exactly as the unsearched overview gets them (the same shared
-    computation: a scrape and an open overview within STATS_CACHE_SECONDS see the same figures)."""
+@dataclasses.dataclass(frozen=True)
+class EveryQueue:
+    figures: list[QueueStats | history.SampledQueue]
+    poison: dict[str, PoisonCount]
+    sampled_at: datetime | None  # None: probed now; else the sampler's round that finished then
+
+
+def every_queue() -> EveryQueue:
+    """Every queue's figures for /metrics: probed as the unsearched overview probes them (the
+    same shared computation), or, above OVERVIEW_PROBE_ALL_UP_TO queues, the sampler's latest
+    round (a queue created since is missing until the next one)."""
     names = list(Queue.objects.values_list("queue_name", flat=True))
-    return shared_queue_stats(names) if names else []
+    latest = history.latest_round() if len(names) > settings.OVERVIEW_PROBE_ALL_UP_TO else None
+    if latest is not None:
+        figures = [latest.queues[name] for name in sorted(names) if name in latest.queues]
+        poison = {
+            queue.name: PoisonCount(queue.poison, queue.sampled_at) for queue in figures if queue.poison is not None
+        }
+        return EveryQueue(figures, poison, latest.finished_at)
+    stats = shared_queue_stats(names) if names else []
+    return EveryQueue(stats, poison_by_queue(stats), None)
 
 
 def row_for(stats: QueueStats) -> OverviewRow:
@@ -154,18 +247,31 @@ def _sum_rates(values: list[float | None]) -> float | None:
     return sum(known) if known else None
 
 
-def _totals(rows: list[OverviewRow]) -> Totals:
+def _totals(
+    rows: list[OverviewRow],
+    sharing: dict[str, TableSharing],
+    *,
+    unsampled: int = 0,
+    sampled_at: datetime | None = None,
+) -> Totals:
     zero = RowCount(0, exact=True)
     backlog, visible, archived = zero, zero, zero
-    kept = {id(stats) for stats in one_per_table([row.stats for row in rows])}
-    tables = [row for row in rows if id(row.stats) in kept]  # names sharing a table: it counts once
+    # Names sharing a table count it once: the first of them in `rows` stands for it.
+    seen: set[str] = set()
+    tables = []
+    for row in rows:
+        table = sharing[row.stats.name].live_table if row.stats.name in sharing else row.stats.name
+        if table not in seen:
+            seen.add(table)
+            tables.append(row)
     for row in tables:
         backlog += row.stats.backlog
         visible += row.stats.visible
         archived += row.stats.archived or zero
+    sampled = [row for row in rows if row.sampled_at is not None]
     return Totals(
-        queues=len(rows),
-        tables=len(tables),
+        queues=len(rows) + unsampled,
+        tables=len(tables) + unsampled,
         backlog=backlog,
         visible=visible,
         in_flight=sum(row.stats.in_flight for row in tables),
@@ -174,5 +280,9 @@ def _totals(rows: list[OverviewRow]) -> Totals:
         sent=sum(row.stats.sent_total for row in tables),
         enqueue_rate=_sum_rates([row.rates.enqueue for row in tables]),
         processing_rate=_sum_rates([row.rates.processing for row in tables]),
-        health=dict(Counter(row.health.state for row in rows)),
+        health=dict(Counter(row.health.state for row in rows if row.health)),
+        sampled=len(sampled),
+        sampled_at=sampled_at if sampled else None,
+        unsampled=unsampled,
+        not_visible_exact=all(row.stats.not_visible_exact for row in tables),
     )

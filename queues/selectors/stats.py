@@ -2,12 +2,13 @@
 
 1. One catalog query for all queues: table sizes and row estimates, and pg_stat's cumulative
    counter of rows removed from the live table.
-2. Per-queue probes, many queues per statement: in flight and delayed through pgmq's index on vt,
-   the oldest and newest message through the primary key, the msg_id sequence (messages ever
-   sent), and exact counts for tables small enough (settings.EXACT_COUNT_LIMIT rows), with the
-   poison count from the same scan.
+2. Per-queue probes, many queues per statement: in flight and delayed through pgmq's index on vt
+   (counted up to EXACT_COUNT_LIMIT, then estimated from a sample of the table's pages), the oldest
+   and newest message through the primary key, the msg_id sequence (messages ever sent), and exact
+   counts for tables small enough (settings.EXACT_COUNT_LIMIT rows), with the poison count from the
+   same scan.
 
-Nothing here scans a big table: above the limit a count is PostgreSQL's own estimate, shown with ≈.
+Nothing here scans a big table: above the limit a figure is an estimate, shown with ≈.
 Ages are computed by the database's clock.
 """
 
@@ -35,6 +36,12 @@ logger = logging.getLogger(__name__)
 ROWS_PER_PAGE_GUESS = 30
 # Queues probed per statement: one round trip for many queues, and plans that stay small.
 PROBES_PER_STATEMENT = 100
+# The oldest visible message is looked for among this many oldest messages; when all of them are
+# in flight or delayed, the visible message with the earliest vt stands for it (≈).
+OLDEST_VISIBLE_HEAD = 10_000
+# Above EXACT_COUNT_LIMIT messages not visible, in flight and delayed are estimated from about this
+# many rows, read from pages picked at random (TABLESAMPLE SYSTEM): a bounded cost at any size.
+SAMPLED_ROWS = 30_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +81,11 @@ class QueueStats:
     sent_total: int  # the msg_id sequence: every message ever sent
     archived: RowCount | None
     poison: int | None  # read_ct >= POISON_READ_COUNT; counted only where the table is small
+    # False: more than EXACT_COUNT_LIMIT messages are not visible, so in flight and delayed are
+    # estimated from a sample of the table's pages (shown with ≈); or no message among the first
+    # OLDEST_VISIBLE_HEAD is visible, so the oldest visible one is found through the vt index.
+    not_visible_exact: bool = True
+    oldest_visible_exact: bool = True
 
     @property
     def name(self) -> str:
@@ -200,15 +212,25 @@ def _probe_query(
         SELECT {key}::text, counts.total, counts.poison, not_visible.in_flight, not_visible.delayed,
                extract(epoch FROM now() - (SELECT enqueued_at FROM {live} ORDER BY msg_id LIMIT 1)),
                extract(epoch FROM now() - (SELECT enqueued_at FROM {live} ORDER BY msg_id DESC LIMIT 1)),
-               extract(epoch FROM now() - (SELECT enqueued_at FROM {live} WHERE vt <= now() ORDER BY msg_id LIMIT 1)),
-               {archived}, {sent}, now()
+               extract(epoch FROM now() - coalesce(head.oldest_visible, fallback.oldest_visible)),
+               {archived}, {sent}, now(),
+               not_visible.counted <= {not_visible_limit},
+               head.oldest_visible IS NOT NULL OR fallback.oldest_visible IS NULL
         FROM ({counts}) counts,
              (SELECT count(*) FILTER (WHERE read_ct > 0) AS in_flight,
-                     count(*) FILTER (WHERE read_ct = 0) AS delayed
-              FROM {live} WHERE vt > now()) not_visible
+                     count(*) FILTER (WHERE read_ct = 0) AS delayed,
+                     count(*) AS counted
+              FROM (SELECT read_ct FROM {live} WHERE vt > now() LIMIT {not_visible_limit} + 1) bounded) not_visible,
+             (SELECT (SELECT enqueued_at FROM (SELECT msg_id, enqueued_at, vt FROM {live} ORDER BY msg_id LIMIT {head})
+                      oldest WHERE vt <= now() ORDER BY msg_id LIMIT 1) AS oldest_visible) head,
+             LATERAL (SELECT CASE WHEN head.oldest_visible IS NULL THEN
+                        (SELECT enqueued_at FROM {live} WHERE vt <= now() ORDER BY vt LIMIT 1)
+                      END AS oldest_visible) fallback
     """).format(
         key=sql.Literal(table),
         live=live,
+        not_visible_limit=sql.Literal(settings.EXACT_COUNT_LIMIT),
+        head=sql.Literal(OLDEST_VISIBLE_HEAD),
         archived=archived,
         counts=counts,
         sent=sql.SQL(
@@ -265,8 +287,12 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
             archived_total,
             sent_total,
             measured_at,
+            not_visible_exact,
+            oldest_visible_exact,
         ) = probes[entry.live.name]
         backlog = RowCount(total, exact=True) if total is not None else _estimate(entry.live)
+        if not not_visible_exact:
+            in_flight, delayed = _sampled_not_visible(entry.live, backlog.value, at_least=in_flight + delayed)
         stats.append(
             QueueStats(
                 queue=entry.queue,
@@ -274,7 +300,9 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
                 live=entry.live,
                 archive=entry.archive,
                 backlog=backlog,
-                visible=RowCount(max(backlog.value - in_flight - delayed, 0), exact=backlog.exact),
+                visible=RowCount(
+                    max(backlog.value - in_flight - delayed, 0), exact=backlog.exact and not_visible_exact
+                ),
                 in_flight=in_flight,
                 delayed=delayed,
                 oldest_age_s=_seconds(oldest_age_s),
@@ -289,9 +317,31 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
                     else None
                 ),
                 poison=poison,
+                not_visible_exact=not_visible_exact,
+                oldest_visible_exact=oldest_visible_exact,
             )
         )
     return stats
+
+
+def _sampled_not_visible(live: TableFacts, rows: int, *, at_least: int) -> tuple[int, int]:
+    """In flight and delayed in a table with more than EXACT_COUNT_LIMIT of them, estimated from a
+    sample of its pages, never below the `at_least` counted before the count stopped."""
+    percent = min(100.0, 100.0 * SAMPLED_ROWS / max(rows, 1))
+    statement = sql.SQL(
+        "SELECT count(*), count(*) FILTER (WHERE vt > now() AND read_ct > 0), "
+        "count(*) FILTER (WHERE vt > now() AND read_ct = 0) FROM {live} TABLESAMPLE SYSTEM ({percent})"
+    ).format(live=_quoted(live.name), percent=sql.Literal(percent))
+    with connections[watched_alias()].cursor() as cursor:
+        cursor.execute(statement.as_string())
+        sampled, in_flight, delayed = cursor.fetchone()
+    if not sampled:
+        return at_least, 0
+    in_flight, delayed = round(in_flight / sampled * rows), round(delayed / sampled * rows)
+    if in_flight + delayed < at_least:  # the sample saw fewer than were counted: scale both up
+        scale = at_least / max(in_flight + delayed, 1)
+        in_flight, delayed = round(in_flight * scale), at_least - round(in_flight * scale)
+    return in_flight, delayed
 
 
 def shared_queue_stats(names: list[str]) -> list[QueueStats]:

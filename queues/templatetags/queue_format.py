@@ -47,6 +47,20 @@ def row_count(count: RowCount | None) -> str:
     return format_html('<span class="count estimate" title="{}">≈ {}</span>', ESTIMATE_EXPLANATION, f"{count.value:,}")
 
 
+NOT_VISIBLE_ESTIMATE = (
+    "More messages are in flight or delayed than the dashboard counts on every view "
+    "(DASHBOARD_EXACT_COUNT_LIMIT): estimated from a sample of the table's pages"
+)
+
+
+@register.simple_tag
+def not_visible_count(value: int, exact: bool) -> str:
+    """In flight or delayed: counted, or estimated from a sample of pages (≈)."""
+    if exact:
+        return format_html("{}", f"{value:,}")
+    return format_html('<span class="count estimate" title="{}">≈ {}</span>', NOT_VISIBLE_ESTIMATE, f"{value:,}")
+
+
 @register.filter
 def age(seconds: float | None) -> str:
     return formatting.duration(seconds)
@@ -114,12 +128,24 @@ def sort_header(context, column: str, label: str, numeric: bool = True) -> str:
     )
 
 
-@register.simple_tag
-def health_summary(counts: dict[str, int]) -> str:
+@register.simple_tag(takes_context=True)
+def health_summary(context, counts: dict[str, int]) -> str:
+    """ "2 critical · 5 warning · 90 ok", each a link to the overview showing only those queues."""
+    query = context["request"].GET.copy()
+    query.pop("page", None)
+
+    def link(state: str) -> str:
+        query["health"] = state
+        return "?" + query.urlencode()
+
     return format_html_join(
         " · ",
-        '<span class="health-count health-{}">{} {}</span>',
-        ((state, counts.get(state, 0), state) for state in ("critical", "warning", "ok") if counts.get(state)),
+        '<a class="health-count health-{}" href="{}" data-health-count="{}">{} {}</a>',
+        (
+            (state, link(state), state, counts.get(state, 0), state)
+            for state in ("critical", "warning", "ok")
+            if counts.get(state)
+        ),
     )
 
 

@@ -1,8 +1,10 @@
 """GET /metrics: every queue's figures for Prometheus, in its text exposition format.
 
-The figures are the overview's own (queues.selectors.overview: one catalog query and index
-probes, shared for STATS_CACHE_SECONDS with open overviews), so a scrape costs what an overview
-refresh costs and shows the same numbers. Off (404) unless DASHBOARD_METRICS_TOKEN is set; then
+The figures are the overview's own (queues.selectors.overview.every_queue): up to
+OVERVIEW_PROBE_ALL_UP_TO queues one catalog query and index probes, shared for STATS_CACHE_SECONDS
+with open overviews; above it the sampler's latest round, its age in
+pgmq_dashboard_figures_age_seconds, so a scrape of 10,000 queues reads stored rows instead of
+probing 10,000 tables. Off (404) unless DASHBOARD_METRICS_TOKEN is set; then
 only a request bearing that token is answered. It needs no sign-in: Prometheus has no session.
 Every watched database is in one scrape, each series labelled with its name (`database`). Names
 sharing one table (pgmq.TableSharing) are reported once, under the name created first, so a sum()
@@ -15,11 +17,13 @@ import hmac
 import logging
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
@@ -28,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from queues.pgmq import TableSharing, table_sharing
 from queues.selectors import overview
+from queues.selectors.history import SampledQueue
 from queues.selectors.stats import QueueStats, RowCount
 from queues.watched import watched_aliases, watched_name, watching
 
@@ -49,12 +54,17 @@ class QueueCollector(Collector):
             "1 when the dashboard could read this database's pgmq tables for this scrape, else 0.",
             labels=["database"],
         )
+        age = GaugeMetricFamily(
+            "pgmq_dashboard_figures_age_seconds",
+            "0 when this scrape probed every queue; above DASHBOARD_OVERVIEW_PROBE_ALL_UP_TO queues, the "
+            "age of the sampler's latest round, which the figures then come from.",
+            labels=["database"],
+        )
         families: dict[str, Metric] = {}
         for alias in watched_aliases():
             with watching(alias):
                 try:
-                    stats = overview.all_queue_stats()
-                    poison = overview.poison_by_queue(stats)
+                    found = overview.every_queue()
                     sharing = table_sharing()
                 except DatabaseError as error:
                     # pgmq_up 0 is the answer Prometheus alerts on; a 5xx would only say "scrape failed".
@@ -64,9 +74,11 @@ class QueueCollector(Collector):
                     up.add_metric([watched_name()], 0)
                     continue
                 up.add_metric([watched_name()], 1)
-                _add_queue_metrics(families, watched_name(), stats, poison, sharing)
+                age.add_metric([watched_name()], _age_s(found.sampled_at))
+                _add_queue_metrics(families, watched_name(), found.figures, found.poison, sharing)
         yield from families.values()
         yield up
+        yield age
         yield GaugeMetricFamily(
             "pgmq_dashboard_scrape_duration_seconds",
             "Time the dashboard took to read every queue's figures for this scrape.",
@@ -124,7 +136,7 @@ def _families() -> dict[str, Metric]:
 def _add_queue_metrics(
     families: dict[str, Metric],
     database: str,
-    stats: list[QueueStats],
+    stats: list[QueueStats | SampledQueue],
     poison: dict[str, overview.PoisonCount],
     sharing: dict[str, TableSharing],
 ) -> None:
@@ -152,6 +164,10 @@ def _add_queue_metrics(
             families["pgmq_queue_poison"].add_metric(labels, poison[queue.name].value)
         for figure, count in counted.items():
             families["pgmq_queue_estimated"].add_metric([*labels, figure], 0 if count.exact else 1)
+
+
+def _age_s(sampled_at: datetime | None) -> float:
+    return 0.0 if sampled_at is None else max((timezone.now() - sampled_at).total_seconds(), 0.0)
 
 
 def _bears_the_token(request: HttpRequest) -> bool:

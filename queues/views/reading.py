@@ -38,7 +38,11 @@ def overview_page(request: HttpRequest) -> HttpResponse:
         "sort": sort,
         "descending": descending,
         "overview": overview.overview(
-            search=form.cleaned_data["q"], sort=sort, descending=descending, page=form.cleaned_data["page"] or 1
+            search=form.cleaned_data["q"],
+            sort=sort,
+            descending=descending,
+            page=form.cleaned_data["page"] or 1,
+            health=form.cleaned_data["health"],
         ),
     }
     return partial_or_page(request, "queues/overview.html", {"overview-live": "queues/_overview_live.html"}, context)

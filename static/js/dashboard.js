@@ -111,7 +111,9 @@ function restoreState(region) {
 
 document.addEventListener("htmx:beforeSwap", (event) => {
   const region = event.detail.target;
-  if (region.matches("[data-live]")) rememberState(region);
+  // Two refreshes of one region can overlap on a slow link: the first one's state is the user's;
+  // the second would remember the not yet restored swap (scrolled to the top, rows closed).
+  if (event.detail.shouldSwap && region.matches("[data-live]") && !keptState.has(region.id)) rememberState(region);
 });
 document.addEventListener("htmx:afterSettle", (event) => {
   const region = event.detail.target && document.getElementById(event.detail.target.id);

@@ -19,21 +19,27 @@ from django.db import DatabaseError, connections, transaction
 
 from dashboard.databases import first_line
 from queues.alerting import evaluate_alerts, readings_from
-from queues.models import QueueSample
+from queues.health import queue_health
+from queues.models import QueueSample, SamplerRound
+from queues.selectors import history
 from queues.selectors.stats import one_per_table, poison_counts, queue_stats
 from queues.watched import watched_aliases, watched_name, watching
 
 logger = logging.getLogger("sampler")
 PRUNE_BATCH = 10_000
 PRUNE_BATCHES_PER_ROUND = 10
+SAMPLES_PER_INSERT = 2_000
 
 
 def take_sample(*, count_poison_everywhere: bool) -> int:
-    """Store one sample of every queue; the number stored.
+    """Store one sample of every queue, and the round that took them; the number stored.
 
     Poison is counted live where a table is small; big tables are scanned for it only when
-    count_poison_everywhere (the sampler does that about once a minute).
+    count_poison_everywhere (the sampler does that about once a minute). Each sample keeps the
+    queue's rates and health too: above OVERVIEW_PROBE_ALL_UP_TO queues the overview sorts and
+    counts by the latest round instead of probing every queue.
     """
+    started = time.monotonic()
     stats = queue_stats()
     # Names sharing a table (pgmq.TableSharing) each get their sample, but the table is scanned once.
     unknown = one_per_table([queue for queue in stats if queue.poison is None]) if count_poison_everywhere else []
@@ -42,6 +48,10 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
     poison = {
         queue.name: queue.poison if queue.poison is not None else slow_poison.get(queue.live.name) for queue in stats
     }
+    rates = history.rates(stats)
+    # Health as the overview judges it: a big table's poison is the latest one counted.
+    uncounted = [name for name, count in poison.items() if count is None]
+    latest_poison = history.latest_poison_counts(uncounted, stats[0].measured_at) if uncounted else {}
     QueueSample.objects.bulk_create(
         [
             QueueSample(
@@ -53,18 +63,40 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
                 in_flight=queue.in_flight,
                 delayed=queue.delayed,
                 oldest_age_s=queue.oldest_age_s,
+                newest_age_s=queue.newest_age_s,
+                oldest_visible_age_s=queue.oldest_visible_age_s,
                 sent_total=queue.sent_total,
                 removed_total=queue.live.removed_total,
                 archived=queue.archived.value if queue.archived else None,
+                archived_exact=queue.archived.exact if queue.archived else None,
                 poison=poison[queue.name],
+                enqueue_rate=rates[queue.name].enqueue,
+                processing_rate=rates[queue.name].processing,
+                health=queue_health(
+                    queue.name,
+                    oldest_visible_age_s=queue.oldest_visible_age_s,
+                    backlog=queue.backlog.value,
+                    poison=poison[queue.name]
+                    if poison[queue.name] is not None
+                    else latest_poison.get(queue.name, (None,))[0],
+                ).state,
             )
             for queue in stats
-        ]
+        ],
+        batch_size=SAMPLES_PER_INSERT,
     )
     try:
         evaluate_alerts(readings_from(stats, poison))
     except Exception:  # the history is stored: a fault in alerting must not stop the sampler keeping it
         logger.exception("alert evaluation failed for %s", watched_name())
+    if stats:
+        SamplerRound.objects.create(
+            database=watched_name(),
+            started_at=min(queue.measured_at for queue in stats),
+            finished_at=max(queue.measured_at for queue in stats),
+            queues=len(stats),
+            seconds=time.monotonic() - started,
+        )
     return len(stats)
 
 
@@ -89,10 +121,11 @@ def sample_every_database(*, count_poison_everywhere: bool) -> list[str]:
 def prune_samples(*, older_than: timedelta) -> int:
     """Delete samples past retention, a bounded batch at a time so no statement runs long."""
     deleted = 0
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT now()")
+        now = cursor.fetchone()[0]
+    SamplerRound.objects.filter(finished_at__lt=now - older_than).delete()
     for _ in range(PRUNE_BATCHES_PER_ROUND):
-        with connections["default"].cursor() as cursor:
-            cursor.execute("SELECT now()")
-            now = cursor.fetchone()[0]
         ids = list(
             QueueSample.objects.filter(sampled_at__lt=now - older_than)
             .order_by("sampled_at")
@@ -140,4 +173,14 @@ class Command(BaseCommand):
                     logger.warning("pruning old samples skipped: %s", first_line(error))
                     connections["default"].close()
             round_number += 1
-            stopping.wait(max(interval - (time.monotonic() - started), 0))
+            took = time.monotonic() - started
+            if took > interval:
+                # Sampling back to back would keep the databases busy all the time: wait as long as
+                # the round took, so at most half the time goes to sampling.
+                logger.warning(
+                    "a round took %.1f s, longer than the %g s interval: sampling every %.1f s instead",
+                    took,
+                    interval,
+                    2 * took,
+                )
+            stopping.wait(took if took > interval else interval - took)
