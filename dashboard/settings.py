@@ -67,6 +67,8 @@ STATS_CACHE_SECONDS = env.integer("DASHBOARD_STATS_CACHE_SECONDS", 2)
 # it, only the page's queues, and sorts and totals the rest by the sampler's latest round (its age
 # shown), so a view costs what its page shows, not what the database holds.
 OVERVIEW_PROBE_ALL_UP_TO = env.integer("DASHBOARD_OVERVIEW_PROBE_ALL_UP_TO", 200, minimum=0)
+# Connections a probe of thousands of queues (the sampler's round) is shared among, side by side.
+PROBE_CONNECTIONS = env.integer("DASHBOARD_PROBE_CONNECTIONS", 2, minimum=1)
 # The audit record of a delete or purge keeps the payloads it removed, up to this many messages
 # (beyond, only how many).
 AUDIT_PAYLOAD_LIMIT = env.integer("DASHBOARD_AUDIT_PAYLOAD_LIMIT", 1000)

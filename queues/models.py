@@ -53,6 +53,9 @@ class QueueSample(models.Model):
     enqueue_rate = models.FloatField(null=True, help_text="messages sent per second, last 5 min")
     processing_rate = models.FloatField(null=True, help_text="messages archived or deleted per second, last 5 min")
     health = models.CharField(max_length=10, blank=True, help_text="ok, warning or critical; empty in older samples")
+    not_visible_exact = models.BooleanField(default=True, help_text="false: in flight and delayed are estimates")
+    # Pruned before its round (prune_samples), so the constraint holds without a cascade in Python.
+    round = models.ForeignKey("SamplerRound", null=True, on_delete=models.DO_NOTHING, related_name="samples")
 
     class Meta:
         indexes = [
@@ -66,8 +69,8 @@ class QueueSample(models.Model):
 
 
 class SamplerRound(models.Model):
-    """One round of the sampler in one database: its samples are those of that database stamped
-    between started_at and finished_at (the pgmq database's clock)."""
+    """One round of the sampler in one database, written with its samples in one transaction;
+    started_at and finished_at are its first and last sample's time (the pgmq database's clock)."""
 
     database = models.CharField(max_length=40)
     started_at = models.DateTimeField()

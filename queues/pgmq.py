@@ -212,10 +212,11 @@ def table_sharing(queue_names: list[str] | None = None) -> dict[str, TableSharin
             SELECT lower('q_' || queue_name), lower('a_' || min(queue_name)),
                    array_agg(queue_name::text ORDER BY created_at, queue_name COLLATE "C")
             FROM pgmq.meta
-            WHERE %(names)s::text[] IS NULL
-               OR lower('q_' || queue_name) IN (SELECT lower('q_' || name) FROM unnest(%(names)s::text[]) name)
+            WHERE lower('q_' || queue_name) IN (
+                SELECT lower('q_' || queue_name) FROM pgmq.meta GROUP BY 1 HAVING count(*) > 1)
+              AND (%(names)s::text[] IS NULL
+                   OR lower('q_' || queue_name) IN (SELECT lower('q_' || name) FROM unnest(%(names)s::text[]) name))
             GROUP BY lower('q_' || queue_name)
-            HAVING count(*) > 1
             """,
             {"names": queue_names},
         )

@@ -5,6 +5,7 @@ Here the limit is lowered to 10 so that 55 queues (more than the 50 a page shows
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
@@ -13,10 +14,13 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from queues.management.commands.sample_metrics import take_sample
+from queues.models import SamplerRound
 from queues.rules import HealthRule, Thresholds
+from queues.selectors import stats
 from tests.conftest import uses_databases
 from tests.pages import number, overview_rows, parse, totals
 from tests.test_metrics import TOKEN, per_queue, scrape
+from tests.test_shared_tables import foo_pair, forget_the_pair, table_truth  # noqa: F401 (fixtures)
 
 pytestmark = uses_databases
 
@@ -174,3 +178,53 @@ def test_metrics_above_the_limit_serve_the_latest_round_with_its_age(client, man
     backlog = per_queue(found, "pgmq_queue_backlog")
     assert backlog == {name_of(n): n for n in range(1, QUEUES + 1)}  # as the round saw them
     assert found["pgmq_dashboard_figures_age_seconds"][(("database", "main"),)] > 0
+
+
+@pytest.mark.parametrize("sort", ["name", "-backlog"], ids=["pair on the page", "pair beyond the page"])
+def test_names_sharing_a_table_are_counted_once_on_the_page_or_from_the_round(
+    signed_in_client, many_queues, foo_pair, pgmq_sql, sort
+):
+    take_sample(count_poison_everywhere=True)
+    live, archived, sent = table_truth(pgmq_sql)
+
+    page = parse(signed_in_client.get(f"/?sort={sort}"))
+
+    assert ("Foo" in overview_rows(page)) == (sort == "name")  # by backlog, its 4 messages are on page 2
+    shown = totals(page)
+    assert number(shown["queues"]) == QUEUES + 2
+    assert number(shown["backlog"]) == sum(range(1, QUEUES + 1)) + live
+    assert number(shown["archived"]) == archived
+    sent_by_many = sum(range(1, QUEUES + 1))
+    api = signed_in_client.get(f"/api/v1/queues/?sort={sort}").json()["totals"]
+    assert api["tables"] == QUEUES + 1 and api["sent"] == sent_by_many + sent
+
+
+def test_a_round_shared_among_connections_samples_every_queue_and_leaves_no_connection_open(
+    many_queues, monkeypatch, pgmq_sql
+):
+    monkeypatch.setattr(stats, "PROBES_PER_STATEMENT", 5)  # 55 queues: 11 statements, over 2 connections
+    threads = []
+    probed_and_closed = stats._probed_and_closed
+
+    def spied(statements):
+        threads.append(threading.get_ident())
+        return probed_and_closed(statements)
+
+    monkeypatch.setattr(stats, "_probed_and_closed", spied)
+
+    def dashboard_connections() -> int:
+        return pgmq_sql.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'pgmq-dashboard' AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+
+    take_sample(count_poison_everywhere=True)
+    before = dashboard_connections()
+    take_sample(count_poison_everywhere=True)
+
+    assert len(threads) == 4 and threading.get_ident() not in threads  # 2 per round, never this thread
+    assert dashboard_connections() == before
+    latest = SamplerRound.objects.order_by("-finished_at").first()
+    stored = dict(latest.samples.values_list("queue_name", "backlog"))
+    assert stored == {name_of(n): counted(pgmq_sql, name_of(n))["backlog"] for n in range(1, QUEUES + 1)}
+    assert latest.queues == QUEUES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import psycopg
 import pytest
@@ -10,6 +11,7 @@ from django.test import override_settings
 
 from queues.rules import HealthRule, Thresholds
 from queues.selectors import diagnostics as diagnostics_module
+from queues.selectors import distributions
 from tests.conftest import uses_databases
 from tests.pages import number, parse, seconds, stat
 
@@ -127,6 +129,37 @@ def test_the_poison_panel_says_when_there_are_none(signed_in_client, make_queue)
     make_queue("healthy", messages=2)
     panel = parse(signed_in_client.get("/queues/healthy/poison/"))
     assert "No poison messages" in panel.get_text()
+
+
+def test_a_big_queues_poison_panel_looks_where_poison_is_says_so_and_names_the_index(
+    signed_in_client, make_queue, pgmq_sql, monkeypatch
+):
+    monkeypatch.setattr(distributions, "POISON_SCAN_ROWS", 20)
+    make_queue("big_poisoned", messages=300)
+    read_times(pgmq_sql, "big_poisoned", 6)  # msg 1, at the head, read 6 times and visible again
+    stuck = 150  # in the middle, read 7 times and leased now: turns visible next
+    pgmq_sql.execute(
+        f"UPDATE pgmq.q_big_poisoned SET read_ct = 7, vt = now() + interval '1 min' WHERE msg_id = {stuck}"
+    )
+    hidden = 200  # in the middle and visible: neither among the oldest nor the next to turn visible
+    pgmq_sql.execute(f"UPDATE pgmq.q_big_poisoned SET read_ct = 5 WHERE msg_id = {hidden}")
+    pgmq_sql.execute("ANALYZE pgmq.q_big_poisoned")
+
+    def shown() -> tuple[list[int], str]:
+        with override_settings(EXACT_COUNT_LIMIT=100):
+            panel = parse(signed_in_client.get("/queues/big_poisoned/poison/"))
+        bounded = panel.select_one("[data-poison-bounded]")
+        return [int(row["data-msg-id"]) for row in panel.select("tr[data-msg-id]")], (
+            bounded.get_text(" ", strip=True) if bounded else ""
+        )
+
+    messages, note = shown()
+    assert messages == [stuck, 1]
+    assert "Looked at the 20 oldest messages and the 20 in flight or delayed" in note
+    index = re.search(r"CREATE INDEX CONCURRENTLY .*;", note).group(0)
+
+    pgmq_sql.execute(index)
+    assert shown() == ([stuck, 1, hidden], "")  # with the index, the list is complete
 
 
 def test_archive_history_counts_and_percentiles_match_sql(signed_in_client, make_queue, pgmq_sql):

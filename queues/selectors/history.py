@@ -10,6 +10,10 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta
 
+from django.db.models import Case, Count, F, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Coalesce
+
+from queues.health import SEVERITY
 from queues.models import QueueSample, SamplerRound
 from queues.selectors.stats import QueueStats, RowCount
 from queues.watched import watched_name
@@ -145,7 +149,7 @@ def latest_poison_counts(names: list[str], now: datetime) -> dict[str, tuple[int
 
 @dataclasses.dataclass(frozen=True)
 class SampledQueue:
-    """One queue's figures in the sampler's latest round, named as QueueStats names them."""
+    """One queue's figures in a round of the sampler, named as QueueStats names them."""
 
     name: str
     sampled_at: datetime
@@ -161,13 +165,30 @@ class SampledQueue:
     poison: int | None
     rates: Rates
     health: str  # ok, warning, critical; "" in a sample older than the field
-    not_visible_exact: bool = True  # what the sample counted (an estimate is not flagged in samples)
+    not_visible_exact: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class LatestRound:
+    id: int
     finished_at: datetime
-    queues: dict[str, SampledQueue]
+
+
+def latest_round() -> LatestRound | None:
+    """The sampler's latest round in this database; None before its first."""
+    found = (
+        SamplerRound.objects.filter(database=watched_name())
+        .order_by("-finished_at")
+        .values_list("id", "finished_at")
+        .first()
+    )
+    return LatestRound(*found) if found else None
+
+
+def round_samples(latest: LatestRound, names: list[str] | None = None) -> QuerySet[QueueSample]:
+    """The round's samples (of the named queues only, unless None)."""
+    samples = QueueSample.objects.filter(round_id=latest.id)
+    return samples if names is None else samples.filter(queue_name__in=names)
 
 
 SAMPLED_FIELDS = (
@@ -188,18 +209,13 @@ SAMPLED_FIELDS = (
     "enqueue_rate",
     "processing_rate",
     "health",
+    "not_visible_exact",
 )
 
 
-def latest_round() -> LatestRound | None:
-    """Every queue's figures in the sampler's latest round of this database; None before its first."""
-    found = SamplerRound.objects.filter(database=watched_name()).order_by("-finished_at").first()
-    if found is None:
-        return None
-    samples = QueueSample.objects.filter(
-        database=watched_name(), sampled_at__range=(found.started_at, found.finished_at)
-    ).values_list(*SAMPLED_FIELDS)
-    queues = {}
+def round_figures(latest: LatestRound) -> list[SampledQueue]:
+    """Every queue's figures in the round, by name (for /metrics)."""
+    figures = []
     for (
         name,
         sampled_at,
@@ -218,21 +234,102 @@ def latest_round() -> LatestRound | None:
         enqueue_rate,
         processing_rate,
         health,
-    ) in samples.iterator(chunk_size=5_000):
-        queues[name] = SampledQueue(
-            name=name,
-            sampled_at=sampled_at,
-            backlog=RowCount(backlog, backlog_exact),
-            visible=RowCount(visible, backlog_exact),
-            in_flight=in_flight,
-            delayed=delayed,
-            oldest_age_s=oldest_age_s,
-            newest_age_s=newest_age_s,
-            oldest_visible_age_s=oldest_visible_age_s,
-            sent_total=sent_total,
-            archived=None if archived is None else RowCount(archived, bool(archived_exact)),
-            poison=poison,
-            rates=Rates(enqueue_rate, processing_rate, None),
-            health=health,
+        not_visible_exact,
+    ) in round_samples(latest).order_by("queue_name").values_list(*SAMPLED_FIELDS).iterator(chunk_size=5_000):
+        figures.append(
+            SampledQueue(
+                name=name,
+                sampled_at=sampled_at,
+                backlog=RowCount(backlog, backlog_exact),
+                visible=RowCount(visible, backlog_exact),
+                in_flight=in_flight,
+                delayed=delayed,
+                oldest_age_s=oldest_age_s,
+                newest_age_s=newest_age_s,
+                oldest_visible_age_s=oldest_visible_age_s,
+                sent_total=sent_total,
+                archived=None if archived is None else RowCount(archived, bool(archived_exact)),
+                poison=poison,
+                rates=Rates(enqueue_rate, processing_rate, None),
+                health=health,
+                not_visible_exact=not_visible_exact,
+            )
         )
-    return LatestRound(finished_at=found.finished_at, queues=queues)
+    return figures
+
+
+# The overview's sort keys a round can order by, as the sample's columns.
+ROUND_SORT_COLUMNS = {
+    "backlog": "backlog",
+    "visible": "visible",
+    "in_flight": "in_flight",
+    "delayed": "delayed",
+    "oldest": "oldest_age_s",
+    "newest": "newest_age_s",
+    "sent": "sent_total",
+    "archived": "archived",
+    "enqueue_rate": "enqueue_rate",
+    "processing_rate": "processing_rate",
+    "poison": "poison",
+}
+
+
+def names_in_order(samples: QuerySet[QueueSample], sort: str, descending: bool) -> QuerySet:
+    """The samples' queue names ordered by one of the overview's sort keys; unknown values last."""
+    if sort == "health":
+        key = Case(*(When(health=state, then=Value(rank)) for state, rank in SEVERITY.items()), default=None)
+    else:
+        key = F(ROUND_SORT_COLUMNS[sort])
+    name = F("queue_name")
+    ordering = (key.desc(nulls_last=True), name.desc()) if descending else (key.asc(nulls_last=True), name.asc())
+    return samples.order_by(*ordering).values_list("queue_name", flat=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundTotals:
+    queues: int
+    backlog: RowCount
+    visible: RowCount
+    in_flight: int
+    delayed: int
+    archived: RowCount
+    sent: int
+    enqueue_rate: float | None
+    processing_rate: float | None
+    not_visible_exact: bool
+
+
+def round_totals(samples: QuerySet[QueueSample]) -> RoundTotals:
+    """The samples' figures summed, in the database."""
+    found = samples.aggregate(
+        queues=Count("id"),
+        backlog=Coalesce(Sum("backlog"), 0),
+        visible=Coalesce(Sum("visible"), 0),
+        estimated=Count("id", filter=Q(backlog_exact=False)),
+        in_flight=Coalesce(Sum("in_flight"), 0),
+        delayed=Coalesce(Sum("delayed"), 0),
+        archived=Coalesce(Sum("archived"), 0),
+        archived_estimated=Count("id", filter=Q(archived_exact=False)),
+        sent=Coalesce(Sum("sent_total"), 0),
+        enqueue_rate=Sum("enqueue_rate"),
+        processing_rate=Sum("processing_rate"),
+        not_visible_estimated=Count("id", filter=Q(not_visible_exact=False)),
+    )
+    return RoundTotals(
+        queues=found["queues"],
+        backlog=RowCount(found["backlog"], found["estimated"] == 0),
+        visible=RowCount(found["visible"], found["estimated"] == 0),
+        in_flight=found["in_flight"],
+        delayed=found["delayed"],
+        archived=RowCount(found["archived"], found["archived_estimated"] == 0),
+        sent=found["sent"],
+        enqueue_rate=found["enqueue_rate"],
+        processing_rate=found["processing_rate"],
+        not_visible_exact=found["not_visible_estimated"] == 0,
+    )
+
+
+def health_counts(samples: QuerySet[QueueSample]) -> dict[str, int]:
+    """How many of the samples are in each health state (samples older than the field left out)."""
+    counted = samples.exclude(health="").values("health").annotate(queues=Count("id")).order_by()
+    return {row["health"]: row["queues"] for row in counted}

@@ -12,8 +12,10 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
 
 from queues.health import Health, queue_health
+from queues.models import QueueSample
 from queues.pgmq import Queue, TableSharing, table_sharing
 from queues.selectors import history
 from queues.selectors.history import Rates
@@ -30,13 +32,12 @@ class PoisonCount:
 
 @dataclasses.dataclass
 class OverviewRow:
-    stats: QueueStats | history.SampledQueue
+    stats: QueueStats
     rates: Rates
     poison: PoisonCount | None
-    health: Health | None  # None: not known (a sample older than the sampler's health field)
+    health: Health
     sparkline: list[int] = dataclasses.field(default_factory=list)
     table_sharing: TableSharing | None = None  # other names in pgmq.meta have this queue's tables
-    sampled_at: datetime | None = None  # None: probed for this view; else the sampler's figures of then
 
     @property
     def shares_tables_with(self) -> list[str]:
@@ -74,7 +75,7 @@ class Overview:
 
 SORT_KEYS = {
     "name": lambda row: row.stats.name.casefold(),
-    "health": lambda row: row.health.severity if row.health else None,
+    "health": lambda row: row.health.severity,
     "backlog": lambda row: row.stats.backlog.value,
     "visible": lambda row: row.stats.visible.value,
     "in_flight": lambda row: row.stats.in_flight,
@@ -101,7 +102,7 @@ def overview(
     stats = shared_queue_stats(wanted) if wanted else []
     sharing = table_sharing(wanted) if wanted else {}
     rows = _rows(stats, sharing)
-    shown = [row for row in rows if not health or (row.health and row.health.state == health)]
+    shown = [row for row in rows if not health or row.health.state == health]
     page_of_rows = Paginator(_sorted(shown, sort, descending), QUEUES_PER_PAGE).get_page(page)
     _add_sparklines(page_of_rows)
     return Overview(page=page_of_rows, totals=_totals(rows, sharing), all_queues=len(names))
@@ -124,36 +125,58 @@ def _add_sparklines(rows: Iterable[OverviewRow]) -> None:
             row.sparkline = lines.get(row.stats.name, [])
 
 
+class _NamesInOrder:
+    """The sampled names in the round's order, then the unsampled ones: sliced by the paginator,
+    so only one page of names is read from the database."""
+
+    def __init__(self, sampled: QuerySet, unsampled: list[str]):
+        self.sampled, self.unsampled = sampled, unsampled
+        self.sampled_count = sampled.count()
+
+    def __len__(self) -> int:
+        return self.sampled_count + len(self.unsampled)
+
+    def __getitem__(self, page: slice) -> list[str]:
+        names = list(self.sampled[page]) if page.start < self.sampled_count else []
+        rest = slice(max(page.start - self.sampled_count, 0), max(page.stop - self.sampled_count, 0))
+        return [*names, *self.unsampled[rest]]
+
+
 def _probing_the_page_only(
     wanted: list[str], sort: str, descending: bool, page: int, health: str, *, all_queues: int
 ) -> Overview:
     """Many queues: the order, the health filter and the totals come from the sampler's latest
-    round; only the queues on the page are probed, and their live figures replace their samples.
-    A queue the round does not have (created since, or no sampler running) sorts last and is
-    counted as unsampled."""
+    round, in the database; only the queues on the page are probed, and their live figures stand
+    in for their samples. A queue the round does not have (created since, or no sampler running)
+    sorts last and is counted as unsampled."""
     latest = history.latest_round()
-    sampled = latest.queues if latest else {}
-    sample_rows = {name: _row_from_sample(sampled[name]) for name in wanted if name in sampled}
-    unsampled = sorted((name for name in wanted if name not in sampled), key=str.casefold)
-    shown = [row for row in sample_rows.values() if not health or (row.health and row.health.state == health)]
+    samples = (
+        history.round_samples(latest, None if len(wanted) == all_queues else wanted)
+        if latest
+        else QueueSample.objects.none()
+    )
+    sampled_names = set(samples.values_list("queue_name", flat=True))
+    unsampled = sorted((name for name in wanted if name not in sampled_names), key=str.casefold)
+    shown = samples.filter(health=health) if health else samples
     listed = unsampled if not health else []  # a queue's health is unknown until it is sampled
     if sort == "name":
-        order = sorted(
-            [*(row.stats.name for row in shown), *listed], key=lambda name: (name.casefold(), name), reverse=descending
-        )
+        shown_names = set(shown.values_list("queue_name", flat=True)) if health else sampled_names
+        order = sorted([*shown_names, *listed], key=lambda name: (name.casefold(), name), reverse=descending)
     else:
-        order = [*(row.stats.name for row in _sorted(shown, sort, descending)), *listed]
+        order = _NamesInOrder(history.names_in_order(shown, sort, descending), listed)
     paginator = Paginator(order, QUEUES_PER_PAGE)
     page_of_names = paginator.get_page(page)
-    sharing = table_sharing()
     on_page = list(page_of_names)
+    sharing = table_sharing()
     probed = {row.stats.name: row for row in _rows(shared_queue_stats(on_page) if on_page else [], sharing)}
-    page_rows = [probed[name] for name in page_of_names if name in probed]  # dropped meanwhile: left out
+    page_rows = [probed[name] for name in on_page if name in probed]  # dropped meanwhile: left out
     _add_sparklines(page_rows)
-    others = [row for name, row in sample_rows.items() if name not in probed]
-    totals = _totals(
-        [*page_rows, *others],
-        sharing,
+    others = samples.exclude(queue_name__in=on_page)
+    totals = _with_round(
+        _totals(page_rows, sharing),
+        history.round_totals(others.exclude(queue_name__in=_counted_elsewhere(wanted, on_page, sharing))),
+        health=history.health_counts(others),
+        sampled=others.count(),
         unsampled=sum(1 for name in unsampled if name not in probed),
         sampled_at=latest.finished_at if latest else None,
     )
@@ -165,13 +188,43 @@ def _probing_the_page_only(
     )
 
 
-def _row_from_sample(sample: history.SampledQueue) -> OverviewRow:
-    return OverviewRow(
-        stats=sample,
-        rates=sample.rates,
-        poison=None if sample.poison is None else PoisonCount(sample.poison, sample.sampled_at),
-        health=Health(sample.health, ()) if sample.health else None,
-        sampled_at=sample.sampled_at,
+def _counted_elsewhere(wanted: list[str], on_page: list[str], sharing: dict[str, TableSharing]) -> set[str]:
+    """Names whose table the totals count under another name: where names share a table, the one
+    on the page, else the first of them searched."""
+    wanted_names, page_names = set(wanted), set(on_page)
+    elsewhere = set()
+    for names in {found.names for found in sharing.values()}:
+        present = [name for name in names if name in wanted_names]
+        elsewhere.update(present if page_names.intersection(present) else present[1:])
+    return elsewhere
+
+
+def _with_round(
+    page: Totals,
+    others: history.RoundTotals,
+    *,
+    health: dict[str, int],
+    sampled: int,
+    unsampled: int,
+    sampled_at: datetime | None,
+) -> Totals:
+    """The page's totals, probed, with the round's for the queues off the page."""
+    return Totals(
+        queues=page.queues + sampled + unsampled,
+        tables=page.tables + others.queues + unsampled,
+        backlog=page.backlog + others.backlog,
+        visible=page.visible + others.visible,
+        in_flight=page.in_flight + others.in_flight,
+        delayed=page.delayed + others.delayed,
+        archived=page.archived + others.archived,
+        sent=page.sent + others.sent,
+        enqueue_rate=_sum_rates([page.enqueue_rate, others.enqueue_rate]),
+        processing_rate=_sum_rates([page.processing_rate, others.processing_rate]),
+        health=dict(Counter(page.health) + Counter(health)),
+        sampled=sampled,
+        sampled_at=sampled_at if sampled else None,
+        unsampled=unsampled,
+        not_visible_exact=page.not_visible_exact and others.not_visible_exact,
     )
 
 
@@ -228,7 +281,8 @@ def every_queue() -> EveryQueue:
     names = list(Queue.objects.values_list("queue_name", flat=True))
     latest = history.latest_round() if len(names) > settings.OVERVIEW_PROBE_ALL_UP_TO else None
     if latest is not None:
-        figures = [latest.queues[name] for name in sorted(names) if name in latest.queues]
+        listed = set(names)
+        figures = [queue for queue in history.round_figures(latest) if queue.name in listed]
         poison = {
             queue.name: PoisonCount(queue.poison, queue.sampled_at) for queue in figures if queue.poison is not None
         }
@@ -247,13 +301,7 @@ def _sum_rates(values: list[float | None]) -> float | None:
     return sum(known) if known else None
 
 
-def _totals(
-    rows: list[OverviewRow],
-    sharing: dict[str, TableSharing],
-    *,
-    unsampled: int = 0,
-    sampled_at: datetime | None = None,
-) -> Totals:
+def _totals(rows: list[OverviewRow], sharing: dict[str, TableSharing]) -> Totals:
     zero = RowCount(0, exact=True)
     backlog, visible, archived = zero, zero, zero
     # Names sharing a table count it once: the first of them in `rows` stands for it.
@@ -268,10 +316,9 @@ def _totals(
         backlog += row.stats.backlog
         visible += row.stats.visible
         archived += row.stats.archived or zero
-    sampled = [row for row in rows if row.sampled_at is not None]
     return Totals(
-        queues=len(rows) + unsampled,
-        tables=len(tables) + unsampled,
+        queues=len(rows),
+        tables=len(tables),
         backlog=backlog,
         visible=visible,
         in_flight=sum(row.stats.in_flight for row in tables),
@@ -281,8 +328,5 @@ def _totals(
         enqueue_rate=_sum_rates([row.rates.enqueue for row in tables]),
         processing_rate=_sum_rates([row.rates.processing for row in tables]),
         health=dict(Counter(row.health.state for row in rows if row.health)),
-        sampled=len(sampled),
-        sampled_at=sampled_at if sampled else None,
-        unsampled=unsampled,
         not_visible_exact=all(row.stats.not_visible_exact for row in tables),
     )

@@ -14,10 +14,12 @@ Ages are computed by the database's clock.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from django.conf import settings
@@ -36,6 +38,8 @@ logger = logging.getLogger(__name__)
 ROWS_PER_PAGE_GUESS = 30
 # Queues probed per statement: one round trip for many queues, and plans that stay small.
 PROBES_PER_STATEMENT = 100
+# Below this many statements per connection, a connection of its own costs more than it saves.
+PROBES_PER_CONNECTION_AT_LEAST = 5
 # The oldest visible message is looked for among this many oldest messages; when all of them are
 # in flight or delayed, the visible message with the earliest vt stands for it (≈).
 OLDEST_VISIBLE_HEAD = 10_000
@@ -112,10 +116,10 @@ ESTIMATED_ROWS = """
 # every table with every row of pg_class, a second for a thousand queues.
 LEAVES = """
     CROSS JOIN LATERAL (
-        SELECT t.oid AS leaf_oid WHERE t.relkind <> 'p'
+        SELECT t.oid, t.relpages, t.reltuples WHERE t.relkind <> 'p'
         UNION ALL
-        SELECT relid FROM pg_partition_tree(t.oid) WHERE isleaf AND t.relkind = 'p') AS leaves
-    JOIN pg_class leaf ON leaf.oid = leaves.leaf_oid"""
+        SELECT c.oid, c.relpages, c.reltuples FROM pg_class c
+        WHERE t.relkind = 'p' AND c.oid IN (SELECT relid FROM pg_partition_tree(t.oid) WHERE isleaf)) AS leaf"""
 
 CATALOG_QUERY = (
     """
@@ -242,6 +246,36 @@ def _probe_query(
     )
 
 
+def _run_probes(statements: list[str]) -> list[tuple]:
+    """Every statement's rows. Many statements (a round of the sampler over thousands of queues) are
+    shared among PROBE_CONNECTIONS connections of their own, closed after: the database plans and
+    runs them side by side instead of one after the other."""
+    workers = min(settings.PROBE_CONNECTIONS, len(statements) // PROBES_PER_CONNECTION_AT_LEAST)
+    if workers <= 1:
+        return _probed(statements)
+    shares = [statements[worker::workers] for worker in range(workers)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # Each thread runs in a copy of this context: the watched database is a context variable.
+        found = pool.map(lambda share: contextvars.copy_context().run(_probed_and_closed, share), shares)
+        return [row for rows in found for row in rows]
+
+
+def _probed(statements: list[str]) -> list[tuple]:
+    rows = []
+    with connections[watched_alias()].cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+            rows.extend(cursor.fetchall())
+    return rows
+
+
+def _probed_and_closed(statements: list[str]) -> list[tuple]:
+    try:
+        return _probed(statements)
+    finally:
+        connections[watched_alias()].close()
+
+
 def _estimate(facts: TableFacts) -> RowCount:
     return RowCount(max(round(facts.estimated_rows), 0), exact=False)
 
@@ -256,10 +290,10 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
     A queue whose live table is missing (dropped in between) is left out.
     """
     catalog = _catalog(list(names) if names is not None else None)
-    probes: dict[str, tuple] = {}
     tables = list({entry.live.name: entry for entry in catalog}.values())  # names sharing a table: probed once
-    for start in range(0, len(tables), PROBES_PER_STATEMENT):
-        statement = sql.SQL(" UNION ALL ").join(
+    statements = [
+        sql.SQL(" UNION ALL ")
+        .join(
             _probe_query(
                 entry.live.name,
                 entry.archive.name if entry.archive else None,
@@ -269,9 +303,10 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
             )
             for entry in tables[start : start + PROBES_PER_STATEMENT]
         )
-        with connections[watched_alias()].cursor() as cursor:
-            cursor.execute(statement.as_string())
-            probes.update({probe[0]: probe for probe in cursor.fetchall()})
+        .as_string()
+        for start in range(0, len(tables), PROBES_PER_STATEMENT)
+    ]
+    probes = {probe[0]: probe for probe in _run_probes(statements)}
 
     stats = []
     for entry in catalog:
@@ -397,11 +432,9 @@ def poison_counts(stats: list[QueueStats]) -> dict[str, int]:
     return counts
 
 
-def table_row_counts(table_names: list[str]) -> dict[str, RowCount]:
-    """Rows in each of pgmq's tables: exact up to EXACT_COUNT_LIMIT, PostgreSQL's estimate above.
-    Tables that do not exist are left out."""
-    if not table_names:
-        return {}
+def estimated_rows(table_names: list[str]) -> dict[str, float]:
+    """PostgreSQL's estimate of the rows in each of pgmq's tables (partitions summed), from the
+    catalog alone. Tables that do not exist are left out."""
     with connections[watched_alias()].cursor() as cursor:
         cursor.execute(
             "SELECT t.relname, sum("
@@ -413,7 +446,15 @@ def table_row_counts(table_names: list[str]) -> dict[str, RowCount]:
                AND t.relname = ANY(%(names)s) GROUP BY t.relname""",
             {"names": table_names, "rows_per_page_guess": ROWS_PER_PAGE_GUESS},
         )
-        estimates = {name: float(estimate or 0) for name, estimate in cursor.fetchall()}
+        return {name: float(estimate or 0) for name, estimate in cursor.fetchall()}
+
+
+def table_row_counts(table_names: list[str]) -> dict[str, RowCount]:
+    """Rows in each of pgmq's tables: exact up to EXACT_COUNT_LIMIT, PostgreSQL's estimate above.
+    Tables that do not exist are left out."""
+    if not table_names:
+        return {}
+    estimates = estimated_rows(table_names)
     counts = {name: RowCount(max(round(estimate), 0), exact=False) for name, estimate in estimates.items()}
     small = [name for name, estimate in estimates.items() if estimate <= settings.EXACT_COUNT_LIMIT]
     if small:

@@ -105,7 +105,7 @@ def queue_poison(request: HttpRequest, queue_name: str) -> HttpResponse:
         request,
         "queues/_queue_poison.html",
         {"queue": queue, "poison_read_count": settings.POISON_READ_COUNT},
-        lambda: {"messages": distributions.top_poison(queue, redacted=redaction.applies_to(request.user))},
+        lambda: {"poison": distributions.top_poison(queue, redacted=redaction.applies_to(request.user))},
     )
 
 

@@ -52,9 +52,30 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
     # Health as the overview judges it: a big table's poison is the latest one counted.
     uncounted = [name for name, count in poison.items() if count is None]
     latest_poison = history.latest_poison_counts(uncounted, stats[0].measured_at) if uncounted else {}
+    if not stats:
+        return 0
+    with transaction.atomic(using="default"):  # a reader finds a round with all its samples or not at all
+        sampler_round = SamplerRound.objects.create(
+            database=watched_name(),
+            started_at=min(queue.measured_at for queue in stats),
+            finished_at=max(queue.measured_at for queue in stats),
+            queues=len(stats),
+            seconds=time.monotonic() - started,
+        )
+        _store_samples(sampler_round, stats, poison, latest_poison, rates)
+    try:
+        evaluate_alerts(readings_from(stats, poison))
+    except Exception:  # the history is stored: a fault in alerting must not stop the sampler keeping it
+        logger.exception("alert evaluation failed for %s", watched_name())
+    SamplerRound.objects.filter(pk=sampler_round.pk).update(seconds=time.monotonic() - started)
+    return len(stats)
+
+
+def _store_samples(sampler_round: SamplerRound, stats, poison, latest_poison, rates) -> None:
     QueueSample.objects.bulk_create(
         [
             QueueSample(
+                round=sampler_round,
                 queue_name=queue.name,
                 sampled_at=queue.measured_at,
                 backlog=queue.backlog.value,
@@ -62,6 +83,7 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
                 visible=queue.visible.value,
                 in_flight=queue.in_flight,
                 delayed=queue.delayed,
+                not_visible_exact=queue.not_visible_exact,
                 oldest_age_s=queue.oldest_age_s,
                 newest_age_s=queue.newest_age_s,
                 oldest_visible_age_s=queue.oldest_visible_age_s,
@@ -85,19 +107,6 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
         ],
         batch_size=SAMPLES_PER_INSERT,
     )
-    try:
-        evaluate_alerts(readings_from(stats, poison))
-    except Exception:  # the history is stored: a fault in alerting must not stop the sampler keeping it
-        logger.exception("alert evaluation failed for %s", watched_name())
-    if stats:
-        SamplerRound.objects.create(
-            database=watched_name(),
-            started_at=min(queue.measured_at for queue in stats),
-            finished_at=max(queue.measured_at for queue in stats),
-            queues=len(stats),
-            seconds=time.monotonic() - started,
-        )
-    return len(stats)
 
 
 def sample_every_database(*, count_poison_everywhere: bool) -> list[str]:
@@ -124,7 +133,6 @@ def prune_samples(*, older_than: timedelta) -> int:
     with connections["default"].cursor() as cursor:
         cursor.execute("SELECT now()")
         now = cursor.fetchone()[0]
-    SamplerRound.objects.filter(finished_at__lt=now - older_than).delete()
     for _ in range(PRUNE_BATCHES_PER_ROUND):
         ids = list(
             QueueSample.objects.filter(sampled_at__lt=now - older_than)
@@ -135,6 +143,8 @@ def prune_samples(*, older_than: timedelta) -> int:
             break
         with transaction.atomic():
             deleted += QueueSample.objects.filter(id__in=ids).delete()[0]
+    # A round goes once the last of its samples has (they are all older than it).
+    SamplerRound.objects.filter(finished_at__lt=now - older_than, samples__isnull=True).delete()
     return deleted
 
 
