@@ -115,12 +115,15 @@ def cancel(job: BulkJob, *, user) -> None:
 
 
 def claim() -> BulkJob | None:
-    """The next job waiting, or one whose runner is gone, now this runner's."""
+    """The next job waiting, or one whose runner is gone, now this runner's. Only jobs of the
+    databases this runner watches: another dashboard sharing this dashboard database (or a release
+    watching one more) runs the others."""
     with transaction.atomic():
         job = (
             BulkJob.objects.select_for_update(skip_locked=True)
             .filter(
-                Q(status=BulkJob.PENDING) | Q(status=BulkJob.RUNNING, heartbeat_at__lt=timezone.now() - STALE_AFTER)
+                Q(status=BulkJob.PENDING) | Q(status=BulkJob.RUNNING, heartbeat_at__lt=timezone.now() - STALE_AFTER),
+                database__in=list(settings.WATCHED_DATABASES),
             )
             .order_by("id")
             .first()

@@ -269,38 +269,154 @@ def _build_message_model(table: QueueTable) -> type[Message]:
     return type(class_name, (base,), attributes)
 
 
+# The type each of pgmq's writing functions fills (its columns are what they read and write), and
+# what each optional column is, to add it where a table lacks it.
+MESSAGE_RECORD = "message_record"
+COLUMN_TYPES = {"headers": "jsonb", "last_read_at": "timestamp with time zone"}
+
+
 @dataclass(frozen=True)
-class QueueFeatures:
-    """Settings newer pgmq versions keep beside a queue; None where the version has no such table."""
+class Capabilities:
+    """What the pgmq of the watched database can do, read from its catalog each time it is asked:
+    one dashboard watches databases of different pgmq versions, and a database's pgmq can be
+    upgraded while the dashboard runs, so nothing here is kept per process."""
 
-    notify_throttle_ms: int | None  # pgmq.enable_notify_insert(): LISTEN/NOTIFY on insert, throttled
-    notify_enabled: bool | None
-    topic_patterns: list[str] | None  # pgmq.bind_topic(): routing keys that land in this queue
+    version: str | None  # the extension's version; None where pgmq was installed from its SQL
+    array_set_vt: bool  # set_vt(queue, msg_ids[], vt): 1.8 and later; before, one message at a time
+    notify_throttle: bool  # pgmq.notify_insert_throttle (1.11 and later); before, every insert notifies
+    topics: bool  # pgmq.topic_bindings (1.11 and later)
+    record_columns: frozenset[str]  # the message columns pgmq's functions read and write
 
 
-def queue_features(queue_name: str) -> QueueFeatures:
+def capabilities() -> Capabilities:
     with connections[watched_alias()].cursor() as cursor:
         cursor.execute(
-            "SELECT to_regclass('pgmq.notify_insert_throttle') IS NOT NULL, "
-            "to_regclass('pgmq.topic_bindings') IS NOT NULL"
+            """
+            SELECT (SELECT extversion FROM pg_extension WHERE extname = 'pgmq'),
+                   EXISTS (SELECT 1 FROM pg_proc
+                           WHERE pronamespace = to_regnamespace(%(schema)s) AND proname = 'set_vt'
+                             AND proargtypes[1] = 'bigint[]'::regtype),
+                   to_regclass('pgmq.notify_insert_throttle') IS NOT NULL,
+                   to_regclass('pgmq.topic_bindings') IS NOT NULL,
+                   ARRAY(SELECT a.attname::text FROM pg_type t
+                         JOIN pg_attribute a ON a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+                         WHERE t.typnamespace = to_regnamespace(%(schema)s) AND t.typname = %(record)s)
+            """,
+            {"schema": PGMQ_SCHEMA, "record": MESSAGE_RECORD},
         )
-        has_throttle, has_topics = cursor.fetchone()
+        version, array_set_vt, notify_throttle, topics, record_columns = cursor.fetchone()
+    return Capabilities(version, array_set_vt, notify_throttle, topics, frozenset(record_columns))
+
+
+@dataclass(frozen=True)
+class VersionMismatch:
+    """pgmq's functions expect columns a queue's tables lack: what a dump of an older pgmq restored
+    where a newer pgmq is installed leaves (its tables kept their old columns). Reading works;
+    functions that write those columns (set_vt, archive) fail until the columns are added."""
+
+    queue_name: str
+    missing: dict[str, list[str]]  # table -> the columns it lacks
+    version: str | None
+
+    @property
+    def explanation(self) -> str:
+        tables = "; ".join(f"{table} lacks {', '.join(columns)}" for table, columns in self.missing.items())
+        installed = f"pgmq {self.version}" if self.version else "the pgmq installed here"
+        return (
+            f"the functions of {installed} write columns this queue's tables do not have ({tables}): "
+            "the tables are older than the functions, as a dump of an older pgmq restored under a newer "
+            "one leaves them"
+        )
+
+    @property
+    def repair_sql(self) -> list[str]:
+        """What pgmq's own upgrade does to such tables: the missing columns added, empty."""
+        return [
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {};")
+            .format(sql.Identifier(PGMQ_SCHEMA, table), sql.Identifier(column), sql.SQL(COLUMN_TYPES[column]))
+            .as_string()
+            for table, columns in self.missing.items()
+            for column in columns
+        ]
+
+
+def version_mismatch(queue: Queue, found: Capabilities | None = None) -> VersionMismatch | None:
+    """Whether this queue's tables lack columns the installed pgmq's functions write."""
+    found = found or capabilities()
+    expected = found.record_columns & OPTIONAL_COLUMNS
+    missing = {
+        table.name: sorted(expected - table.columns)
+        for table in queue.tables.values()
+        if table.exists and expected - table.columns
+    }
+    return VersionMismatch(queue.queue_name, missing, found.version) if missing else None
+
+
+# The notify trigger pgmq.enable_notify_insert() puts on a queue's table.
+NOTIFY_TRIGGER = "trigger_notify_queue_insert_listeners"
+
+
+@dataclass(frozen=True)
+class Notify:
+    """LISTEN/NOTIFY on insert, as pgmq.enable_notify_insert() sets it up for a queue."""
+
+    trigger: bool  # the trigger is on the queue's table
+    throttle_ms: int | None  # the throttle row's interval; None: no row (or a pgmq without throttles)
+    throttled: bool  # this pgmq consults a throttle row (1.11 and later)
+    queue_name: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.trigger
+
+    @property
+    def silent(self) -> bool:
+        """The trigger is there but pgmq, finding no throttle row, never notifies: what an upgrade
+        from a pgmq without throttles leaves on a queue whose notify was enabled before."""
+        return self.trigger and self.throttled and self.throttle_ms is None
+
+    @property
+    def repair_sql(self) -> str:
+        return f"SELECT pgmq.enable_notify_insert({sql.Literal(self.queue_name).as_string()});"
+
+
+@dataclass(frozen=True)
+class QueueFeatures:
+    """What pgmq keeps beside a queue, as the installed version has it."""
+
+    notify: Notify
+    topic_patterns: list[str] | None  # pgmq.bind_topic(): routing keys that land here; None before 1.11
+    mismatch: VersionMismatch | None
+
+
+def queue_features(queue: Queue) -> QueueFeatures:
+    found = capabilities()
+    live = queue.tables[LIVE]
+    with connections[watched_alias()].cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = %s)",
+            [sql.Identifier(PGMQ_SCHEMA, live.name).as_string(), NOTIFY_TRIGGER],
+        )
+        trigger = cursor.fetchone()[0]
         throttle, patterns = None, None
-        if has_throttle:
+        if found.notify_throttle:
             cursor.execute(
-                "SELECT throttle_interval_ms FROM pgmq.notify_insert_throttle WHERE queue_name = %s", [queue_name]
+                "SELECT throttle_interval_ms FROM pgmq.notify_insert_throttle WHERE queue_name = %s",
+                [queue.queue_name],
             )
             row = cursor.fetchone()
             throttle = row[0] if row else None
-        if has_topics:
+        if found.topics:
             cursor.execute(
-                "SELECT pattern FROM pgmq.topic_bindings WHERE queue_name = %s ORDER BY pattern", [queue_name]
+                "SELECT pattern FROM pgmq.topic_bindings WHERE queue_name = %s ORDER BY pattern", [queue.queue_name]
             )
             patterns = [row[0] for row in cursor.fetchall()]
     return QueueFeatures(
-        notify_throttle_ms=throttle,
-        notify_enabled=(throttle is not None) if has_throttle else None,
+        notify=Notify(
+            trigger=trigger, throttle_ms=throttle, throttled=found.notify_throttle, queue_name=queue.queue_name
+        ),
         topic_patterns=patterns,
+        mismatch=version_mismatch(queue, found),
     )
 
 

@@ -22,7 +22,7 @@ from psycopg import sql
 
 from queues.jsontext import RawJSON, as_jsonb, json_text
 from queues.models import AuditEntry, BulkJob, MessageCopy
-from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, TableSharing, table_sharing
+from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, TableSharing, capabilities, table_sharing, version_mismatch
 from queues.selectors.copies import copies_of
 from queues.vocabulary import (
     ARCHIVE_ACTION,
@@ -163,6 +163,22 @@ def sql_rows(cursor_sql: str, params: list | None) -> list[tuple]:
 def _pgmq_ids(function_sql: str, params: list) -> set[int]:
     """msg_ids a pgmq set-returning function handled (archive, delete, set_vt, ...)."""
     return {row[0] for row in sql_rows(function_sql, params)}
+
+
+def _archive(queue: Queue, msg_ids: list[int]) -> set[int]:
+    _refuse_if_tables_are_older(queue, "pgmq.archive")
+    return _pgmq_ids("SELECT * FROM pgmq.archive(%s, %s::bigint[])", [queue.queue_name, msg_ids])
+
+
+def _refuse_if_tables_are_older(queue: Queue, function: str) -> None:
+    """set_vt and archive write every column of pgmq's message record: on tables older than the
+    functions (a restored dump) they fail with a database error, refused here saying why instead."""
+    mismatch = version_mismatch(queue)
+    if mismatch:
+        raise ActionRefused(
+            f"{function} cannot run on “{queue.queue_name}”: {mismatch.explanation}; the queue's page gives "
+            "the SQL that adds the missing columns"
+        )
 
 
 def _lock_table(queue: Queue, kind: str) -> None:
@@ -306,14 +322,15 @@ def batch_delete(queue: Queue, msg_ids: list[int], *, capture_payloads: bool) ->
 
 
 def batch_archive(queue: Queue, msg_ids: list[int]) -> BatchResult:
-    archived = _pgmq_ids("SELECT * FROM pgmq.archive(%s, %s::bigint[])", [queue.queue_name, msg_ids])
+    archived = _archive(queue, msg_ids)
     return BatchResult(affected=sorted(archived), already_gone=sorted(set(msg_ids) - archived))
 
 
 def _set_vt(queue: Queue, msg_ids: list[int], seconds_from_now: int) -> set[int]:
     if not msg_ids:
         return set()
-    if pgmq_has_array_set_vt():
+    _refuse_if_tables_are_older(queue, "pgmq.set_vt")
+    if capabilities().array_set_vt:
         return _pgmq_ids(
             "SELECT msg_id FROM pgmq.set_vt(%s, %s::bigint[], %s::integer)",
             [queue.queue_name, msg_ids, seconds_from_now],
@@ -369,8 +386,10 @@ def batch_move(
     targets, skipped = _split_in_flight(there, include_in_flight)
     # Copied while locked, then taken out: the locks keep consumers off them in between.
     new_ids = _copy_rows(queue, LIVE, targets, destination)
-    function = "pgmq.archive" if original == "archive" else "pgmq.delete"
-    removed = _pgmq_ids(f"SELECT * FROM {function}(%s, %s::bigint[])", [queue.queue_name, targets])
+    if original == "archive":
+        removed = _archive(queue, targets)
+    else:
+        removed = _pgmq_ids("SELECT * FROM pgmq.delete(%s, %s::bigint[])", [queue.queue_name, targets])
     if removed != set(targets):
         raise ActionRefused(
             f"messages {sorted(set(targets) - removed)} went while locked: try again"
@@ -509,23 +528,6 @@ def existing_queue(name: str) -> Queue:
     if queue is None:
         raise QueueMissing(f"there is no queue named “{name}” (it may have been dropped)")
     return queue
-
-
-_array_set_vt: bool | None = None
-
-
-def pgmq_has_array_set_vt() -> bool:
-    """set_vt(queue, msg_ids[], vt) arrived in pgmq 1.8; older versions set one message at a time."""
-    global _array_set_vt
-    if _array_set_vt is None:
-        _array_set_vt = bool(
-            sql_rows(
-                "SELECT 1 FROM pg_proc WHERE proname = 'set_vt' AND pronamespace = 'pgmq'::regnamespace "
-                "AND pg_get_function_identity_arguments(oid) LIKE '%%bigint[]%%'",
-                [],
-            )
-        )
-    return _array_set_vt
 
 
 # Recording
@@ -795,7 +797,7 @@ def edit_and_resend(
                 "including messages in flight to send it anyway"
             )
         if source == LIVE and there:
-            archived = _pgmq_ids("SELECT * FROM pgmq.archive(%s, %s::bigint[])", [queue.queue_name, [msg_id]])
+            archived = _archive(queue, [msg_id])
         else:
             archived = set(there)
         if not archived:

@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
@@ -329,3 +330,24 @@ def test_a_batch_whose_commit_is_lost_with_the_connection_is_done_again_and_the_
     job.refresh_from_db()
     assert (job.status, job.affected) == ("done", 30)
     assert pgmq_sql.execute("SELECT count(*) FROM pgmq.a_typed").fetchone()[0] == 30
+
+
+def test_a_runner_leaves_the_jobs_of_databases_it_does_not_watch_for_a_runner_that_does(
+    operator_client, typed_queue, pgmq_sql
+):
+    # Two dashboards share this dashboard database; the other one watches "billing" too and
+    # queued a job there. A runner watching only "main" must not take it (and so fail it).
+    theirs = start_job(operator_client, "typed", "archive", "")
+    BulkJob.objects.filter(pk=theirs.pk).update(database="billing")
+    ours = start_job(operator_client, "typed", "archive", "message=%7B%22type%22%3A%22order_created%22%7D")
+
+    assert run_pending_jobs() == 1
+
+    ours.refresh_from_db()
+    theirs.refresh_from_db()
+    assert ours.status == "done" and ours.affected == 10
+    assert (theirs.status, theirs.error) == ("pending", "")
+    with override_settings(WATCHED_DATABASES={**settings.WATCHED_DATABASES, "billing": "pgmq"}):
+        assert run_pending_jobs() == 1  # a runner that watches billing takes it
+    theirs.refresh_from_db()
+    assert theirs.status == "done"

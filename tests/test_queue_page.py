@@ -195,7 +195,7 @@ def test_the_facts_show_notify_throttle_and_topic_bindings(signed_in_client, mak
     pgmq_sql.execute("SELECT pgmq.enable_notify_insert('notified', 750)")
     pgmq_sql.execute("SELECT pgmq.bind_topic('orders.*.created', 'notified')")
     facts = parse(signed_in_client.get("/queues/notified/")).select_one("dl.facts").get_text(" ", strip=True)
-    assert "on, throttled to one per 750 ms" in facts
+    assert "on, at most one notification per 750 ms" in facts
     assert "orders.*.created" in facts
 
 

@@ -93,7 +93,7 @@ def queue_page(request: HttpRequest, queue_name: str) -> HttpResponse:
     }
     jobs_seen(request, context["jobs"])
     if not (request.htmx and request.htmx.target == "queue-live"):
-        context["features"] = queue_features(queue.queue_name)
+        context["features"] = queue_features(queue)
         context["write_refusal"] = _write_refusal(request, queue)
     return partial_or_page(request, "queues/queue.html", {"queue-live": "queues/_queue_live.html"}, context)
 
