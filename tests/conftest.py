@@ -284,6 +284,20 @@ def gunicorn(database_url: str, log_dir: Path, **env: str) -> Iterator[str]:
         process.wait(timeout=15)
 
 
+def run_jobs_once(**env: str) -> subprocess.CompletedProcess:
+    """The job runner as production starts it (its own process, these databases), run until no job waits."""
+    ran = subprocess.run(
+        [sys.executable, "manage.py", "run_jobs", "--once"],
+        cwd=BASE_DIR,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    return ran
+
+
 @pytest.fixture(scope="session")
 def dashboard_server(pgmq_database_url: str, tmp_path_factory) -> Iterator[str]:
     """The dashboard under gunicorn on the test database, for the whole session."""

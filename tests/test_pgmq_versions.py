@@ -7,10 +7,7 @@ one database's pgmq can do must never be taken for another's."""
 
 from __future__ import annotations
 
-import os
 import select
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import psycopg
@@ -20,7 +17,7 @@ from django.contrib.auth.models import Group
 from psycopg import sql
 
 from queues.models import BulkJob
-from tests.conftest import BASE_DIR, gunicorn, uses_databases, wait_for
+from tests.conftest import gunicorn, run_jobs_once, uses_databases, wait_for
 from tests.http_client import HttpSession
 from tests.pages import number, overview_rows, parse, stat
 from tests.pgmq_shapes import (
@@ -180,15 +177,7 @@ def test_one_job_runner_retries_on_every_shape_in_turn(dashboard, pgmq_in, djang
         assert started.status == 200, started.text[:500]
     assert BulkJob.objects.filter(status="pending").count() == len(DATABASES_WHOSE_TABLES_MATCH)
 
-    ran = subprocess.run(
-        [sys.executable, "manage.py", "run_jobs", "--once"],
-        cwd=BASE_DIR,
-        env={**os.environ, **watching_every_shape},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert ran.returncode == 0, ran.stderr
+    run_jobs_once(**watching_every_shape)
     jobs = {job.database: (job.status, job.affected, job.error) for job in BulkJob.objects.all()}
     assert jobs == {database: ("done", 8, "") for database in DATABASES_WHOSE_TABLES_MATCH}
     for database in DATABASES_WHOSE_TABLES_MATCH:

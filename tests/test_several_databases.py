@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from queues.models import AuditEntry, QueueSample
 from queues.tokens import issue_token
-from tests.conftest import BASE_DIR, gunicorn, sign_in, uses_databases, wait_for
+from tests.conftest import BASE_DIR, gunicorn, run_jobs_once, sign_in, uses_databases, wait_for
 from tests.http_client import HttpSession
 from tests.pages import overview_rows, parse
 from tests.test_accessibility import Checker
@@ -192,15 +192,7 @@ def test_a_job_on_everything_a_filter_matches_runs_in_its_own_database(
     status, job = api(dashboard, "/db/staging/api/v1/queues/orders/jobs/", token, {"action": "archive", "filter": {}})
     assert status == 201 and job["expected"] == 6, job
 
-    ran = subprocess.run(
-        [sys.executable, "manage.py", "run_jobs", "--once"],
-        cwd=BASE_DIR,
-        env={**os.environ, **both_databases},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert ran.returncode == 0, ran.stderr
+    run_jobs_once(**both_databases)
     status, finished = api(dashboard, f"/db/staging/api/v1/jobs/{job['id']}/", token)
     assert (status, finished["status"], finished["affected"]) == (200, "done", 6)
     assert staging_up.sql("SELECT count(*) FROM pgmq.q_orders") == [(0,)]
