@@ -31,11 +31,19 @@ def rule_for(queue_name: str) -> HealthRule:
     return next(rule for rule in settings.HEALTH_RULES if rule.matches(queue_name))
 
 
-def queue_health(queue_name: str, *, oldest_visible_age_s: float | None, backlog: int, poison: int | None) -> Health:
+def queue_health(
+    queue_name: str,
+    *,
+    oldest_visible_age_s: float | None,
+    backlog: int,
+    poison: int | None,
+    in_default_partition: int = 0,
+) -> Health:
     """The worst level any measure reaches. A measure that is unknown (poison not counted) is skipped.
 
     The age measured is that of the oldest message a consumer could take now: a message delayed
-    on purpose, or being worked on, is not late.
+    on purpose, or being worked on, is not late. Any message in a partitioned queue's default
+    partition is a warning whatever the rule: pg_partman's maintenance fails until it is moved.
     """
     rule = rule_for(queue_name)
     measured = [
@@ -58,4 +66,15 @@ def queue_health(queue_name: str, *, oldest_visible_age_s: float | None, backlog
                 reasons.append(f"{describe(value)} ({level} at {shown})")
                 state = max(state, level, key=SEVERITY.get)
                 break
+    if in_default_partition:
+        counted = (
+            f"more than {settings.EXACT_COUNT_LIMIT:,}"
+            if in_default_partition > settings.EXACT_COUNT_LIMIT
+            else f"{in_default_partition:,}"
+        )
+        reasons.append(
+            f"{counted} message{'s' if in_default_partition != 1 else ''} in the default partition "
+            "(pg_partman's maintenance fails until they are moved: see the diagnostics)"
+        )
+        state = max(state, WARNING, key=SEVERITY.get)
     return Health(state, tuple(reasons))

@@ -16,6 +16,7 @@ from psycopg import sql
 
 from queues.formatting import duration
 from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue
+from queues.selectors.partitions import QueuePartitioning, queue_partitioning
 from queues.selectors.stats import QueueStats, TableFacts
 from queues.watched import watched_alias
 
@@ -35,6 +36,7 @@ class Finding:
     level: str
     meaning: str  # one line: what is wrong and why it matters
     action: str  # one line: what to do
+    sql: str = ""  # the statements that do it, when there are some to paste into psql
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +66,7 @@ class FifoGroup:
 @dataclasses.dataclass(frozen=True)
 class TableReport:
     facts: TableFacts
-    total_bytes: int  # with its indexes and TOAST
+    total_bytes: int  # with its indexes and TOAST, and its partitions'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Diagnostics:
     fifo_groups: list[FifoGroup] | None  # None: the queue does not use FIFO groups
     fifo_exact: bool
     findings: list[Finding]
+    partitioning: QueuePartitioning | None  # None: the queue's tables are not partitioned
 
 
 def _fetch(query: str | sql.Composable, params: list | dict | None = None) -> list[tuple]:
@@ -152,18 +155,20 @@ def diagnostics(stats: QueueStats) -> Diagnostics:
     last_read_at = _last_read_at(queue) if records_reads else None
     fifo_groups, fifo_exact = _fifo_groups(queue, stats)
     tables = [facts for facts in (stats.live, stats.archive) if facts is not None]
+    # A partitioned table has no storage of its own: its size is its partitions'.
     sizes = dict(
         _fetch(
-            "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
+            "SELECT relname, (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(oid)) FROM pg_class "
             "WHERE relnamespace = 'pgmq'::regnamespace AND relname = ANY(%s)",
             [[table.name for table in tables]],
         )
     )
+    partitioning = queue_partitioning(queue)
     findings = _findings(
         stats, tables, oldest, holds_vacuum, readers, unattributed, last_read_at, records_reads, fifo_groups
-    )
+    ) + _partition_findings(partitioning)
     return Diagnostics(
-        tables=[TableReport(table, sizes.get(table.name, 0)) for table in tables],
+        tables=[TableReport(table, int(sizes.get(table.name) or 0)) for table in tables],
         oldest_transaction=oldest,
         oldest_transaction_holds_vacuum=holds_vacuum,
         readers=readers,
@@ -173,6 +178,7 @@ def diagnostics(stats: QueueStats) -> Diagnostics:
         fifo_groups=fifo_groups,
         fifo_exact=fifo_exact,
         findings=findings,
+        partitioning=partitioning,
     )
 
 
@@ -357,4 +363,47 @@ def _findings(
                 "Use it only for messages you can afford to lose.",
             )
         )
+    return findings
+
+
+def _partition_findings(partitioning: QueuePartitioning | None) -> list[Finding]:
+    findings = []
+    for table in partitioning.tables.values() if partitioning else []:
+        if table.default_rows:
+            default = sql.Identifier(PGMQ_SCHEMA, table.default_partition).as_string()
+            verb = "is" if table.default_rows == 1 else "are"
+            meaning = (
+                f"{table.default_rows_label.capitalize()} {verb} in {default}, the default partition of "
+                f"{table.quoted}: no partition was made for them (a burst past the partitions "
+                "made ahead, or maintenance not running), and pg_partman's run_maintenance() fails on this table "
+                "until they are moved, so no new partition is made and retention drops nothing."
+            )
+            findings.append(
+                Finding(
+                    WARNING,
+                    meaning,
+                    "Move them into partitions of their own, then let maintenance run (in psql, outside a "
+                    "transaction; the move goes in batches, one partition each); then make maintenance run more "
+                    "often, or raise premake, so partitions are made before messages reach them:",
+                    table.fix_sql,
+                )
+                if table.config
+                else Finding(
+                    WARNING,
+                    meaning,
+                    "pg_partman does not manage this table here (or its part_config is unreadable): create "
+                    "partitions covering these messages, moving them out of the default partition first.",
+                )
+            )
+        elif table.ahead == 0 and table.config:
+            findings.append(
+                Finding(
+                    WARNING,
+                    f"No partition of {table.quoted} is made ahead of the current one: the next messages past it "
+                    "land in the default partition, and pg_partman's maintenance then fails.",
+                    "Run maintenance now, and check that it runs regularly (pg_partman's background worker or "
+                    "pg_cron), more often than a partition fills up:",
+                    f"SELECT {table.config.call('run_maintenance')};",
+                )
+            )
     return findings

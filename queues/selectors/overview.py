@@ -241,6 +241,7 @@ def _rows(stats: list[QueueStats], sharing: dict[str, TableSharing]) -> list[Ove
             oldest_visible_age_s=queue.oldest_visible_age_s,
             backlog=queue.backlog.value,
             poison=poison.value if poison else None,
+            in_default_partition=queue.in_default_partition,
         )
         rows.append(
             OverviewRow(

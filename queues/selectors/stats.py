@@ -67,6 +67,8 @@ class TableFacts:
     removed_total: int  # rows ever deleted (n_tup_del): archived or deleted, for the live table
     last_autovacuum: datetime | None
     last_autoanalyze: datetime | None
+    default_partition: str | None = None  # a partitioned table's default partition (pgmq.create_partitioned)
+    default_partition_readable: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +92,9 @@ class QueueStats:
     # OLDEST_VISIBLE_HEAD is visible, so the oldest visible one is found through the vt index.
     not_visible_exact: bool = True
     oldest_visible_exact: bool = True
+    # Messages in the default partitions of the live and archive tables, counted up to
+    # EXACT_COUNT_LIMIT + 1: rows no partition was made for (see selectors/partitions.py).
+    in_default_partition: int = 0
 
     @property
     def name(self) -> str:
@@ -137,7 +142,11 @@ CATALOG_QUERY = (
                sum(pg_stat_get_dead_tuples(leaf.oid)) AS dead_rows,
                sum(pg_stat_get_tuples_deleted(leaf.oid)) AS removed_total,
                max(pg_stat_get_last_autovacuum_time(leaf.oid)) AS last_autovacuum,
-               max(pg_stat_get_last_autoanalyze_time(leaf.oid)) AS last_autoanalyze
+               max(pg_stat_get_last_autoanalyze_time(leaf.oid)) AS last_autoanalyze,
+               (SELECT d.relname FROM pg_partitioned_table p JOIN pg_class d ON d.oid = p.partdefid
+                WHERE p.partrelid = t.oid) AS default_partition,
+               (SELECT has_table_privilege(p.partdefid, 'SELECT') FROM pg_partitioned_table p
+                WHERE p.partrelid = t.oid AND p.partdefid <> 0) AS default_partition_readable
         FROM pg_class t """
     + LEAVES
     + """
@@ -151,7 +160,9 @@ CATALOG_QUERY = (
            live.last_autovacuum, live.last_autoanalyze,
            q.archive_table, archive.estimated_rows, archive.dead_rows, archive.removed_total,
            archive.last_autovacuum, archive.last_autoanalyze,
-           pg_get_serial_sequence(format('%%I.%%I', 'pgmq', q.live_table), 'msg_id')
+           pg_get_serial_sequence(format('%%I.%%I', 'pgmq', q.live_table), 'msg_id'),
+           live.default_partition, live.default_partition_readable,
+           archive.default_partition, archive.default_partition_readable
     FROM queues q
     JOIN tables live ON live.relname = q.live_table
     LEFT JOIN tables archive ON archive.relname = q.archive_table
@@ -160,12 +171,19 @@ CATALOG_QUERY = (
 )
 
 
-def _table_facts(row: tuple) -> TableFacts | None:
+def _table_facts(row: tuple, default_partition: tuple[str | None, bool | None]) -> TableFacts | None:
     name, estimated_rows, dead_rows, removed_total, last_autovacuum, last_autoanalyze = row
     if estimated_rows is None:
         return None
     return TableFacts(
-        name, float(estimated_rows), int(dead_rows), int(removed_total), last_autovacuum, last_autoanalyze
+        name,
+        float(estimated_rows),
+        int(dead_rows),
+        int(removed_total),
+        last_autovacuum,
+        last_autoanalyze,
+        default_partition[0],
+        default_partition[1] is not False,
     )
 
 
@@ -183,8 +201,8 @@ def _catalog(names: list[str] | None) -> list[_CatalogEntry]:
         return [
             _CatalogEntry(
                 queue=Queue(queue_name=row[0], is_partitioned=row[1], is_unlogged=row[2], created_at=row[3]),
-                live=_table_facts(row[4:10]),
-                archive=_table_facts(row[10:16]),
+                live=_table_facts(row[4:10], row[17:19]),
+                archive=_table_facts(row[10:16], row[19:21]),
                 sequence=row[16],
             )
             for row in cursor.fetchall()
@@ -192,7 +210,13 @@ def _catalog(names: list[str] | None) -> list[_CatalogEntry]:
 
 
 def _probe_query(
-    table: str, archive_table: str | None, sequence: str | None, *, count_live: bool, count_archive: bool
+    table: str,
+    archive_table: str | None,
+    sequence: str | None,
+    *,
+    count_live: bool,
+    count_archive: bool,
+    default_partitions: list[TableFacts],
 ) -> sql.Composed:
     """One queue's probes as one row. Every part is an index lookup but the opt-in exact counts.
 
@@ -219,7 +243,8 @@ def _probe_query(
                extract(epoch FROM now() - coalesce(head.oldest_visible, fallback.oldest_visible)),
                {archived}, {sent}, now(),
                not_visible.counted <= {not_visible_limit},
-               head.oldest_visible IS NOT NULL OR fallback.oldest_visible IS NULL
+               head.oldest_visible IS NOT NULL OR fallback.oldest_visible IS NULL,
+               {in_default}
         FROM ({counts}) counts,
              (SELECT count(*) FILTER (WHERE read_ct > 0) AS in_flight,
                      count(*) FILTER (WHERE read_ct = 0) AS delayed,
@@ -233,6 +258,12 @@ def _probe_query(
     """).format(
         key=sql.Literal(table),
         live=live,
+        in_default=sql.SQL(" + ").join(
+            default_partition_rows(facts.default_partition, readable=facts.default_partition_readable)
+            for facts in default_partitions
+        )
+        if default_partitions
+        else sql.SQL("0::bigint"),
         not_visible_limit=sql.Literal(settings.EXACT_COUNT_LIMIT),
         head=sql.Literal(OLDEST_VISIBLE_HEAD),
         archived=archived,
@@ -243,6 +274,19 @@ def _probe_query(
         ).format(seq=sql.Literal(sequence))
         if sequence
         else sql.SQL("NULL::bigint"),
+    )
+
+
+def default_partition_rows(name: str, *, readable: bool) -> sql.Composable:
+    """The rows in a default partition, counted up to EXACT_COUNT_LIMIT + 1; pg_stat's count where
+    the dashboard's role may not read it (pg_partman makes partitions without the parent's grants
+    unless told to, and a query naming a table it cannot read fails whole)."""
+    if not readable:
+        return sql.SQL("greatest(pg_stat_get_live_tuples({}::regclass), 0)").format(
+            sql.Literal(_quoted(name).as_string())
+        )
+    return sql.SQL("(SELECT count(*) FROM (SELECT FROM {} LIMIT {}) d)").format(
+        _quoted(name), sql.Literal(settings.EXACT_COUNT_LIMIT + 1)
     )
 
 
@@ -300,6 +344,9 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
                 entry.sequence,
                 count_live=_is_small(entry.live),
                 count_archive=_is_small(entry.archive),
+                default_partitions=[
+                    facts for facts in (entry.live, entry.archive) if facts and facts.default_partition
+                ],
             )
             for entry in tables[start : start + PROBES_PER_STATEMENT]
         )
@@ -324,6 +371,7 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
             measured_at,
             not_visible_exact,
             oldest_visible_exact,
+            in_default_partition,
         ) = probes[entry.live.name]
         backlog = RowCount(total, exact=True) if total is not None else _estimate(entry.live)
         if not not_visible_exact:
@@ -354,6 +402,7 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
                 poison=poison,
                 not_visible_exact=not_visible_exact,
                 oldest_visible_exact=oldest_visible_exact,
+                in_default_partition=in_default_partition,
             )
         )
     return stats

@@ -13,7 +13,17 @@ from dashboard.databases import took_too_long
 from queues import forms, jobs, redaction, vocabulary
 from queues.filters import SOURCES, STATES, MessageFilter
 from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
-from queues.selectors import archive, diagnostics, distributions, history, messages, overview, payloads, privileges
+from queues.selectors import (
+    archive,
+    diagnostics,
+    distributions,
+    history,
+    messages,
+    overview,
+    partitions,
+    payloads,
+    privileges,
+)
 from queues.selectors.stats import single_queue_stats, table_row_counts
 from queues.shortcuts import (
     bad_request,
@@ -94,6 +104,7 @@ def queue_page(request: HttpRequest, queue_name: str) -> HttpResponse:
     jobs_seen(request, context["jobs"])
     if not (request.htmx and request.htmx.target == "queue-live"):
         context["features"] = queue_features(queue)
+        context["partitioning"] = partitions.queue_partitioning(queue)
         context["write_refusal"] = _write_refusal(request, queue)
     return partial_or_page(request, "queues/queue.html", {"queue-live": "queues/_queue_live.html"}, context)
 

@@ -101,6 +101,7 @@ def _store_samples(sampler_round: SamplerRound, stats, poison, latest_poison, ra
                     poison=poison[queue.name]
                     if poison[queue.name] is not None
                     else latest_poison.get(queue.name, (None,))[0],
+                    in_default_partition=queue.in_default_partition,
                 ).state,
             )
             for queue in stats
