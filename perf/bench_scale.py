@@ -1,6 +1,6 @@
 """The scale benchmark: the dashboard at both ends, many small queues and one giant queue.
 
-    make bench-scale                                    # on the benchmark's embedded PostgreSQL (var/bench)
+    make bench-scale                                    # on an embedded PostgreSQL of its own (var/bench-scale)
     PGMQ_DATABASE_URL=... python -m perf.bench_scale    # a database of yours: queues scale_00000.. and giant
 
 Many queues: 1,000, 5,000 and 10,000 queues of 20 messages (made through pgmq.create and
