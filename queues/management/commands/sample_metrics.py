@@ -11,11 +11,13 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections, transaction
+from django.db.models import Model
 
 from dashboard.databases import first_line
 from queues.alerting import evaluate_alerts, readings_from
@@ -28,7 +30,6 @@ from queues.watched import watched_aliases, watched_name, watching
 logger = logging.getLogger("sampler")
 PRUNE_BATCH = 10_000
 PRUNE_BATCHES_PER_ROUND = 10
-SAMPLES_PER_INSERT = 2_000
 
 
 def take_sample(*, count_poison_everywhere: bool) -> int:
@@ -72,8 +73,9 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
 
 
 def _store_samples(sampler_round: SamplerRound, stats, poison, latest_poison, rates) -> None:
-    QueueSample.objects.bulk_create(
-        [
+    _copy_into(
+        QueueSample,
+        (
             QueueSample(
                 round=sampler_round,
                 queue_name=queue.name,
@@ -105,9 +107,20 @@ def _store_samples(sampler_round: SamplerRound, stats, poison, latest_poison, ra
                 ).state,
             )
             for queue in stats
-        ],
-        batch_size=SAMPLES_PER_INSERT,
+        ),
     )
+
+
+def _copy_into(model: type[Model], rows: Iterable[Model]) -> None:
+    """Rows written with COPY: a round at 10,000 queues took seconds in bulk_create's SQL alone."""
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    connection = connections["default"]
+    statement = "COPY {} ({}) FROM STDIN".format(
+        connection.ops.quote_name(model._meta.db_table), ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    )
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([getattr(row, field.attname) for field in fields])
 
 
 def sample_every_database(*, count_poison_everywhere: bool) -> list[str]:
