@@ -278,6 +278,13 @@ class QueueFeatures:
     topic_patterns: list[str] | None  # pgmq.bind_topic(): routing keys that land in this queue
 
 
+def has_topics() -> bool:
+    """Whether the watched database's pgmq routes by topic (pgmq.topic_bindings, pgmq 1.11+)."""
+    with connections[watched_alias()].cursor() as cursor:
+        cursor.execute("SELECT to_regclass('pgmq.topic_bindings') IS NOT NULL")
+        return cursor.fetchone()[0]
+
+
 def queue_features(queue_name: str) -> QueueFeatures:
     with connections[watched_alias()].cursor() as cursor:
         cursor.execute(
