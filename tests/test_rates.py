@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from queues.management.commands.sample_metrics import take_sample
@@ -71,25 +72,31 @@ def test_the_one_minute_rate_follows_a_burst_the_five_minute_one_lags(signed_in_
     # The last minute reads the burst; the five minutes still mostly the calm before it
     # (22/s for 230 s and 85/s for 60 s: 35/s).
     for figure in ("enqueue-rate", "processing-rate"):
-        assert 80 <= per_second(stat(page, f"{figure}-1m")) <= BURST, figure
+        assert 70 <= per_second(stat(page, f"{figure}-1m")) <= BURST, figure
         assert 33 <= per_second(stat(page, figure)) <= 36, figure
         # Each says how long it was measured over: the oldest sample of each window, 50 s and
         # 4 min 50 s back (a little more by the time the page asked).
         assert stat(page, f"{figure}-1m-window").startswith("over the last ")
-        assert 50 <= seconds(stat(page, f"{figure}-1m-window")) <= 55
-        assert 290 <= seconds(stat(page, f"{figure}-window")) <= 295
+        assert 50 <= seconds(stat(page, f"{figure}-1m-window")) <= 60
+        assert 290 <= seconds(stat(page, f"{figure}-window")) <= 300
 
-    row = overview_rows(parse(signed_in_client.get("/")))["burst"]
-    assert 80 <= per_second(row["enqueue-rate-1m"]) <= BURST
+    overview = parse(signed_in_client.get("/"))
+    row = overview_rows(overview)["burst"]
+    assert 70 <= per_second(row["enqueue-rate-1m"]) <= BURST
     assert 33 <= per_second(row["enqueue-rate"]) <= 36
-    sums = totals(parse(signed_in_client.get("/")))
-    assert 80 <= per_second(sums["enqueue-rate-1m"]) <= BURST
+    # The row says over what windows, on hover.
+    windows = overview.select_one("tr[data-queue=burst] [data-column=enqueue-rate]").parent["title"]
+    assert re.fullmatch(r"[\d.]+/s over the last (5\d s|1 min); [\d.]+/s over the last (4 min 5\d s|5 min)", windows), (
+        windows
+    )
+    sums = totals(overview)
+    assert 70 <= per_second(sums["enqueue-rate-1m"]) <= BURST
     assert 33 <= per_second(sums["enqueue-rate"]) <= 36
 
     found = signed_in_client.get("/api/v1/queues/burst/").json()
-    assert 80 <= found["enqueue_rate_1m"] <= BURST and 80 <= found["processing_rate_1m"] <= BURST
+    assert 70 <= found["enqueue_rate_1m"] <= BURST and 70 <= found["processing_rate_1m"] <= BURST
     assert 33 <= found["enqueue_rate"] <= 36 and 33 <= found["processing_rate"] <= 36
-    assert 50 <= found["rate_window_1m_s"] <= 55 and 290 <= found["rate_window_s"] <= 295
+    assert 50 <= found["rate_window_1m_s"] <= 60 and 290 <= found["rate_window_s"] <= 300
 
 
 def test_a_history_shorter_than_the_window_says_the_window_it_had(signed_in_client, make_queue, pgmq_sql):
@@ -98,9 +105,9 @@ def test_a_history_shorter_than_the_window_says_the_window_it_had(signed_in_clie
     page = parse(signed_in_client.get("/queues/young/"))
 
     # 40 s of history: both rates are over those 40 s, and say so rather than "5 min".
-    assert 40 <= seconds(stat(page, "enqueue-rate-window")) <= 45
-    assert 40 <= seconds(stat(page, "enqueue-rate-1m-window")) <= 45
-    assert 80 <= per_second(stat(page, "enqueue-rate")) <= BURST
+    assert 40 <= seconds(stat(page, "enqueue-rate-window")) <= 50
+    assert 40 <= seconds(stat(page, "enqueue-rate-1m-window")) <= 50
+    assert 70 <= per_second(stat(page, "enqueue-rate")) <= BURST
 
 
 def test_without_history_there_is_no_rate_and_the_page_says_so(signed_in_client, make_queue):
@@ -116,8 +123,8 @@ def test_the_sampler_keeps_the_one_minute_rate_for_the_overview_of_many_queues(m
     take_sample(count_poison_everywhere=False)
 
     latest = QueueSample.objects.filter(queue_name="kept").latest("sampled_at")
-    assert 80 <= latest.enqueue_rate_1m <= BURST and 80 <= latest.processing_rate_1m <= BURST
+    assert 70 <= latest.enqueue_rate_1m <= BURST and 70 <= latest.processing_rate_1m <= BURST
     assert 33 <= latest.enqueue_rate <= 36
     # What the overview's totals take for the queues off its page (above OVERVIEW_PROBE_ALL_UP_TO).
     summed = history.round_totals(history.round_samples(history.latest_round(), ["kept"]))
-    assert 80 <= summed.enqueue_rate_1m <= BURST and 33 <= summed.enqueue_rate <= 36
+    assert 70 <= summed.enqueue_rate_1m <= BURST and 33 <= summed.enqueue_rate <= 36
