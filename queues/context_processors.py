@@ -8,6 +8,7 @@ from django.utils.functional import SimpleLazyObject
 from dashboard.databases import database_label, database_short_label
 from queues.access import can_watch
 from queues.models import AlertEpisode
+from queues.pgmq import has_topics
 from queues.watched import database_path_prefix, watched_alias, watched_name
 
 
@@ -60,6 +61,16 @@ def firing_alerts(request: HttpRequest) -> int:
         return 0
 
 
+def topics_available(request: HttpRequest) -> bool:
+    """Whether the header links to the topics page: the database's pgmq has topics (1.11+)."""
+    if not may_see(request):
+        return False
+    try:
+        return has_topics()
+    except DatabaseError:
+        return False  # the pgmq database is down: the page says so, the header need not
+
+
 def watched_database(request: HttpRequest) -> dict[str, object]:
     """Every page says which database it shows (on call, the wrong tab is a real risk) and, with
     several, offers the others the user has a role in (looked up only if the page shows them)."""
@@ -76,6 +87,7 @@ def watched_database(request: HttpRequest) -> dict[str, object]:
         "several_databases": len(settings.WATCHED_DATABASES) > 1,
         "other_databases": SimpleLazyObject(lambda: other_databases(request, alias)),
         "firing_alerts": SimpleLazyObject(lambda: firing_alerts(request)),
+        "topics_available": SimpleLazyObject(lambda: topics_available(request)),
         # Django's admin exists once, outside every database's prefix.
         "admin_url": getattr(request, "dashboard_script_prefix", "/") + "admin/",
     }

@@ -87,6 +87,16 @@ class RangeForm(forms.Form):
         return RANGES[self.cleaned_data.get("range") or "1h"]
 
 
+class RoutingKeyForm(forms.Form):
+    """A routing key to try against the topic bindings; pgmq judges its characters (test_routing)."""
+
+    key = forms.CharField(
+        max_length=255,  # pgmq's own limit
+        label="Routing key",
+        error_messages={"required": "Give a routing key to try, such as orders.eu.created."},
+    )
+
+
 class JSONDocumentField(forms.CharField):
     """A JSON document typed by a person: parsed, or a message saying what is wrong with it.
 

@@ -52,6 +52,8 @@ class QueueSample(models.Model):
     newest_age_s = models.FloatField(null=True)
     enqueue_rate = models.FloatField(null=True, help_text="messages sent per second, last 5 min")
     processing_rate = models.FloatField(null=True, help_text="messages archived or deleted per second, last 5 min")
+    enqueue_rate_1m = models.FloatField(null=True, help_text="messages sent per second, last minute")
+    processing_rate_1m = models.FloatField(null=True, help_text="messages archived or deleted per second, last minute")
     health = models.CharField(max_length=10, blank=True, help_text="ok, warning or critical; empty in older samples")
     not_visible_exact = models.BooleanField(default=True, help_text="false: in flight and delayed are estimates")
     # Pruned before its round (prune_samples), so the constraint holds without a cascade in Python.

@@ -340,6 +340,11 @@ class VersionMismatch:
         ]
 
 
+def has_topics() -> bool:
+    """Whether the watched database's pgmq routes by topic (pgmq.topic_bindings, pgmq 1.11+)."""
+    return capabilities().topics
+
+
 def version_mismatch(queue: Queue, found: Capabilities | None = None) -> VersionMismatch | None:
     """Whether this queue's tables lack columns the installed pgmq's functions write."""
     found = found or capabilities()

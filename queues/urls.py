@@ -1,7 +1,7 @@
 from django.urls import path, register_converter
 
 from queues.converters import QueueNameConverter
-from queues.views import actions, alerts, audit, exports, jobs, metrics, reading
+from queues.views import actions, alerts, audit, exports, jobs, metrics, reading, topics
 
 register_converter(QueueNameConverter, "queue")
 
@@ -16,6 +16,7 @@ urlpatterns = [
     path("queues/<queue:queue_name>/messages/", reading.message_list, name="messages"),
     path("queues/<queue:queue_name>/messages/<int:msg_id>/", reading.message_detail, name="message"),
     path("queues/<queue:queue_name>/messages/<int:msg_id>/raw/", reading.message_raw, name="message-raw"),
+    path("topics/", topics.topics_page, name="topics"),
     path(
         "queues/<queue:queue_name>/messages/export.csv",
         exports.message_export,

@@ -43,6 +43,7 @@ def dashboard_data(make_queue, pgmq_sql, django_user_model):
     pgmq_sql.execute("SELECT pgmq.archive('orders', ARRAY[1, 2, 3]::bigint[])")
     pgmq_sql.execute("SELECT * FROM pgmq.read('orders', 600, 2)")
     pgmq_sql.execute("SELECT * FROM pgmq.read('orders-dlq', 0, 1)")  # read_ct 1, visible again
+    pgmq_sql.execute("SELECT pgmq.bind_topic('orders.#', 'orders')")
     user = django_user_model.objects.create_user("checker", password=PASSWORD, is_staff=True)
     user.groups.add(Group.objects.get(name="Admin"))
     from queues.models import AuditEntry
@@ -140,6 +141,7 @@ def test_every_page_meets_wcag_2_a_and_aa(browser, dashboard_server, dashboard_d
             "audit log": ("/audit/", "audit"),
             "audit entry": (f"/audit/{dashboard_data['audit_entry']}/", "audit-entry"),
             "alerts": ("/alerts/", "alerts"),
+            "topics": ("/topics/?key=orders.eu.created", "topics"),
             "no such queue": ("/queues/no-such-queue/", "missing"),
         }
         for state, (path, shot) in pages.items():

@@ -592,6 +592,22 @@ def test_the_audit_log_and_its_csv_answer_any_filter(admin, fuzzed, page, params
 
 
 @fuzz
+@given(
+    params=query(
+        {
+            "key": st.one_of(
+                st.sampled_from(["orders.eu.created", "orders.#", "orders..eu", ".orders", "a" * 255, "a" * 256]),
+                st.text(max_size=300),
+            )
+        }
+    )
+)
+def test_the_topics_page_answers_any_routing_key(admin, fuzzed, pgmq_sql, params):
+    pgmq_sql.execute("SELECT pgmq.bind_topic('orders.*.created', %s)", [QUEUE])
+    assert_answered(admin.get(reverse("topics"), params), f"topics {params!r}")
+
+
+@fuzz
 @given(kind=st.sampled_from(["job", "audit-entry"]), known=st.booleans(), other_id=msg_ids_in_paths, headers=htmx)
 def test_a_job_or_an_audit_entry_answers_any_id(admin, fuzzed, kind, known, other_id, headers):
     pk = (fuzzed["job"] if kind == "job" else fuzzed["entry"]) if known else other_id
@@ -601,7 +617,10 @@ def test_a_job_or_an_audit_entry_answers_any_id(admin, fuzzed, kind, known, othe
 
 
 @fuzz
-@given(page=st.sampled_from(["overview", "messages", "queue", "audit", "audit-csv"]), raw=st.sampled_from(RAW_QUERIES))
+@given(
+    page=st.sampled_from(["overview", "messages", "queue", "audit", "audit-csv", "topics"]),
+    raw=st.sampled_from(RAW_QUERIES),
+)
 def test_query_strings_no_encoder_writes_are_never_a_server_error(admin, fuzzed, page, raw):
     url = reverse(page, args=[QUEUE] if page in ("messages", "queue") else [])
     assert_answered(admin.get(f"{url}?{raw}"), f"{url}?{raw}")

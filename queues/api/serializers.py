@@ -58,11 +58,29 @@ class QueueSerializer(serializers.Serializer):
     )
     archived = RowCountSerializer(source="stats.archived", allow_null=True)
     poison = PoisonSerializer(allow_null=True)
-    enqueue_rate = serializers.FloatField(source="rates.enqueue", allow_null=True, help_text="messages per second")
-    processing_rate = serializers.FloatField(
-        source="rates.processing", allow_null=True, help_text="archived or deleted per second"
+    enqueue_rate = serializers.FloatField(
+        source="rates.enqueue", allow_null=True, help_text="messages per second over the last 5 minutes"
     )
-    rate_window_s = serializers.FloatField(source="rates.window_s", allow_null=True)
+    processing_rate = serializers.FloatField(
+        source="rates.processing", allow_null=True, help_text="archived or deleted per second over the last 5 minutes"
+    )
+    rate_window_s = serializers.FloatField(
+        source="rates.window_s",
+        allow_null=True,
+        help_text="the seconds enqueue_rate and processing_rate were measured over: up to 300, fewer while the "
+        "sampler's history is shorter; null without history",
+    )
+    enqueue_rate_1m = serializers.FloatField(
+        source="rates.enqueue_1m", allow_null=True, help_text="messages per second over the last minute"
+    )
+    processing_rate_1m = serializers.FloatField(
+        source="rates.processing_1m", allow_null=True, help_text="archived or deleted per second over the last minute"
+    )
+    rate_window_1m_s = serializers.FloatField(
+        source="rates.window_1m_s",
+        allow_null=True,
+        help_text="the seconds the one-minute rates were measured over: up to 60, at least 30; null without history",
+    )
     sparkline = serializers.ListField(child=serializers.IntegerField(), help_text="backlog over the last 30 minutes")
     shares_tables_with = serializers.ListField(
         child=serializers.CharField(),
@@ -82,8 +100,10 @@ class TotalsSerializer(serializers.Serializer):
     delayed = serializers.IntegerField()
     archived = RowCountSerializer()
     sent = serializers.IntegerField()
-    enqueue_rate = serializers.FloatField(allow_null=True)
-    processing_rate = serializers.FloatField(allow_null=True)
+    enqueue_rate = serializers.FloatField(allow_null=True, help_text="over the last 5 minutes")
+    processing_rate = serializers.FloatField(allow_null=True, help_text="over the last 5 minutes")
+    enqueue_rate_1m = serializers.FloatField(allow_null=True, help_text="over the last minute")
+    processing_rate_1m = serializers.FloatField(allow_null=True, help_text="over the last minute")
     health = serializers.DictField(child=serializers.IntegerField())
     sampled = serializers.IntegerField(
         help_text="queues counted from the sampler's latest round, not live: above "

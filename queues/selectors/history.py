@@ -19,6 +19,7 @@ from queues.selectors.stats import QueueStats, RowCount
 from queues.watched import watched_name
 
 RATE_WINDOW = timedelta(minutes=5)
+SHORT_RATE_WINDOW = timedelta(minutes=1)  # follows a burst the five-minute rate smooths away
 SHORTEST_RATE_WINDOW = timedelta(seconds=30)
 SPARKLINE_WINDOW = timedelta(minutes=30)
 SPARKLINE_POINTS = 30
@@ -26,9 +27,13 @@ SPARKLINE_POINTS = 30
 
 @dataclasses.dataclass(frozen=True)
 class Rates:
-    enqueue: float | None  # messages sent per second
-    processing: float | None  # messages removed from the queue (archived or deleted) per second
+    enqueue: float | None  # messages sent per second, last 5 min
+    processing: float | None  # messages removed from the queue (archived or deleted) per second, last 5 min
     window_s: float | None  # over how long; None when there is no history to compare with
+    # The same over the last minute: what the queue does now, not what it did for five minutes.
+    enqueue_1m: float | None = None
+    processing_1m: float | None = None
+    window_1m_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,35 +49,45 @@ class HistoryPoint:
 
 
 def rates(stats: list[QueueStats]) -> dict[str, Rates]:
-    """Rates over the last few minutes: today's cumulative counters against the oldest sample of
-    the window (at least 30 s back, so a fresh sampler already gives a rate)."""
+    """Rates over the last five minutes and the last minute: today's cumulative counters against
+    the oldest sample of each window (at least 30 s back, so a fresh sampler already gives a rate;
+    while the history is shorter than a window, the window is as long as the history)."""
     if not stats:
         return {}
     now = max(queue.measured_at for queue in stats)
-    earliest = (
+    names = [queue.name for queue in stats]
+    long, short = _earliest_samples(names, now, RATE_WINDOW), _earliest_samples(names, now, SHORT_RATE_WINDOW)
+    result = {}
+    for queue in stats:
+        enqueue, processing, window_s = _rates_since(queue, long.get(queue.name))
+        enqueue_1m, processing_1m, window_1m_s = _rates_since(queue, short.get(queue.name))
+        result[queue.name] = Rates(enqueue, processing, window_s, enqueue_1m, processing_1m, window_1m_s)
+    return result
+
+
+def _earliest_samples(names: list[str], now: datetime, window: timedelta) -> dict[str, QueueSample]:
+    found = (
         QueueSample.objects.filter(
             database=watched_name(),
-            queue_name__in=[queue.name for queue in stats],
-            sampled_at__range=(now - RATE_WINDOW, now - SHORTEST_RATE_WINDOW),
+            queue_name__in=names,
+            sampled_at__range=(now - window, now - SHORTEST_RATE_WINDOW),
         )
         .order_by("queue_name", "sampled_at")
         .distinct("queue_name")
         .only("queue_name", "sampled_at", "sent_total", "removed_total")
     )
-    by_name = {sample.queue_name: sample for sample in earliest}
-    result = {}
-    for queue in stats:
-        sample = by_name.get(queue.name)
-        if sample is None:
-            result[queue.name] = Rates(None, None, None)
-            continue
-        seconds = (queue.measured_at - sample.sampled_at).total_seconds()
-        result[queue.name] = Rates(
-            enqueue=_per_second(queue.sent_total, sample.sent_total, seconds),
-            processing=_per_second(queue.live.removed_total, sample.removed_total, seconds),
-            window_s=seconds,
-        )
-    return result
+    return {sample.queue_name: sample for sample in found}
+
+
+def _rates_since(queue: QueueStats, sample: QueueSample | None) -> tuple[float | None, float | None, float | None]:
+    if sample is None:
+        return None, None, None
+    seconds = (queue.measured_at - sample.sampled_at).total_seconds()
+    return (
+        _per_second(queue.sent_total, sample.sent_total, seconds),
+        _per_second(queue.live.removed_total, sample.removed_total, seconds),
+        seconds,
+    )
 
 
 def _per_second(now_total: int | None, then_total: int | None, seconds: float) -> float | None:
@@ -210,6 +225,8 @@ SAMPLED_FIELDS = (
     "processing_rate",
     "health",
     "not_visible_exact",
+    "enqueue_rate_1m",
+    "processing_rate_1m",
 )
 
 
@@ -235,6 +252,8 @@ def round_figures(latest: LatestRound) -> list[SampledQueue]:
         processing_rate,
         health,
         not_visible_exact,
+        enqueue_rate_1m,
+        processing_rate_1m,
     ) in round_samples(latest).order_by("queue_name").values_list(*SAMPLED_FIELDS).iterator(chunk_size=5_000):
         figures.append(
             SampledQueue(
@@ -250,7 +269,7 @@ def round_figures(latest: LatestRound) -> list[SampledQueue]:
                 sent_total=sent_total,
                 archived=None if archived is None else RowCount(archived, bool(archived_exact)),
                 poison=poison,
-                rates=Rates(enqueue_rate, processing_rate, None),
+                rates=Rates(enqueue_rate, processing_rate, None, enqueue_rate_1m, processing_rate_1m, None),
                 health=health,
                 not_visible_exact=not_visible_exact,
             )
@@ -297,6 +316,8 @@ class RoundTotals:
     enqueue_rate: float | None
     processing_rate: float | None
     not_visible_exact: bool
+    enqueue_rate_1m: float | None = None
+    processing_rate_1m: float | None = None
 
 
 def round_totals(samples: QuerySet[QueueSample]) -> RoundTotals:
@@ -313,6 +334,8 @@ def round_totals(samples: QuerySet[QueueSample]) -> RoundTotals:
         sent=Coalesce(Sum("sent_total"), 0),
         enqueue_rate=Sum("enqueue_rate"),
         processing_rate=Sum("processing_rate"),
+        enqueue_rate_1m=Sum("enqueue_rate_1m"),
+        processing_rate_1m=Sum("processing_rate_1m"),
         not_visible_estimated=Count("id", filter=Q(not_visible_exact=False)),
     )
     return RoundTotals(
@@ -326,6 +349,8 @@ def round_totals(samples: QuerySet[QueueSample]) -> RoundTotals:
         enqueue_rate=found["enqueue_rate"],
         processing_rate=found["processing_rate"],
         not_visible_exact=found["not_visible_estimated"] == 0,
+        enqueue_rate_1m=found["enqueue_rate_1m"],
+        processing_rate_1m=found["processing_rate_1m"],
     )
 
 

@@ -63,6 +63,8 @@ class Totals:
     sampled_at: datetime | None = None
     unsampled: int = 0
     not_visible_exact: bool = True  # False: in flight and delayed include an estimate
+    enqueue_rate_1m: float | None = None
+    processing_rate_1m: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +227,8 @@ def _with_round(
         sampled_at=sampled_at if sampled else None,
         unsampled=unsampled,
         not_visible_exact=page.not_visible_exact and others.not_visible_exact,
+        enqueue_rate_1m=_sum_rates([page.enqueue_rate_1m, others.enqueue_rate_1m]),
+        processing_rate_1m=_sum_rates([page.processing_rate_1m, others.processing_rate_1m]),
     )
 
 
@@ -330,4 +334,6 @@ def _totals(rows: list[OverviewRow], sharing: dict[str, TableSharing]) -> Totals
         processing_rate=_sum_rates([row.rates.processing for row in tables]),
         health=dict(Counter(row.health.state for row in rows if row.health)),
         not_visible_exact=all(row.stats.not_visible_exact for row in tables),
+        enqueue_rate_1m=_sum_rates([row.rates.enqueue_1m for row in tables]),
+        processing_rate_1m=_sum_rates([row.rates.processing_1m for row in tables]),
     )

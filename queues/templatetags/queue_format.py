@@ -72,6 +72,12 @@ def rate(per_second: float | None) -> str:
 
 
 @register.filter
+def rate_window(seconds: float | None) -> str:
+    """The window a rate was measured over, as long as it really was (shorter while the history is)."""
+    return "no history yet" if seconds is None else f"over the last {formatting.duration(seconds)}"
+
+
+@register.filter
 def json_preview(value: object, length: int = 160) -> str:
     """Compact JSON on one line, cut to `length` characters. Escaped by the template, like all payloads."""
     if value is None:

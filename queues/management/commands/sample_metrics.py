@@ -96,6 +96,8 @@ def _store_samples(sampler_round: SamplerRound, stats, poison, latest_poison, ra
                 poison=poison[queue.name],
                 enqueue_rate=rates[queue.name].enqueue,
                 processing_rate=rates[queue.name].processing,
+                enqueue_rate_1m=rates[queue.name].enqueue_1m,
+                processing_rate_1m=rates[queue.name].processing_1m,
                 health=queue_health(
                     queue.name,
                     oldest_visible_age_s=queue.oldest_visible_age_s,
