@@ -173,6 +173,7 @@ def test_a_bulk_job_and_a_sampler_round_run_through_the_pooler(pooled, pooled_da
 LIMITS_SCRIPT = """
 import json
 from django.db import OperationalError, connections, transaction
+from queues.selectors.messages import one_snapshot
 from queues.watched import statement_budget
 
 SETTINGS = "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), " \\
@@ -200,6 +201,8 @@ with statement_budget(300):
     with transaction.atomic(using="pgmq"):
         found["budget in a transaction"] = one("pgmq", "SHOW statement_timeout")
 found["after the budget"] = one("pgmq", "SHOW statement_timeout")
+with one_snapshot(2):  # SET TRANSACTION ... first, as PostgreSQL wants it
+    found["one snapshot"] = one("pgmq", "SELECT current_setting('transaction_isolation'), " + SETTINGS[7:])
 print(json.dumps(found))
 """
 
@@ -218,6 +221,7 @@ def test_every_statement_runs_with_the_dashboards_limits_through_the_pooler(pool
     assert found["pgmq"]["alone"][3] != "pgmq_dashboard"
     assert found["budget"] == found["budget in a transaction"] == ["300ms"]
     assert found["after the budget"] == [f"{STATEMENT_TIMEOUT_MS}ms"]
+    assert found["one snapshot"][:4] == ["repeatable read", *limits]
 
 
 def test_a_page_waiting_on_a_lock_gives_up_in_time_through_the_pooler(
