@@ -178,7 +178,8 @@ def database(
     }
     return {
         "ENGINE": "django.db.backends.postgresql",
-        **(pooled if pooler else {}),
+        # Checked on every new direct connection (dashboard/databases.py, settings_kept).
+        **(pooled if pooler else {"STARTUP_SETTINGS": server_settings}),
         "NAME": params["dbname"],
         "USER": params.get("user", ""),
         "PASSWORD": params.get("password", ""),

@@ -52,8 +52,9 @@ def pgbouncer_program() -> str:
 
 
 @contextlib.contextmanager
-def pgbouncer(server_url: str, pool_mode: str, log_dir: Path) -> Iterator[str]:
-    """A pgbouncer in `pool_mode` in front of the server of server_url; yields the same URL through it."""
+def pgbouncer(server_url: str, pool_mode: str, log_dir: Path, *, ignoring: str = "") -> Iterator[str]:
+    """A pgbouncer in `pool_mode` in front of the server of server_url; yields the same URL through it.
+    `ignoring`: its ignore_startup_parameters."""
     program = pgbouncer_program()
     server = conninfo_to_dict(server_url)
     host = server.get("host") or "/var/run/postgresql"
@@ -63,8 +64,8 @@ def pgbouncer(server_url: str, pool_mode: str, log_dir: Path) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="pgbouncer-") as directory:
         config = Path(directory)
         (config / "users.txt").write_text(f'"{user}" ""\n')
-        # Debian's defaults but for where it listens: no ignore_startup_parameters, so a client
-        # that sends `options` is refused, as it would be in production.
+        # Debian's defaults but for where it listens: no ignore_startup_parameters (unless asked),
+        # so a client that sends `options` is refused, as it would be in production.
         (config / "pgbouncer.ini").write_text(
             f"[databases]\n* = {target}\n"
             f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
@@ -72,6 +73,7 @@ def pgbouncer(server_url: str, pool_mode: str, log_dir: Path) -> Iterator[str]:
             # Transaction mode: few server connections, so each is shared by many clients'
             # transactions. Session mode: one per client connection while it lasts, so enough for all.
             f"default_pool_size = {3 if pool_mode == 'transaction' else 30}\n"
+            f"ignore_startup_parameters = {ignoring}\n"
         )
         command = [program, str(config / "pgbouncer.ini")]
         if os.geteuid() == 0:
@@ -80,7 +82,7 @@ def pgbouncer(server_url: str, pool_mode: str, log_dir: Path) -> Iterator[str]:
             owner = pwd.getpwuid(Path(host).stat().st_uid).pw_name if host.startswith("/") else "nobody"
             command[1:1] = ["-u", owner]
             config.chmod(0o755)
-        with open(log_dir / f"pgbouncer-{pool_mode}.log", "w") as log:
+        with open(log_dir / f"pgbouncer-{pool_mode}-{port}.log", "w") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         pooled_url = f"postgresql://{user}@127.0.0.1:{port}/{server['dbname']}"
         try:
@@ -89,7 +91,7 @@ def pgbouncer(server_url: str, pool_mode: str, log_dir: Path) -> Iterator[str]:
                 timeout=15,
                 what=f"pgbouncer to answer on port {port}",
             )
-            assert process.poll() is None, (log_dir / f"pgbouncer-{pool_mode}.log").read_text()
+            assert process.poll() is None, (log_dir / f"pgbouncer-{pool_mode}-{port}.log").read_text()
             yield pooled_url
         finally:
             process.terminate()
@@ -237,6 +239,21 @@ def test_a_page_waiting_on_a_lock_gives_up_in_time_through_the_pooler(
         page = session.get(f"/queues/{queue}/messages/")
     assert page.status == 200, page.text[:2000]
     assert "The search ran for its whole time budget" in parse(page.text).get_text(" ")
+
+
+def test_a_pooler_that_drops_the_limits_is_refused_unless_told(pgmq_database_url, tmp_path):
+    """A pooler that ignores `options` (what got the dashboard connected before DASHBOARD_POOLER)
+    would leave its statements without a timeout: the connection is refused, saying what to set."""
+    with pgbouncer(pgmq_database_url, "transaction", tmp_path, ignoring="options") as pooled_url:
+        refused = run_manage("shell", "-c", LIMITS_SCRIPT, timeout=120, PGMQ_DATABASE_URL=pooled_url)
+        told = run_manage(
+            "shell", "-c", LIMITS_SCRIPT, timeout=120, PGMQ_DATABASE_URL=pooled_url, DASHBOARD_POOLER="on"
+        )
+    assert refused.returncode != 0
+    assert "the connection came without its statement_timeout, lock_timeout, search_path" in refused.stderr
+    assert "set DASHBOARD_POOLER=on" in refused.stderr
+    assert told.returncode == 0, told.stderr
+    assert json.loads(told.stdout.strip().splitlines()[-1])["pgmq"]["sleep"] == "QueryCanceled"
 
 
 @contextlib.contextmanager
