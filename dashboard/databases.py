@@ -1,9 +1,11 @@
-"""Which configured database cannot be reached, said in one line (for logs, pages and /healthz)."""
+"""Which configured database cannot be reached, said in one line (for logs, pages and /healthz); a new
+connection refused when its limits were dropped on the way (settings_kept)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from psycopg import errors as pg_errors
 
 
@@ -64,3 +66,30 @@ def is_connection_failure(error: BaseException) -> bool:
         return False
     sqlstate = getattr(error.__cause__, "sqlstate", None)
     return sqlstate is None or sqlstate.startswith(CONNECTION_LOST_STATES)
+
+
+# The settings that bound and place every statement; jit is only about speed.
+GUARDED_SETTINGS = ("statement_timeout", "lock_timeout", "search_path")
+
+
+def settings_kept(sender: type, connection: BaseDatabaseWrapper, **kwargs: object) -> None:
+    """A new direct connection carries its limits in the startup `options`, which a pooler told to
+    ignore them (PgBouncer's `ignore_startup_parameters = options`) drops without a word: such a
+    connection is closed and refused, rather than used without its statement timeout."""
+    expected = {
+        name: value
+        for name, value in connection.settings_dict.get("STARTUP_SETTINGS", {}).items()
+        if name in GUARDED_SETTINGS
+    }
+    if not expected:
+        return  # behind a pooler (DASHBOARD_POOLER), every transaction sets them
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", [list(expected)])
+        found = dict(cursor.fetchall())
+    dropped = [name for name, value in expected.items() if found.get(name) != value]
+    if dropped:
+        connection.close()
+        raise OperationalError(
+            f"the connection came without its {', '.join(dropped)} (is it a pooler that ignores the startup "
+            "parameter `options`?); behind PgBouncer or another pooler set DASHBOARD_POOLER=on"
+        )

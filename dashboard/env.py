@@ -132,12 +132,16 @@ def redacted_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
-def database(name: str, url: str, *, schema: str | None, statement_timeout_ms: int, lock_timeout_ms: int) -> dict:
+def database(
+    name: str, url: str, *, schema: str | None, statement_timeout_ms: int, lock_timeout_ms: int, pooler: bool = False
+) -> dict:
     """Django DATABASES entry for a postgresql:// URL, every connection bounded in time.
 
     libpq itself parses the URL, so everything it accepts (sslmode, a socket directory in
     ?host=, ...) works. `schema`, when given, becomes the connection's only search_path: the
-    dashboard's own tables then land there and never in `public` or `pgmq`.
+    dashboard's own tables then land there and never in `public` or `pgmq`. With `pooler` (the URL
+    leads to PgBouncer or the like), the same settings are set at the start of every transaction
+    instead of once per connection (dashboard/pooled_postgresql).
     """
     if not url.startswith(("postgresql://", "postgres://")):
         fail(f"{name} must be a postgresql:// URL; got {redacted_url(url)!r}")
@@ -150,22 +154,32 @@ def database(name: str, url: str, *, schema: str | None, statement_timeout_ms: i
 
     # jit off: the dashboard's statements are small, but the redacting SQL is estimated as costly
     # (100 rows per nested JSON step) and PostgreSQL built with LLVM spent 2 s compiling each one.
-    server_options = [
-        params.pop("options", ""),
-        f"-c statement_timeout={statement_timeout_ms}",
-        f"-c lock_timeout={lock_timeout_ms}",
-        "-c jit=off",
-    ]
-    if schema:
-        server_options.append(f"-c search_path={schema}")
+    server_settings = {
+        "statement_timeout": str(statement_timeout_ms),
+        "lock_timeout": str(lock_timeout_ms),
+        "jit": "off",
+        **({"search_path": schema} if schema else {}),
+    }
+    server_options = [params.pop("options", "")]
+    if not pooler:
+        server_options += [f"-c {setting}={value}" for setting, value in server_settings.items()]
     options = {
         "application_name": "pgmq-dashboard",
         "connect_timeout": "5",
         **{key: value for key, value in params.items() if key not in {"dbname", "user", "password", "host", "port"}},
-        "options": " ".join(option for option in server_options if option),
+    }
+    if any(server_options):
+        options["options"] = " ".join(option for option in server_options if option)
+    pooled = {
+        "ENGINE": "dashboard.pooled_postgresql",
+        "TRANSACTION_SETTINGS": server_settings,
+        # A cursor declared WITH HOLD stays in its server session, which the next transaction may not get.
+        "DISABLE_SERVER_SIDE_CURSORS": True,
     }
     return {
         "ENGINE": "django.db.backends.postgresql",
+        # Checked on every new direct connection (dashboard/databases.py, settings_kept).
+        **(pooled if pooler else {"STARTUP_SETTINGS": server_settings}),
         "NAME": params["dbname"],
         "USER": params.get("user", ""),
         "PASSWORD": params.get("password", ""),

@@ -41,6 +41,8 @@ DATABASE_SOURCES = {
 # Every query the dashboard runs is bounded, so it can never pile onto a struggling database.
 STATEMENT_TIMEOUT_MS = env.integer("DASHBOARD_STATEMENT_TIMEOUT_MS", 5000, minimum=100)
 LOCK_TIMEOUT_MS = env.integer("DASHBOARD_LOCK_TIMEOUT_MS", 1000, minimum=10)
+# The URLs lead to PgBouncer (or another pooler): the limits and the schema are set per transaction.
+POOLER = env.boolean("DASHBOARD_POOLER", default=False)
 DATABASES = {
     "default": env.database(
         DATABASE_SOURCES["default"],
@@ -48,10 +50,16 @@ DATABASES = {
         schema=DASHBOARD_SCHEMA,
         statement_timeout_ms=STATEMENT_TIMEOUT_MS,
         lock_timeout_ms=LOCK_TIMEOUT_MS,
+        pooler=POOLER,
     ),
     **{
         WATCHED_DATABASES[name]: env.database(
-            variable, url, schema=None, statement_timeout_ms=STATEMENT_TIMEOUT_MS, lock_timeout_ms=LOCK_TIMEOUT_MS
+            variable,
+            url,
+            schema=None,
+            statement_timeout_ms=STATEMENT_TIMEOUT_MS,
+            lock_timeout_ms=LOCK_TIMEOUT_MS,
+            pooler=POOLER,
         )
         for name, (variable, url) in _watched.items()
     },

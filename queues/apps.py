@@ -83,6 +83,11 @@ class QueuesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
+        from dashboard.databases import settings_kept
+
+        connection_created.connect(settings_kept, dispatch_uid="settings_kept")
         pre_migrate.connect(create_dashboard_schema, sender=self)
         # After auth's own post_migrate handler has created the permissions.
         post_migrate.connect(ensure_roles, sender=self)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 import psycopg
+from django.apps import apps
 from django.conf import settings
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -41,6 +42,37 @@ def watched_database_problems(alias: str) -> list[str]:
             if pgmq_is_missing():
                 problems = [f"pgmq is not installed in {settings.DATABASE_SOURCES[alias]} ({database_label(alias)})"]
     return problems
+
+
+MISSING_RELATION = re.compile(r'relation "(?P<name>[^"]+)" does not exist')
+
+
+def missing_own_table(error: DatabaseError) -> str | None:
+    """The name of the dashboard's own table (users, sessions, audit log, ...) the statement did not
+    find, if that is what failed: its schema is not migrated, or not on the search_path (a pooler
+    that drops the connection's settings), and no queue has anything to do with it."""
+    if not isinstance(error.__cause__, psycopg.errors.UndefinedTable):
+        return None
+    match = MISSING_RELATION.search(error.__cause__.diag.message_primary or "")
+    if match is None:
+        return None
+    schema, _, table = match["name"].rpartition(".")
+    own_tables = {model._meta.db_table for model in apps.get_models(include_auto_created=True) if model._meta.managed}
+    return match["name"] if schema == settings.DASHBOARD_SCHEMA or (not schema and table in own_tables) else None
+
+
+def own_table_missing(request: HttpRequest, table: str) -> HttpResponse:
+    logger.error("the dashboard's own table %s is missing", table)
+    return error_answer(
+        request,
+        503,
+        f"the dashboard's own table {table} is missing: its schema {settings.DASHBOARD_SCHEMA} in "
+        f"{settings.DATABASE_SOURCES['default']} is not migrated (run `manage.py migrate`) or not on the "
+        "connection's search_path (behind PgBouncer or another pooler, set DASHBOARD_POOLER=on); "
+        "nothing was changed",
+        "own_table_missing.html",
+        {"table": table, "schema": settings.DASHBOARD_SCHEMA, "source": settings.DATABASE_SOURCES["default"]},
+    )
 
 
 class HealthEndpointMiddleware:
@@ -162,6 +194,8 @@ class DatabaseUnavailableMiddleware:
         try:
             request.user.is_authenticated  # noqa: B018 (evaluated for its session query)
         except DatabaseError as error:
+            if table := missing_own_table(error):
+                return own_table_missing(request, table)
             if not is_connection_failure(error):
                 raise
             return self.unavailable(request)
@@ -185,6 +219,8 @@ class DatabaseUnavailableMiddleware:
                 "slow_query.html",
                 {"timeout_s": timeout_s},
             )
+        if table := missing_own_table(exception):
+            return own_table_missing(request, table)
         if isinstance(exception.__cause__, psycopg.errors.UndefinedTable):
             if pgmq_is_missing():
                 database = database_label(watched_alias())

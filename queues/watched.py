@@ -58,7 +58,12 @@ def watching(alias: str) -> Iterator[None]:
 @contextmanager
 def statement_budget(milliseconds: float):
     """Let the statements inside run at most this long (the connection's own limit comes back after)."""
-    with connections[watched_alias()].cursor() as cursor:
+    connection = connections[watched_alias()]
+    if hasattr(connection, "statement_timeout"):  # behind a pooler: set per transaction (dashboard/pooled_postgresql)
+        with connection.statement_timeout(max(int(milliseconds), 1)):
+            yield
+        return
+    with connection.cursor() as cursor:
         cursor.execute("SELECT set_config('statement_timeout', %s, false)", [str(max(int(milliseconds), 1))])
     try:
         yield
