@@ -24,6 +24,7 @@ from typing import Any
 from django.utils import timezone
 
 from queues.jsontext import RawJSON, json_text
+from queues.redaction import REDACTED
 
 # As much as the message page shows (its display limit): a bigger envelope is not read as a task,
 # so no page parses or decodes megabytes for it.
@@ -133,6 +134,8 @@ def task_of(envelope: Any) -> CeleryTask | None:
 def _body_text(envelope: dict) -> str:
     """The body as text, from its base64 when the transport encoded it so."""
     body = envelope["body"]
+    if body == REDACTED:
+        raise NotATask("redacted for you (DASHBOARD_REDACT)")
     headers = envelope["headers"]
     if headers.get("compression"):
         raise NotATask(f"compressed ({headers['compression']}): not decoded")

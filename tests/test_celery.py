@@ -160,6 +160,18 @@ def test_a_celery_message_shows_its_task_and_a_list_filters_by_task_name(signed_
     }
 
 
+def test_a_task_redacted_for_the_user_stays_redacted(signed_in_client, celery, pgmq_sql, settings):
+    # kombu writes the task's headers to pgmq's headers too: argsrepr is in both.
+    settings.REDACT_PATHS = [("message", ("body",)), ("message", ("headers", "argsrepr")), ("headers", ("argsrepr",))]
+    sent = send(celery_app.add, ("card 4111111111111111",), {"y": "x"})
+    response = signed_in_client.get(f"{MESSAGES}{msg_id_of(pgmq_sql, sent.id)}/")
+    assert "4111111111111111" not in response.content.decode()
+    facts = celery_facts(parse(response))
+    assert facts["task"] == "tests.celery_app.add"
+    assert facts["not-decoded"] == "redacted for you (DASHBOARD_REDACT)"
+    assert "args" not in facts and facts["argsrepr"] == "[redacted]"
+
+
 def envelope(headers: object, body: object, **rest) -> str:
     return json.dumps({"body": body, "headers": headers, "content-type": "application/json", **rest})
 
