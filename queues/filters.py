@@ -84,6 +84,9 @@ class MessageFilter:
     message_contains: Any = None  # parsed JSON
     headers_contains: Any = None
     search: tuple[SearchTerm, ...] = ()
+    # A Celery task's name (* a wildcard) and id, in the kombu envelope the message is (celery_tasks.py).
+    task: str | None = None
+    task_id: str | None = None
     # Matches payloads as a user without "view_unredacted" sees them (see queues/redaction.py).
     redacted: bool = False
 
@@ -102,6 +105,8 @@ class MessageFilter:
         """True when no index can find the matches: payloads, headers, read_ct."""
         return bool(
             self.search
+            or self.task
+            or self.task_id
             or self.message_contains is not None
             or self.headers_contains is not None
             or self.read_ct_min is not None
@@ -152,6 +157,10 @@ class MessageFilter:
             parts.append(f"message contains {json.dumps(self.message_contains, ensure_ascii=False)}")
         if self.headers_contains is not None:
             parts.append(f"headers contain {json.dumps(self.headers_contains, ensure_ascii=False)}")
+        if self.task:
+            parts.append(f"Celery task is {self.task!r}")
+        if self.task_id:
+            parts.append(f"Celery task id is {self.task_id!r}")
         for term in self.search:
             where = ".".join([term.column, *term.path])
             parts.append(f"{where} is {term.value!r}" if term.path else f"{where} contains {term.value!r}")
@@ -174,6 +183,8 @@ class MessageFilter:
             message_contains=None if self.message_contains is None else hidden(self.message_contains),
             headers_contains=None if self.headers_contains is None else hidden(self.headers_contains),
             search=tuple(dataclasses.replace(term, value=REDACTED) for term in self.search),
+            task=self.task and REDACTED,
+            task_id=self.task_id and REDACTED,
         )
 
     # In SQL.
@@ -218,6 +229,12 @@ class MessageFilter:
             )
         for number, term in enumerate(self.search):
             queryset = _searched(queryset, term, alias=f"search_{number}", redacted=self.redacted)
+        for key, value in (("task", self.task), ("id", self.task_id)):
+            if value:
+                term = SearchTerm(column="message", path=("headers", key), value=value)
+                queryset = _searched(
+                    queryset, term, alias=f"celery_{key}", redacted=self.redacted, wildcards=key == "task"
+                )
         return queryset
 
     def matching_ids(self, queue: Queue, kind: str, *, after: int, limit: int) -> QuerySet:
@@ -239,7 +256,7 @@ class MessageFilter:
             return None
 
 
-def _searched(queryset: QuerySet, term: SearchTerm, *, alias: str, redacted: bool) -> QuerySet:
+def _searched(queryset: QuerySet, term: SearchTerm, *, alias: str, redacted: bool, wildcards: bool = True) -> QuerySet:
     """No path: the text anywhere in the column, any case. A path: that value exactly (as text,
     so 42 finds 42 and "42"), with * as a wildcard."""
     if term.column == "headers" and not queryset.model.has_column("headers"):
@@ -253,7 +270,7 @@ def _searched(queryset: QuerySet, term: SearchTerm, *, alias: str, redacted: boo
     for key in term.path[:-1]:
         value = KeyTransform(key, value)
     queryset = queryset.annotate(**{alias: KeyTextTransform(term.path[-1], value)})
-    if "*" in term.value:
+    if wildcards and "*" in term.value:
         wildcard = "^" + ".*".join(re.escape(part) for part in term.value.split("*")) + "$"
         return queryset.filter(**{f"{alias}__iregex": wildcard})
     return queryset.filter(**{alias: term.value})

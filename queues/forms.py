@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.http import QueryDict
 from django.utils import timezone
 
+from queues import celery_tasks
 from queues.filters import SOURCES, STATES, MessageFilter, SearchTerm, parse_search
 from queues.health import SEVERITY
 from queues.jsontext import RawJSON
@@ -193,6 +194,8 @@ class MessageFilterForm(forms.Form):
     message = JSONDocumentField(required=False, max_chars=10_000, label="message @>")
     headers = JSONDocumentField(required=False, max_chars=10_000, label="headers @>")
     q = forms.CharField(required=False, max_length=500, label="Search")
+    task = forms.CharField(required=False, max_length=500, label="Celery task")
+    task_id = forms.CharField(required=False, max_length=500, label="Celery task id")
     sort = forms.ChoiceField(required=False, choices=sort_choices(SORT_COLUMNS))
     after = forms.CharField(required=False, max_length=100)
     before = forms.CharField(required=False, max_length=100)
@@ -257,6 +260,8 @@ class MessageFilterForm(forms.Form):
             message_contains=data.get("message"),
             headers_contains=data.get("headers"),
             search=data.get("q") or (),
+            task=data.get("task") or None,
+            task_id=data.get("task_id") or None,
         )
 
     def page_request(self) -> PageRequest:
@@ -448,6 +453,44 @@ class SendForm(JSONMessageForm):
 class EditForm(JSONMessageForm):
     destination = forms.CharField(required=False, max_length=255)
     include_in_flight = forms.BooleanField(required=False)
+
+
+class CeleryEditForm(OnceForm):
+    """An edited copy of a Celery task: its args and kwargs, encoded back into the envelope of
+    `original_text` (the message as stored) by celery_tasks.with_arguments, as `message`."""
+
+    args = JSONDocumentField(max_chars=1_000_000, exact=True, widget=forms.Textarea, label="args (a JSON array)")
+    kwargs = JSONDocumentField(max_chars=1_000_000, exact=True, widget=forms.Textarea, label="kwargs (a JSON object)")
+    headers = JSONDocumentField(required=False, max_chars=100_000, exact=True, object_only=True, widget=forms.Textarea)
+    destination = forms.CharField(required=False, max_length=255)
+    include_in_flight = forms.BooleanField(required=False)
+
+    def __init__(self, *args, original_text: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.original_text = original_text
+
+    def clean_args(self) -> RawJSON:
+        return self._of_type("args", list, "a JSON array, like [1, 2]")
+
+    def clean_kwargs(self) -> RawJSON:
+        return self._of_type("kwargs", dict, 'a JSON object, like {"x": 1}')
+
+    def _of_type(self, name: str, kind: type, example: str) -> RawJSON:
+        value = self.cleaned_data[name]
+        if value is None or not isinstance(json.loads(value), kind):
+            raise ValidationError(f"must be {example}")
+        return value
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if "args" in data and "kwargs" in data:
+            try:
+                data["message"], data["headers"] = celery_tasks.with_arguments(
+                    self.original_text, data["args"], data["kwargs"], data.get("headers")
+                )
+            except celery_tasks.NotATask as refusal:
+                raise ValidationError(f"cannot edit this message as a Celery task: {refusal}") from None
+        return data
 
 
 class TypedConfirmationForm(OnceForm):

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Group
 from django.db import connections
+from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLWrapper
 from django.test import override_settings
 from django.utils import timezone
 
@@ -115,6 +116,25 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     # database even in a test that only asked for `default`, so nothing reads the real one.
     settings.DATABASES["pgmq"]["TEST"]["MIRROR"] = "default"
 
+
+def _creating_and_dropping_without_the_dashboards_time_limit(nodb_cursor):
+    """Django creates and drops the test databases through a connection to `postgres` with the
+    dashboard's settings, so with its 5 s statement timeout: on a shared, busy server a DROP
+    DATABASE waiting for its checkpoint ran out of time and left the database behind, and the next
+    run could not set up. Only that connection loses the limit; the tests keep it."""
+
+    @contextlib.contextmanager
+    def unbounded(self):
+        with nodb_cursor(self) as cursor:
+            cursor.execute("SET statement_timeout = 0")
+            yield cursor
+
+    return unbounded
+
+
+PostgreSQLWrapper._nodb_cursor = _creating_and_dropping_without_the_dashboards_time_limit(
+    PostgreSQLWrapper._nodb_cursor
+)
 
 AUDIT_TRUNCATE_TRIGGER = "ALTER TABLE queues_auditentry {} TRIGGER audit_log_is_not_truncated"
 

@@ -74,6 +74,8 @@ def _filter_parameters() -> list[OpenApiParameter]:
         "message": "JSON the message contains (jsonb @>)",
         "headers": "JSON the headers contain (jsonb @>)",
         "q": "search: `timeout`, `headers:retry`, `message.customer.id:42`, `headers.trace_id:abc*`",
+        "task": "a Celery task's name (* a wildcard), as kombu's pgmq transport sends it",
+        "task_id": "a Celery task's id",
         "sort": "a column, or -column for descending (-msg_id by default)",
         "after": "cursor: the page after this place (next_cursor)",
         "before": "cursor: the page before this place (previous_cursor)",

@@ -286,12 +286,16 @@ FILTER_KEYS = [
     "message",
     "headers",
     "q",
+    "task",
+    "task_id",
 ]
 FILTER_DESCRIPTIONS = {
     "message": "JSON the message contains (jsonb @>)",
     "headers": "JSON the headers contain",
     "q": "search, as on the message browser: `timeout`, `headers:retry`, "
     "`message.customer.id:42`, `headers.trace_id:abc*`",
+    "task": "a Celery task's name (* a wildcard), as kombu's pgmq transport sends it",
+    "task_id": "a Celery task's id",
 }
 
 

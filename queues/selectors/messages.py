@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import OperationalError, connections, transaction
 from django.db.models import Case, CharField, FloatField, Func, Q, QuerySet, TextField, Value, When
 from django.db.models.expressions import RawSQL
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Left, Length, Now
 
 from dashboard.databases import took_too_long
@@ -66,6 +67,8 @@ def listing(messages: QuerySet[Message], *, redacted: bool = False) -> QuerySet[
             if has_headers
             else Value(None, TextField())
         ),
+        # The name of the Celery task in a kombu envelope (queues/celery_tasks.py); NULL in any other.
+        celery_task=Left(KeyTextTransform("task", KeyTransform("headers", payload("message", redacted=redacted))), 200),
     )
 
 

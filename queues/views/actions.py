@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from queues import forms, jobs, redaction, services, vocabulary
+from queues import celery_tasks, forms, jobs, redaction, services, vocabulary
 from queues.filters import IN_FLIGHT
 from queues.pgmq import ARCHIVE, LIVE, Queue, TableSharing
 from queues.selectors import messages, plans, stats
@@ -172,14 +172,31 @@ def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpR
     if original is None:
         flash.error(request, f"Message {msg_id} is no longer in {queue.queue_name}: a consumer took it meanwhile.")
         return redirect(reverse("messages", args=[queue.queue_name]))
-    form = forms.EditForm(
-        posted(request),
-        initial={
-            "message": original.message_text,
-            "headers": original.headers_text or "",
-            "destination": queue.queue_name,
-        },
+    # A Celery task whose arguments decode is edited by its args and kwargs (?raw=1: the envelope).
+    task = celery_tasks.read_task(original.message_text)
+    as_task = (
+        request.POST.get("celery") if request.method == "POST" else task and task.decoded and "raw" not in request.GET
     )
+    if as_task:
+        form = forms.CeleryEditForm(
+            posted(request),
+            original_text=original.message_text,
+            initial={
+                "args": task.args if task else "",
+                "kwargs": task.kwargs if task else "",
+                "headers": original.headers_text or "",
+                "destination": queue.queue_name,
+            },
+        )
+    else:
+        form = forms.EditForm(
+            posted(request),
+            initial={
+                "message": original.message_text,
+                "headers": original.headers_text or "",
+                "destination": queue.queue_name,
+            },
+        )
     if request.method == "POST" and form.is_valid():
         try:
             destination = services.existing_queue(form.cleaned_data["destination"] or queue.queue_name)
@@ -200,7 +217,7 @@ def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpR
                 )
             except services.SecondDelivery as refusal:
                 form.add_error("include_in_flight", str(refusal))
-                return _edit_page(request, queue, form, original, source, status=409)
+                return _edit_page(request, queue, form, original, source, status=409, task=task)
             if outcome.result.already_gone:
                 flash.error(request, f"Message {msg_id} was taken by a consumer meanwhile: nothing was sent.")
                 return redirect(reverse("messages", args=[queue.queue_name]))
@@ -211,10 +228,14 @@ def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpR
                 + (f"; message {msg_id} is archived." if source == LIVE else "."),
             )
             return redirect(reverse("message", args=[destination.queue_name, new_id]))
-    return _edit_page(request, queue, form, original, source, status=400 if request.method == "POST" else 200)
+    return _edit_page(
+        request, queue, form, original, source, status=400 if request.method == "POST" else 200, task=task
+    )
 
 
-def _edit_page(request: HttpRequest, queue: Queue, form, original, source: str, *, status: int) -> HttpResponse:
+def _edit_page(
+    request: HttpRequest, queue: Queue, form, original, source: str, *, status: int, task=None
+) -> HttpResponse:
     return render(
         request,
         "queues/actions/edit.html",
@@ -225,6 +246,8 @@ def _edit_page(request: HttpRequest, queue: Queue, form, original, source: str, 
             "source": source,
             "in_flight": source == LIVE and original.state == IN_FLIGHT,
             "destinations": Queue.objects.values_list("queue_name", flat=True),
+            "celery_task": task,
+            "as_task": isinstance(form, forms.CeleryEditForm),
         },
         status=status,
     )

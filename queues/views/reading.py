@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from dashboard.databases import took_too_long
-from queues import forms, jobs, redaction, vocabulary
+from queues import celery_tasks, forms, jobs, redaction, vocabulary
 from queues.filters import SOURCES, STATES, MessageFilter
 from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
 from queues.selectors import (
@@ -292,6 +292,8 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
             # Headers too can be a megabyte (pgmq sets no limit): cut like the message.
             "headers_too_big": message.headers_cut,
             "fetch_sql": fetch_row_sql(table.name, msg_id),
+            # Read from the text the page has: a message cut for the page is not decoded.
+            "celery_task": None if message.message_cut else celery_tasks.read_task(message.message_text),
         },
     )
 
