@@ -17,6 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from queues.management.commands.sample_metrics import take_sample
+from queues.selectors import stats
 from tests.conftest import AWKWARD_NAMES, BASE_DIR, prometheus_tool, uses_databases
 from tests.pages import number, overview_rows, parse, seconds
 from tests.test_numbers_under_load import SENDS_UNDER_WAY, busy_queue, counters  # noqa: F401 (a fixture)
@@ -98,7 +99,11 @@ def test_it_rejects_post(client, metrics_on):
     assert client.post("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 405
 
 
-def test_every_figure_matches_the_overview_and_sql(client, signed_in_client, metrics_on, make_queue, pgmq_sql):
+@pytest.mark.parametrize("one_scan_rows", [stats.ONE_SCAN_ROWS, 0], ids=["read in one scan", "probed by index"])
+def test_every_figure_matches_the_overview_and_sql(
+    client, signed_in_client, metrics_on, make_queue, pgmq_sql, monkeypatch, one_scan_rows
+):
+    monkeypatch.setattr(stats, "ONE_SCAN_ROWS", one_scan_rows)  # queues of a few rows, or of thousands
     make_queue_in_every_state(make_queue, pgmq_sql)
     make_queue("empty")
     truth_sql = """

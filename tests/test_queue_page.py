@@ -11,7 +11,7 @@ from django.test import override_settings
 
 from queues.rules import HealthRule, Thresholds
 from queues.selectors import diagnostics as diagnostics_module
-from queues.selectors import distributions
+from queues.selectors import distributions, stats
 from tests.conftest import uses_databases
 from tests.pages import number, parse, seconds, stat
 
@@ -37,7 +37,9 @@ def mixed_queue(make_queue, pgmq_sql) -> str:
     return "mixed"
 
 
-def test_every_figure_matches_sql(signed_in_client, mixed_queue, pgmq_sql):
+@pytest.mark.parametrize("one_scan_rows", [stats.ONE_SCAN_ROWS, 0], ids=["read in one scan", "probed by index"])
+def test_every_figure_matches_sql(signed_in_client, mixed_queue, pgmq_sql, monkeypatch, one_scan_rows):
+    monkeypatch.setattr(stats, "ONE_SCAN_ROWS", one_scan_rows)  # a table of a few rows, or of thousands
     truth_sql = """
         SELECT count(*),
                count(*) FILTER (WHERE vt <= now()),

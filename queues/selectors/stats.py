@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 ROWS_PER_PAGE_GUESS = 30
 # Queues probed per statement: one round trip for many queues, and plans that stay small.
 PROBES_PER_STATEMENT = 100
+# A table estimated at up to this many rows is read in one scan for all its figures: cheaper to plan
+# and run than its index probes (thousands of small queues make the sampler's round).
+ONE_SCAN_ROWS = 1_000
 # Below this many statements per connection, a connection of its own costs more than it saves.
 PROBES_PER_CONNECTION_AT_LEAST = 5
 # The oldest visible message is looked for among this many oldest messages; when all of them are
@@ -217,24 +220,47 @@ def _probe_query(
     count_live: bool,
     count_archive: bool,
     default_partitions: list[TableFacts],
+    one_scan: bool = False,
 ) -> sql.Composed:
-    """One queue's probes as one row. Every part is an index lookup but the opt-in exact counts.
+    """One queue's probes as one row. Every part is an index lookup but the opt-in exact counts;
+    with `one_scan` (a table of a few rows) every figure of the live table comes from one scan.
 
     The msg_id sequence is read in the same statement, after its snapshot is taken: sent is then
     never below backlog + archived, whatever producers do meanwhile.
     """
     live = _quoted(table)
+    shared = {
+        "key": sql.Literal(table),
+        "live": live,
+        "archived": _archived_count(archive_table, count_archive),
+        "sent": _sent(sequence),
+        "in_default": sql.SQL(" + ").join(
+            default_partition_rows(facts.default_partition, readable=facts.default_partition_readable)
+            for facts in default_partitions
+        )
+        if default_partitions
+        else sql.SQL("0::bigint"),
+    }
+    if one_scan:
+        return sql.SQL("""
+            SELECT {key}::text, s.total, s.poison, s.in_flight, s.delayed,
+                   extract(epoch FROM now() - s.oldest), extract(epoch FROM now() - s.newest),
+                   extract(epoch FROM now() - s.oldest_visible),
+                   {archived}, {sent}, now(), true, true, {in_default}
+            FROM (SELECT count(*) AS total, count(*) FILTER (WHERE read_ct >= {poison}) AS poison,
+                         count(*) FILTER (WHERE vt > now() AND read_ct > 0) AS in_flight,
+                         count(*) FILTER (WHERE vt > now() AND read_ct = 0) AS delayed,
+                         (array_agg(enqueued_at ORDER BY msg_id))[1] AS oldest,
+                         (array_agg(enqueued_at ORDER BY msg_id DESC))[1] AS newest,
+                         (array_agg(enqueued_at ORDER BY msg_id) FILTER (WHERE vt <= now()))[1] AS oldest_visible
+                  FROM {live}) s
+        """).format(poison=sql.Literal(settings.POISON_READ_COUNT), **shared)
     counts = (
         sql.SQL("SELECT count(*) AS total, count(*) FILTER (WHERE read_ct >= {poison}) AS poison FROM {live}").format(
             live=live, poison=sql.Literal(settings.POISON_READ_COUNT)
         )
         if count_live
         else sql.SQL("SELECT NULL::bigint AS total, NULL::bigint AS poison")
-    )
-    archived = (
-        sql.SQL("(SELECT count(*) FROM {archive})").format(archive=_quoted(archive_table))
-        if count_archive and archive_table
-        else sql.SQL("NULL::bigint")
     )
     return sql.SQL("""
         SELECT {key}::text, counts.total, counts.poison, not_visible.in_flight, not_visible.delayed,
@@ -256,25 +282,26 @@ def _probe_query(
                         (SELECT enqueued_at FROM {live} WHERE vt <= now() ORDER BY vt LIMIT 1)
                       END AS oldest_visible) fallback
     """).format(
-        key=sql.Literal(table),
-        live=live,
-        in_default=sql.SQL(" + ").join(
-            default_partition_rows(facts.default_partition, readable=facts.default_partition_readable)
-            for facts in default_partitions
-        )
-        if default_partitions
-        else sql.SQL("0::bigint"),
         not_visible_limit=sql.Literal(settings.EXACT_COUNT_LIMIT),
         head=sql.Literal(OLDEST_VISIBLE_HEAD),
-        archived=archived,
         counts=counts,
-        sent=sql.SQL(
-            "(SELECT CASE WHEN has_sequence_privilege({seq}::regclass, 'SELECT') "
-            "THEN pg_sequence_last_value({seq}::regclass) END)"
-        ).format(seq=sql.Literal(sequence))
-        if sequence
-        else sql.SQL("NULL::bigint"),
+        **shared,
     )
+
+
+def _archived_count(archive_table: str | None, count_archive: bool) -> sql.Composable:
+    if count_archive and archive_table:
+        return sql.SQL("(SELECT count(*) FROM {})").format(_quoted(archive_table))
+    return sql.SQL("NULL::bigint")
+
+
+def _sent(sequence: str | None) -> sql.Composable:
+    if not sequence:
+        return sql.SQL("NULL::bigint")
+    return sql.SQL(
+        "(SELECT CASE WHEN has_sequence_privilege({seq}::regclass, 'SELECT') "
+        "THEN pg_sequence_last_value({seq}::regclass) END)"
+    ).format(seq=sql.Literal(sequence))
 
 
 def default_partition_rows(name: str, *, readable: bool) -> sql.Composable:
@@ -344,6 +371,9 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
                 entry.sequence,
                 count_live=_is_small(entry.live),
                 count_archive=_is_small(entry.archive),
+                one_scan=_is_small(entry.live)
+                and entry.live.estimated_rows <= ONE_SCAN_ROWS
+                and not entry.queue.is_partitioned,
                 default_partitions=[
                     facts for facts in (entry.live, entry.archive) if facts and facts.default_partition
                 ],
