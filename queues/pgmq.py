@@ -341,8 +341,11 @@ class VersionMismatch:
 
 
 def has_topics() -> bool:
-    """Whether the watched database's pgmq routes by topic (pgmq.topic_bindings, pgmq 1.11+)."""
-    return capabilities().topics
+    """Whether the watched database's pgmq routes by topic (pgmq.topic_bindings, pgmq 1.11+): what
+    the header asks on every page, so the one lookup rather than every capability."""
+    with connections[watched_alias()].cursor() as cursor:
+        cursor.execute("SELECT to_regclass('pgmq.topic_bindings') IS NOT NULL")
+        return cursor.fetchone()[0]
 
 
 def version_mismatch(queue: Queue, found: Capabilities | None = None) -> VersionMismatch | None:
