@@ -277,7 +277,8 @@ def _probe_query(
                      count(*) AS counted
               FROM (SELECT read_ct FROM {live} WHERE vt > now() LIMIT {not_visible_limit} + 1) bounded) not_visible,
              (SELECT (SELECT enqueued_at FROM (SELECT msg_id, enqueued_at, vt FROM {live} ORDER BY msg_id LIMIT {head})
-                      oldest WHERE vt <= now() ORDER BY msg_id LIMIT 1) AS oldest_visible) head,
+                      oldest WHERE vt <= now() ORDER BY msg_id LIMIT 1) AS oldest_visible
+              OFFSET 0) head,  -- OFFSET 0: computed once, not again for each column that reads it
              LATERAL (SELECT CASE WHEN head.oldest_visible IS NULL THEN
                         (SELECT enqueued_at FROM {live} WHERE vt <= now() ORDER BY vt LIMIT 1)
                       END AS oldest_visible) fallback
