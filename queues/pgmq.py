@@ -354,7 +354,7 @@ def version_mismatch(queue: Queue, found: Capabilities | None = None) -> Version
     expected = found.record_columns & OPTIONAL_COLUMNS
     missing = {
         table.name: sorted(expected - table.columns)
-        for table in queue.tables.values()
+        for table in (queue.tables[LIVE], queue.tables[ARCHIVE])
         if table.exists and expected - table.columns
     }
     return VersionMismatch(queue.queue_name, missing, found.version) if missing else None
