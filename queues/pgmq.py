@@ -293,9 +293,7 @@ def capabilities() -> Capabilities:
         cursor.execute(
             """
             SELECT (SELECT extversion FROM pg_extension WHERE extname = 'pgmq'),
-                   EXISTS (SELECT 1 FROM pg_proc
-                           WHERE pronamespace = to_regnamespace(%(schema)s) AND proname = 'set_vt'
-                             AND proargtypes[1] = 'bigint[]'::regtype),
+                   to_regprocedure('pgmq.set_vt(text, bigint[], integer)') IS NOT NULL,
                    to_regclass('pgmq.notify_insert_throttle') IS NOT NULL,
                    to_regclass('pgmq.topic_bindings') IS NOT NULL,
                    ARRAY(SELECT a.attname::text FROM pg_type t

@@ -270,3 +270,20 @@ def test_a_restored_older_dump_is_explained_its_breaking_actions_refused_and_its
     assert parse(session.get("/db/restored/queues/orders/").text).select_one("[data-version-mismatch]") is None
     assert act(session, "restored", "archive", 5).status == 200
     assert ids(pgmq, "a_orders") == [5]
+
+
+def test_what_pgmq_can_do_is_found_again_when_it_changes_under_a_running_dashboard(
+    dashboard, pgmq_in, django_user_model
+):
+    pgmq = pgmq_in["upgraded"]
+    orders(pgmq, UPGRADED)
+    session = signed_in(dashboard, django_user_model, "Operator")
+    assert act(session, "upgraded", "retry", 1, include_in_flight="1").status == 200  # set_vt over an array
+
+    # As if this database's pgmq were replaced by one before 1.8, while the dashboard runs.
+    pgmq.execute("ALTER FUNCTION pgmq.set_vt(text, bigint[], integer) RENAME TO set_vt_of_ids")
+    try:
+        assert act(session, "upgraded", "retry", 2, include_in_flight="1").status == 200  # one message at a time
+    finally:
+        pgmq.execute("ALTER FUNCTION pgmq.set_vt_of_ids(text, bigint[], integer) RENAME TO set_vt")
+    assert ids(pgmq, "q_orders", "vt <= now()") == [1, 2, 4, 5, 6, 7, 8]
