@@ -1,0 +1,63 @@
+"""Search that forgives: a path without a prefix means the message, what matched is shown and
+marked in the list, the filter form folds away once applied, an empty result offers no actions."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import uses_databases
+from tests.pages import message_rows, parse
+from tests.test_redaction import redacting  # noqa: F401 (a fixture)
+
+pytestmark = uses_databases
+
+
+def found(client, queue: str, query: str) -> list[str]:
+    response = client.get(f"/queues/{queue}/messages/", {"q": query})
+    assert response.status_code == 200, response.content.decode()[:500]
+    return [row["msg_id"] for row in message_rows(parse(response))]
+
+
+def send(pgmq_sql, queue: str, *messages: dict) -> None:
+    for message in messages:
+        pgmq_sql.execute("SELECT pgmq.send(%s, %s::jsonb)", [queue, json.dumps(message)])
+
+
+def test_a_path_without_a_prefix_means_the_message(signed_in_client, make_queue, pgmq_sql):
+    make_queue("customers")
+    send(
+        pgmq_sql,
+        "customers",
+        {"customer": {"id": 2122}, "kind": "refund"},
+        {"customer": {"id": 7}, "kind": "refund"},
+        {"customer": {"id": "2122"}, "kind": "order"},
+        {"note": "at 10:30 see https://example.com/x"},
+    )
+    assert found(signed_in_client, "customers", "customer.id:2122") == ["3", "1"]
+    assert found(signed_in_client, "customers", "customer.id:2122") == found(
+        signed_in_client, "customers", "message.customer.id:2122"
+    )
+    assert found(signed_in_client, "customers", "kind:ref*") == ["2", "1"]
+    assert found(signed_in_client, "customers", "kind:refund customer.id:7") == ["2"]
+    # What was text before still is: a time, an address, a word ending in a colon.
+    assert found(signed_in_client, "customers", "10:30") == ["4"]
+    assert found(signed_in_client, "customers", "https://example.com/x") == ["4"]
+    assert found(signed_in_client, "customers", "see:") == []
+    assert found(signed_in_client, "customers", "headers:see") == []
+
+
+def test_a_path_without_a_prefix_cannot_find_a_redacted_value(redacting, operator_client):  # noqa: F811
+    assert found(operator_client, "private", "customer.email:bob*") == []
+    assert found(operator_client, "private", "customer.email:bob@example.com") == []
+    assert found(operator_client, "private", "customer.id:42") == ["1"]
+
+
+def test_an_empty_result_has_no_action_bar(operator_client, make_queue):
+    make_queue("acted", messages=3)
+    some = parse(operator_client.get("/queues/acted/messages/", {"q": "n:2"}))
+    assert [row["msg_id"] for row in message_rows(some)] == ["2"]
+    assert some.select_one("form.action-bar") is not None
+    none = parse(operator_client.get("/queues/acted/messages/", {"q": "n:99"}))
+    assert message_rows(none) == [] and "No message matches these filters" in none.get_text()
+    assert none.select_one("form.action-bar") is None
+    assert "Select messages to act on them" not in none.get_text()
