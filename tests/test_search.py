@@ -61,3 +61,21 @@ def test_an_empty_result_has_no_action_bar(operator_client, make_queue):
     assert message_rows(none) == [] and "No message matches these filters" in none.get_text()
     assert none.select_one("form.action-bar") is None
     assert "Select messages to act on them" not in none.get_text()
+
+
+def test_the_filter_form_folds_away_once_applied(signed_in_client, make_queue):
+    make_queue("folded", messages=3)
+
+    def folded(query: dict):
+        page = parse(signed_in_client.get("/queues/folded/messages/", query))
+        fold = page.select_one("details.filter-fold")
+        assert fold is not None and fold.select_one("form.filters input[name=q]") is not None
+        return fold, " ".join(fold.summary.get_text().split())
+
+    fold, summary = folded({})
+    assert fold.has_attr("open") and summary == "Filters"
+    fold, summary = folded({"q": "n:2", "state": "visible"})
+    assert not fold.has_attr("open")
+    assert summary == "Filtered: state is visible, message.n is '2'"
+    fold, _ = folded({"q": '"unclosed'})  # what is wrong stays in sight
+    assert fold.has_attr("open")
