@@ -123,6 +123,20 @@ class MessageFilter:
         )
 
     @property
+    def highlight(self) -> str | None:
+        """The text a row's preview is centred on and marks: the first search term on the message,
+        as it reads in the JSON text (a path's value: its longest part between wildcards)."""
+        for term in self.search:
+            if term.column != "message":
+                continue
+            if not term.path:
+                return term.value
+            longest = max(term.value.split("*"), key=len)
+            if longest:
+                return json.dumps(longest, ensure_ascii=False)[1:-1]
+        return None
+
+    @property
     def is_empty(self) -> bool:
         return self == MessageFilter(source=self.source, redacted=self.redacted)
 

@@ -7,7 +7,7 @@ import json
 
 from tests.conftest import uses_databases
 from tests.pages import message_rows, parse
-from tests.test_redaction import redacting  # noqa: F401 (a fixture)
+from tests.test_redaction import redacting, unredacted_client  # noqa: F401 (fixtures)
 
 pytestmark = uses_databases
 
@@ -79,3 +79,48 @@ def test_the_filter_form_folds_away_once_applied(signed_in_client, make_queue):
     assert summary == "Filtered: state is visible, message.n is '2'"
     fold, _ = folded({"q": '"unclosed'})  # what is wrong stays in sight
     assert fold.has_attr("open")
+
+
+def previews(client, queue: str, query: str) -> dict[str, object]:
+    """msg_id -> the preview line of its row (a tag: its text, its marks, its markup)."""
+    response = client.get(f"/queues/{queue}/messages/", {"q": query})
+    assert response.status_code == 200, response.content.decode()[:500]
+    return {
+        row["data-msg-id"]: row.select_one("td.payload summary code")
+        for row in parse(response).select("tr[data-msg-id]")
+    }
+
+
+def test_the_preview_shows_the_part_that_matched_and_marks_it(signed_in_client, make_queue, pgmq_sql):
+    make_queue("haystacks")
+    hostile = "<script>alert(1)</script>"
+    send(
+        pgmq_sql,
+        "haystacks",
+        {"a": "hay " * 100, "note": f"a Needle and {hostile} here", "tail": "z" * 300},
+        {"kind": "refund", "note": "short"},
+    )
+    found_far = previews(signed_in_client, "haystacks", "needle")["1"]
+    text = found_far.get_text()
+    assert [mark.get_text() for mark in found_far.select("mark")] == ["Needle"]
+    assert text.startswith("…") and text.endswith("…") and "hay hay" in text and hostile in text
+    assert found_far.select("script") == [] and "&lt;script&gt;" in str(found_far)
+    # The hostile text itself searched for: marked, still text.
+    marked = previews(signed_in_client, "haystacks", hostile)["1"]
+    assert [mark.get_text() for mark in marked.select("mark")] == [hostile]
+    assert marked.select("script") == [] and "<mark>&lt;script&gt;alert(1)&lt;/script&gt;</mark>" in str(marked)
+    # A path:value search marks the value; a short message is shown whole, uncut.
+    short = previews(signed_in_client, "haystacks", "kind:ref*")["2"]
+    assert [mark.get_text() for mark in short.select("mark")] == ["ref"]
+    assert short.get_text() == '{"kind": "refund", "note": "short"}'
+
+
+def test_a_marked_preview_never_shows_a_redacted_value(redacting, operator_client, unredacted_client):  # noqa: F811
+    for query in ("keep me", "note:keep*", "customer.id:42"):
+        shown = previews(operator_client, "private", query)["1"]
+        assert shown.select("mark"), query
+        for secret in ("bob@example.com", "4111111111111111", "Bearer s3cret", "hidden-too"):
+            assert secret not in str(shown), query
+    assert previews(operator_client, "private", "bob") == {}
+    revealed = previews(unredacted_client, "private", "bob@example")["1"]
+    assert [mark.get_text() for mark in revealed.select("mark")] == ["bob@example"]
