@@ -43,6 +43,7 @@ def test_a_path_without_a_prefix_means_the_message(signed_in_client, make_queue,
     assert found(signed_in_client, "customers", "10:30") == ["4"]
     assert found(signed_in_client, "customers", "https://example.com/x") == ["4"]
     assert found(signed_in_client, "customers", "see:") == []
+    assert found(signed_in_client, "customers", "message:10:30") == ["4"]  # text, said so
     assert found(signed_in_client, "customers", "headers:see") == []
 
 
