@@ -33,6 +33,9 @@ STATES = {"visible": VISIBLE, "in_flight": IN_FLIGHT, "delayed": DELAYED}
 SOURCES = [LIVE, ARCHIVE, "both"]
 
 QUALIFIED_TERM = re.compile(r"^(message|headers)((?:\.[^.:]+)*):(.*)$", re.DOTALL)
+# `customer.id:2122`: a key chain without a prefix is the message's. Keys start like a name, so
+# `10:30` stays text; a value after `:/` is an address (`https://…`), text too.
+BARE_PATH_TERM = re.compile(r"^([^\W\d][\w-]*(?:\.[^\W\d][\w-]*)*):(?!/)(.+)$", re.DOTALL)
 MAX_PATH_KEYS = 50  # a search's key chain: each key nests the query once more, and Python's stack ends
 
 
@@ -46,7 +49,8 @@ class SearchTerm:
 
 
 def parse_search(text: str) -> tuple[SearchTerm, ...]:
-    """`timeout`, `"two words"`, `message.customer.id:42`, `headers.trace_id:abc*`, `headers:retry`."""
+    """`timeout`, `"two words"`, `message.customer.id:42` (or `customer.id:42`), `headers.trace_id:abc*`,
+    `headers:retry`, `message:text:with:colons`."""
     if "\x00" in text:
         raise ValidationError("holds a NUL character, which no message can contain")
     try:
@@ -63,6 +67,11 @@ def parse_search(text: str) -> tuple[SearchTerm, ...]:
             if len(path) > MAX_PATH_KEYS:
                 raise ValidationError(f"a path of at most {MAX_PATH_KEYS} keys (this one has {len(path)})")
             terms.append(SearchTerm(column=column, path=path, value=value))
+        elif match := BARE_PATH_TERM.match(token):
+            path = tuple(match.group(1).split("."))
+            if len(path) > MAX_PATH_KEYS:
+                raise ValidationError(f"a path of at most {MAX_PATH_KEYS} keys (this one has {len(path)})")
+            terms.append(SearchTerm(column="message", path=path, value=match.group(2)))
         else:
             terms.append(SearchTerm(column="message", path=(), value=token))
     return tuple(terms)
@@ -112,6 +121,20 @@ class MessageFilter:
             or self.read_ct_min is not None
             or self.read_ct_max is not None
         )
+
+    @property
+    def highlight(self) -> str | None:
+        """The text a row's preview is centred on and marks: the first search term on the message,
+        as it reads in the JSON text (a path's value: its longest part between wildcards)."""
+        for term in self.search:
+            if term.column != "message":
+                continue
+            if not term.path:
+                return term.value
+            longest = max(term.value.split("*"), key=len)
+            if longest:
+                return json.dumps(longest, ensure_ascii=False)[1:-1]
+        return None
 
     @property
     def is_empty(self) -> bool:

@@ -24,7 +24,7 @@ from django.db import OperationalError, connections, transaction
 from django.db.models import Case, CharField, FloatField, Func, Q, QuerySet, TextField, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
-from django.db.models.functions import Cast, Left, Length, Now
+from django.db.models.functions import Cast, Greatest, Left, Length, Lower, Now, StrIndex, Substr
 
 from dashboard.databases import took_too_long
 from queues.filters import ARCHIVED, DELAYED, IN_FLIGHT, VISIBLE, MessageFilter
@@ -34,6 +34,8 @@ from queues.watched import statement_budget, watched_alias
 
 PAGE_SIZE = 50
 PREVIEW_CHARS = 300
+MATCH_WINDOW_CHARS = 160  # a searched row's preview: this much of the payload around the first match
+MATCH_LEAD_CHARS = 40  # of it before the match
 SCAN_CHUNK = 20_000  # msg_ids per step of a bounded scan
 MINIMUM_STEP_MS = 100  # a step's statement timeout, however little of the budget is left
 MAX_MSG_ID = 2**63 - 1
@@ -52,15 +54,23 @@ def state_by_database_clock(model) -> Case | Value:
     )
 
 
-def listing(messages: QuerySet[Message], *, redacted: bool = False) -> QuerySet[Message]:
+def listing(messages: QuerySet[Message], *, redacted: bool = False, highlight: str | None = None) -> QuerySet[Message]:
     """What a row of a list needs: the state by the database's clock and a short preview of the
-    payload, cut in SQL so a megabyte payload never leaves the database for a list."""
+    payload, cut in SQL so a megabyte payload never leaves the database for a list. With a
+    `highlight`, the preview is the window around its first occurrence (any case), from
+    `preview_start` (1-based), cut from the payload as the user may see it: never a redacted value."""
     model = messages.model
     has_headers = model.has_column("headers")
     message_text = Cast(payload("message", redacted=redacted), TextField())
+    if highlight:
+        found_at = StrIndex(Lower(message_text), Lower(Value(highlight, TextField())))
+        start = Greatest(Value(1), found_at - Value(MATCH_LEAD_CHARS))
+        preview = {"preview": Substr(message_text, start, MATCH_WINDOW_CHARS), "preview_start": start}
+    else:
+        preview = {"preview": Left(message_text, PREVIEW_CHARS)}
     return messages.defer("message", *(["headers"] if has_headers else [])).annotate(
         state=state_by_database_clock(model),
-        preview=Left(message_text, PREVIEW_CHARS),
+        **preview,
         message_chars=Length(message_text),
         headers_preview=(
             Left(Cast(payload("headers", redacted=redacted), TextField()), PREVIEW_CHARS)
@@ -198,7 +208,13 @@ def _fetch_in_snapshot(
             queryset = queryset.filter(msg_id__gte=msg_id_floor)
         if msg_id_ceiling is not None:
             queryset = queryset.filter(msg_id__lt=msg_id_ceiling)
-        rows = list(listing(_ordered(queryset, page, reverse=backwards), redacted=message_filter.redacted)[:limit])
+        rows = list(
+            listing(
+                _ordered(queryset, page, reverse=backwards),
+                redacted=message_filter.redacted,
+                highlight=message_filter.highlight,
+            )[:limit]
+        )
         for row in rows:
             row.source = kind
         fetched.append(rows)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 from django import template
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import mark_safe
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -84,6 +85,25 @@ def json_preview(value: object, length: int = 160) -> str:
         return ""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     return text if len(text) <= length else text[: length - 1] + "…"
+
+
+@register.simple_tag
+def matched_preview(message, needle: str) -> str:
+    """A searched row's preview (selectors.messages.listing cut it around the first match), "…" where
+    it was cut, each occurrence of `needle` in <mark>. The payload is untrusted: every piece of it is
+    escaped, and only the <mark> tags around escaped pieces are markup."""
+    text = message.preview
+    if text is None:
+        return ""
+    pieces = ["…" if message.preview_start > 1 else ""]
+    shown_to = 0
+    for match in re.finditer(re.escape(needle), text, re.IGNORECASE):
+        pieces += [escape(text[shown_to : match.start()]), "<mark>", escape(match.group()), "</mark>"]
+        shown_to = match.end()
+    pieces.append(escape(text[shown_to:]))
+    if message.preview_start - 1 + len(text) < (message.message_chars or 0):
+        pieces.append("…")
+    return mark_safe("".join(pieces))  # noqa: S308 (built of escaped pieces above)
 
 
 @register.simple_tag

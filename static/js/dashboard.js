@@ -204,6 +204,8 @@ document.addEventListener("keydown", (event) => {
     const search = document.querySelector("[data-search-shortcut]");
     if (search) {
       event.preventDefault();
+      const fold = search.closest("details:not([open])");
+      if (fold) fold.open = true; // the message filters fold away once applied
       search.focus();
     }
   }
