@@ -22,7 +22,17 @@ from psycopg import sql
 
 from queues.jsontext import RawJSON, as_jsonb, json_text
 from queues.models import AuditEntry, BulkJob, MessageCopy
-from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue, TableSharing, capabilities, table_sharing, version_mismatch
+from queues.pgmq import (
+    ARCHIVE,
+    LIVE,
+    PGMQ_SCHEMA,
+    Capabilities,
+    Queue,
+    TableSharing,
+    capabilities,
+    table_sharing,
+    version_mismatch,
+)
 from queues.selectors.copies import copies_of
 from queues.vocabulary import (
     ARCHIVE_ACTION,
@@ -170,15 +180,18 @@ def _archive(queue: Queue, msg_ids: list[int]) -> set[int]:
     return _pgmq_ids("SELECT * FROM pgmq.archive(%s, %s::bigint[])", [queue.queue_name, msg_ids])
 
 
-def _refuse_if_tables_are_older(queue: Queue, function: str) -> None:
+def _refuse_if_tables_are_older(queue: Queue, function: str) -> Capabilities:
     """set_vt and archive write every column of pgmq's message record: on tables older than the
-    functions (a restored dump) they fail with a database error, refused here saying why instead."""
-    mismatch = version_mismatch(queue)
+    functions (a restored dump) they fail with a database error, refused here saying why instead.
+    What this database's pgmq can do, read for it, is returned for the caller's use."""
+    found = capabilities()
+    mismatch = version_mismatch(queue, found)
     if mismatch:
         raise ActionRefused(
             f"{function} cannot run on “{queue.queue_name}”: {mismatch.explanation}; the queue's page gives "
             "the SQL that adds the missing columns"
         )
+    return found
 
 
 def _lock_table(queue: Queue, kind: str) -> None:
@@ -329,8 +342,7 @@ def batch_archive(queue: Queue, msg_ids: list[int]) -> BatchResult:
 def _set_vt(queue: Queue, msg_ids: list[int], seconds_from_now: int) -> set[int]:
     if not msg_ids:
         return set()
-    _refuse_if_tables_are_older(queue, "pgmq.set_vt")
-    if capabilities().array_set_vt:
+    if _refuse_if_tables_are_older(queue, "pgmq.set_vt").array_set_vt:
         return _pgmq_ids(
             "SELECT msg_id FROM pgmq.set_vt(%s, %s::bigint[], %s::integer)",
             [queue.queue_name, msg_ids, seconds_from_now],
