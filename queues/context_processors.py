@@ -9,6 +9,7 @@ from dashboard.databases import database_label, database_short_label
 from queues.access import can_watch
 from queues.models import AlertEpisode
 from queues.pgmq import has_topics
+from queues.selectors.switching import has_queue
 from queues.watched import database_path_prefix, watched_alias, watched_name
 
 
@@ -17,6 +18,7 @@ class WatchedDatabase:
     name: str
     where: str  # name@host, without user or password
     overview_url: str
+    url: str  # the page shown now, in that database, when it exists there; else its overview
 
 
 def other_databases(request: HttpRequest, alias: str) -> list[WatchedDatabase]:
@@ -25,17 +27,45 @@ def other_databases(request: HttpRequest, alias: str) -> list[WatchedDatabase]:
         return []
     script_prefix = getattr(request, "dashboard_script_prefix", "/").rstrip("/")
     try:
-        return [
-            WatchedDatabase(
-                name=name,
-                where=database_short_label(other),
-                overview_url=f"{script_prefix}{database_path_prefix(name)}/",
-            )
+        theirs = [
+            (name, other)
             for name, other in settings.WATCHED_DATABASES.items()
             if other != alias and can_watch(request.user, name)
         ]
     except DatabaseError:
         return []  # the dashboard's own database is down: the 503 page is being shown
+    found = []
+    for name, other in theirs:
+        prefix = f"{script_prefix}{database_path_prefix(name)}"
+        page = same_page(request, other)
+        found.append(
+            WatchedDatabase(
+                name=name,
+                where=database_short_label(other),
+                overview_url=f"{prefix}/",
+                url=f"{prefix}{page}" if page else f"{prefix}/",
+            )
+        )
+    return found
+
+
+# Pages of one row of the dashboard's own tables, which belong to one database: the list instead.
+ROW_PAGES = {"audit-entry": "/audit/", "job": "/", "cancel-job": "/"}
+
+
+def same_page(request: HttpRequest, alias: str) -> str:
+    """The path (and query string) of this page in the watched database `alias`, or "" when it has
+    none: a queue's pages only if that database has the queue."""
+    match = getattr(request, "resolver_match", None)
+    if match is None or request.method != "GET":
+        return ""
+    if match.url_name in ROW_PAGES:
+        return ROW_PAGES[match.url_name]
+    queue_name = match.kwargs.get("queue_name")
+    if queue_name is not None and not has_queue(alias, queue_name):
+        return ""
+    query = request.META.get("QUERY_STRING", "")
+    return request.path_info + (f"?{query}" if query else "")
 
 
 def may_see(request: HttpRequest) -> bool:

@@ -150,6 +150,40 @@ def test_each_database_shows_its_own_queues_and_links_stay_in_it(
     assert stylesheet.startswith("/static/") and session.get(stylesheet).status == 200
 
 
+def switcher_links(session: HttpSession, path: str) -> dict[str, str]:
+    page = session.get(path)
+    assert page.status == 200, path
+    return {
+        link.get_text(" ", strip=True).split()[0]: link["href"]
+        for link in parse(page.text).select(".database-switcher nav a")
+    }
+
+
+def test_switching_database_keeps_the_page_when_the_other_has_it(
+    dashboard, staging_up, make_queue, scoped_roles, django_user_model
+):
+    make_queue("orders", messages=2)
+    make_queue("main-only", messages=1)
+    create_queue(staging_up, "orders", messages=4)
+    user_in(django_user_model, "oncall", "Viewer")
+    session = signed_in(dashboard, "oncall")
+
+    assert switcher_links(session, "/queues/orders/") == {"staging": "/db/staging/queues/orders/"}
+    assert switcher_links(session, "/queues/main-only/") == {"staging": "/db/staging/"}
+    assert switcher_links(session, "/db/staging/queues/orders/messages/?state=visible") == {
+        "main": "/queues/orders/messages/?state=visible"
+    }
+    assert switcher_links(session, "/alerts/") == {"staging": "/db/staging/alerts/"}
+    assert switcher_links(session, "/db/staging/audit/") == {"main": "/audit/"}
+    # The link leads to the page, in the other database.
+    messages = parse(session.get("/db/staging/queues/orders/messages/").text)
+    assert len(messages.select("tbody tr[data-msg-id]")) == 4
+
+    # With staging down the queue page still shows, its switcher falling back to staging's overview.
+    staging_up.stop()
+    assert switcher_links(session, "/queues/orders/") == {"staging": "/db/staging/"}
+
+
 def test_roles_are_per_database_and_so_is_the_audit_log(
     dashboard, staging_up, make_queue, scoped_roles, django_user_model, pgmq_sql
 ):
