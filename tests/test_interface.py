@@ -71,3 +71,45 @@ def test_times_switch_between_utc_and_the_browsers_time_zone(
         expect(page.locator("tr[data-msg-id='1'] time").first).to_have_text("2026-01-02 03:04:05")
     finally:
         context.close()
+
+
+def test_g_then_a_letter_goes_to_a_page_r_refreshes_and_brackets_turn_the_pages(
+    page, dashboard_server, operator, operator_password, make_queue, pgmq_sql
+):
+    make_queue("kbd-pages", messages=60)  # two pages of messages (50 a page)
+    sign_in(page, dashboard_server, operator.username, operator_password)
+    heading = page.get_by_role("heading", level=1)
+    for keys, title in ((["g", "a"], "Alerts"), (["g", "l"], "Audit log"), (["g", "o"], "Queues")):
+        for key in keys:
+            page.keyboard.press(key)
+        expect(heading).to_have_text(title)
+
+    # r refreshes the live regions now, even while refreshing is paused.
+    page.get_by_role("button", name="Pause").click()
+    backlog = page.locator("tr[data-queue=kbd-pages] [data-column=backlog]")
+    expect(backlog).to_have_text("60")
+    pgmq_sql.execute("SELECT pgmq.send('kbd-pages', '{}')")
+    page.keyboard.press("r")
+    expect(backlog).to_have_text("61")
+
+    page.goto(dashboard_server + "/queues/kbd-pages/messages/")
+    first_row = page.locator("#messages-live tbody tr[data-msg-id]").first
+    newest = first_row.get_attribute("data-msg-id")
+    page.keyboard.press("]")
+    expect(first_row).not_to_have_attribute("data-msg-id", newest)
+    page.keyboard.press("[")
+    expect(first_row).to_have_attribute("data-msg-id", newest)
+
+    # Typed into a field, the keys are text, not shortcuts.
+    address = page.url
+    page.keyboard.press("/")
+    page.keyboard.type("g a ] r")
+    expect(page.locator("[data-search-shortcut]")).to_have_value("g a ] r")
+    assert page.url == address
+
+    page.keyboard.press("Escape")
+    page.locator("body").click(position={"x": 1, "y": 1})
+    page.keyboard.press("?")
+    help_dialog = page.get_by_role("dialog", name="Keyboard shortcuts")
+    for text in ("Go to the overview", "Go to the alerts", "Go to the audit log", "Refresh now", "Previous, next page"):
+        expect(help_dialog).to_contain_text(text)

@@ -20,8 +20,8 @@ function liveRegions() {
 }
 
 // Heavier regions (data-refresh-every="6") refresh on every 6th tick only.
-function refreshNow({ everything = false } = {}) {
-  if (refresh.paused || document.hidden) return;
+function refreshNow({ everything = false, evenPaused = false } = {}) {
+  if ((refresh.paused && !evenPaused) || document.hidden) return;
   refresh.ticks += 1;
   liveRegions().forEach((region) => {
     const every = Number(region.dataset.refreshEvery) || 1;
@@ -212,6 +212,8 @@ document.addEventListener("keydown", (event) => {
 });
 
 document.addEventListener("DOMContentLoaded", setUpRefreshControls);
+// "r" (interface.js): every live region now, paused or not.
+document.addEventListener("dashboard:refresh-now", () => refreshNow({ everything: true, evenPaused: true }));
 
 // Copy buttons: data-copy-json names a json_script holding the JSON's text as PostgreSQL wrote it
 // (copied as is: parsing it would round big or precise numbers), data-copy-text an element whose

@@ -51,7 +51,18 @@ document.addEventListener("htmx:afterSettle", (event) => showTimes(event.detail.
 
 // Keyboard ----------------------------------------------------------------------------------------
 // j / k: next / previous row of the page's table; Enter or o: open it; x: tick its checkbox;
+// g then o / a / l: the overview, alerts, audit log (the header's links, so in this database);
+// r: refresh the live regions now; [ / ]: the pager's previous / next page;
 // ?: the list of shortcuts. ("/" to search is in dashboard.js.)
+const G_WAIT_MS = 1500;
+let gPressedAt = 0;
+
+function follow(selector) {
+  const link = document.querySelector(selector);
+  if (!link) return false;
+  link.click();
+  return true;
+}
 function rows() {
   return [...document.querySelectorAll("main table tbody tr")].filter((row) => row.querySelector("a, input"));
 }
@@ -76,7 +87,17 @@ document.addEventListener("keydown", (event) => {
   if (event.target.closest("input, textarea, select, [contenteditable]")) return;
   if (document.querySelector("dialog[open]:not(#shortcuts)")) return;
   const current = document.querySelector("tr.keyboard-current");
-  if (event.key === "j" || event.key === "k") {
+  const afterG = Date.now() - gPressedAt < G_WAIT_MS;
+  gPressedAt = 0;
+  if (afterG && ["o", "a", "l"].includes(event.key)) {
+    if (!follow(`.topnav [data-go="${event.key}"]`)) return;
+  } else if (event.key === "g") {
+    gPressedAt = Date.now();
+  } else if (event.key === "r") {
+    document.dispatchEvent(new CustomEvent("dashboard:refresh-now"));
+  } else if (event.key === "[" || event.key === "]") {
+    if (!follow(`main nav.pager a[rel="${event.key === "[" ? "prev" : "next"}"]`)) return;
+  } else if (event.key === "j" || event.key === "k") {
     moveCurrent(event.key === "j" ? 1 : -1);
   } else if ((event.key === "Enter" || event.key === "o") && current) {
     current.querySelector("a")?.click();
