@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from typing import NoReturn
 
 import psycopg
@@ -218,6 +219,37 @@ def watched_databases() -> dict[str, tuple[str, str]]:
             source = "PGMQ_DATABASE_NAME" if variable == "PGMQ_DATABASE_URL" else variable
             fail(f"{source}: the database name {name!r} must be 1-40 letters, digits or dashes")
     return found
+
+
+DATABASE_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "grey")
+DATABASE_LABEL_PREFIX = "DASHBOARD_DATABASE_LABEL_"
+DATABASE_COLOUR_PREFIX = "DASHBOARD_DATABASE_COLOUR_"
+DATABASE_LABEL_MAX = 40
+
+
+def database_tags(names: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Each watched database's label and colour for the header, name -> (label, colour), from
+    DASHBOARD_DATABASE_LABEL_<NAME> and DASHBOARD_DATABASE_COLOUR_<NAME> (<NAME> as in
+    PGMQ_DATABASE_URL_<NAME>; the first database's too). Only databases with a label have one."""
+    by_variable_name = {name.upper().replace("-", "_"): name for name in names}
+    labels: dict[str, str] = {}
+    colours: dict[str, str] = {}
+    for variable in sorted(os.environ):
+        for prefix, found in ((DATABASE_LABEL_PREFIX, labels), (DATABASE_COLOUR_PREFIX, colours)):
+            if not variable.startswith(prefix):
+                continue
+            name = by_variable_name.get(variable.removeprefix(prefix))
+            if name is None:
+                fail(f"{variable} names no watched database (they are {', '.join(by_variable_name.values())})")
+            found[name] = text(variable)
+    for name, label in labels.items():
+        if len(label) > DATABASE_LABEL_MAX:
+            fail(f"{DATABASE_LABEL_PREFIX}{name.upper().replace('-', '_')}: at most {DATABASE_LABEL_MAX} characters")
+    for name, colour in colours.items():
+        if colour.lower() not in DATABASE_COLOURS:
+            variable = f"{DATABASE_COLOUR_PREFIX}{name.upper().replace('-', '_')}"
+            fail(f"{variable} is {colour!r}: one of {', '.join(DATABASE_COLOURS)}")
+    return {name: (label, colours.get(name, "grey").lower()) for name, label in labels.items() if label}
 
 
 def health_rules(name: str) -> tuple[HealthRule, ...]:

@@ -32,6 +32,8 @@ DASHBOARD_SCHEMA = "pgmq_dashboard"
 # The pgmq databases watched, name -> Django alias: the first is "pgmq", the others "pgmq-<name>".
 _watched = env.watched_databases()
 WATCHED_DATABASES = {name: "pgmq" if index == 0 else f"pgmq-{name}" for index, name in enumerate(_watched)}
+# The label and colour the header gives a database (DASHBOARD_DATABASE_LABEL_<NAME>, ..._COLOUR_<NAME>).
+DATABASE_TAGS = env.database_tags(WATCHED_DATABASES)
 # Which environment variable each database came from, for error messages.
 DATABASE_SOURCES = {
     "default": "DASHBOARD_DATABASE_URL" if env.text("DASHBOARD_DATABASE_URL") else "PGMQ_DATABASE_URL",

@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -19,6 +21,18 @@ class WatchedDatabase:
     where: str  # name@host, without user or password
     overview_url: str
     url: str  # the page shown now, in that database, when it exists there; else its overview
+    tag: DatabaseTag | None = None
+
+
+@dataclass(frozen=True)
+class DatabaseTag:
+    label: str
+    colour: str  # one of env.DATABASE_COLOURS: a class of the stylesheet (no inline styles under the CSP)
+
+
+def database_tag(name: str) -> DatabaseTag | None:
+    found = settings.DATABASE_TAGS.get(name)
+    return DatabaseTag(*found) if found else None
 
 
 def other_databases(request: HttpRequest, alias: str) -> list[WatchedDatabase]:
@@ -44,6 +58,7 @@ def other_databases(request: HttpRequest, alias: str) -> list[WatchedDatabase]:
                 where=database_short_label(other),
                 overview_url=f"{prefix}/",
                 url=f"{prefix}{page}" if page else f"{prefix}/",
+                tag=database_tag(name),
             )
         )
     return found
@@ -112,6 +127,9 @@ def watched_database(request: HttpRequest) -> dict[str, object]:
     shown = signed_out or may_see(request)
     return {
         "watched_database_name": getattr(request, "watched_database", ""),
+        "watched_database_tag": database_tag(getattr(request, "watched_database", "") or watched_name())
+        if shown
+        else None,
         "watched_database": database_short_label(alias) if shown else "",
         "watched_database_full": database_label(alias) if shown else "",
         "several_databases": len(settings.WATCHED_DATABASES) > 1,

@@ -215,3 +215,15 @@ def test_a_bad_health_rules_file_is_one_clear_line(tmp_path, content, complaint)
     assert_one_line_error(
         run_manage("check", DASHBOARD_HEALTH_RULES_FILE=str(rules_file)), "DASHBOARD_HEALTH_RULES_FILE", complaint
     )
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"DASHBOARD_DATABASE_COLOUR_MAIN": "pink"}, ("DASHBOARD_DATABASE_COLOUR_MAIN", "red, orange")),
+        ({"DASHBOARD_DATABASE_LABEL_PROD": "production"}, ("DASHBOARD_DATABASE_LABEL_PROD", "no watched database")),
+        ({"DASHBOARD_DATABASE_LABEL_MAIN": "x" * 41}, ("DASHBOARD_DATABASE_LABEL_MAIN", "40 characters")),
+    ],
+)
+def test_a_database_label_or_colour_that_cannot_be_shown_is_refused(variables, expected):
+    assert_one_line_error(run_manage("check", **variables), *expected)

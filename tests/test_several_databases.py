@@ -53,6 +53,9 @@ def dashboard(both_databases: dict[str, str], tmp_path_factory) -> Iterator[str]
         tmp_path_factory.mktemp("gunicorn"),
         PGMQ_DATABASE_URL_STAGING=both_databases["PGMQ_DATABASE_URL_STAGING"],
         DASHBOARD_METRICS_TOKEN=METRICS_TOKEN,
+        DASHBOARD_DATABASE_LABEL_MAIN="production",
+        DASHBOARD_DATABASE_COLOUR_MAIN="red",
+        DASHBOARD_DATABASE_LABEL_STAGING="staging copy",
         GUNICORN_THREADS="2",
     ) as base_url:
         yield base_url
@@ -182,6 +185,20 @@ def test_switching_database_keeps_the_page_when_the_other_has_it(
     # With staging down the queue page still shows, its switcher falling back to staging's overview.
     staging_up.stop()
     assert switcher_links(session, "/queues/orders/") == {"staging": "/db/staging/"}
+
+
+def test_the_header_shows_each_databases_label_in_its_colour(dashboard, staging_up, scoped_roles, django_user_model):
+    user_in(django_user_model, "oncall", "Viewer")
+    session = signed_in(dashboard, "oncall")
+
+    main = parse(session.get("/").text).select_one(".database-switcher")
+    tag = main.select_one("summary .database-tag")
+    assert tag.get_text(strip=True) == "production" and "colour-red" in tag["class"]
+    other = main.select_one("nav a .database-tag")
+    assert other.get_text(strip=True) == "staging copy" and "colour-grey" in other["class"]
+
+    staging = parse(session.get("/db/staging/").text).select_one(".database-switcher summary .database-tag")
+    assert staging.get_text(strip=True) == "staging copy"
 
 
 def test_roles_are_per_database_and_so_is_the_audit_log(
