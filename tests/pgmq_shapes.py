@@ -24,7 +24,6 @@ EXTENSION = "extension"  # CREATE EXTENSION pgmq
 PGMQ_1_7 = "1.7"
 UPGRADED = "upgraded"  # an upgraded database's column order: last_read_at last
 RESTORED_1_7_DUMP = "1.7 dump under a newer pgmq"
-SHAPES = [CURRENT, EXTENSION, PGMQ_1_7, UPGRADED, RESTORED_1_7_DUMP]
 
 
 def bundled_sql() -> tuple[str, str]:
