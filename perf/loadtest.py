@@ -360,6 +360,10 @@ class Run:
             self.job_claimed = True
             return True
 
+    def release_job(self) -> None:
+        with self.lock:
+            self.job_claimed = False
+
 
 class User:
     """One person at the dashboard, in a role, doing one thing after another with pauses between."""
@@ -626,9 +630,14 @@ class User:
         queue = WORKED_QUEUES[0]
         query = urllib.parse.urlencode({"source": "live", "message": '{"kind": "bulk"}'})
         page = self.get("message list", queue_path(queue, "messages") + "?" + query)
-        fields = [
-            (name, value) for name, value in hidden_fields(form_html(page.text, 'id="action-form"')) if name != "scope"
-        ]
+        action_form = form_html(page.text, 'id="action-form"')
+        if page.status == 200 and not action_form and "No message matches these filters" in page.text:
+            # The consumers took every "bulk" message first: nothing to move (the page offers no action);
+            # the job goes back for a later turn.
+            self.run.tally(vocabulary.MOVE, nothing_to_do=1)
+            self.run.release_job()
+            return
+        fields = [(name, value) for name, value in hidden_fields(action_form) if name != "scope"]
         dialog = self.get(
             "move by filter: dialog (htmx)",
             queue_path(queue, "act"),
