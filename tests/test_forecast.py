@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.test import override_settings
 
+from queues.alerting import summary, webhook_body
 from queues.forecast import DRAINING, EMPTY, GROWING, STALLED, UNKNOWN, Point, eta_from_rates, forecast
 from queues.management.commands.sample_metrics import take_sample
-from queues.models import QueueSample
+from queues.models import AlertEpisode, QueueSample
 from queues.selectors import history
 from tests.conftest import uses_databases, wait_for
 from tests.pages import overview_rows, parse, seconds, stat
+from tests.test_alerting import alert_rules  # noqa: F401 (a fixture)
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -185,6 +187,29 @@ def test_the_overview_sorts_by_when_each_queue_clears(signed_in_client, make_que
     assert by_name["fc_stuck"]["will_drain"] is False
     assert 190 <= by_name["fc_fast"]["eta_s"] <= 210 and by_name["fc_fast"]["removal_rate"] == pytest.approx(0.5, 0.05)
     assert by_name["fc_young"] == {**by_name["fc_young"], "state": "unknown", "eta_s": None, "confidence": None}
+
+
+@uses_databases
+def test_a_drain_eta_alert_fires_for_a_queue_that_will_not_clear_in_time(make_queue, pgmq_sql, alert_rules):  # noqa: F811
+    alert_rules("""
+        [[rules]]
+        name = "slow drain"
+        queues = "fc_*"
+        measure = "drain_eta"
+        threshold = "10m"
+    """)
+    queues_with_history(make_queue, pgmq_sql)
+
+    take_sample(count_poison_everywhere=False)
+
+    episodes = {episode.queue_name: episode for episode in AlertEpisode.objects.filter(rule="slow drain")}
+    # fc_slow needs about 27 min, fc_stuck never clears; fc_fast (3 min) and fc_empty do not
+    # breach, and fc_young has no history to tell.
+    assert sorted(episodes) == ["fc_slow", "fc_stuck"]
+    assert episodes["fc_slow"].state == AlertEpisode.FIRING and 1_500 <= episodes["fc_slow"].value <= 1_700
+    assert math.isinf(episodes["fc_stuck"].value)
+    assert "time to drain ∞, it will not drain (threshold 10 min)" in summary(episodes["fc_stuck"], "firing")
+    assert webhook_body(episodes["fc_stuck"], "firing")["value"] is None
 
 
 @uses_databases
