@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,9 +26,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.databases import first_line
+from queues.forecast import Forecast, Point
 from queues.formatting import duration
 from queues.models import AlertEpisode, AlertNotification, QueueSample
 from queues.rules import AlertRule
+from queues.selectors.forecasts import forecasts
 from queues.selectors.stats import QueueStats
 from queues.watched import database_path_prefix, watched_name
 
@@ -39,6 +42,7 @@ MEASURE_WORDS = {
     "backlog_growth": "backlog growth",
     "poison": "poison messages",
     "consumer_silence": "consumers silent for",
+    "drain_eta": "time to drain",
 }
 # A notification not delivered within this long is given up (it would only be noise by then).
 GIVE_UP_AFTER = timedelta(hours=24)
@@ -60,6 +64,7 @@ class Reading:
     removed_total: int | None
     in_flight: int
     table: str  # the live table: names sharing one (pgmq.TableSharing) are alerted on once
+    sent_total: int | None = None
 
 
 def readings_from(stats: list[QueueStats], poison: dict[str, int | None]) -> list[Reading]:
@@ -74,6 +79,7 @@ def readings_from(stats: list[QueueStats], poison: dict[str, int | None]) -> lis
             removed_total=queue.live.removed_total,
             in_flight=queue.in_flight,
             table=queue.live.name,
+            sent_total=queue.sent_total,
         )
         # Of names sharing a table, the one created first comes first: the alert is under its name.
         for queue in sorted(stats, key=lambda queue: (queue.queue.created_at, queue.name))
@@ -130,10 +136,14 @@ def consumer_silence(reading: Reading, history: list[tuple], threshold_s: float)
     return None
 
 
-def measure_value(rule: AlertRule, reading: Reading, history: list[tuple]) -> float | None:
+def measure_value(
+    rule: AlertRule, reading: Reading, history: list[tuple], forecast: Forecast | None = None
+) -> float | None:
     """The rule's measure on this queue now; None when it cannot be told this round (the state is
-    then left as it is)."""
+    then left as it is). drain_eta is the forecast's: infinite when the queue will not drain."""
     measure = rule.measure
+    if measure == "drain_eta":
+        return forecast.eta_s if forecast else None
     if measure == "oldest_age":
         return reading.oldest_visible_age_s or 0.0  # nothing waiting: nothing is late
     if measure == "visible":
@@ -148,7 +158,9 @@ def measure_value(rule: AlertRule, reading: Reading, history: list[tuple]) -> fl
 def describe(measure: str, value: float | None) -> str:
     if value is None:
         return "unknown"
-    if measure in ("oldest_age", "consumer_silence"):
+    if measure == "drain_eta" and math.isinf(value):
+        return "∞, it will not drain"
+    if measure in ("oldest_age", "consumer_silence", "drain_eta"):
         return duration(value)
     return f"{value:+,.0f}" if measure == "backlog_growth" else f"{value:,.0f}"
 
@@ -169,13 +181,16 @@ def evaluate_alerts(readings: list[Reading]) -> None:
     }
     if rules:
         history = _history_for(rules, readings)
+        drains = _forecasts_for(rules, readings)
         for rule in rules:
             evaluated_tables = set()
             for reading in readings:
                 if not rule.matches_queue(reading.queue_name) or reading.table in evaluated_tables:
                     continue
                 evaluated_tables.add(reading.table)
-                value = measure_value(rule, reading, history.get(reading.queue_name, []))
+                value = measure_value(
+                    rule, reading, history.get(reading.queue_name, []), drains.get(reading.queue_name)
+                )
                 episode = open_episodes.pop((rule.name, reading.queue_name), None)
                 _step(database, rule, reading, value, episode)
     # Open episodes no rule looked at: the queue was dropped, or the rule changed or went away.
@@ -197,6 +212,17 @@ def _history_for(rules: list[AlertRule], readings: list[Reading]) -> dict[str, l
     ]
     since = max(reading.measured_at for reading in readings) - timedelta(seconds=max(spans)) - HISTORY_SLACK
     return _samples_since(names, since)
+
+
+def _forecasts_for(rules: list[AlertRule], readings: list[Reading]) -> dict[str, Forecast]:
+    drain_rules = [rule for rule in rules if rule.measure == "drain_eta"]
+    return forecasts(
+        {
+            reading.queue_name: Point(reading.measured_at, reading.backlog, reading.sent_total, reading.removed_total)
+            for reading in readings
+            if any(rule.matches_queue(reading.queue_name) for rule in drain_rules)
+        }
+    )
 
 
 def _step(database: str, rule: AlertRule, reading: Reading, value: float | None, episode: AlertEpisode | None) -> None:
@@ -324,7 +350,8 @@ def webhook_body(episode: AlertEpisode, status: str) -> dict:
         "measure": episode.measure,
         "queue": episode.queue_name,
         "database": episode.database,
-        "value": episode.value,
+        # JSON has no infinity: a queue that will not drain has no value, and says so in `text`.
+        "value": episode.value if episode.value is None or math.isfinite(episode.value) else None,
         "threshold": episode.threshold,
         "started_at": episode.fired_at.isoformat() if episode.fired_at else None,
         "resolved_at": episode.resolved_at.isoformat() if episode.resolved_at else None,

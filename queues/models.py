@@ -56,6 +56,9 @@ class QueueSample(models.Model):
     processing_rate_1m = models.FloatField(null=True, help_text="messages archived or deleted per second, last minute")
     health = models.CharField(max_length=10, blank=True, help_text="ok, warning or critical; empty in older samples")
     not_visible_exact = models.BooleanField(default=True, help_text="false: in flight and delayed are estimates")
+    drain_eta_s = models.FloatField(
+        null=True, help_text="seconds until the backlog is gone at the 5-minute rates; Infinity: it will not drain"
+    )
     # Pruned before its round (prune_samples), so the constraint holds without a cascade in Python.
     round = models.ForeignKey("SamplerRound", null=True, on_delete=models.DO_NOTHING, related_name="samples")
 

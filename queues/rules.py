@@ -154,6 +154,7 @@ ALERT_MEASURES = {
     "backlog_growth": "count",
     "poison": "count",
     "consumer_silence": "duration",
+    "drain_eta": "duration",
 }
 ALERT_RULE_KEYS = {
     "name",

@@ -316,7 +316,8 @@ threshold = 1
     [
         (
             '[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "age"\nthreshold = 1',
-            "rule 'a': measure must be one of oldest_age, visible, backlog_growth, poison, consumer_silence; got 'age'",
+            "rule 'a': measure must be one of oldest_age, visible, backlog_growth, poison, consumer_silence, "
+            "drain_eta; got 'age'",
         ),
         ('[[rules]]\nname = "a"\nqueues = "*"\nmeasure = "oldest_age"', "rule 'a' needs threshold = ..."),
         (

@@ -4,6 +4,8 @@ pages."""
 
 from __future__ import annotations
 
+import math
+
 from django import forms as django_forms
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -34,6 +36,50 @@ class PoisonSerializer(serializers.Serializer):
     counted_at = serializers.DateTimeField(
         allow_null=True, help_text="null: counted now; else when the sampler counted it"
     )
+
+
+class ForecastSerializer(serializers.Serializer):
+    """When the backlog will be gone at the current rate (queues/forecast.py)."""
+
+    state = serializers.ChoiceField(
+        choices=["empty", "draining", "stalled", "growing", "unknown"],
+        help_text="unknown: not enough history yet (under 3 samples or a minute)",
+    )
+    summary = serializers.CharField(help_text='in words, as the pages say it: "clears in ~35 min at the current rate"')
+    eta_s = serializers.SerializerMethodField(
+        help_text="seconds until the backlog is gone at the current rate: 0 when empty; null when it will not "
+        "drain (stalled, growing) or is unknown"
+    )
+    will_drain = serializers.SerializerMethodField(help_text="false when stalled or growing; null when unknown")
+    arrival_rate = serializers.FloatField(allow_null=True, help_text="messages sent per second over window_s")
+    removal_rate = serializers.FloatField(allow_null=True, help_text="archived or deleted per second over window_s")
+    drain_rate = serializers.FloatField(
+        allow_null=True, help_text="removal_rate minus arrival_rate: what the backlog shrinks by per second"
+    )
+    window_s = serializers.FloatField(allow_null=True, help_text="the seconds of history the rates come from (≤ 300)")
+    samples = serializers.IntegerField(help_text="the sampler's samples in that window, the reading now included")
+    confidence = serializers.ChoiceField(
+        choices=["high", "medium", "low"],
+        allow_null=True,
+        help_text="from how steady the drain rate was from sample to sample, and how many samples there are",
+    )
+    relative_error = serializers.SerializerMethodField(
+        help_text="the drain rate's standard error over the rate (0.05: ±5%); null when it cannot be told"
+    )
+    stalled_for_s = serializers.FloatField(allow_null=True, help_text="stalled: seconds since a message was removed")
+
+    def get_eta_s(self, forecast) -> float | None:
+        return _finite(forecast.eta_s)
+
+    def get_will_drain(self, forecast) -> bool | None:
+        return None if forecast.eta_s is None else math.isfinite(forecast.eta_s)
+
+    def get_relative_error(self, forecast) -> float | None:
+        return _finite(forecast.relative_error)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 class QueueSerializer(serializers.Serializer):
@@ -82,6 +128,7 @@ class QueueSerializer(serializers.Serializer):
         help_text="the seconds the one-minute rates were measured over: up to 60, at least 30; null without history",
     )
     sparkline = serializers.ListField(child=serializers.IntegerField(), help_text="backlog over the last 30 minutes")
+    forecast = ForecastSerializer(allow_null=True)
     shares_tables_with = serializers.ListField(
         child=serializers.CharField(),
         help_text="other names pgmq.meta lists with this queue's very tables (pgmq lowercases names: `Foo` and `FOO` "

@@ -290,6 +290,7 @@ ROUND_SORT_COLUMNS = {
     "enqueue_rate": "enqueue_rate",
     "processing_rate": "processing_rate",
     "poison": "poison",
+    "drain_eta": "drain_eta_s",
 }
 
 

@@ -14,10 +14,11 @@ from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 
+from queues.forecast import Forecast, Point
 from queues.health import Health, queue_health
 from queues.models import QueueSample
 from queues.pgmq import Queue, TableSharing, table_sharing
-from queues.selectors import history
+from queues.selectors import forecasts, history
 from queues.selectors.history import Rates
 from queues.selectors.stats import QueueStats, RowCount, shared_queue_stats
 
@@ -38,6 +39,7 @@ class OverviewRow:
     health: Health
     sparkline: list[int] = dataclasses.field(default_factory=list)
     table_sharing: TableSharing | None = None  # other names in pgmq.meta have this queue's tables
+    forecast: Forecast | None = None  # when the backlog will be gone (queues/forecast.py)
 
     @property
     def shares_tables_with(self) -> list[str]:
@@ -89,6 +91,7 @@ SORT_KEYS = {
     "enqueue_rate": lambda row: row.rates.enqueue,
     "processing_rate": lambda row: row.rates.processing,
     "poison": lambda row: row.poison.value if row.poison else None,
+    "drain_eta": lambda row: row.forecast.eta_s if row.forecast else None,
 }
 
 
@@ -236,6 +239,12 @@ def _rows(stats: list[QueueStats], sharing: dict[str, TableSharing]) -> list[Ove
     if not stats:
         return []
     rates = history.rates(stats)
+    drains = forecasts.forecasts(
+        {
+            queue.name: Point(queue.measured_at, queue.backlog.value, queue.sent_total, queue.live.removed_total)
+            for queue in stats
+        }
+    )
     poison_counts = poison_by_queue(stats)
     rows = []
     for queue in stats:
@@ -254,6 +263,7 @@ def _rows(stats: list[QueueStats], sharing: dict[str, TableSharing]) -> list[Ove
                 poison=poison,
                 health=health,
                 table_sharing=sharing.get(queue.name),
+                forecast=drains[queue.name],
             )
         )
     return rows

@@ -21,6 +21,7 @@ from django.db.models import Model
 
 from dashboard.databases import first_line
 from queues.alerting import evaluate_alerts, readings_from
+from queues.forecast import eta_from_rates
 from queues.health import queue_health
 from queues.models import QueueSample, SamplerRound
 from queues.selectors import history
@@ -98,6 +99,9 @@ def _store_samples(sampler_round: SamplerRound, stats, poison, latest_poison, ra
                 processing_rate=rates[queue.name].processing,
                 enqueue_rate_1m=rates[queue.name].enqueue_1m,
                 processing_rate_1m=rates[queue.name].processing_1m,
+                drain_eta_s=eta_from_rates(
+                    queue.backlog.value, rates[queue.name].enqueue, rates[queue.name].processing
+                ),
                 health=queue_health(
                     queue.name,
                     oldest_visible_age_s=queue.oldest_visible_age_s,
