@@ -7,12 +7,13 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db.models import F
 from django.test import override_settings
 
 from queues.alerting import summary, webhook_body
 from queues.forecast import DRAINING, EMPTY, GROWING, STALLED, UNKNOWN, Point, eta_from_rates, forecast
 from queues.management.commands.sample_metrics import take_sample
-from queues.models import AlertEpisode, QueueSample
+from queues.models import AlertEpisode, QueueSample, SamplerRound
 from queues.selectors import history
 from tests.conftest import uses_databases, wait_for
 from tests.pages import overview_rows, parse, seconds, stat
@@ -214,13 +215,19 @@ def test_a_drain_eta_alert_fires_for_a_queue_that_will_not_clear_in_time(make_qu
 
 @uses_databases
 def test_the_sampler_records_a_real_drain_and_the_page_and_api_forecast_it(signed_in_client, make_queue, pgmq_sql):
-    """A consumer archives 3 messages a second while a producer sends 1; the sampler really runs
-    every 10 s. Once it has a minute of history the queue page and the API say when it clears."""
+    """A consumer archives 30 messages while a producer sends 10 between real sampler rounds. Time is
+    compressed rather than waited for: before each round the history recorded so far moves 10 s into
+    the past, so the rounds stand 10 s apart. Once it has a minute of history the queue page and the
+    API say when it clears."""
     make_queue("fc_live", messages=600)
     taken = 0
 
     def work_and_sample() -> str:
         nonlocal taken
+        QueueSample.objects.update(sampled_at=F("sampled_at") - timedelta(seconds=10))
+        SamplerRound.objects.update(
+            started_at=F("started_at") - timedelta(seconds=10), finished_at=F("finished_at") - timedelta(seconds=10)
+        )
         pgmq_sql.execute("SELECT pgmq.send_batch('fc_live', array_fill('{}'::jsonb, ARRAY[10]))")
         read = pgmq_sql.execute("SELECT array_agg(msg_id) FROM pgmq.read('fc_live', 30, 30)").fetchone()[0]
         pgmq_sql.execute("SELECT pgmq.archive('fc_live', %s::bigint[])", [read])
@@ -229,7 +236,7 @@ def test_the_sampler_records_a_real_drain_and_the_page_and_api_forecast_it(signe
         taken += 1
         return signed_in_client.get("/api/v1/queues/fc_live/").json()["forecast"]["state"]
 
-    found = wait_for(lambda: work_and_sample() == DRAINING, timeout=120, interval=10, what="a drain forecast")
+    found = wait_for(lambda: work_and_sample() == DRAINING, timeout=60, interval=0, what="a drain forecast")
     assert found and taken >= 7  # a minute of samples, 10 s apart
 
     queue = signed_in_client.get("/api/v1/queues/fc_live/").json()
