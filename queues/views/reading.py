@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard.databases import took_too_long
 from queues import celery_tasks, forms, jobs, redaction, vocabulary
+from queues.access import OPERATE, may
 from queues.filters import SOURCES, STATES, MessageFilter
 from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
 from queues.selectors import (
@@ -226,17 +227,13 @@ def _filters_only(request: HttpRequest) -> str:
 
 def _write_refusal(request: HttpRequest, queue: Queue) -> str | None:
     """Why actions are off for a user whose role allows them: the database role may not write."""
-    return privileges.write_refusal(queue) if request.user.has_perm("queues.operate_messages") else None
+    return privileges.write_refusal(queue) if may(request.user, OPERATE) else None
 
 
 def _action_context(request: HttpRequest, queue: Queue, message_filter: messages.MessageFilter) -> dict:
     """What the message list needs to offer actions: only to those allowed, on one table at a time."""
     write_refusal = _write_refusal(request, queue)
-    can_act = (
-        request.user.has_perm("queues.operate_messages")
-        and not write_refusal
-        and message_filter.source in (LIVE, ARCHIVE)
-    )
+    can_act = may(request.user, OPERATE) and not write_refusal and message_filter.source in (LIVE, ARCHIVE)
     if not can_act:
         return {"can_act": False, "write_refusal": write_refusal}
     query = request.GET.copy()
