@@ -290,7 +290,8 @@ CONTENT_SECURITY_POLICY = {
 # Absolute: under /db/<name>/ the script prefix changes, and a relative STATIC_URL would follow it.
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# Under a prefix of their own, so a project mounting the app (README "Mount it") keeps its own names.
+STATICFILES_DIRS = [("pgmq_dashboard", BASE_DIR / "static")]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

@@ -9,7 +9,7 @@ sign-in attempts), whatever was given to it by hand. A user whose only groups ar
 databases does not see this one at all.
 
 DASHBOARD_READ_ONLY turns every write off for everyone, superusers included: `may` answers no for
-the writing permissions, `refusing_writes` wraps the app's routes so no unsafe request reaches a
+the writing permissions, `guarded_routes` wraps the app's routes so no unsafe request reaches a
 view, and the job runner claims nothing. Django's admin (logins, groups, API tokens) stays.
 """
 
@@ -21,11 +21,12 @@ from collections.abc import Callable
 from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.context_processors import PermLookupDict, PermWrapper
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser, Permission
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern
 
 from queues.watched import watched_name
 
@@ -80,26 +81,30 @@ def read_only_context(request: HttpRequest) -> dict[str, object]:
     return {"read_only": True, "perms": ReadOnlyPerms(getattr(request, "user", None))}
 
 
-def _refusing_writes(view: Callable, *, as_json: bool) -> Callable:
+def _guarded(view: Callable, *, api: bool) -> Callable:
+    if not api and getattr(view, "login_required", True):
+        # Where a project mounts the app without LoginRequiredMiddleware, its pages still need a sign-in.
+        view = login_required(view)
+
     @functools.wraps(view)
-    def refusing(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+    def refusing_writes(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
         if request.method not in SAFE_METHODS and read_only():
-            if as_json:
+            if api:
                 return JsonResponse({"detail": READ_ONLY_REASON}, status=403)
             raise PermissionDenied(READ_ONLY_REASON)
         return view(request, *args, **kwargs)
 
-    return refusing
+    return refusing_writes
 
 
-def refusing_writes(urlpatterns: list, *, as_json: bool = False) -> list:
-    """The routes, each refusing every unsafe request (POST, PUT, PATCH, DELETE) while read-only:
-    a write path added later is refused without being listed anywhere."""
+def guarded_routes(urlpatterns: list, *, api: bool = False) -> list:
+    """The app's routes as this layer guards them: a page needs a sign-in (the API's own
+    authentication answers for it), and every unsafe request (POST, PUT, PATCH, DELETE) is refused
+    while read-only, so a write path added later is refused without being listed anywhere. An
+    included URL conf guards its own routes."""
     for entry in urlpatterns:
-        if isinstance(entry, URLResolver):
-            refusing_writes(entry.url_patterns, as_json=as_json)
-        elif isinstance(entry, URLPattern):
-            entry.callback = _refusing_writes(entry.callback, as_json=as_json)
+        if isinstance(entry, URLPattern):
+            entry.callback = _guarded(entry.callback, api=api)
     return urlpatterns
 
 

@@ -106,7 +106,7 @@ def download_too_big(request: HttpRequest, stored: payloads.StoredPayload) -> Ht
         request,
         413,
         detail,
-        "too_big.html",
+        "queues/too_big.html",
         {
             "part": stored.column,
             "msg_id": stored.msg_id,
@@ -122,7 +122,7 @@ def download_too_big(request: HttpRequest, stored: payloads.StoredPayload) -> Ht
 
 
 def bad_request(request: HttpRequest, form) -> HttpResponse:
-    return render(request, "400.html", {"form": form}, status=400)
+    return render(request, "queues/400.html", {"form": form}, status=400)
 
 
 def render_panel(request: HttpRequest, template: str, context: dict, build: Callable[[], dict]) -> HttpResponse:

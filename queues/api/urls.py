@@ -3,10 +3,10 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
 import queues.urls  # noqa: F401  registers the "queue" converter (any queue name as one path segment)
-from queues.access import refusing_writes
+from queues.access import guarded_routes
 from queues.api import views
 
-urlpatterns = refusing_writes(
+urlpatterns = guarded_routes(
     [
         path("schema/", login_not_required(SpectacularAPIView.as_view()), name="api-schema"),
         path("queues/", views.queue_list, name="api-queues"),
@@ -24,5 +24,5 @@ urlpatterns = refusing_writes(
         path("jobs/<int:job_id>/", views.job_detail, name="api-job"),
         path("jobs/<int:job_id>/cancel/", views.cancel_job, name="api-job-cancel"),
     ],
-    as_json=True,
+    api=True,
 )

@@ -264,7 +264,7 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
     queue = get_queue_or_404(queue_name)
     source = request.GET.get("source")
     if source not in (None, LIVE, ARCHIVE):
-        return render(request, "400.html", {"message": "source must be live or archive"}, status=400)
+        return render(request, "queues/400.html", {"message": "source must be live or archive"}, status=400)
     redacted = redaction.applies_to(request.user)
     message = messages.find_message(queue, msg_id, source=source, redacted=redacted, text_chars=DISPLAY_LIMIT_CHARS)
     if message is None:
@@ -304,7 +304,10 @@ def message_raw(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRespo
     part = request.GET.get("part") or "message"
     if source not in (None, LIVE, ARCHIVE) or part not in ("message", "headers"):
         return render(
-            request, "400.html", {"message": "source must be live or archive, part message or headers"}, status=400
+            request,
+            "queues/400.html",
+            {"message": "source must be live or archive, part message or headers"},
+            status=400,
         )
     stored = payloads.stored_payload(
         queue, msg_id, column=part, source=source, redacted=redaction.applies_to(request.user)
