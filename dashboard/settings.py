@@ -96,6 +96,8 @@ DOWNLOAD_MAX_BYTES = env.integer("DASHBOARD_DOWNLOAD_MAX_BYTES", 256 * 1024 * 10
 EXPORTS_PER_USER = env.integer("DASHBOARD_EXPORTS_PER_USER", 2, minimum=1)
 WORKER_THREADS = env.integer("GUNICORN_THREADS", 4, minimum=1)  # as dashboard/gunicorn.conf.py reads it
 EXPORTS_PER_WORKER = min(env.integer("DASHBOARD_EXPORTS_PER_WORKER", 2, minimum=1), max(WORKER_THREADS - 1, 1))
+# Every write hidden and refused, for everyone (README "Read-only"); the CLI's --readonly sets it.
+READ_ONLY = env.boolean("DASHBOARD_READ_ONLY", default=False)
 # JSON paths whose values only users with the permission "view_unredacted" see (README, "Redaction").
 REDACT_PATHS = env.json_paths("DASHBOARD_REDACT")
 # A message read this many times or more is a poison message.
@@ -201,6 +203,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "queues.context_processors.watched_database",
                 "queues.context_processors.refresh_interval",
+                "queues.access.read_only_context",
             ],
         },
     },
@@ -287,7 +290,8 @@ CONTENT_SECURITY_POLICY = {
 # Absolute: under /db/<name>/ the script prefix changes, and a relative STATIC_URL would follow it.
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# Under a prefix of their own, so a project mounting the app (README "Mount it") keeps its own names.
+STATICFILES_DIRS = [("pgmq_dashboard", BASE_DIR / "static")]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

@@ -8,6 +8,7 @@ a file cut short meanwhile; when nothing changed, nothing is written.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from django.conf import settings
@@ -16,12 +17,17 @@ from django.core.management import call_command
 
 
 def collect_static() -> bool:
-    """Collect the static files unless every one is older than the manifest; whether it collected."""
+    """Collect the static files unless every one is in the manifest and older than it; whether it collected."""
     manifest = Path(settings.STATIC_ROOT) / "staticfiles.json"
     if manifest.exists():
-        sources = (Path(storage.path(path)) for finder in get_finders() for path, storage in finder.list([]))
+        collected = json.loads(manifest.read_text()).get("paths", {})
+        sources = [(path, storage) for finder in get_finders() for path, storage in finder.list([])]
         collected_at = manifest.stat().st_mtime
-        if all(source.stat().st_mtime <= collected_at for source in sources):
+        if all(
+            Path(storage.path(path)).stat().st_mtime <= collected_at
+            and "/".join(filter(None, [getattr(storage, "prefix", None), path])) in collected
+            for path, storage in sources
+        ):
             return False
     call_command("collectstatic", "--noinput", verbosity=0)
     return True

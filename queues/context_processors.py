@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest
+from django.urls import NoReverseMatch, get_resolver, get_script_prefix, reverse
 from django.utils.functional import SimpleLazyObject
 
 from dashboard.databases import database_label, database_short_label
@@ -65,7 +66,7 @@ def other_databases(request: HttpRequest, alias: str) -> list[WatchedDatabase]:
 
 
 # Pages of one row of the dashboard's own tables, which belong to one database: the list instead.
-ROW_PAGES = {"audit-entry": "/audit/", "job": "/", "cancel-job": "/"}
+ROW_PAGES = {"audit-entry": "audit", "job": "overview", "cancel-job": "overview"}
 
 
 def same_page(request: HttpRequest, alias: str) -> str:
@@ -75,7 +76,7 @@ def same_page(request: HttpRequest, alias: str) -> str:
     if match is None or request.method != "GET":
         return ""
     if match.url_name in ROW_PAGES:
-        return ROW_PAGES[match.url_name]
+        return "/" + get_resolver().reverse(ROW_PAGES[match.url_name])
     queue_name = match.kwargs.get("queue_name")
     if queue_name is not None and not has_queue(alias, queue_name):
         return ""
@@ -136,9 +137,17 @@ def watched_database(request: HttpRequest) -> dict[str, object]:
         "other_databases": SimpleLazyObject(lambda: other_databases(request, alias)),
         "firing_alerts": SimpleLazyObject(lambda: firing_alerts(request)),
         "topics_available": SimpleLazyObject(lambda: topics_available(request)),
-        # Django's admin exists once, outside every database's prefix.
-        "admin_url": getattr(request, "dashboard_script_prefix", "/") + "admin/",
+        "admin_url": admin_url(request),
     }
+
+
+def admin_url(request: HttpRequest) -> str:
+    """Django's admin, which exists once, outside every database's prefix ("" where the project has none)."""
+    try:
+        path = reverse("admin:index")
+    except NoReverseMatch:
+        return ""
+    return getattr(request, "dashboard_script_prefix", "/") + path.removeprefix(get_script_prefix())
 
 
 def refresh_interval(request: HttpRequest) -> dict[str, int]:

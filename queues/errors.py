@@ -7,12 +7,21 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import NoReverseMatch, get_resolver
 from django.views import defaults
 
 
 def wants_json(request: HttpRequest) -> bool:
-    """Under /api/ (of any watched database: the prefix is off path_info by then)."""
-    return request.path_info.startswith("/api/")
+    """Under the API's address (of any watched database: the prefix is off path_info by then)."""
+    return request.path_info.startswith(api_root())
+
+
+def api_root() -> str:
+    """Where the API is mounted: "/api/", or "/pgmq/api/" in a project that includes the app under pgmq/."""
+    try:
+        return "/" + get_resolver().reverse("api-schema").removesuffix("v1/schema/")
+    except NoReverseMatch:
+        return "/api/"
 
 
 def error_answer(

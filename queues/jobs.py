@@ -25,6 +25,7 @@ from django.utils import timezone
 from psycopg import sql
 
 from dashboard.databases import is_connection_failure
+from queues.access import READ_ONLY_REASON, read_only
 from queues.filters import MessageFilter
 from queues.jsontext import RawJSON, as_jsonb
 from queues.models import AuditEntry, BulkJob
@@ -73,6 +74,8 @@ def create(
     request_token=None,
 ) -> BulkJob:
     """A job for the runner: `action` on every message of `queue`'s `source` table `message_filter` matches."""
+    if read_only():
+        raise PermissionError(READ_ONLY_REASON)
     filter_data, filter_words = message_filter.to_data(), message_filter.in_words()
     if action in (MOVE, REQUEUE):
         destination = Queue.objects.filter(queue_name=parameters.get("destination")).first()
@@ -117,7 +120,9 @@ def cancel(job: BulkJob, *, user) -> None:
 def claim() -> BulkJob | None:
     """The next job waiting, or one whose runner is gone, now this runner's. Only jobs of the
     databases this runner watches: another dashboard sharing this dashboard database (or a release
-    watching one more) runs the others."""
+    watching one more) runs the others. None while read-only: queued jobs wait for the switch to go."""
+    if read_only():
+        return None
     with transaction.atomic():
         job = (
             BulkJob.objects.select_for_update(skip_locked=True)

@@ -70,7 +70,7 @@ def own_table_missing(request: HttpRequest, table: str) -> HttpResponse:
         f"{settings.DATABASE_SOURCES['default']} is not migrated (run `manage.py migrate`) or not on the "
         "connection's search_path (behind PgBouncer or another pooler, set DASHBOARD_POOLER=on); "
         "nothing was changed",
-        "own_table_missing.html",
+        "queues/own_table_missing.html",
         {"table": table, "schema": settings.DASHBOARD_SCHEMA, "source": settings.DATABASE_SOURCES["default"]},
     )
 
@@ -149,7 +149,7 @@ class WatchedDatabaseMiddleware:
             alias = settings.WATCHED_DATABASES.get(match["name"])
             if alias is None:
                 with watching(PGMQ_DATABASE):
-                    return error_answer(request, 404, "There is no watched database of that name.", "404.html")
+                    return error_answer(request, 404, "There is no watched database of that name.", "queues/404.html")
             if match["rest"] == "/admin" or match["rest"].startswith("/admin/"):
                 # One admin site, outside every prefix: under one, a role scoped to that database
                 # would count on the dashboard's own tables (users, groups, the audit log).
@@ -158,7 +158,7 @@ class WatchedDatabaseMiddleware:
                         request,
                         404,
                         "Users and roles are managed at /admin/ only, outside every database's address.",
-                        "404.html",
+                        "queues/404.html",
                     )
             set_script_prefix(f"{request.dashboard_script_prefix}db/{match['name']}/")
         with watching(alias):
@@ -174,7 +174,7 @@ class WatchedDatabaseMiddleware:
         if request.path_info == "/" and theirs:
             return redirect(f"{request.dashboard_script_prefix.rstrip('/')}{database_path_prefix(theirs[0])}/")
         return error_answer(
-            request, 403, f"Your account has no role in the database {request.watched_database!r}.", "403.html"
+            request, 403, f"Your account has no role in the database {request.watched_database!r}.", "queues/403.html"
         )
 
 
@@ -216,7 +216,7 @@ class DatabaseUnavailableMiddleware:
                 503,
                 f"the query took longer than the statement timeout ({timeout_s:g} s) and "
                 "was stopped; try again, or narrow it",
-                "slow_query.html",
+                "queues/slow_query.html",
                 {"timeout_s": timeout_s},
             )
         if table := missing_own_table(exception):
@@ -225,7 +225,11 @@ class DatabaseUnavailableMiddleware:
             if pgmq_is_missing():
                 database = database_label(watched_alias())
                 return error_answer(
-                    request, 503, f"pgmq is not installed in {database}", "pgmq_missing.html", {"database": database}
+                    request,
+                    503,
+                    f"pgmq is not installed in {database}",
+                    "queues/pgmq_missing.html",
+                    {"database": database},
                 )
             # A queue's table went between finding the queue and reading it: dropped meanwhile.
             return self.queue_gone(request, first_line(exception))
@@ -236,7 +240,7 @@ class DatabaseUnavailableMiddleware:
                 request,
                 403,
                 f"the database {database} refused it: {first_line(exception)}; nothing was changed",
-                "403.html",
+                "queues/403.html",
                 {"database_refused": first_line(exception), "database": database},
             )
         return None
@@ -246,7 +250,7 @@ class DatabaseUnavailableMiddleware:
             request,
             404,
             f"This queue's table is gone: the queue was probably dropped a moment ago ({detail}).",
-            "404.html",
+            "queues/404.html",
         )
 
     def unavailable(self, request: HttpRequest) -> HttpResponse:
@@ -261,7 +265,7 @@ class DatabaseUnavailableMiddleware:
             request,
             503,
             "the database is not reachable: " + "; ".join(problems),
-            "503.html",
+            "queues/503.html",
             {"problems": problems, "retry_seconds": settings.REFRESH_SECONDS if retries else None},
             problems=problems,
         )

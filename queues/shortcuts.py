@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
-from django.contrib.auth.decorators import permission_required
+from django.contrib.auth.decorators import user_passes_test
+from django.core.exceptions import PermissionDenied
 from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -15,7 +16,7 @@ from django.urls import reverse
 
 from dashboard.databases import took_too_long
 from queues import forms, jobs, redaction
-from queues.access import ADMINISTER, OPERATE
+from queues.access import ADMINISTER, OPERATE, READ_ONLY_REASON, may, read_only
 from queues.errors import error_answer
 from queues.filters import words_seen
 from queues.forms import MAX_MSG_ID
@@ -23,9 +24,20 @@ from queues.models import BulkJob
 from queues.pgmq import Queue, fetch_row_sql
 from queues.selectors import messages, payloads
 
-# The pages' views that change anything, by role (a 403 page for everyone else).
-operator_required = permission_required(OPERATE, raise_exception=True)
-admin_required = permission_required(ADMINISTER, raise_exception=True)
+
+def _requiring(permission: str) -> Callable:
+    def allowed(user) -> bool:
+        if may(user, permission):
+            return True
+        raise PermissionDenied(READ_ONLY_REASON if read_only() else "")
+
+    return user_passes_test(allowed)
+
+
+# The pages' views that change anything, by role (a 403 page for everyone else, and for everyone
+# while the dashboard is read-only).
+operator_required = _requiring(OPERATE)
+admin_required = _requiring(ADMINISTER)
 
 
 def get_queue_or_404(queue_name: str) -> Queue:
@@ -94,7 +106,7 @@ def download_too_big(request: HttpRequest, stored: payloads.StoredPayload) -> Ht
         request,
         413,
         detail,
-        "too_big.html",
+        "queues/too_big.html",
         {
             "part": stored.column,
             "msg_id": stored.msg_id,
@@ -110,7 +122,7 @@ def download_too_big(request: HttpRequest, stored: payloads.StoredPayload) -> Ht
 
 
 def bad_request(request: HttpRequest, form) -> HttpResponse:
-    return render(request, "400.html", {"form": form}, status=400)
+    return render(request, "queues/400.html", {"form": form}, status=400)
 
 
 def render_panel(request: HttpRequest, template: str, context: dict, build: Callable[[], dict]) -> HttpResponse:

@@ -11,7 +11,7 @@ pytestmark = uses_databases
 
 
 def test_chart_js_is_served_pinned_and_cacheable(dashboard_server):
-    response = HttpSession(dashboard_server).get(static("vendor/chart.umd.min.js"))
+    response = HttpSession(dashboard_server).get(static("pgmq_dashboard/vendor/chart.umd.min.js"))
     assert response.status == 200
     assert "Chart.js v4.6.1" in response.text[:200]
     assert "immutable" in response.headers["Cache-Control"]

@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from queues import forms, jobs, redaction, services, vocabulary
-from queues.access import ADMINISTER, OPERATE, can_watch
+from queues.access import ADMINISTER, OPERATE, READ_ONLY_REASON, can_watch, may, read_only
 from queues.api import schemas as openapi
 from queues.api import serializers as s
 from queues.api.renderers import ExactJSONParser, ExactJSONRenderer, exact_json
@@ -45,7 +45,9 @@ class CanOperate(BasePermission):
     message = "acting on messages needs the Operator or Admin role (permission operate_messages)"
 
     def has_permission(self, request, view) -> bool:
-        return bool(request.user and request.user.has_perm(OPERATE))
+        if read_only():
+            self.message = READ_ONLY_REASON
+        return may(request.user, OPERATE)
 
 
 class WatchesThisDatabase(BasePermission):
@@ -63,7 +65,9 @@ class CanAdminister(BasePermission):
     message = "this needs the Admin role (permission administer_queues)"
 
     def has_permission(self, request, view) -> bool:
-        return bool(request.user and request.user.has_perm(ADMINISTER))
+        if read_only():
+            self.message = READ_ONLY_REASON
+        return may(request.user, ADMINISTER)
 
 
 class ReadsOrAdministers(CanAdminister):

@@ -167,7 +167,7 @@ def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpR
         )
     source = request.GET.get("source") or request.POST.get("source") or LIVE
     if source not in (LIVE, ARCHIVE):
-        return render(request, "400.html", {"message": "source must be live or archive"}, status=400)
+        return render(request, "queues/400.html", {"message": "source must be live or archive"}, status=400)
     original = messages.find_message(queue, msg_id, source=source)
     if original is None:
         flash.error(request, f"Message {msg_id} is no longer in {queue.queue_name}: a consumer took it meanwhile.")

@@ -110,7 +110,7 @@ def message_export(request: HttpRequest, queue_name: str, export_format: str) ->
             request,
             429,
             f"{busy}; try again in {export_slots.RETRY_AFTER_SECONDS} s",
-            "exports_busy.html",
+            "queues/exports_busy.html",
             {
                 "reason": str(busy),
                 "retry_seconds": export_slots.RETRY_AFTER_SECONDS,

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard.databases import took_too_long
 from queues import celery_tasks, forms, jobs, redaction, vocabulary
+from queues.access import OPERATE, may
 from queues.filters import SOURCES, STATES, MessageFilter
 from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
 from queues.selectors import (
@@ -226,17 +227,13 @@ def _filters_only(request: HttpRequest) -> str:
 
 def _write_refusal(request: HttpRequest, queue: Queue) -> str | None:
     """Why actions are off for a user whose role allows them: the database role may not write."""
-    return privileges.write_refusal(queue) if request.user.has_perm("queues.operate_messages") else None
+    return privileges.write_refusal(queue) if may(request.user, OPERATE) else None
 
 
 def _action_context(request: HttpRequest, queue: Queue, message_filter: messages.MessageFilter) -> dict:
     """What the message list needs to offer actions: only to those allowed, on one table at a time."""
     write_refusal = _write_refusal(request, queue)
-    can_act = (
-        request.user.has_perm("queues.operate_messages")
-        and not write_refusal
-        and message_filter.source in (LIVE, ARCHIVE)
-    )
+    can_act = may(request.user, OPERATE) and not write_refusal and message_filter.source in (LIVE, ARCHIVE)
     if not can_act:
         return {"can_act": False, "write_refusal": write_refusal}
     query = request.GET.copy()
@@ -267,7 +264,7 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
     queue = get_queue_or_404(queue_name)
     source = request.GET.get("source")
     if source not in (None, LIVE, ARCHIVE):
-        return render(request, "400.html", {"message": "source must be live or archive"}, status=400)
+        return render(request, "queues/400.html", {"message": "source must be live or archive"}, status=400)
     redacted = redaction.applies_to(request.user)
     message = messages.find_message(queue, msg_id, source=source, redacted=redacted, text_chars=DISPLAY_LIMIT_CHARS)
     if message is None:
@@ -307,7 +304,10 @@ def message_raw(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRespo
     part = request.GET.get("part") or "message"
     if source not in (None, LIVE, ARCHIVE) or part not in ("message", "headers"):
         return render(
-            request, "400.html", {"message": "source must be live or archive, part message or headers"}, status=400
+            request,
+            "queues/400.html",
+            {"message": "source must be live or archive, part message or headers"},
+            status=400,
         )
     stored = payloads.stored_payload(
         queue, msg_id, column=part, source=source, redacted=redaction.applies_to(request.user)

@@ -14,6 +14,7 @@ from django.db import DatabaseError, connections
 
 from dashboard.databases import first_line, is_connection_failure, unreachable_databases
 from queues import jobs
+from queues.access import read_only
 from queues.models import BulkJob
 from queues.pgmq import Queue
 from queues.watched import statement_budget, watched_alias, watching
@@ -122,6 +123,8 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.set())
         self.stdout.write("running bulk jobs")
+        if read_only():
+            self.stdout.write("the dashboard is read-only (DASHBOARD_READ_ONLY): queued jobs wait until it is not")
         while not stopping.is_set():
             try:
                 job = jobs.claim()
