@@ -70,6 +70,17 @@ def word_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def queue_pairs(name: str) -> dict[str, str]:
+    """`parked=billing, failed-mail=mail`: dead-letter queue = the queue its messages go back to."""
+    pairs = {}
+    for item in word_list(name, default=[]):
+        dead_letters, _, queue = (part.strip() for part in item.partition("="))
+        if not dead_letters or not queue:
+            fail(f"{name}: {item!r} is not a pair; write dead-letter queue=queue, e.g. parked=billing")
+        pairs[dead_letters] = queue
+    return pairs
+
+
 MAX_REDACT_PATH_KEYS = 8
 
 

@@ -102,6 +102,8 @@ READ_ONLY = env.boolean("DASHBOARD_READ_ONLY", default=False)
 REDACT_PATHS = env.json_paths("DASHBOARD_REDACT")
 # A message read this many times or more is a poison message.
 POISON_READ_COUNT = env.integer("DASHBOARD_POISON_READ_COUNT", 5, minimum=1)
+# Dead-letter queues whose names do not say whose they are (`X-dlq`, `X_dlq`, `X.dead` do).
+DEAD_LETTER_QUEUES = env.queue_pairs("DASHBOARD_DEAD_LETTER_QUEUES")
 # Live regions re-render every this many seconds (the page lets each user change or pause it).
 REFRESH_SECONDS = env.integer("DASHBOARD_REFRESH_SECONDS", 5, minimum=1)
 # A text search in payloads stops after this long and shows what it found.

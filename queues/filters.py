@@ -23,6 +23,7 @@ from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Now
 
 from dashboard.databases import took_too_long
+from queues.lineage import origin_filter
 from queues.pgmq import ARCHIVE, LIVE, Queue
 from queues.redaction import REDACTED, payload
 from queues.watched import statement_budget
@@ -96,6 +97,9 @@ class MessageFilter:
     # A Celery task's name (* a wildcard) and id, in the kombu envelope the message is (celery_tasks.py).
     task: str | None = None
     task_id: str | None = None
+    # Copies the dashboard made from that queue (or that message of it), a copy's copies too (lineage.py).
+    copied_from_queue: str | None = None
+    copied_from_msg_id: int | None = None
     # Matches payloads as a user without "view_unredacted" sees them (see queues/redaction.py).
     redacted: bool = False
 
@@ -118,6 +122,7 @@ class MessageFilter:
             or self.task_id
             or self.message_contains is not None
             or self.headers_contains is not None
+            or self.copied_from_queue is not None
             or self.read_ct_min is not None
             or self.read_ct_max is not None
         )
@@ -180,6 +185,9 @@ class MessageFilter:
             parts.append(f"message contains {json.dumps(self.message_contains, ensure_ascii=False)}")
         if self.headers_contains is not None:
             parts.append(f"headers contain {json.dumps(self.headers_contains, ensure_ascii=False)}")
+        if self.copied_from_queue is not None:
+            message = f" #{self.copied_from_msg_id}" if self.copied_from_msg_id is not None else ""
+            parts.append(f"copied from {self.copied_from_queue}{message}")
         if self.task:
             parts.append(f"Celery task is {self.task!r}")
         if self.task_id:
@@ -247,6 +255,13 @@ class MessageFilter:
                 queryset.alias(headers_seen=payload("headers", redacted=self.redacted)).filter(
                     headers_seen__contains=self.headers_contains
                 )
+                if queryset.model.has_column("headers")
+                else queryset.none()
+            )
+        if self.copied_from_queue is not None:
+            # The stored headers, not the redacted ones: an origin is the dashboard's, never a secret.
+            queryset = (
+                queryset.filter(headers__contains=origin_filter(self.copied_from_queue, self.copied_from_msg_id))
                 if queryset.model.has_column("headers")
                 else queryset.none()
             )

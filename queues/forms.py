@@ -196,6 +196,7 @@ class MessageFilterForm(forms.Form):
     q = forms.CharField(required=False, max_length=500, label="Search")
     task = forms.CharField(required=False, max_length=500, label="Celery task")
     task_id = forms.CharField(required=False, max_length=500, label="Celery task id")
+    copied_from = forms.CharField(required=False, max_length=300, label="Copied from")
     sort = forms.ChoiceField(required=False, choices=sort_choices(SORT_COLUMNS))
     after = forms.CharField(required=False, max_length=100)
     before = forms.CharField(required=False, max_length=100)
@@ -211,6 +212,21 @@ class MessageFilterForm(forms.Form):
 
     def clean_q(self) -> tuple[SearchTerm, ...]:
         return parse_search(self.cleaned_data["q"])
+
+    def clean_copied_from(self) -> tuple[str, int | None] | None:
+        """`orders` (any copy of one of its messages) or `orders #117` / `orders#117` (of that one)."""
+        text = self.cleaned_data["copied_from"]
+        if not text:
+            return None
+        queue_name, hash_sign, msg_id = text.rpartition("#") if "#" in text else (text, "", "")
+        queue_name = queue_name.strip()
+        if not queue_name or "\x00" in queue_name:
+            raise ValidationError("name a queue, e.g. orders, or one message of it, e.g. orders #117")
+        if not hash_sign:
+            return queue_name, None
+        if not msg_id.strip().isdigit() or int(msg_id) > MAX_MSG_ID:
+            raise ValidationError(f"“{msg_id.strip()}” is not a msg_id: write the queue and a number, e.g. orders #117")
+        return queue_name, int(msg_id)
 
     def clean(self) -> dict:
         data = super().clean()
@@ -262,6 +278,8 @@ class MessageFilterForm(forms.Form):
             search=data.get("q") or (),
             task=data.get("task") or None,
             task_id=data.get("task_id") or None,
+            copied_from_queue=data["copied_from"][0] if data.get("copied_from") else None,
+            copied_from_msg_id=data["copied_from"][1] if data.get("copied_from") else None,
         )
 
     def page_request(self) -> PageRequest:

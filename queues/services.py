@@ -21,6 +21,7 @@ from django.db.models.functions import Cast, Now
 from psycopg import sql
 
 from queues.jsontext import RawJSON, as_jsonb, json_text
+from queues.lineage import origin_sql, with_origin_sql
 from queues.models import AuditEntry, BulkJob, MessageCopy
 from queues.pgmq import (
     ARCHIVE,
@@ -220,7 +221,7 @@ def _still_there(
         texts["message_text"] = Cast("message", TextField())
         if "headers" in queue.tables[kind].columns:
             texts["headers_text"] = Cast("headers", TextField())
-    found = {row["msg_id"]: row for row in rows.values("msg_id", **texts)}
+    found = {row["msg_id"]: row for row in rows.values("msg_id", "read_ct", **texts)}
     for row in found.values():
         for name in texts:
             row[name] = RawJSON(row[name]) if row[name] is not None else None
@@ -240,32 +241,23 @@ def _payload_record(row: dict) -> RawJSON:
     )
 
 
-def _send_copies(destination: Queue, rows: list[dict]) -> list[int]:
-    """Send the rows' message and headers (exact JSON text) to `destination`, in order; the new msg_ids."""
-    if not rows:
-        return []
-    messages = [str(row["message_text"]) for row in rows]
+def _send_edited_copy(destination: Queue, *, message: RawJSON, headers: RawJSON | None, origin: sql.Composable) -> int:
+    """Send an edited message (exact JSON text) to `destination`, its headers marked with `origin`; the new msg_id."""
+    arguments = [sql.Literal(destination.queue_name), sql.SQL("{}::jsonb").format(sql.Literal(str(message)))]
     if "headers" in destination.tables[LIVE].columns:
-        headers = [str(row["headers_text"]) if row.get("headers_text") is not None else None for row in rows]
-        return [
-            row[0]
-            for row in sql_rows(
-                "SELECT * FROM pgmq.send_batch(%s, %s::text[]::jsonb[], %s::text[]::jsonb[])",
-                [destination.queue_name, messages, headers],
-            )
-        ]
-    return [
-        row[0]
-        for row in sql_rows(
-            "SELECT * FROM pgmq.send_batch(%s, %s::text[]::jsonb[])", [destination.queue_name, messages]
-        )
-    ]
+        given = sql.SQL("{}::jsonb").format(sql.Literal(str(headers) if headers is not None else None))
+        arguments.append(with_origin_sql(given, origin))
+    statement = sql.SQL("SELECT * FROM pgmq.send({})").format(sql.SQL(", ").join(arguments))
+    return sql_rows(statement.as_string(), None)[0][0]
 
 
-def _copy_rows(queue: Queue, kind: str, msg_ids: list[int], destination: Queue) -> dict[int, int]:
+def _copy_rows(
+    queue: Queue, kind: str, msg_ids: list[int], destination: Queue, *, action: str, by: str
+) -> dict[int, int]:
     """Send a copy of these rows of `queue`'s live table or archive to `destination`, in msg_id
     order, in one statement: the payloads go from table to table inside the database, however big,
-    exactly as stored. msg_id -> the copy's msg_id."""
+    exactly as stored, the headers marked with their origin (queues/lineage.py). msg_id -> the
+    copy's msg_id."""
     if not msg_ids:
         return {}
     table = sql.Identifier(PGMQ_SCHEMA, queue.tables[kind].name)
@@ -282,7 +274,20 @@ def _copy_rows(queue: Queue, kind: str, msg_ids: list[int], destination: Queue) 
 
     arguments = [sql.Literal(destination.queue_name), column("message")]
     if "headers" in destination.tables[LIVE].columns:
-        arguments.append(column("headers"))
+        headers = sql.Identifier("headers") if "headers" in queue.tables[kind].columns else sql.SQL("NULL::jsonb")
+        origin = origin_sql(
+            queue_name=queue.queue_name,
+            source=kind,
+            action=action,
+            by=by,
+            msg_id=sql.Identifier("msg_id"),
+            read_ct=sql.Identifier("read_ct"),
+        )
+        arguments.append(
+            sql.SQL("ARRAY(SELECT {} FROM {} WHERE msg_id = ANY({}::bigint[]) ORDER BY msg_id)").format(
+                with_origin_sql(headers, origin), table, ids
+            )
+        )
     statement = sql.SQL("SELECT * FROM pgmq.send_batch({})").format(sql.SQL(", ").join(arguments))
     ordered = sorted(
         sql_rows(
@@ -385,7 +390,7 @@ def batch_delay(queue: Queue, msg_ids: list[int], *, until: datetime) -> BatchRe
 
 
 def batch_move(
-    queue: Queue, msg_ids: list[int], *, destination: Queue, original: str, include_in_flight: bool
+    queue: Queue, msg_ids: list[int], *, destination: Queue, original: str, include_in_flight: bool, by: str
 ) -> BatchResult:
     """The redrive: a copy to `destination` of each message this takes out of the queue."""
     if destination.tables[LIVE].name == queue.tables[LIVE].name:
@@ -397,7 +402,7 @@ def batch_move(
     there = _still_there(queue, LIVE, msg_ids, lock=True)
     targets, skipped = _split_in_flight(there, include_in_flight)
     # Copied while locked, then taken out: the locks keep consumers off them in between.
-    new_ids = _copy_rows(queue, LIVE, targets, destination)
+    new_ids = _copy_rows(queue, LIVE, targets, destination, action=MOVE, by=by)
     if original == "archive":
         removed = _archive(queue, targets)
     else:
@@ -423,7 +428,7 @@ def _delete_archived_rows(queue: Queue, msg_ids: list[int]) -> set[int]:
 
 
 def batch_requeue(
-    queue: Queue, msg_ids: list[int], *, destination: Queue, remove_archived: bool, again: bool, alias: str
+    queue: Queue, msg_ids: list[int], *, destination: Queue, remove_archived: bool, again: bool, alias: str, by: str
 ) -> BatchResult:
     """A copy of each archived message sent to `destination`. One requeued before (by anyone, even
     at this very moment: the archived rows are locked first) is left alone unless asked `again`:
@@ -432,7 +437,7 @@ def batch_requeue(
     there = _still_there(queue, ARCHIVE, msg_ids, lock=True)
     copied_before = {} if again else copies_of(queue, list(there), action=REQUEUE, using=alias)
     wanted = sorted(msg_id for msg_id in there if msg_id not in copied_before)
-    new_ids = _copy_rows(queue, ARCHIVE, wanted, destination)
+    new_ids = _copy_rows(queue, ARCHIVE, wanted, destination, action=REQUEUE, by=by)
     if remove_archived:
         _delete_archived_rows(queue, wanted)
     return BatchResult(
@@ -488,7 +493,9 @@ def run_batch(
 ) -> BatchResult:
     """One batch of `action`, inside an action_transaction whose records go through `alias`; the
     copies it sends are recorded there too."""
-    result = _run_batch(action, queue, msg_ids, parameters, capture_payloads=capture_payloads, alias=alias)
+    result = _run_batch(
+        action, queue, msg_ids, parameters, capture_payloads=capture_payloads, alias=alias, username=username
+    )
     if result.new_ids:
         _record_copies(
             alias,
@@ -503,7 +510,14 @@ def run_batch(
 
 
 def _run_batch(
-    action: str, queue: Queue, msg_ids: list[int], parameters: dict, *, capture_payloads: bool, alias: str
+    action: str,
+    queue: Queue,
+    msg_ids: list[int],
+    parameters: dict,
+    *,
+    capture_payloads: bool,
+    alias: str,
+    username: str,
 ) -> BatchResult:
     if action == DELETE:
         return batch_delete(queue, msg_ids, capture_payloads=capture_payloads)
@@ -520,6 +534,7 @@ def _run_batch(
             destination=existing_queue(parameters["destination"]),
             original=parameters.get("original", "archive"),
             include_in_flight=parameters.get("include_in_flight", False),
+            by=username,
         )
     if action == REQUEUE:
         return batch_requeue(
@@ -529,6 +544,7 @@ def _run_batch(
             remove_archived=parameters.get("remove_archived", False),
             again=parameters.get("again", False),
             alias=alias,
+            by=username,
         )
     if action == DELETE_ARCHIVED:
         return batch_delete_archived(queue, msg_ids, capture_payloads=capture_payloads)
@@ -815,7 +831,15 @@ def edit_and_resend(
         if not archived:
             result = BatchResult(already_gone=[msg_id])
         else:
-            new_id = _send_copies(destination, [{"message_text": message, "headers_text": headers}])[0]
+            origin = origin_sql(
+                queue_name=queue.queue_name,
+                source=source,
+                action=EDIT_AND_RESEND,
+                by=user.username,
+                msg_id=sql.Literal(msg_id),
+                read_ct=sql.Literal(there[msg_id]["read_ct"]),
+            )
+            new_id = _send_edited_copy(destination, message=message, headers=headers, origin=origin)
             result = BatchResult(affected=[msg_id], new_ids={msg_id: new_id})
             _record_copies(
                 alias,

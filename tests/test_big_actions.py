@@ -43,7 +43,12 @@ def test_a_move_and_a_requeue_of_a_huge_message_copy_it_exactly_without_reading_
         assert outcome.result.new_ids == {1: 1}
 
     assert peak_python_bytes(move) < 2 * 1024 * 1024
-    assert pgmq_sql.execute('SELECT md5(message::text), headers::text FROM pgmq."q_heavy-dlq"').fetchone() == stored
+    assert (
+        pgmq_sql.execute(
+            "SELECT md5(message::text), (headers - 'x-pgmq-dashboard-origin')::text FROM pgmq.\"q_heavy-dlq\""
+        ).fetchone()
+        == stored
+    )
 
     def requeue() -> None:
         outcome = services.act_on_messages(
@@ -56,7 +61,12 @@ def test_a_move_and_a_requeue_of_a_huge_message_copy_it_exactly_without_reading_
         assert outcome.result.new_ids == {1: 2}
 
     assert peak_python_bytes(requeue) < 2 * 1024 * 1024
-    assert pgmq_sql.execute("SELECT md5(message::text), headers::text FROM pgmq.q_heavy").fetchone() == stored
+    assert (
+        pgmq_sql.execute(
+            "SELECT md5(message::text), (headers - 'x-pgmq-dashboard-origin')::text FROM pgmq.q_heavy"
+        ).fetchone()
+        == stored
+    )
     assert pgmq_sql.execute("SELECT count(*) FROM pgmq.a_heavy").fetchone()[0] == 0
 
 

@@ -76,6 +76,7 @@ def _filter_parameters() -> list[OpenApiParameter]:
         "q": "search: `timeout`, `headers:retry`, `message.customer.id:42`, `headers.trace_id:abc*`",
         "task": "a Celery task's name (* a wildcard), as kombu's pgmq transport sends it",
         "task_id": "a Celery task's id",
+        "copied_from": "copies the dashboard made from this queue (`orders`) or message (`orders #117`)",
         "sort": "a column, or -column for descending (-msg_id by default)",
         "after": "cursor: the page after this place (next_cursor)",
         "before": "cursor: the page before this place (previous_cursor)",

@@ -335,6 +335,7 @@ FILTER_KEYS = [
     "q",
     "task",
     "task_id",
+    "copied_from",
 ]
 FILTER_DESCRIPTIONS = {
     "message": "JSON the message contains (jsonb @>)",
@@ -343,6 +344,7 @@ FILTER_DESCRIPTIONS = {
     "`message.customer.id:42`, `headers.trace_id:abc*`",
     "task": "a Celery task's name (* a wildcard), as kombu's pgmq transport sends it",
     "task_id": "a Celery task's id",
+    "copied_from": "copies the dashboard made from this queue (`orders`) or message (`orders #117`), and their copies",
 }
 
 

@@ -8,6 +8,7 @@ from django.db.models.functions import Now
 
 from queues import vocabulary
 from queues.filters import MessageFilter
+from queues.lineage import dead_letter_pair
 from queues.pgmq import LIVE, Queue, TableSharing, table_sharing
 from queues.selectors.copies import copies_of
 
@@ -33,6 +34,13 @@ class ActionPlan:
     queue_name: str = ""  # the source
     # For a move or requeue, every name whose tables another name shares: moving from or to one is refused.
     table_sharing: dict[str, TableSharing] = dataclasses.field(default_factory=dict)
+    # Chosen by read_ct (poison): the messages are nearly all in flight, and the dialog says so first.
+    chosen_by_read_ct: bool = False
+    proposed_destination: str | None = None  # the queue's dead-letter pair (queues/lineage.py)
+
+    @property
+    def short_label(self) -> str:
+        return vocabulary.ACTIONS[self.action].label
 
     @property
     def refused_for_shared_tables(self) -> TableSharing | None:
@@ -103,4 +111,6 @@ def plan_action(
         requeued_before=requeued_before,
         queue_name=queue.queue_name,
         table_sharing=table_sharing() if action in (vocabulary.MOVE, vocabulary.REQUEUE) else {},
+        chosen_by_read_ct=message_filter is not None and message_filter.read_ct_min is not None,
+        proposed_destination=dead_letter_pair(queue.queue_name, destinations),
     )

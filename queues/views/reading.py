@@ -10,12 +10,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from dashboard.databases import took_too_long
-from queues import celery_tasks, forms, jobs, redaction, vocabulary
+from queues import celery_tasks, forms, jobs, lineage, redaction, vocabulary
 from queues.access import OPERATE, may
 from queues.filters import SOURCES, STATES, MessageFilter
 from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
 from queues.selectors import (
     archive,
+    copies,
     diagnostics,
     distributions,
     history,
@@ -107,6 +108,10 @@ def queue_page(request: HttpRequest, queue_name: str) -> HttpResponse:
         context["features"] = queue_features(queue)
         context["partitioning"] = partitions.queue_partitioning(queue)
         context["write_refusal"] = _write_refusal(request, queue)
+        # A dead-letter queue offers to send everything back to its queue.
+        context["send_back_to"] = lineage.queue_of_dead_letters(
+            queue.queue_name, list(Queue.objects.values_list("queue_name", flat=True))
+        )
     return partial_or_page(request, "queues/queue.html", {"queue-live": "queues/_queue_live.html"}, context)
 
 
@@ -291,6 +296,9 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
             "fetch_sql": fetch_row_sql(table.name, msg_id),
             # Read from the text the page has: a message cut for the page is not decoded.
             "celery_task": None if message.message_cut else celery_tasks.read_task(message.message_text),
+            "origin_chain": copies.origin_chain(queue, message.source, msg_id) if "headers" in table.columns else [],
+            "copies_found": copies.copies_in_headers(queue.queue_name, msg_id, budget_ms=settings.SEARCH_TIMEOUT_MS),
+            "search_budget_s": f"{settings.SEARCH_TIMEOUT_MS / 1000:g}",
         },
     )
 
