@@ -25,6 +25,9 @@ urlpatterns = [
             path("queues/<queue:queue_name>/messages/", reading.message_list, name="messages"),
             path("queues/<queue:queue_name>/messages/<int:msg_id>/", reading.message_detail, name="message"),
             path("queues/<queue:queue_name>/messages/<int:msg_id>/raw/", reading.message_raw, name="message-raw"),
+            path(
+                "queues/<queue:queue_name>/messages/<int:msg_id>/copies/", reading.message_copies, name="message-copies"
+            ),
             path("topics/", topics.topics_page, name="topics"),
             path(
                 "queues/<queue:queue_name>/messages/export.csv",

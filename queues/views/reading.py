@@ -297,6 +297,19 @@ def message_detail(request: HttpRequest, queue_name: str, msg_id: int) -> HttpRe
             # Read from the text the page has: a message cut for the page is not decoded.
             "celery_task": None if message.message_cut else celery_tasks.read_task(message.message_text),
             "origin_chain": copies.origin_chain(queue, message.source, msg_id) if "headers" in table.columns else [],
+        },
+    )
+
+
+@require_GET
+def message_copies(request: HttpRequest, queue_name: str, msg_id: int) -> HttpResponse:
+    """Where a message's copies went: every queue's headers read whole (no index serves them), so a
+    region of its own, loaded after the message page, within the search's time budget."""
+    queue = get_queue_or_404(queue_name)
+    return render(
+        request,
+        "queues/_message_copies.html",
+        {
             "copies_found": copies.copies_in_headers(queue.queue_name, msg_id, budget_ms=settings.SEARCH_TIMEOUT_MS),
             "search_budget_s": f"{settings.SEARCH_TIMEOUT_MS / 1000:g}",
         },
