@@ -130,7 +130,6 @@ def queue_health(
         if level:
             since = f"{'over ' if silence.at_least else ''}{duration(silence.seconds)}"
             causes.append(Cause(level, f"nobody has read for {since}; {visible:,} waiting", DIAGNOSTICS))
-    causes.extend(Cause(CRITICAL, f"alert {alert} firing", ALERTS) for alert in firing_alerts)
     measured = [
         ("oldest_age", oldest_visible_age_s, lambda v: f"oldest waiting message {duration(v)} old", FIGURES),
         ("backlog", backlog, lambda v: f"backlog {v:,}", FIGURES),
@@ -150,6 +149,9 @@ def queue_health(
             threshold = thresholds.critical if level == CRITICAL else thresholds.warning
             shown = duration(threshold) if measure == "oldest_age" else f"{threshold:,}"
             causes.append(Cause(level, f"{describe(value)} ({level} at {shown})", anchor))
+    # A firing alert mostly repeats a signal above in a rule's words: it keeps a queue from "ok", and
+    # comes after the signal that says why.
+    causes.extend(Cause(WARNING, f"alert {alert} firing", ALERTS) for alert in firing_alerts)
     for table, dead_rows in bloated_tables:
         causes.append(Cause(WARNING, f"{dead_rows:,} dead rows in pgmq.{table} slow every read", DIAGNOSTICS))
     if in_default_partition:

@@ -133,7 +133,7 @@ def test_a_threshold_and_a_firing_alert_each_name_their_cause(signed_in_client, 
     alerted = verdict_cell(overview, "alerted").select_one("a")
     assert alerted.get_text() == "alert “nobody-reads” (consumers silent for 9 min) firing"
     assert alerted["href"] == "/queues/alerted/#queue-alerts"
-    assert overview_rows(overview)["alerted"]["health"] == "critical"
+    assert overview_rows(overview)["alerted"]["health"] == "warning"
 
 
 def test_above_the_probe_bound_the_count_of_critical_queues_agrees_with_the_rows(
