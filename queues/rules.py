@@ -62,17 +62,20 @@ class HealthRule:
     oldest_age: Thresholds  # seconds the oldest message a consumer could take now has waited
     backlog: Thresholds  # messages
     poison: Thresholds  # messages read POISON_READ_COUNT times
+    # seconds messages have waited with nothing in flight and nothing removed (no consumer)
+    consumer_silence: Thresholds = Thresholds(warning=60.0, critical=300.0)
 
     def matches(self, queue_name: str) -> bool:
         return fnmatchcase(queue_name, self.queues)
 
 
-HEALTH_MEASURES = {"oldest_age": "duration", "backlog": "count", "poison": "count"}
+HEALTH_MEASURES = {"oldest_age": "duration", "backlog": "count", "poison": "count", "consumer_silence": "duration"}
 DEFAULT_HEALTH_RULE = HealthRule(
     queues="*",
     oldest_age=Thresholds(warning=300.0, critical=1800.0),
     backlog=Thresholds(warning=10_000, critical=100_000),
     poison=Thresholds(warning=1, critical=100),
+    consumer_silence=Thresholds(warning=60.0, critical=300.0),
 )
 
 

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from django.test import override_settings
 
+from queues import health
 from queues.rules import HealthRule, Thresholds
 from queues.selectors import diagnostics as diagnostics_module
 from queues.selectors import distributions, stats
@@ -275,7 +276,7 @@ def test_diagnostics_report_dead_rows_when_vacuum_lags(signed_in_client, make_qu
     make_queue("churned", messages=50)
     pgmq_sql.execute("SELECT pgmq.delete('churned', array_agg(i)) FROM generate_series(1, 40) i")
     pgmq_sql.execute("SELECT pg_stat_force_next_flush()")  # report the deletes now (PostgreSQL 15+)
-    monkeypatch.setattr(diagnostics_module, "DEAD_ROWS_MINIMUM", 10)
+    monkeypatch.setattr(health, "DEAD_ROWS_MINIMUM", 10)
     dead = pgmq_sql.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'q_churned'").fetchone()[0]
     panel = parse(signed_in_client.get("/queues/churned/diagnostics/"))
     assert dead >= 10, "the statistics did not record the deletes"

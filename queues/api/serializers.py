@@ -82,6 +82,12 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+class HealthCauseSerializer(serializers.Serializer):
+    level = serializers.ChoiceField(choices=["warning", "critical"])
+    cause = serializers.CharField(source="words")
+    panel = serializers.CharField(source="anchor", help_text="the id of the queue page's panel that shows it")
+
+
 class QueueSerializer(serializers.Serializer):
     """One queue's figures, as the overview and the queue page show them (an OverviewRow)."""
 
@@ -92,6 +98,11 @@ class QueueSerializer(serializers.Serializer):
     measured_at = serializers.DateTimeField(source="stats.measured_at", help_text="the database's clock")
     health = serializers.ChoiceField(source="health.state", choices=["ok", "warning", "critical"])
     health_reasons = serializers.ListField(source="health.reasons", child=serializers.CharField())
+    health_verdict = serializers.CharField(
+        source="health.verdict",
+        help_text='the state and its first cause: "critical: nobody has read for 9 min; 76 waiting"',
+    )
+    health_causes = HealthCauseSerializer(source="health.causes", many=True, help_text="every cause, worst first")
     backlog = RowCountSerializer(source="stats.backlog")
     visible = RowCountSerializer(source="stats.visible")
     in_flight = serializers.IntegerField(source="stats.in_flight")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 
+from queues.alerting import MEASURE_WORDS, describe
 from queues.models import AlertEpisode, AlertNotification
 from queues.watched import watched_name
 
@@ -39,3 +40,16 @@ def alert_history(
         episodes = episodes.filter(id__lt=before)
     page = list(episodes[: limit + 1])
     return page[:limit], (page[limit - 1].pk if len(page) > limit else None)
+
+
+def firing_by_queue(queue_names: list[str]) -> dict[str, tuple[str, ...]]:
+    """The alerts firing on each of these queues, in words: “nobody-reads (consumers silent for 9 min)”."""
+    firing: dict[str, tuple[str, ...]] = {}
+    episodes = AlertEpisode.objects.filter(
+        database=watched_name(), state=AlertEpisode.FIRING, queue_name__in=queue_names
+    ).order_by("queue_name", "id")
+    for episode in episodes.only("queue_name", "rule", "measure", "value"):
+        measure = MEASURE_WORDS.get(episode.measure, episode.measure)
+        words = f"“{episode.rule}” ({measure} {describe(episode.measure, episode.value)})"
+        firing[episode.queue_name] = (*firing.get(episode.queue_name, ()), words)
+    return firing

@@ -15,6 +15,7 @@ from django.db import connections
 from psycopg import sql
 
 from queues.formatting import duration
+from queues.health import StuckGroup, is_bloated
 from queues.pgmq import ARCHIVE, LIVE, PGMQ_SCHEMA, Queue
 from queues.selectors.partitions import QueuePartitioning, queue_partitioning
 from queues.selectors.stats import QueueStats, TableFacts
@@ -25,8 +26,6 @@ DEFAULT_FIFO_GROUP = "_default_fifo_group"  # pgmq's own name for messages witho
 FIFO_SAMPLE_ROWS = 20_000
 LONG_TRANSACTION_S = 300
 VERY_LONG_TRANSACTION_S = 3600
-DEAD_ROWS_MINIMUM = 10_000
-DEAD_ROWS_RATIO = 0.2
 SILENT_READERS_S = 600
 INFO, WARNING, CRITICAL = "info", "warning", "critical"
 
@@ -275,6 +274,35 @@ def _fifo_groups(queue: Queue, stats: QueueStats) -> tuple[list[FifoGroup] | Non
     return result, exact
 
 
+def stuck_fifo_groups(stats: list[QueueStats], poison: dict[str, int | None]) -> dict[str, StuckGroup]:
+    """Each queue's FIFO group stuck the longest behind a failing head (read POISON_READ_COUNT times
+    or more), as _fifo_groups sees it. Asked only of queues with poison counted and small enough to
+    read whole (a stuck head is a poison message): one scan each, never of a big table."""
+    stuck = {}
+    for queue in stats:
+        if not poison.get(queue.name) or not queue.backlog.exact:
+            continue
+        live = queue.queue.tables[LIVE]
+        if "headers" not in live.columns:
+            continue
+        found = _fetch(
+            sql.SQL("""
+            SELECT g.name, q.msg_id, q.read_ct, g.messages - 1
+            FROM (SELECT headers->>{header} AS name, min(msg_id) AS head, count(*) AS messages FROM {live}
+                  WHERE headers ? {header} GROUP BY 1) AS g
+            JOIN {live} q ON q.msg_id = g.head
+            WHERE q.read_ct >= {poison} ORDER BY q.read_ct DESC, g.messages DESC LIMIT 1
+        """).format(
+                header=sql.Literal(FIFO_HEADER),
+                live=sql.Identifier(PGMQ_SCHEMA, live.name),
+                poison=sql.Literal(settings.POISON_READ_COUNT),
+            )
+        )
+        if found:
+            stuck[queue.name] = StuckGroup(*found[0])
+    return stuck
+
+
 def _findings(
     stats: QueueStats,
     tables: list[TableFacts],
@@ -289,7 +317,7 @@ def _findings(
     findings = []
     for table in tables:
         live_rows = max(table.estimated_rows, 1)
-        if table.dead_rows >= DEAD_ROWS_MINIMUM and table.dead_rows >= DEAD_ROWS_RATIO * live_rows:
+        if is_bloated(table.dead_rows, table.estimated_rows):
             vacuumed = (
                 f"autovacuum last ran {duration((stats.measured_at - table.last_autovacuum).total_seconds())} ago"
                 if table.last_autovacuum

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta
 
+from django.db import connections
 from django.db.models import Case, Count, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 
-from queues.health import SEVERITY
+from queues.health import SEVERITY, Silence
 from queues.models import QueueSample, SamplerRound
 from queues.selectors.stats import QueueStats, RowCount
 from queues.watched import watched_name
@@ -283,7 +284,7 @@ ROUND_SORT_COLUMNS = {
     "visible": "visible",
     "in_flight": "in_flight",
     "delayed": "delayed",
-    "oldest": "oldest_age_s",
+    "oldest": "oldest_visible_age_s",
     "newest": "newest_age_s",
     "sent": "sent_total",
     "archived": "archived",
@@ -359,3 +360,44 @@ def health_counts(samples: QuerySet[QueueSample]) -> dict[str, int]:
     """How many of the samples are in each health state (samples older than the field left out)."""
     counted = samples.exclude(health="").values("health").annotate(queues=Count("id")).order_by()
     return {row["health"]: row["queues"] for row in counted}
+
+
+# How far back silence is looked for: past it, "nobody has read for over 15 min".
+SILENCE_LOOKBACK = timedelta(minutes=15)
+
+
+def consumer_silences(stats: list[QueueStats]) -> dict[str, Silence]:
+    """How long each queue with messages waiting and none in flight has shown no sign of a consumer
+    in the sampler's history: a sample with messages in flight, or messages removed since (the live
+    table's pg_stat count of deletes below today's). Queues with no sample in the lookback are left
+    out: without history nothing tells silence from a consumer that just started."""
+    waiting = [queue for queue in stats if queue.visible.value and not queue.in_flight]
+    if not waiting:
+        return {}
+    now = max(queue.measured_at for queue in waiting)
+    table = QueueSample._meta.db_table
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT c.name, max(s.sampled_at) FILTER (WHERE s.in_flight > 0 OR s.removed_total < c.removed),
+                   min(s.sampled_at)
+            FROM unnest(%s::text[], %s::bigint[]) AS c(name, removed)
+            JOIN {table} s ON s.database = %s AND s.queue_name = c.name AND s.sampled_at >= %s
+            GROUP BY c.name
+            """,  # noqa: S608 (the table name is the model's own, not input)
+            [
+                [queue.name for queue in waiting],
+                [queue.live.removed_total for queue in waiting],
+                watched_name(),
+                now - SILENCE_LOOKBACK,
+            ],
+        )
+        found = {name: (last_sign, first) for name, last_sign, first in cursor.fetchall()}
+    silences = {}
+    for queue in waiting:
+        if queue.name in found:
+            last_sign, first = found[queue.name]
+            silences[queue.name] = Silence(
+                (queue.measured_at - (last_sign or first)).total_seconds(), at_least=last_sign is None
+            )
+    return silences

@@ -15,10 +15,13 @@ from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 
 from queues.forecast import Forecast, Point
-from queues.health import Health, queue_health
+from queues.formatting import rate_unit
+from queues.health import Health, is_bloated, queue_health
 from queues.models import QueueSample
 from queues.pgmq import Queue, TableSharing, table_sharing
 from queues.selectors import forecasts, history
+from queues.selectors.alerts import firing_by_queue
+from queues.selectors.diagnostics import stuck_fifo_groups
 from queues.selectors.history import Rates
 from queues.selectors.stats import QueueStats, RowCount, shared_queue_stats
 
@@ -76,6 +79,21 @@ class Overview:
     all_queues: int  # before the search
     sorted_by_sample_of: datetime | None = None  # the order (and health filter) came from that round
 
+    @property
+    def rate_units(self) -> dict[str, str]:
+        """One unit for each column of rates, in (sent) and out (removed), and the totals above it."""
+        rates = [row.rates for row in self.page]
+        return {
+            "in": rate_unit(
+                [self.totals.enqueue_rate, self.totals.enqueue_rate_1m]
+                + [value for found in rates for value in (found.enqueue, found.enqueue_1m)]
+            ),
+            "out": rate_unit(
+                [self.totals.processing_rate, self.totals.processing_rate_1m]
+                + [value for found in rates for value in (found.processing, found.processing_1m)]
+            ),
+        }
+
 
 SORT_KEYS = {
     "name": lambda row: row.stats.name.casefold(),
@@ -84,7 +102,7 @@ SORT_KEYS = {
     "visible": lambda row: row.stats.visible.value,
     "in_flight": lambda row: row.stats.in_flight,
     "delayed": lambda row: row.stats.delayed,
-    "oldest": lambda row: row.stats.oldest_age_s,
+    "oldest": lambda row: row.stats.oldest_visible_age_s,
     "newest": lambda row: row.stats.newest_age_s,
     "sent": lambda row: row.stats.sent_total,
     "archived": lambda row: row.stats.archived.value if row.stats.archived else None,
@@ -246,27 +264,45 @@ def _rows(stats: list[QueueStats], sharing: dict[str, TableSharing]) -> list[Ove
         }
     )
     poison_counts = poison_by_queue(stats)
-    rows = []
-    for queue in stats:
-        poison = poison_counts.get(queue.name)
-        health = queue_health(
+    health = verdicts(stats, {name: count.value for name, count in poison_counts.items()})
+    return [
+        OverviewRow(
+            stats=queue,
+            rates=rates[queue.name],
+            poison=poison_counts.get(queue.name),
+            health=health[queue.name],
+            table_sharing=sharing.get(queue.name),
+            forecast=drains[queue.name],
+        )
+        for queue in stats
+    ]
+
+
+def verdicts(stats: list[QueueStats], poison: dict[str, int | None]) -> dict[str, Health]:
+    """Each queue's health from every signal: its figures, the sampler's history (no consumer), its
+    FIFO groups, its firing alerts and its table's dead rows. The overview's rows, the queue page,
+    the API and the sampler's stored health (by which many queues are sorted and counted) all come
+    from here, so they agree."""
+    silences = history.consumer_silences(stats)
+    stuck = stuck_fifo_groups(stats, poison)
+    firing = firing_by_queue([queue.name for queue in stats])
+    return {
+        queue.name: queue_health(
             queue.name,
             oldest_visible_age_s=queue.oldest_visible_age_s,
             backlog=queue.backlog.value,
-            poison=poison.value if poison else None,
+            poison=poison.get(queue.name),
             in_default_partition=queue.in_default_partition,
+            visible=queue.visible.value,
+            silence=silences.get(queue.name),
+            stuck_group=stuck.get(queue.name),
+            firing_alerts=firing.get(queue.name, ()),
+            bloated_tables=((queue.live.name, queue.live.dead_rows),)
+            if is_bloated(queue.live.dead_rows, queue.live.estimated_rows)
+            else (),
         )
-        rows.append(
-            OverviewRow(
-                stats=queue,
-                rates=rates[queue.name],
-                poison=poison,
-                health=health,
-                table_sharing=sharing.get(queue.name),
-                forecast=drains[queue.name],
-            )
-        )
-    return rows
+        for queue in stats
+    }
 
 
 def poison_by_queue(stats: list[QueueStats]) -> dict[str, PoisonCount]:

@@ -6,6 +6,7 @@ import json
 import re
 
 from django import template
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -68,8 +69,8 @@ def age(seconds: float | None) -> str:
 
 
 @register.filter
-def rate(per_second: float | None) -> str:
-    return formatting.rate(per_second)
+def rate(per_second: float | None, unit: str | None = None) -> str:
+    return formatting.rate(per_second, unit)
 
 
 @register.filter
@@ -134,8 +135,9 @@ def sparkline(values: list[int], label: str = "backlog, last 30 min") -> str:
 
 
 @register.simple_tag(takes_context=True)
-def sort_header(context, column: str, label: str, numeric: bool = True) -> str:
-    """A column header that sorts by the column; a second click reverses the order."""
+def sort_header(context, column: str, label: str, numeric: bool = True, explanation: str = "") -> str:
+    """A column header that sorts by the column; a second click reverses the order. An explanation
+    comes as an ⓘ beside it (queues/_explain.html)."""
     current, descending = context["sort"], context["descending"]
     active = column == current
     next_sort = column if (active and descending) or (not active and not numeric) else f"-{column}"
@@ -145,12 +147,15 @@ def sort_header(context, column: str, label: str, numeric: bool = True) -> str:
     aria = ("descending" if descending else "ascending") if active else "none"
     arrow = ("▼" if descending else "▲") if active else ""
     return format_html(
-        '<th scope="col" class="{}" aria-sort="{}"><a href="?{}">{}{}</a></th>',
+        '<th scope="col" class="{}" aria-sort="{}"><a href="?{}">{}{}</a>{}</th>',
         "num" if numeric else "",
         aria,
         query.urlencode(),
         label,
         format_html(' <span aria-hidden="true">{}</span>', arrow) if arrow else "",
+        render_to_string("queues/_explain.html", {"key": f"column-{column}", "label": label, "text": explanation})
+        if explanation
+        else "",
     )
 
 

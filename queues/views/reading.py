@@ -13,6 +13,7 @@ from dashboard.databases import took_too_long
 from queues import celery_tasks, forms, jobs, lineage, redaction, vocabulary
 from queues.access import OPERATE, may
 from queues.filters import SOURCES, STATES, MessageFilter
+from queues.formatting import rate_unit
 from queues.pgmq import ARCHIVE, LIVE, Queue, fetch_row_sql, queue_features
 from queues.selectors import (
     archive,
@@ -38,6 +39,11 @@ from queues.shortcuts import (
 )
 from queues.templatetags.queue_format import DISPLAY_LIMIT_CHARS
 
+POISON_EXPLANATION = (
+    "Messages read {} times or more: a read that ends without an archive or delete hands the message out "
+    "again. – where the table is too big to count on every view (the sampler counts it about once a minute)."
+)
+
 
 @require_GET
 def overview_page(request: HttpRequest) -> HttpResponse:
@@ -49,6 +55,7 @@ def overview_page(request: HttpRequest) -> HttpResponse:
         "form": form,
         "sort": sort,
         "descending": descending,
+        "poison_explanation": POISON_EXPLANATION.format(settings.POISON_READ_COUNT),
         "overview": overview.overview(
             search=form.cleaned_data["q"],
             sort=sort,
@@ -86,6 +93,11 @@ def _queue_figures(queue: Queue, range_s: int) -> dict:
         "spread": spread,
         "chart_data": chart_data,
         "poison_read_count": settings.POISON_READ_COUNT,
+        "poison_explanation": POISON_EXPLANATION.format(settings.POISON_READ_COUNT),
+        "rate_units": {
+            "in": rate_unit([row.rates.enqueue, row.rates.enqueue_1m]),
+            "out": rate_unit([row.rates.processing, row.rates.processing_1m]),
+        },
         "jobs": jobs.of_queue(queue, limit=5),
     }
 

@@ -143,3 +143,46 @@ function focusableWhenScrolling() {
 document.addEventListener("DOMContentLoaded", focusableWhenScrolling);
 document.addEventListener("htmx:afterSwap", focusableWhenScrolling);
 window.addEventListener("resize", focusableWhenScrolling);
+
+// Explanations (templates/_explain.html) ------------------------------------------------------------
+// An ⓘ opens its figure's explanation on a click or tap and on keyboard focus, closes on a second
+// click, on Escape and when focus leaves; one stays open across a live region's refresh.
+const openExplanations = new Set();
+let pointerDown = false;
+
+function setExplained(button, open) {
+  const text = document.getElementById(button.getAttribute("aria-controls"));
+  if (!text) return;
+  button.setAttribute("aria-expanded", String(open));
+  text.hidden = !open;
+  if (open) openExplanations.add(text.id); else openExplanations.delete(text.id);
+}
+
+document.addEventListener("pointerdown", (event) => {
+  pointerDown = Boolean(event.target.closest(".explain-button"));
+});
+document.addEventListener("click", (event) => {
+  const button = event.target.closest(".explain-button");
+  if (!button) return;
+  pointerDown = false;
+  setExplained(button, button.getAttribute("aria-expanded") !== "true");
+});
+document.addEventListener("focusin", (event) => {
+  const button = event.target.closest?.(".explain-button");
+  // A tap focuses before it clicks: the click opens it, or it would open and close at once.
+  if (button && !pointerDown) setExplained(button, true);
+});
+document.addEventListener("focusout", (event) => {
+  const button = event.target.closest?.(".explain-button");
+  if (button) setExplained(button, false);
+});
+document.addEventListener("keydown", (event) => {
+  const button = event.target.closest?.(".explain-button");
+  if (event.key === "Escape" && button) setExplained(button, false);
+});
+document.addEventListener("htmx:afterSettle", () => {
+  openExplanations.forEach((id) => {
+    const button = document.querySelector(`.explain-button[aria-controls="${CSS.escape(id)}"]`);
+    if (button) setExplained(button, true); else openExplanations.delete(id);
+  });
+});

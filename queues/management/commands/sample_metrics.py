@@ -22,9 +22,9 @@ from django.db.models import Model
 from dashboard.databases import first_line
 from queues.alerting import evaluate_alerts, readings_from
 from queues.forecast import eta_from_rates
-from queues.health import queue_health
 from queues.models import QueueSample, SamplerRound
 from queues.selectors import history
+from queues.selectors.overview import verdicts
 from queues.selectors.stats import one_per_table, poison_counts, queue_stats
 from queues.watched import watched_aliases, watched_name, watching
 
@@ -56,6 +56,10 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
     latest_poison = history.latest_poison_counts(uncounted, stats[0].measured_at) if uncounted else {}
     if not stats:
         return 0
+    judged_poison = {
+        name: count if count is not None else latest_poison.get(name, (None,))[0] for name, count in poison.items()
+    }
+    health = verdicts(stats, judged_poison)
     with transaction.atomic(using="default"):  # a reader finds a round with all its samples or not at all
         sampler_round = SamplerRound.objects.create(
             database=watched_name(),
@@ -64,7 +68,7 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
             queues=len(stats),
             seconds=time.monotonic() - started,
         )
-        _store_samples(sampler_round, stats, poison, latest_poison, rates)
+        _store_samples(sampler_round, stats, poison, health, rates)
     try:
         evaluate_alerts(readings_from(stats, poison))
     except Exception:  # the history is stored: a fault in alerting must not stop the sampler keeping it
@@ -73,7 +77,7 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
     return len(stats)
 
 
-def _store_samples(sampler_round: SamplerRound, stats, poison, latest_poison, rates) -> None:
+def _store_samples(sampler_round: SamplerRound, stats, poison, health, rates) -> None:
     _copy_into(
         QueueSample,
         (
@@ -102,15 +106,7 @@ def _store_samples(sampler_round: SamplerRound, stats, poison, latest_poison, ra
                 drain_eta_s=eta_from_rates(
                     queue.backlog.value, rates[queue.name].enqueue, rates[queue.name].processing
                 ),
-                health=queue_health(
-                    queue.name,
-                    oldest_visible_age_s=queue.oldest_visible_age_s,
-                    backlog=queue.backlog.value,
-                    poison=poison[queue.name]
-                    if poison[queue.name] is not None
-                    else latest_poison.get(queue.name, (None,))[0],
-                    in_default_partition=queue.in_default_partition,
-                ).state,
+                health=health[queue.name].state,
             )
             for queue in stats
         ),
