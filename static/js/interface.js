@@ -144,7 +144,7 @@ document.addEventListener("DOMContentLoaded", focusableWhenScrolling);
 document.addEventListener("htmx:afterSwap", focusableWhenScrolling);
 window.addEventListener("resize", focusableWhenScrolling);
 
-// Explanations (templates/_explain.html) ------------------------------------------------------------
+// Explanations (queues/_explain.html) ------------------------------------------------------------
 // An ⓘ opens its figure's explanation on a click or tap and on keyboard focus, closes on a second
 // click, on Escape and when focus leaves; one stays open across a live region's refresh.
 const openExplanations = new Set();
