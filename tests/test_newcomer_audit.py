@@ -75,9 +75,9 @@ def test_purge_as_admin_be_refused_as_viewer_and_see_the_refusal_in_the_audit_lo
 
 def test_read_the_audit_log(page, dashboard_server, demo, django_user_model):
     from queues import jobs, services
-    from queues.management.commands.run_jobs import run_pending_jobs
     from queues.filters import MessageFilter
     from queues.jsontext import RawJSON
+    from queues.management.commands.run_jobs import run_pending_jobs
     from queues.models import BulkJob
     from queues.pgmq import LIVE, Queue
     from queues.vocabulary import MOVE
