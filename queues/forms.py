@@ -9,6 +9,7 @@ import math
 import re
 import unicodedata
 import uuid
+import zoneinfo
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,15 +41,49 @@ MAX_MSG_ID = 2**63 - 1
 
 
 class UTCDateTimeField(forms.DateTimeField):
-    """A moment, in UTC. Django also reads ISO 8601 with any offset Python takes (-19:23), which
-    PostgreSQL refuses past ±15:59: converted here, the query never sees one."""
+    """A moment, in UTC. A time typed without an offset is in the form's zone (ZonedForm: the one
+    the user chose to read times in), else UTC. Django also reads ISO 8601 with any offset Python
+    takes (-19:23), which PostgreSQL refuses past ±15:59: converted here, the query never sees one."""
+
+    zone = UTC
 
     def to_python(self, value):
-        moment = super().to_python(value)
+        with timezone.override(self.zone):
+            moment = super().to_python(value)
         try:
             return moment.astimezone(UTC) if moment is not None else None
         except OverflowError:
             raise ValidationError("is out of range") from None
+
+
+def chosen_zone(name: str | None):
+    """The zone a form's `tz` names (the header's "Local time": the browser's zone), or UTC."""
+    if not name or len(name) > 64:
+        return UTC
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+class ZonedForm(forms.Form):
+    """Its moments typed as the tables show them ("2025-03-01 14:05:09"), in the zone named by `tz`
+    (set by interface.js when the user reads times in the browser's zone; absent: UTC)."""
+
+    tz = forms.CharField(required=False, max_length=64)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        zone = chosen_zone(self.data.get("tz"))
+        self.zone_refused = zone is None
+        for field in self.fields.values():
+            if isinstance(field, UTCDateTimeField):
+                field.zone = zone or UTC
+
+    def clean_tz(self) -> str:
+        if self.zone_refused:
+            raise ValidationError("is not a time zone this server knows (an IANA name such as Europe/Paris)")
+        return self.cleaned_data["tz"]
 
 
 MAX_INT = 2**31 - 1
@@ -182,7 +217,7 @@ class JSONDocumentField(forms.CharField):
                 self._check(item, depth + 1)
 
 
-class MessageFilterForm(forms.Form):
+class MessageFilterForm(ZonedForm):
     source = forms.ChoiceField(required=False, choices=[(source, source) for source in SOURCES])
     state = forms.ChoiceField(required=False, choices=[("", "any")] + [(key, label) for key, label in STATES.items()])
     read_ct_min = forms.IntegerField(required=False, min_value=0, max_value=MAX_INT)
@@ -562,7 +597,7 @@ class CreateQueueForm(OnceForm):
         return data
 
 
-class AuditFilterForm(forms.Form):
+class AuditFilterForm(ZonedForm):
     ON_QUEUES, ON_ACCOUNTS = "queues", "accounts"
     about = forms.ChoiceField(
         required=False,
@@ -579,6 +614,7 @@ class AuditFilterForm(forms.Form):
             ("partial", "partial"),
             ("failed", "failed"),
             ("cancelled", "cancelled"),
+            ("refused", "refused (the role does not allow it)"),
         ],
     )
     since = UTCDateTimeField(required=False, input_formats=DATETIME_FORMATS)

@@ -97,6 +97,7 @@ class AuditEntry(models.Model):
     the one before by a hash, which queues/selectors/audit_chain.py checks."""
 
     DONE, PARTIAL, FAILED, CANCELLED = "done", "partial", "failed", "cancelled"
+    REFUSED = "refused"  # the user's role does not allow the action (a 403): nothing was done
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The user by id and name, not a foreign key: deleting a user must not touch the record.
@@ -212,6 +213,12 @@ class BulkJob(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (self.DONE, self.CANCELLED, self.FAILED)
+
+    @property
+    def took_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
 
     @property
     def message_filter(self) -> MessageFilter:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import psycopg
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import TextField
 from django.db.models.functions import Cast, Now
+from django.utils import timezone
 from psycopg import sql
 
 from queues.jsontext import RawJSON, as_jsonb, json_text
@@ -663,6 +664,41 @@ def _record(
         raise
     entry.refresh_from_db(using=alias, fields=["target", "details", "deleted_payloads"])  # values, not SQL
     entry._state.db = "default"  # as save_through does
+    return entry
+
+
+# Refused attempts kept per account and hour: a viewer (or a script with a viewer's token) asking
+# again and again must not fill the table without bound; past it, refusals are answered, not kept.
+REFUSALS_KEPT_PER_HOUR = 20
+
+
+def record_refusal(*, user, action: str, queue_name: str, reason: str) -> AuditEntry | None:
+    """A 403 recorded (through the audit chain's trigger, as every record): who asked what, and why
+    not. At most REFUSALS_KEPT_PER_HOUR per account an hour; the last one kept says so."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    kept = AuditEntry.objects.filter(
+        user_id=user.pk, outcome=AuditEntry.REFUSED, at__gte=timezone.now() - timedelta(hours=1)
+    ).count()
+    if kept >= REFUSALS_KEPT_PER_HOUR:
+        return None
+    details = {"reason": reason}
+    if kept + 1 == REFUSALS_KEPT_PER_HOUR:
+        details["note"] = (
+            f"the {REFUSALS_KEPT_PER_HOUR}th refusal of this account within an hour: more are not recorded"
+        )
+    entry = audit_entry(
+        user_id=user.pk,
+        username=user.username,
+        action=action,
+        queue_name=queue_name,
+        target={"queue": queue_name} if queue_name else {},
+        requested=0,
+        affected=0,
+        outcome=AuditEntry.REFUSED,
+        details=details,
+    )
+    entry.save(using="default")
     return entry
 
 

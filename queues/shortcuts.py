@@ -4,10 +4,10 @@ that may time out and the live region an htmx refresh asked for."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from django.conf import settings
-from django.contrib.auth.decorators import user_passes_test
 from django.core.exceptions import PermissionDenied
 from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
@@ -15,7 +15,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from dashboard.databases import took_too_long
-from queues import forms, jobs, redaction
+from queues import forms, jobs, redaction, services
 from queues.access import ADMINISTER, OPERATE, READ_ONLY_REASON, may, read_only
 from queues.errors import error_answer
 from queues.filters import words_seen
@@ -23,21 +23,43 @@ from queues.forms import MAX_MSG_ID
 from queues.models import BulkJob
 from queues.pgmq import Queue, fetch_row_sql
 from queues.selectors import messages, payloads
+from queues.vocabulary import ACTIONS
+
+OPERATE_REFUSAL = "acting on messages needs the Operator or Admin role (permission operate_messages)"
+ADMINISTER_REFUSAL = "this needs the Admin role (permission administer_queues)"
 
 
-def _requiring(permission: str) -> Callable:
-    def allowed(user) -> bool:
-        if may(user, permission):
-            return True
-        raise PermissionDenied(READ_ONLY_REASON if read_only() else "")
+def _role_required(permission: str, reason: str):
+    """The pages' views that change anything, by role: a 403 page for everyone else, and the
+    refusal in the audit log; for everyone while the dashboard is read-only (a switch, not an
+    attempt to record). `action` names what was asked (None: the form's "action" field)."""
 
-    return user_passes_test(allowed)
+    def naming(action: str | None = None):
+        def decorate(view):
+            @functools.wraps(view)
+            def checked(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+                if read_only():
+                    raise PermissionDenied(READ_ONLY_REASON)
+                if not may(request.user, permission):
+                    asked = action or request.POST.get("action", "")
+                    services.record_refusal(
+                        user=request.user,
+                        action=asked if asked in ACTIONS else "act_on_messages",
+                        queue_name=kwargs.get("queue_name", ""),
+                        reason=reason,
+                    )
+                    raise PermissionDenied
+                return view(request, *args, **kwargs)
+
+            return checked
+
+        return decorate
+
+    return naming
 
 
-# The pages' views that change anything, by role (a 403 page for everyone else, and for everyone
-# while the dashboard is read-only).
-operator_required = _requiring(OPERATE)
-admin_required = _requiring(ADMINISTER)
+operator_required = _role_required(OPERATE, OPERATE_REFUSAL)
+admin_required = _role_required(ADMINISTER, ADMINISTER_REFUSAL)
 
 
 def get_queue_or_404(queue_name: str) -> Queue:

@@ -120,3 +120,58 @@ def test_the_admin_shows_the_log_read_only(admin_client, make_queue):
     change = admin_client.post(f"/admin/queues/auditentry/{entry.pk}/change/", {"affected": "99"})
     assert change.status_code == 403 and action_records().get().affected == 1
     assert admin_client.post(f"/admin/queues/auditentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+# Issue 15 item 7: refused attempts are in the log, a bounded number of them
+
+
+def test_a_viewer_refused_through_the_api_is_recorded_and_a_flood_is_kept_bounded(
+    client, django_user_model, make_queue
+):
+    from queues.services import REFUSALS_KEPT_PER_HOUR
+    from tests.test_api import token_for
+
+    make_queue("guarded", messages=2)
+    token = token_for(django_user_model, "Viewer")
+    for _ in range(REFUSALS_KEPT_PER_HOUR + 5):
+        answer = client.post(
+            "/api/v1/queues/guarded/actions/",
+            {"action": "delete", "msg_ids": [1]},
+            content_type="application/json",
+            headers={"Authorization": f"Token {token}"},
+        )
+        assert answer.status_code == 403
+        assert "Operator" in answer.json()["detail"]
+
+    refused = action_records().filter(outcome=AuditEntry.REFUSED).order_by("id")
+    assert refused.count() == REFUSALS_KEPT_PER_HOUR
+    first, last = refused.first(), refused.last()
+    assert (first.action, first.queue_name, first.affected) == ("delete", "guarded", 0)
+    assert "Operator" in first.details["reason"]
+    assert "more are not recorded" in last.details["note"]
+    assert action_records().exclude(outcome=AuditEntry.REFUSED).count() == 0
+    assert client.get("/api/v1/queues/guarded/", headers={"Authorization": f"Token {token}"}).status_code == 200
+
+
+def test_the_date_filter_takes_a_time_as_the_log_shows_it_in_the_zone_chosen(admin_client, make_queue):
+    make_queue("zoned", messages=1)
+    act(admin_client, "zoned", "archive", [1])
+    entry = action_records().get()
+    shown = parse(admin_client.get("/audit/")).select_one(f"tr[data-audit-entry='{entry.pk}'] time")
+    typed = shown.get_text()  # "2025-03-01 14:05:09", UTC as the page writes it
+    assert admin_client.get("/audit/", {"since": typed}).content.count(b"data-audit-entry=") >= 1
+    # The same wall-clock time in Tokyo (UTC+9) is nine hours earlier: the entry is after it...
+    assert (
+        admin_client.get("/audit/", {"since": typed, "tz": "Asia/Tokyo", "about": "queues"}).content.count(
+            b'data-audit-entry="'
+        )
+        == 1
+    )
+    # ...and before it, read in Honolulu (UTC-10).
+    assert (
+        b'data-audit-entry="'
+        not in admin_client.get("/audit/", {"since": typed, "tz": "Pacific/Honolulu", "about": "queues"}).content
+    )
+    refused = admin_client.get("/audit/", {"since": typed, "tz": "Mars/Olympus"})
+    assert refused.status_code == 400
+    assert b"not a time zone" in refused.content

@@ -183,19 +183,28 @@ class OverviewSerializer(serializers.Serializer):
 
 
 class HistoryPointSerializer(serializers.Serializer):
-    at = serializers.DateTimeField()
-    backlog = serializers.IntegerField()
+    at = serializers.DateTimeField(help_text="the start of the bucket")
+    samples = serializers.IntegerField(help_text="the sampler's samples in the bucket")
+    backlog = serializers.IntegerField(help_text="the mean over the bucket, rounded")
+    backlog_min = serializers.IntegerField()
+    backlog_max = serializers.IntegerField()
     backlog_exact = serializers.BooleanField()
-    visible = serializers.IntegerField()
-    in_flight = serializers.IntegerField()
-    delayed = serializers.IntegerField()
-    enqueue_rate = serializers.FloatField(allow_null=True)
-    processing_rate = serializers.FloatField(allow_null=True)
+    visible = serializers.FloatField(help_text="the mean over the bucket")
+    in_flight = serializers.FloatField(help_text="the mean over the bucket")
+    delayed = serializers.FloatField(help_text="the mean over the bucket")
+    enqueue_rate = serializers.FloatField(allow_null=True, help_text="the mean of the rates between samples")
+    enqueue_rate_max = serializers.FloatField(allow_null=True)
+    processing_rate = serializers.FloatField(allow_null=True, help_text="the mean of the rates between samples")
+    processing_rate_max = serializers.FloatField(allow_null=True)
 
 
 class HistorySerializer(serializers.Serializer):
     range = serializers.CharField()
-    points = HistoryPointSerializer(many=True)
+    bucket_s = serializers.FloatField(help_text="each point stands for this many seconds")
+    sampling_since = serializers.DateTimeField(
+        allow_null=True, help_text="the oldest sample kept: later than the range's start while history is short"
+    )
+    points = HistoryPointSerializer(many=True, help_text="buckets with samples; a bucket missing is a gap")
 
 
 class MessageSerializer(serializers.Serializer):

@@ -32,22 +32,56 @@ from queues.pgmq import ARCHIVE, LIVE
 from queues.selectors import history, messages, overview, payloads, plans
 from queues.selectors.payloads import PayloadText, payload_texts
 from queues.selectors.stats import single_queue_stats
-from queues.shortcuts import download_too_big, get_job_or_404, get_queue_or_404, page_links
+from queues.shortcuts import (
+    ADMINISTER_REFUSAL,
+    OPERATE_REFUSAL,
+    download_too_big,
+    get_job_or_404,
+    get_queue_or_404,
+    page_links,
+)
 
 # A single message's payload up to this many characters is in the answer as usual; a longer one is
 # streamed into it from the database (payloads.StoredPayload.chunks).
 INLINE_PAYLOAD_CHARS = 1024 * 1024
 
 
+# What a refused request asked for, by the API's address (the others name it in their body).
+REFUSED_ACTIONS = {
+    "api-send": vocabulary.SEND,
+    "api-resend": vocabulary.EDIT_AND_RESEND,
+    "api-purge": vocabulary.PURGE,
+    "api-drop": vocabulary.DROP_QUEUE,
+    "api-queues": vocabulary.CREATE_QUEUE,
+    "api-job-cancel": "cancel_job",
+    "api-job-plan": "plan_job",
+}
+
+
+def refused(request: Request, reason: str) -> bool:
+    """A 403 recorded in the audit log, as the pages record theirs; always False (not allowed)."""
+    match = request._request.resolver_match
+    action = REFUSED_ACTIONS.get(match.url_name)
+    if action is None:
+        body = request.data if isinstance(request.data, dict) else {}
+        asked = body.get("action")
+        action = asked if isinstance(asked, str) and asked in vocabulary.ACTIONS else "act_on_messages"
+    services.record_refusal(
+        user=request.user, action=action, queue_name=match.kwargs.get("queue_name", ""), reason=reason
+    )
+    return False
+
+
 class CanOperate(BasePermission):
     """Acting on messages and sending, as the pages allow it: the Operator and Admin roles."""
 
-    message = "acting on messages needs the Operator or Admin role (permission operate_messages)"
+    message = OPERATE_REFUSAL
 
     def has_permission(self, request, view) -> bool:
-        if read_only():
+        if read_only():  # a switch, not an attempt to record
             self.message = READ_ONLY_REASON
-        return may(request.user, OPERATE)
+            return False
+        return may(request.user, OPERATE) or refused(request, self.message)
 
 
 class WatchesThisDatabase(BasePermission):
@@ -62,12 +96,13 @@ class WatchesThisDatabase(BasePermission):
 class CanAdminister(BasePermission):
     """Purging, creating and dropping queues, as the pages allow it: the Admin role."""
 
-    message = "this needs the Admin role (permission administer_queues)"
+    message = ADMINISTER_REFUSAL
 
     def has_permission(self, request, view) -> bool:
-        if read_only():
+        if read_only():  # a switch, not an attempt to record
             self.message = READ_ONLY_REASON
-        return may(request.user, ADMINISTER)
+            return False
+        return may(request.user, ADMINISTER) or refused(request, self.message)
 
 
 class ReadsOrAdministers(CanAdminister):
@@ -235,8 +270,14 @@ def queue_history(request: Request, queue_name: str) -> Response:
     stats = single_queue_stats(queue.queue_name)
     if stats is None:
         raise Http404(f"The table of queue “{queue.queue_name}” is gone (the queue was dropped meanwhile).")
-    points = history.queue_history(queue.queue_name, now=stats.measured_at, range_s=form.seconds())
-    return Response(s.HistorySerializer({"range": form.cleaned_data["range"] or "1h", "points": points}).data)
+    charted = history.queue_history(queue.queue_name, now=stats.measured_at, range_s=form.seconds())
+    found = {
+        "range": form.cleaned_data["range"] or "1h",
+        "bucket_s": charted.bucket_s,
+        "sampling_since": charted.sampling_since,
+        "points": [point for point in charted.points if point.samples],
+    }
+    return Response(s.HistorySerializer(found).data)
 
 
 @api(["GET"], schema=openapi.MESSAGE_LIST)

@@ -1,15 +1,18 @@
 """The metric history the sampler keeps (QueueSample): rates, sparklines and the queue page's charts.
 
 Every query here uses the (queue_name, sampled_at) index and returns a bounded number of points,
-whatever the range: samples are grouped into time buckets and the last sample of each bucket
-stands for it. "Now" is the pgmq database's clock, the one the sampler stamps samples with.
+whatever the range: samples are grouped into time buckets, and the last sample of each bucket
+stands for it in sparklines, while the queue page's charts keep each bucket's lowest, mean and
+highest. "Now" is the pgmq database's clock, the one the sampler stamps samples with.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta
+import math
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import connections
 from django.db.models import Case, Count, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
@@ -39,14 +42,36 @@ class Rates:
 
 @dataclasses.dataclass(frozen=True)
 class HistoryPoint:
-    at: datetime
-    backlog: int
+    """One time bucket of a queue's chart: the lowest, mean and highest of its samples. A bucket
+    the sampler stored nothing in (it was not running) has samples == 0 and no figures: a gap."""
+
+    at: datetime  # the bucket's start
+    samples: int
+    backlog: int | None  # the mean, rounded
+    backlog_min: int | None
+    backlog_max: int | None
     backlog_exact: bool
-    visible: int
-    in_flight: int
-    delayed: int
-    enqueue_rate: float | None  # since the previous point
+    visible: float | None  # means
+    in_flight: float | None
+    delayed: float | None
+    enqueue_rate: float | None  # the mean of the rates between consecutive samples
+    enqueue_rate_max: float | None
     processing_rate: float | None
+    processing_rate_max: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class History:
+    points: list[HistoryPoint]  # every bucket of the range, oldest first, gaps included
+    bucket_s: float
+    range_start: datetime
+    sampling_since: datetime | None  # this queue's oldest sample kept; None: no history at all
+
+    @property
+    def shorter_than_range(self) -> bool:
+        return self.sampling_since is not None and self.sampling_since > self.range_start + timedelta(
+            seconds=self.bucket_s
+        )
 
 
 def rates(stats: list[QueueStats]) -> dict[str, Rates]:
@@ -123,28 +148,71 @@ def sparklines(names: list[str], now: datetime) -> dict[str, list[int]]:
     return lines
 
 
-def queue_history(queue_name: str, *, now: datetime, range_s: float, points: int = 120) -> list[HistoryPoint]:
-    samples = _bucketed([queue_name], now - timedelta(seconds=range_s), range_s / points)
-    history = []
-    previous = None
-    for sample in samples:
-        seconds = (sample.sampled_at - previous.sampled_at).total_seconds() if previous else 0
-        history.append(
-            HistoryPoint(
-                at=sample.sampled_at,
-                backlog=sample.backlog,
-                backlog_exact=sample.backlog_exact,
-                visible=sample.visible,
-                in_flight=sample.in_flight,
-                delayed=sample.delayed,
-                enqueue_rate=_per_second(sample.sent_total, previous.sent_total, seconds) if previous else None,
-                processing_rate=(
-                    _per_second(sample.removed_total, previous.removed_total, seconds) if previous else None
-                ),
+# The rate between two samples, or NULL: a counter that went backwards was reset (see _per_second).
+_RATE_SQL = """CASE WHEN {column} >= lag({column}) OVER w AND sampled_at > lag(sampled_at) OVER w
+    THEN ({column} - lag({column}) OVER w) / extract(epoch FROM sampled_at - lag(sampled_at) OVER w) END"""
+
+
+def queue_history(queue_name: str, *, now: datetime, range_s: float, points: int = 120) -> History:
+    """The range cut into at most `points` buckets (aligned to the clock, so a refresh moves no
+    bucket's edges), each bucket's lowest, mean and highest computed by PostgreSQL. A bucket spans
+    at least three sampler intervals: a narrower one would sometimes hold no sample and draw a gap
+    where the sampler missed nothing."""
+    bucket_s = max(range_s / points, 3 * settings.SAMPLE_INTERVAL_SECONDS)
+    start_epoch = (now.timestamp() - range_s) // bucket_s * bucket_s
+    range_start = datetime.fromtimestamp(start_epoch, tz=UTC)
+    buckets = math.ceil((now.timestamp() - start_epoch) / bucket_s)
+    table = QueueSample._meta.db_table
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH samples AS (
+                SELECT sampled_at, backlog, backlog_exact, visible, in_flight, delayed,
+                    {_RATE_SQL.format(column="sent_total")} AS enqueue_rate,
+                    {_RATE_SQL.format(column="removed_total")} AS processing_rate
+                FROM {table}
+                WHERE database = %(database)s AND queue_name = %(queue)s
+                    AND sampled_at > %(start)s - make_interval(secs => %(bucket_s)s) AND sampled_at <= %(now)s
+                WINDOW w AS (ORDER BY sampled_at)
             )
+            SELECT bucket, count(sampled_at), round(avg(backlog)), min(backlog), max(backlog),
+                coalesce(bool_and(backlog_exact), true), avg(visible), avg(in_flight), avg(delayed),
+                avg(enqueue_rate), max(enqueue_rate), avg(processing_rate), max(processing_rate)
+            FROM generate_series(0, %(buckets)s - 1) AS bucket
+            LEFT JOIN samples ON least(
+                floor(extract(epoch FROM sampled_at - %(start)s) / %(bucket_s)s), %(buckets)s - 1
+            ) = bucket
+            GROUP BY bucket ORDER BY bucket
+            """,  # noqa: S608 (the table name is the model's own, not input)
+            {
+                "database": watched_name(),
+                "queue": queue_name,
+                "start": range_start,
+                "now": now,
+                "bucket_s": bucket_s,
+                "buckets": buckets,
+            },
         )
-        previous = sample
-    return history
+        rows = cursor.fetchall()
+    points_ = [
+        HistoryPoint(
+            range_start + timedelta(seconds=bucket * bucket_s),
+            samples,
+            None if mean is None else int(mean),
+            low,
+            high,
+            exact,
+            *(None if value is None else float(value) for value in rest),
+        )
+        for bucket, samples, mean, low, high, exact, *rest in rows
+    ]
+    first = (
+        QueueSample.objects.filter(database=watched_name(), queue_name=queue_name)
+        .order_by("sampled_at")
+        .values_list("sampled_at", flat=True)
+        .first()
+    )
+    return History(points_, bucket_s, range_start, first)
 
 
 def latest_poison_counts(names: list[str], now: datetime) -> dict[str, tuple[int, datetime]]:

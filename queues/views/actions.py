@@ -29,7 +29,7 @@ def _dialog(request: HttpRequest, context: dict, *, status: int = 200) -> HttpRe
 
 
 @require_POST
-@operator_required
+@operator_required()
 def message_action(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
     form = forms.MessageActionForm(request.POST, queue_name=queue.queue_name)
@@ -130,7 +130,7 @@ def shared_tables_page(
 
 
 @require_http_methods(["GET", "POST"])
-@operator_required
+@operator_required(vocabulary.SEND)
 @refusals_as_pages
 def send_message(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
@@ -156,7 +156,7 @@ def send_message(request: HttpRequest, queue_name: str) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-@operator_required
+@operator_required(vocabulary.EDIT_AND_RESEND)
 @refusals_as_pages
 def edit_and_resend(request: HttpRequest, queue_name: str, msg_id: int) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
@@ -254,7 +254,7 @@ def _edit_page(
 
 
 @require_http_methods(["GET", "POST"])
-@admin_required
+@admin_required(vocabulary.PURGE)
 @refusals_as_pages
 def purge_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
@@ -280,7 +280,7 @@ def purge_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-@admin_required
+@admin_required(vocabulary.DROP_QUEUE)
 @refusals_as_pages
 def drop_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
     queue = get_queue_or_404(queue_name)
@@ -306,7 +306,7 @@ def drop_queue(request: HttpRequest, queue_name: str) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-@admin_required
+@admin_required(vocabulary.CREATE_QUEUE)
 @refusals_as_pages
 def create_queue(request: HttpRequest) -> HttpResponse:
     form = forms.CreateQueueForm(posted(request))

@@ -22,7 +22,7 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 
 
 @require_POST
-@operator_required
+@operator_required("cancel_job")
 def cancel_job(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_job_or_404(job_id)
     jobs.cancel(job, user=request.user)

@@ -73,16 +73,22 @@ def _queue_figures(queue: Queue, range_s: int) -> dict:
     if stats is None:
         raise Http404(f"The table of queue “{queue.queue_name}” is gone (the queue was dropped meanwhile).")
     row = overview.row_for(stats)
-    points = history.queue_history(queue.queue_name, now=stats.measured_at, range_s=range_s)
+    charted = history.queue_history(queue.queue_name, now=stats.measured_at, range_s=range_s)
     spread = distributions.distributions(stats)
+    points = charted.points
     chart_data = {
         "history": {
             "labels": [point.at.isoformat() for point in points],
+            "samples": [point.samples for point in points],
             "visible": [point.visible for point in points],
             "in_flight": [point.in_flight for point in points],
             "delayed": [point.delayed for point in points],
+            "backlog_min": [point.backlog_min for point in points],
+            "backlog_max": [point.backlog_max for point in points],
             "enqueue_rate": [point.enqueue_rate for point in points],
+            "enqueue_rate_max": [point.enqueue_rate_max for point in points],
             "processing_rate": [point.processing_rate for point in points],
+            "processing_rate_max": [point.processing_rate_max for point in points],
         },
         "age": {"labels": spread.age.labels, "counts": spread.age.counts},
         "read_ct": {"labels": spread.read_ct.labels, "counts": spread.read_ct.counts},
@@ -92,6 +98,7 @@ def _queue_figures(queue: Queue, range_s: int) -> dict:
         "row": row,
         "spread": spread,
         "chart_data": chart_data,
+        "charted": charted,
         "poison_read_count": settings.POISON_READ_COUNT,
         "poison_explanation": POISON_EXPLANATION.format(settings.POISON_READ_COUNT),
         "rate_units": {
@@ -113,6 +120,7 @@ def queue_page(request: HttpRequest, queue_name: str) -> HttpResponse:
         "range_form": range_form,
         "range": range_form.cleaned_data["range"] or "1h",
         "ranges": forms.RANGE_LABELS,
+        "range_label": forms.RANGE_LABELS[range_form.cleaned_data["range"] or "1h"],
         **_queue_figures(queue, range_form.seconds()),
     }
     jobs_seen(request, context["jobs"])

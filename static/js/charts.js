@@ -14,17 +14,10 @@ function readData(id) {
   return element ? JSON.parse(element.textContent) : null;
 }
 
+// One format on every axis and in every tooltip, the one the tables use (to the minute), in the
+// zone the header's switch chose (interface.js).
 function timeLabels(isoTimes) {
-  const span = isoTimes.length > 1 ? new Date(isoTimes.at(-1)) - new Date(isoTimes[0]) : 0;
-  const withDate = span > 36 * 3600 * 1000;
-  // Samples come every few seconds: over a short range, minutes alone would repeat along the axis.
-  const clockParts = span < 30 * 60 * 1000
-    ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
-  return isoTimes.map((iso) => {
-    const time = new Date(iso);
-    const clock = time.toLocaleTimeString([], clockParts);
-    return withDate ? `${time.toLocaleDateString([], { month: "short", day: "numeric" })} ${clock}` : clock;
-  });
+  return isoTimes.map((iso) => window.dashboardTimes.text(new Date(iso), { seconds: false }));
 }
 
 function humanSeconds(value) {
@@ -87,8 +80,22 @@ function draw(name, makeConfig, empty) {
   charts.set(name, new Chart(canvas, config));
 }
 
-function line(label, data, color, fill = false) {
-  return { label, data, borderColor: color, backgroundColor: color + "55", fill, pointRadius: 0, borderWidth: 2, tension: 0.2, spanGaps: true };
+// Straight segments (tension 0: a curve would invent values between samples) that stop where the
+// sampler stored nothing (spanGaps false, the bucket null): a gap is drawn as a gap.
+function line(label, data, color, fill = false, extra = {}) {
+  return {
+    label, data, borderColor: color, backgroundColor: color + "55", fill, pointRadius: 0, borderWidth: 2,
+    tension: 0, spanGaps: false, ...extra,
+  };
+}
+
+// A bucket's highest or lowest, dashed, in a stack of its own (not added onto the means).
+function bound(label, data, color) {
+  return line(label, data, color, false, { borderDash: [4, 3], borderWidth: 1, stack: label });
+}
+
+function anyValue(values) {
+  return values.some((value) => value != null);
 }
 
 function bars(label, data, color) {
@@ -100,18 +107,21 @@ function drawQueueCharts() {
   if (!data) return;
   const history = data.history;
   const labels = timeLabels(history.labels);
+  const stacked = { stack: "means" };
   draw("backlog", () => ({
     type: "line",
     data: {
       labels,
       datasets: [
-        line("Visible", history.visible, cssVar("--visible"), true),
-        line("In flight", history.in_flight, cssVar("--in-flight"), true),
-        line("Delayed", history.delayed, cssVar("--delayed"), true),
+        line("Visible", history.visible, cssVar("--visible"), true, stacked),
+        line("In flight", history.in_flight, cssVar("--in-flight"), true, stacked),
+        line("Delayed", history.delayed, cssVar("--delayed"), true, stacked),
+        bound("Backlog, highest", history.backlog_max, cssVar("--critical")),
+        bound("Backlog, lowest", history.backlog_min, cssVar("--muted")),
       ],
     },
     options: baseOptions({ scales: { x: { ticks: { maxTicksLimit: 8 } }, y: { stacked: true, beginAtZero: true } } }),
-  }), history.labels.length < 2);
+  }), !anyValue(history.backlog_max));
   draw("rates", () => ({
     type: "line",
     data: {
@@ -119,10 +129,12 @@ function drawQueueCharts() {
       datasets: [
         line("Sent /s", history.enqueue_rate, cssVar("--accent")),
         line("Archived or deleted /s", history.processing_rate, cssVar("--visible")),
+        bound("Sent /s, highest", history.enqueue_rate_max, cssVar("--accent")),
+        bound("Archived or deleted /s, highest", history.processing_rate_max, cssVar("--visible")),
       ],
     },
     options: baseOptions(),
-  }), history.labels.length < 2);
+  }), !anyValue(history.enqueue_rate) && !anyValue(history.processing_rate));
   const empty = (counts) => counts.every((count) => count === 0);
   draw("age", () => ({
     type: "bar",
@@ -172,9 +184,12 @@ function drawAll() {
 
 document.addEventListener("DOMContentLoaded", drawAll);
 document.addEventListener("dashboard:updated", drawAll);
-// The theme follows the system: redraw in the new colours when it changes.
-matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+function redrawAll() {
   charts.forEach((chart) => chart.destroy());
   charts.clear();
   drawAll();
-});
+}
+// The theme follows the system: redraw in the new colours when it changes; and in the other time
+// zone when the header's switch is pressed.
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", redrawAll);
+document.addEventListener("dashboard:time-zone", redrawAll);

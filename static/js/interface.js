@@ -16,6 +16,25 @@ function localText(moment, withFraction) {
   return withFraction ? `${text}.${pad(moment.getMilliseconds(), 3)}` : text;
 }
 
+function utcText(moment, withFraction) {
+  return moment.toISOString().slice(0, withFraction ? 23 : 19).replace("T", " ");
+}
+
+function localChosen() {
+  return localStorage.getItem(ZONE_KEY) === "local";
+}
+
+// For the charts (charts.js): a moment as the tables write it, in the zone chosen.
+window.dashboardTimes = {
+  text(moment, { seconds = true } = {}) {
+    const text = localChosen() ? localText(moment, false) : utcText(moment, false);
+    return seconds ? text : text.slice(0, 16);
+  },
+  zoneName() {
+    return localChosen() ? Intl.DateTimeFormat().resolvedOptions().timeZone : "UTC";
+  },
+};
+
 function ago(moment) {
   const seconds = Math.round((Date.now() - moment) / 1000);
   const size = Math.abs(seconds);
@@ -25,7 +44,7 @@ function ago(moment) {
 }
 
 function showTimes(root = document) {
-  const local = localStorage.getItem(ZONE_KEY) === "local";
+  const local = localChosen();
   root.querySelectorAll("time[datetime]").forEach((element) => {
     const moment = new Date(element.getAttribute("datetime"));
     if (Number.isNaN(moment.getTime())) return;
@@ -35,6 +54,13 @@ function showTimes(root = document) {
     element.textContent = local ? localText(moment, element.dataset.utc.includes(".")) : element.dataset.utc;
     element.title = `${element.dataset.utcTitle} · ${localText(moment, true)} ${zone} · ${ago(moment)}`;
   });
+  // The date filters take times as the tables show them, in the zone chosen (the form sends it).
+  const zone = window.dashboardTimes.zoneName();
+  root.querySelectorAll("[data-zone-name]").forEach((element) => { element.textContent = zone; });
+  root.querySelectorAll("[data-zone-field]").forEach((field) => {
+    field.value = local ? zone : "";
+    field.disabled = !local;
+  });
   document.querySelectorAll("[data-time-zone]").forEach((button) => {
     button.textContent = local ? "Local time" : "UTC";
     button.setAttribute("aria-pressed", String(local));
@@ -43,8 +69,9 @@ function showTimes(root = document) {
 
 document.addEventListener("click", (event) => {
   if (!event.target.closest("[data-time-zone]")) return;
-  localStorage.setItem(ZONE_KEY, localStorage.getItem(ZONE_KEY) === "local" ? "utc" : "local");
+  localStorage.setItem(ZONE_KEY, localChosen() ? "utc" : "local");
   showTimes();
+  document.dispatchEvent(new CustomEvent("dashboard:time-zone"));
 });
 document.addEventListener("DOMContentLoaded", () => showTimes());
 document.addEventListener("htmx:afterSettle", (event) => showTimes(event.detail.elt));
