@@ -7,6 +7,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
+from dashboard import __version__
 from dashboard.databases import database_label, database_short_label
 from queues.access import can_watch
 from queues.models import AlertEpisode
@@ -139,6 +140,10 @@ def watched_database(request: HttpRequest) -> dict[str, object]:
         # Django's admin exists once, outside every database's prefix.
         "admin_url": getattr(request, "dashboard_script_prefix", "/") + "admin/",
     }
+
+
+def version(request: HttpRequest) -> dict[str, str]:
+    return {"dashboard_version": __version__}
 
 
 def refresh_interval(request: HttpRequest) -> dict[str, int]:
