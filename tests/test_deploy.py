@@ -391,6 +391,5 @@ def test_the_dockerfile_fetches_static_files_with_the_script_alone():
 def test_the_dockerfile_healthcheck_asks_the_health_endpoint_on_the_exposed_port():
     (healthcheck,) = dockerfile("HEALTHCHECK")
     assert f"http://127.0.0.1:{image_port()}{HealthEndpointMiddleware.path}" in healthcheck
-    assert image_command()[:3] == ["gunicorn", "--config", "dashboard/gunicorn.conf.py"]
-    assert (BASE_DIR / image_command()[2]).is_file()
+    assert image_command() == ["pgmq-dashboard", "serve"]  # gunicorn with dashboard/gunicorn.conf.py
     assert [arguments for name, arguments in final_stage() if name == "USER"] == ["dashboard"]
