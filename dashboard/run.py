@@ -108,8 +108,10 @@ def main(*, embedded: bool | None = None, first_admin: bool = False) -> None:
         os.environ.pop("PGMQ_DATABASE_URL", None)
     demo = embedded or env.boolean("DEMO", default=False)
     children: dict[str, subprocess.Popen] = {}
-    # SIGTERM (from a supervisor or a test) stops everything the same way Ctrl-C does.
+    # SIGTERM (from a supervisor or a test) stops everything the same way Ctrl-C does; so does SIGINT
+    # even when started in the background of a script, where the shell set it to be ignored.
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         if embedded:
             print(f"starting the embedded PostgreSQL (data in {var_dir() / 'pgdata'})", flush=True)
