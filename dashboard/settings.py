@@ -8,13 +8,12 @@ Databases:
 """
 
 from datetime import timedelta
-from pathlib import Path
 
 from csp.constants import NONE, SELF
 
-from dashboard import env
+from dashboard import env, places
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = places.BASE_DIR
 
 DEBUG = env.boolean("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.secret_key(debug=DEBUG)
@@ -196,7 +195,7 @@ WSGI_APPLICATION = "dashboard.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [places.FILES_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -206,6 +205,7 @@ TEMPLATES = [
                 "queues.context_processors.watched_database",
                 "queues.context_processors.refresh_interval",
                 "queues.access.read_only_context",
+                "queues.context_processors.version",
             ],
         },
     },
@@ -291,9 +291,9 @@ CONTENT_SECURITY_POLICY = {
 
 # Absolute: under /db/<name>/ the script prefix changes, and a relative STATIC_URL would follow it.
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = places.static_root()
 # Under a prefix of their own, so a project mounting the app (README "Mount it") keeps its own names.
-STATICFILES_DIRS = [("pgmq_dashboard", BASE_DIR / "static")]
+STATICFILES_DIRS = [("pgmq_dashboard", places.FILES_DIR / "static")]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

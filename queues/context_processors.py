@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.urls import NoReverseMatch, get_resolver, get_script_prefix, reverse
 from django.utils.functional import SimpleLazyObject
 
+from dashboard import __version__
 from dashboard.databases import database_label, database_short_label
 from queues.access import can_watch
 from queues.models import AlertEpisode
@@ -148,6 +149,10 @@ def admin_url(request: HttpRequest) -> str:
     except NoReverseMatch:
         return ""
     return getattr(request, "dashboard_script_prefix", "/") + path.removeprefix(get_script_prefix())
+
+
+def version(request: HttpRequest) -> dict[str, str]:
+    return {"dashboard_version": __version__}
 
 
 def refresh_interval(request: HttpRequest) -> dict[str, int]:

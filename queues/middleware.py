@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.urls import get_script_prefix, set_script_prefix
 
+from dashboard import __version__
 from dashboard.databases import (
     database_label,
     first_line,
@@ -77,7 +78,8 @@ def own_table_missing(request: HttpRequest, table: str) -> HttpResponse:
 
 class HealthEndpointMiddleware:
     """GET /healthz: 200 when the dashboard's own database and at least one watched database
-    answer with pgmq in it (saying which others do not), else 503 naming what failed. No login.
+    answer with pgmq in it (saying which others do not), else 503 naming what failed; with the
+    dashboard's version either way. No login.
 
     Answered before Django validates the Host header: load balancers, Docker and Kubernetes
     probe by IP address, which is never in DJANGO_ALLOWED_HOSTS.
@@ -96,10 +98,10 @@ class HealthEndpointMiddleware:
         problems = [*own, *(problem for found in watched.values() for problem in found if problem not in own)]
         # One watched database away out of several leaves the others to show: still ready.
         if own or all(watched.values()):
-            return JsonResponse({"status": "unavailable", "problems": problems}, status=503)
+            return JsonResponse({"status": "unavailable", "problems": problems, "version": __version__}, status=503)
         if problems:
-            return JsonResponse({"status": "degraded", "problems": problems})
-        return JsonResponse({"status": "ok"})
+            return JsonResponse({"status": "degraded", "problems": problems, "version": __version__})
+        return JsonResponse({"status": "ok", "version": __version__})
 
 
 DATABASE_PREFIX = re.compile(r"/db/(?P<name>[^/]+)(?P<rest>/.*)", re.DOTALL)

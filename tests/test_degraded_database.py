@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from dashboard import __version__
 from tests.conftest import BASE_DIR, free_port, gunicorn, uses_databases, with_database
 from tests.http_client import HttpSession
 
@@ -65,7 +66,7 @@ def test_health_answers_probes_by_ip_address_whatever_the_allowed_hosts(tmp_path
     with gunicorn(pgmq_database_url, tmp_path, DJANGO_ALLOWED_HOSTS="dashboard.example.com") as base_url:
         session = HttpSession(base_url)
         health = session.get("/healthz")
-        assert (health.status, json.loads(health.text)) == (200, {"status": "ok"})
+        assert (health.status, json.loads(health.text)) == (200, {"status": "ok", "version": __version__})
         assert session.get("/login/").status == 400  # everything else still checks the Host header
 
 

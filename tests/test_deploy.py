@@ -20,6 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from dashboard import cli
 from queues.middleware import HealthEndpointMiddleware
 from tests.conftest import BASE_DIR
 
@@ -245,13 +246,14 @@ def test_the_commands_exist_and_the_sampler_is_exactly_one():
         component: named(kind, component)["spec"]["template"]["spec"]["containers"][0]["command"]
         for kind, component in [("Job", "migrate"), ("Deployment", "sampler"), ("Deployment", "job-runner")]
     }
-    assert commands["migrate"][:3] == ["python", "manage.py", "migrate"]
-    assert commands["sampler"] == ["python", "manage.py", "sample_metrics"]
-    assert commands["job-runner"] == ["python", "manage.py", "run_jobs"]
-    for command in commands.values():
-        assert (BASE_DIR / command[1]).is_file()
-        if command[2] != "migrate":  # Django's own
-            assert (BASE_DIR / "queues" / "management" / "commands" / f"{command[2]}.py").is_file()
+    assert commands == {
+        "migrate": ["pgmq-dashboard", "migrate"],
+        "sampler": ["pgmq-dashboard", "sample"],
+        "job-runner": ["pgmq-dashboard", "run-jobs"],
+    }
+    for command in [*commands.values(), image_command()]:
+        assert command[0] == "pgmq-dashboard"
+        assert cli.parser().parse_args(command[1:]).subcommand == command[1]
     sampler = named("Deployment", "sampler")["spec"]
     assert sampler["replicas"] == 1
     assert sampler["strategy"] == {"type": "Recreate"}
@@ -389,6 +391,5 @@ def test_the_dockerfile_fetches_static_files_with_the_script_alone():
 def test_the_dockerfile_healthcheck_asks_the_health_endpoint_on_the_exposed_port():
     (healthcheck,) = dockerfile("HEALTHCHECK")
     assert f"http://127.0.0.1:{image_port()}{HealthEndpointMiddleware.path}" in healthcheck
-    assert image_command()[:3] == ["gunicorn", "--config", "dashboard/gunicorn.conf.py"]
-    assert (BASE_DIR / image_command()[2]).is_file()
+    assert image_command() == ["pgmq-dashboard", "serve"]  # gunicorn with dashboard/gunicorn.conf.py
     assert [arguments for name, arguments in final_stage() if name == "USER"] == ["dashboard"]

@@ -26,7 +26,7 @@ import pytest
 from playwright.sync_api import expect
 from psycopg import sql
 
-from dashboard import embedded_postgres
+from dashboard import __version__, embedded_postgres
 from tests.conftest import BASE_DIR, free_port, gunicorn, sign_in, wait_for
 from tests.http_client import HttpSession, Response
 from tests.pages import parse
@@ -245,7 +245,7 @@ def test_stopping_the_database_gives_503_pages_and_health_then_the_dashboard_rec
         assert [(r.url.removeprefix(dashboard.base_url), r.status) for r in after if r.status != 200] == []
         assert queue in parse(after[0].text).select_one("#overview-live").get_text()
         health = session.get("/healthz")
-        assert (health.status, json.loads(health.text)) == (200, {"status": "ok"})
+        assert (health.status, json.loads(health.text)) == (200, {"status": "ok", "version": __version__})
 
     for mode in ("fast", "immediate"):  # sessions told to go, or killed as in a crash
         every_thread_connected()
@@ -478,7 +478,7 @@ def test_pgmq_removed_from_the_database_says_so_and_the_dashboard_comes_back_whe
     finally:
         embedded_postgres.install_pgmq(server.url)
 
-    assert json.loads(session.get("/healthz").text) == {"status": "ok"}
+    assert json.loads(session.get("/healthz").text) == {"status": "ok", "version": __version__}
     page = session.get("/")
     assert page.status == 200
     assert parse(page.text).select_one("#overview-live") is not None

@@ -19,6 +19,7 @@ from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 from prometheus_client.parser import text_string_to_metric_families
 
+from dashboard import __version__
 from queues.models import AuditEntry, QueueSample
 from queues.tokens import issue_token
 from tests.conftest import BASE_DIR, gunicorn, run_jobs_once, sign_in, uses_databases, wait_for
@@ -327,7 +328,7 @@ def test_a_stopped_database_leaves_the_others_working_and_comes_back_by_itself(
         what="staging's overview to answer again",
     )
     assert overview_rows(parse(back.text))["orders"]["backlog"] == "5"
-    assert json.loads(session.get("/healthz").text) == {"status": "ok"}
+    assert json.loads(session.get("/healthz").text) == {"status": "ok", "version": __version__}
 
 
 def test_the_switcher_in_the_header_takes_you_to_the_other_database_and_back(
