@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from queues import vocabulary
+from queues.lineage import ORIGIN_KEY, WRAPPED_HEADERS_KEY
 from queues.models import AuditEntry
 from queues.pgmq import Queue
 
@@ -44,6 +45,25 @@ class Ledger:
         }
 
 
+def as_copied(original: Payload, found: Payload, source: Key, action: str) -> Payload:
+    """What a copy of `original` must hold: the same message, and its headers with one more origin
+    at the end of ORIGIN_KEY's list naming `source` and `action` (queues/lineage.py's rules, written
+    again here so that the SQL that applies them is checked, not trusted)."""
+    message, headers = original
+    found_headers = found[1]
+    chain = found_headers.get(ORIGIN_KEY) if isinstance(found_headers, dict) else None
+    last = chain[-1] if isinstance(chain, list) and chain else None
+    if not isinstance(last, dict) or (last.get("queue"), last.get("msg_id"), last.get("action")) != (*source, action):
+        return (message, {"origin naming": (source, action), "in headers": headers})
+    if headers is None:
+        return message, {ORIGIN_KEY: [last]}
+    if not isinstance(headers, dict):
+        return message, {WRAPPED_HEADERS_KEY: headers, ORIGIN_KEY: [last]}
+    before = headers.get(ORIGIN_KEY)
+    before = before if isinstance(before, list) else [] if before is None else [before]
+    return message, {**headers, ORIGIN_KEY: [*before, last]}
+
+
 def check(
     *,
     queues: list[str],
@@ -60,6 +80,7 @@ def check(
     origins = Counter({"sent by producers": len(created)})
     dashboard_deleted: dict[Key, Payload] = {}
     moved_away: set[Key] = set()
+    copied_from: dict[Key, tuple[Key, str]] = {}  # a copy the dashboard made: its original, and how
     entries = AuditEntry.objects.filter(pk__gt=after_entry, queue_name__in=queues).order_by("pk")
     for entry in entries:
         queue, target, details = entry.queue_name, entry.target, entry.details
@@ -73,11 +94,13 @@ def check(
             original = (queue, int(old))
             if entry.action == vocabulary.EDIT_AND_RESEND:
                 created[(target["destination"], new)] = (target["message"], target["headers"])
+                copied_from[(target["destination"], new)] = ((queue, int(old)), entry.action)
                 continue
             if original not in created:
                 problems.append(f"audit entry {entry.pk} copied {original}, which nobody sent")
                 continue
             created[(parameters["destination"], new)] = created[original]
+            copied_from[(parameters["destination"], new)] = (original, entry.action)
             origins[f"copies made by {entry.action}"] += 1
             if (entry.action == vocabulary.MOVE and parameters.get("original") == "delete") or (
                 entry.action == vocabulary.REQUEUE and parameters.get("remove_archived")
@@ -109,6 +132,20 @@ def check(
         "deleted from the dashboard": dashboard_deleted,
         "moved away": moved_away,
     }
+
+    def expected(key: Key, found: Payload) -> Payload:
+        """A copy holds its original as that was expected, with one more origin (a copy of a copy two)."""
+        if key not in copied_from:
+            return created[key]
+        source, action = copied_from[key]
+        if action == vocabulary.EDIT_AND_RESEND:  # what the user wrote, not the original, is copied
+            return as_copied(created[key], found, source, action)
+        message, headers = found
+        chain = headers.get(ORIGIN_KEY) if isinstance(headers, dict) else None
+        # The original as it was copied: what this copy holds, less the origin the copy added.
+        before = (message, {**headers, ORIGIN_KEY: chain[:-1]}) if isinstance(chain, list) else found
+        return as_copied(expected(source, before), found, source, action)
+
     found_in: Counter[str] = Counter()
     for key, payload in created.items():
         found = [name for name, place in places.items() if key in place]
@@ -116,7 +153,10 @@ def check(
             problems.append(f"{key} is in {' and '.join(found) or 'no place'}")
             continue
         found_in[found[0]] += 1
-        if found[0] != "moved away" and places[found[0]][key] != payload:
+        if found[0] == "moved away":
+            continue
+        payload = expected(key, places[found[0]][key])
+        if places[found[0]][key] != payload:
             problems.append(f"{key} changed: {payload} became {places[found[0]][key]}")
     unknown = set().union(live, archive, consumer_deleted, dashboard_deleted) - set(created)
     problems += [f"{key} is there but nobody sent it" for key in sorted(unknown)[:20]]

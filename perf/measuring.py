@@ -4,6 +4,7 @@ the dashboard under a gunicorn of their own, percentiles, and the database's CPU
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -26,10 +27,28 @@ def percentile(sorted_samples: list[float], fraction: float) -> float:
     return sorted_samples[min(len(sorted_samples) - 1, int(len(sorted_samples) * fraction))]
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port free now, for a server a test starts. Not one the kernel hands out itself (bind to port
+    0 does): an outgoing connection, to PostgreSQL say, could take such a port before the server
+    binds it. Picked at random below that range, so test processes side by side rarely meet."""
+    ephemeral = _ephemeral_ports()
+    candidates = [port for port in range(10_000, 30_000) if port not in ephemeral]
+    for port in random.sample(candidates, 50):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 10000 and 30000")
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from queues.watched import statement_budget
 
 # A message's state, by the database's clock.
 VISIBLE, IN_FLIGHT, DELAYED, ARCHIVED = "visible", "in flight", "delayed", "archived"
+MESSAGE_STATES = (VISIBLE, IN_FLIGHT, DELAYED, ARCHIVED)  # what a message is, as the pages say
 STATES = {"visible": VISIBLE, "in_flight": IN_FLIGHT, "delayed": DELAYED}
 SOURCES = [LIVE, ARCHIVE, "both"]
 

@@ -27,6 +27,7 @@ STALLED_AFTER = timedelta(minutes=2)
 CONFIDENCE_LEVELS = (("high", 0.1, 10), ("medium", 0.3, 5))
 
 EMPTY, DRAINING, STALLED, GROWING, UNKNOWN = "empty", "draining", "stalled", "growing", "unknown"
+STATES = (EMPTY, DRAINING, STALLED, GROWING, UNKNOWN)
 
 
 @dataclasses.dataclass(frozen=True)

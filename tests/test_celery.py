@@ -18,6 +18,7 @@ import pytest
 from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 
+from queues.lineage import ORIGIN_KEY
 from tests import celery_app
 from tests.celery_app import QUEUE
 from tests.conftest import BASE_DIR, SCREENSHOTS, sign_in, uses_databases, wait_for
@@ -242,18 +243,21 @@ def test_a_real_worker_runs_what_the_dashboard_retries_and_resends(
     assert facts["argsrepr"] == "(6, 3)"
     original = celery_facts(parse(operator_client.get(f"{MESSAGES}{failing_msg}/?source=archive")))
     assert json.loads(original["args"]) == [6, 0]
-    # Nothing else changed but what says the arguments, and the delivery tag (each publish has its own).
+    # Nothing else changed but what says the arguments, and the delivery tag (each publish has its own);
+    # pgmq's headers also say where the copy came from (the dashboard's origin key).
     rest = "{0} #- '{{body}}' #- '{{headers,argsrepr}}' #- '{{headers,kwargsrepr}}' #- '{{properties,delivery_tag}}'"
-    same_envelope, same_headers, headers_say_new_args, new_tag = pgmq_sql.execute(
+    same_envelope, same_headers, headers_say_new_args, new_tag, copied_from = pgmq_sql.execute(
         f"SELECT {rest.format('q.message')} = {rest.format('a.message')},"
-        " q.headers - 'argsrepr' - 'kwargsrepr' = a.headers - 'argsrepr' - 'kwargsrepr',"
-        " q.headers = q.message->'headers',"
-        " q.message->'properties'->>'delivery_tag' <> a.message->'properties'->>'delivery_tag'"
+        " q.headers - 'argsrepr' - 'kwargsrepr' - %s = a.headers - 'argsrepr' - 'kwargsrepr',"
+        " q.headers - %s = q.message->'headers',"
+        " q.message->'properties'->>'delivery_tag' <> a.message->'properties'->>'delivery_tag',"
+        " (q.headers->%s->-1->>'msg_id')::bigint"
         " FROM pgmq.q_celery_tasks q, pgmq.a_celery_tasks a WHERE q.msg_id = %s AND a.msg_id = %s",
-        [resent_msg, failing_msg],
+        [ORIGIN_KEY, ORIGIN_KEY, ORIGIN_KEY, resent_msg, failing_msg],
     ).fetchone()
     assert same_envelope and same_headers, "the resent copy differs from the original beyond its arguments"
     assert headers_say_new_args and new_tag
+    assert copied_from == failing_msg
     # One more, left as it is, to fail.
     send(celery_app.divide, (1, 0))
 

@@ -232,7 +232,10 @@ def test_roles_are_per_database_and_so_is_the_audit_log(
     staging_log = parse(session.get("/db/staging/audit/").text).get_text(" ")
     main_log = parse(session.get("/audit/").text).get_text(" ")
     assert "Archive" in staging_log and "orders" in staging_log
-    assert "orders" not in main_log
+    # Main's log has the attempt its role refused, and nothing done.
+    assert "refused" in main_log
+    main_entries = AuditEntry.objects.exclude(database="staging").filter(queue_name="orders")
+    assert [(e.action, e.outcome, e.affected) for e in main_entries] == [("archive", AuditEntry.REFUSED, 0)]
 
 
 def test_a_job_on_everything_a_filter_matches_runs_in_its_own_database(

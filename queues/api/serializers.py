@@ -11,7 +11,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from queues.filters import words_seen
+from queues import forecast
+from queues.filters import MESSAGE_STATES, words_seen
 from queues.forms import MAX_INT, MAX_MSG_ID, MessageFilterForm, MsgIdsField
 from queues.jsontext import RawJSON
 from queues.pgmq import ARCHIVE, LIVE
@@ -42,7 +43,7 @@ class ForecastSerializer(serializers.Serializer):
     """When the backlog will be gone at the current rate (queues/forecast.py)."""
 
     state = serializers.ChoiceField(
-        choices=["empty", "draining", "stalled", "growing", "unknown"],
+        choices=forecast.STATES,
         help_text="unknown: not enough history yet (under 3 samples or a minute)",
     )
     summary = serializers.CharField(help_text='in words, as the pages say it: "clears in ~35 min at the current rate"')
@@ -210,9 +211,7 @@ class HistorySerializer(serializers.Serializer):
 class MessageSerializer(serializers.Serializer):
     msg_id = serializers.IntegerField()
     source = serializers.ChoiceField(choices=[LIVE, ARCHIVE])
-    state = serializers.ChoiceField(
-        choices=["visible", "in flight", "delayed", "archived"], help_text="by the database's clock"
-    )
+    state = serializers.ChoiceField(choices=MESSAGE_STATES, help_text="by the database's clock")
     read_ct = serializers.IntegerField()
     enqueued_at = serializers.DateTimeField()
     vt = serializers.DateTimeField()
