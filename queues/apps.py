@@ -58,9 +58,16 @@ def ensure_roles(using: str, **kwargs: object) -> None:
 
     from queues.access import DATABASE_PERMISSIONS, scoped_group_name
 
+    named = {dotted for permissions in ROLES.values() for dotted in permissions}
+    by_name = {
+        f"{found.content_type.app_label}.{found.codename}": found
+        for found in Permission.objects.using(using)
+        .select_related("content_type")
+        .filter(codename__in={dotted.split(".")[1] for dotted in named})
+    }
+
     def permission(dotted: str) -> Permission:
-        app_label, codename = dotted.split(".")
-        return Permission.objects.using(using).get(content_type__app_label=app_label, codename=codename)
+        return by_name[dotted]
 
     # With several watched databases, each role also exists for each one alone.
     databases = list(settings.WATCHED_DATABASES) if len(settings.WATCHED_DATABASES) > 1 else []
