@@ -35,7 +35,7 @@ from tests.http_client import HttpSession
 from tests.pages import number, overview_rows, parse
 from tests.test_make_run import your_own_database  # noqa: F401  (a fixture)
 
-pytestmark = uses_databases
+pytestmark = [uses_databases, pytest.mark.xdist_group("package")]  # one worker builds the wheel
 
 # What a wheel is built from: the package's files, as a clone has them (static/vendor fetched).
 SOURCES = ["pyproject.toml", "README.md", "requirements.txt", "requirements-demo.txt", "dashboard", "queues"]
