@@ -25,8 +25,11 @@ class HttpSession:
         self.cookies = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
 
-    def request(self, path: str, data: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> Response:
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
+    def request(
+        self, path: str, data: dict[str, str] | bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Response:
+        """GET, or POST a form (a dict) or a body of bytes as it is."""
+        body = data if isinstance(data, bytes) or data is None else urllib.parse.urlencode(data).encode()
         request = urllib.request.Request(self.base_url + path, data=body, headers=headers or {})
         try:
             with self.opener.open(request, timeout=30) as response:
@@ -37,11 +40,15 @@ class HttpSession:
     def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
         return self.request(path, headers=headers)
 
-    def post(self, path: str, data: dict[str, str]) -> Response:
-        """A form POST with the CSRF token a page of the dashboard set in the cookie."""
+    def csrf_token(self) -> str:
+        """The CSRF token a page of the dashboard set in the cookie."""
         token = next((cookie.value for cookie in self.cookies if cookie.name == "csrftoken"), None)
         assert token, "no CSRF cookie yet: get a page with a form first"
-        return self.request(path, {"csrfmiddlewaretoken": token, **data})
+        return token
+
+    def post(self, path: str, data: dict[str, str]) -> Response:
+        """A form POST with the CSRF token a page of the dashboard set in the cookie."""
+        return self.request(path, {"csrfmiddlewaretoken": self.csrf_token(), **data})
 
     def sign_in(self, username: str, password: str) -> Response:
         form = parse(self.get("/login/").text)

@@ -261,7 +261,24 @@ def test_the_installed_command_read_only_with_two_labelled_databases(run_command
     staging = parse(session.get("/db/staging/").text)
     assert list(overview_rows(staging)) == ["billing"]
     assert "Billing staging" in staging.select_one("header").get_text(" ", strip=True)
-    # The read-only switch reaches every process that serves or acts (the refusals are its own tests').
+    # Read-only, even for the admin it printed: the header says so, nothing to act with is shown, and an
+    # action sent anyway is refused, on a page and in the API, with every message still there.
+    assert "read-only" in overview.select_one("header").get_text(" ", strip=True)
+    messages = parse(session.get("/queues/existing/messages/").text)
+    assert messages.select("tr[data-msg-id]") and not messages.select("#action-form, tbody input[type=checkbox]")
+    refused = session.post(
+        "/queues/existing/act/", {"action": "delete", "source": "live", "scope": "selected", "msg_id": "1"}
+    )
+    assert refused.status == 403, refused.text[:300]
+    api = session.request(
+        "/api/v1/queues/existing/actions/",
+        json.dumps({"action": "delete", "msg_ids": [1]}).encode(),
+        {"Content-Type": "application/json", "X-CSRFToken": session.csrf_token()},
+    )
+    assert api.status == 403 and "read-only" in json.loads(api.text)["detail"], api.text[:300]
+    with psycopg.connect(your_own_database) as connection:
+        assert connection.execute("SELECT count(*) FROM pgmq.q_existing").fetchone()[0] == 3
+    # The switch reaches every process that serves or acts (the sampler, the job runner).
     for process in command.processes()[1:]:  # the command's own environment is what it was started with
         assert process.environ().get("DASHBOARD_READ_ONLY") == "1", process.cmdline()
     stop_with_ctrl_c(command)
