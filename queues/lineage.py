@@ -18,6 +18,8 @@ from datetime import datetime
 from django.conf import settings
 from psycopg import sql
 
+from queues import vocabulary
+
 ORIGIN_KEY = "x-pgmq-dashboard-origin"
 WRAPPED_HEADERS_KEY = "x-pgmq-dashboard-headers"
 
@@ -70,7 +72,9 @@ class Origin:
 
     @property
     def action_words(self) -> str:
-        return self.action.replace("_", " ")
+        """The action as the pages name it ("Move to another queue"); a name this version does not know, as written."""
+        known = vocabulary.ACTIONS.get(self.action)
+        return known.label.lower() if known else self.action.replace("_", " ")
 
 
 def origins(headers) -> list[Origin]:
