@@ -362,6 +362,34 @@ def test_the_switcher_in_the_header_takes_you_to_the_other_database_and_back(
     expect(page.locator("#overview-live")).not_to_contain_text("staging-only")
 
 
+@pytest.mark.browser
+def test_switch_database_on_a_queue_page(dashboard, staging_up, make_queue, scoped_roles, django_user_model, page):
+    """Issue 15's newcomer task: the switcher keeps the queue page, and shows the other database's figures."""
+    make_queue("orders", messages=3)
+    create_queue(staging_up, "orders", messages=7)
+    user_in(django_user_model, "oncall", "Viewer")
+    sign_in(page, dashboard, "oncall", PASSWORD)
+    page.goto(f"{dashboard}/queues/orders/")
+    switcher = page.locator(".database-switcher")
+    backlog = page.locator("#queue-live [data-stat=backlog]")
+    expect(backlog).to_have_text("3")
+
+    switcher.locator("summary").click()
+    switcher.get_by_role("link", name="staging").click()
+    expect(page).to_have_url(f"{dashboard}/db/staging/queues/orders/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("orders")
+    expect(switcher.locator("summary")).to_contain_text("staging")
+    expect(backlog).to_have_text("7")
+    page.get_by_role("navigation", name="This queue").get_by_role("link", name="Messages").click()
+    expect(page.locator("#messages-live tbody tr[data-msg-id]")).to_have_count(7)
+
+    switcher.locator("summary").click()
+    switcher.get_by_role("link", name="main").click()
+    expect(page).to_have_url(f"{dashboard}/queues/orders/messages/")
+    expect(page.locator("#messages-live tbody tr[data-msg-id]")).to_have_count(3)
+    expect(switcher.locator("summary")).to_contain_text("main")
+
+
 @pytest.mark.parametrize(
     "environment, complaint",
     [
