@@ -399,6 +399,7 @@ def page(browser, make_queue, request: pytest.FixtureRequest):
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     tab = context.new_page()
     tab.expected_errors = []
+    tab.server_log = None  # a test serving its own dashboard names its log: shown with an error
     errors: list[str] = []
     tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     tab.on("pageerror", lambda error: errors.append(str(error)))
@@ -407,7 +408,8 @@ def page(browser, make_queue, request: pytest.FixtureRequest):
     tab.screenshot(path=SCREENSHOTS / f"{request.node.name}.png", full_page=True)
     context.close()
     unexpected = [error for error in errors if not any(expected in error for expected in tab.expected_errors)]
-    assert not unexpected, f"errors on the page: {unexpected}"
+    server_log = f"\nthe end of {tab.server_log}:\n{tab.server_log.read_text()[-4000:]}" if tab.server_log else ""
+    assert not unexpected, f"errors on the page: {unexpected}{server_log}"
 
 
 def sign_in(page, base_url: str, username: str, password: str) -> None:

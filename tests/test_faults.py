@@ -151,8 +151,10 @@ class Dashboard:
 
 
 @pytest.fixture(scope="module")
-def module_dashboard() -> Iterator[Dashboard]:
-    """The dashboard under gunicorn on a PostgreSQL of this module's own, with pgmq and a login."""
+def module_dashboard(tmp_path_factory) -> Iterator[Dashboard]:
+    """The dashboard under gunicorn on a PostgreSQL of this module's own, with pgmq and a login.
+    gunicorn's log is kept with pytest's temporary files (the last runs' stay): a server error
+    seen in an outage is explained there."""
     with pgmq_server("pgmq-dashboard-faults-") as server:
         environment = {**os.environ, "PGMQ_DATABASE_URL": server.url, "PASSWORD": PASSWORD}
         for command in (["migrate"], ["add_user", USERNAME, "--role", "admin"]):
@@ -160,8 +162,7 @@ def module_dashboard() -> Iterator[Dashboard]:
                 [sys.executable, "manage.py", *command], cwd=BASE_DIR, env=environment, capture_output=True, text=True
             )
             assert done.returncode == 0, f"manage.py {' '.join(command)} failed:\n{done.stdout}{done.stderr}"
-        logs = server.directory / "logs"
-        logs.mkdir()
+        logs = tmp_path_factory.mktemp("faults-gunicorn")
         # Live regions (and a page opened during an outage) retry every second: quick tests. A
         # page waits up to 5 s for a lock, time enough for a test to commit the drop it waits on.
         with gunicorn(
@@ -491,6 +492,7 @@ NO_RELOAD = "window.loadedOnce = true"  # gone if the page reloads
 
 @pytest.mark.browser
 def test_an_open_page_shows_the_outage_and_recovers_by_itself(page, dashboard):
+    page.server_log = dashboard.log
     server = dashboard.server
     queue = create_queue(server, "watched_through_it", messages=1)
     page.expected_errors += ["status of 503", "Error Code 503"]  # the browser and htmx log each failed refresh
@@ -517,6 +519,7 @@ def test_an_open_page_shows_the_outage_and_recovers_by_itself(page, dashboard):
 
 @pytest.mark.browser
 def test_a_page_opened_during_the_outage_loads_itself_once_the_database_is_back(page, dashboard):
+    page.server_log = dashboard.log
     page.expected_errors += ["status of 503", "Error Code 503"]
     sign_in(page, dashboard.base_url, USERNAME, PASSWORD)
     dashboard.server.stop()
@@ -529,6 +532,7 @@ def test_a_page_opened_during_the_outage_loads_itself_once_the_database_is_back(
 
 @pytest.mark.browser
 def test_an_open_queue_page_says_its_queue_was_dropped(page, dashboard):
+    page.server_log = dashboard.log
     server = dashboard.server
     queue = create_queue(server, "dropped_while_watched", messages=1)
     page.expected_errors += ["status of 404", "Error Code 404"]
