@@ -265,6 +265,15 @@ def no_export_slots_left() -> Iterator[None]:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that reaches the test database through a fixture (pgmq_database_url: make_queue, page,
+    ...) is marked as using it: pytest-django creates the test databases only for the tests marked
+    so, and a module of unmarked ones, run alone, found no dashboard tables."""
+    for item in items:
+        if "pgmq_database_url" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("django_db"):
+            item.add_marker(uses_databases)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Pages link to hashed static names (whitenoise's manifest), as in production: collected once,
     before any test, by the one process that is not a worker of pytest-xdist (with -n, the workers'
