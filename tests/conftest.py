@@ -32,6 +32,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from dashboard import embedded_postgres
+from dashboard.demo import DEMO_QUEUES, set_up_demo_queues
 from dashboard.static_files import collect_static
 from perf.measuring import free_port
 from queues.apps import ensure_roles
@@ -203,6 +204,17 @@ def make_queue(pgmq_sql: psycopg.Connection) -> Iterator[Callable[..., str]]:
         exists = pgmq_sql.execute("SELECT 1 FROM pgmq.meta WHERE queue_name = %s", [name]).fetchone()
         if exists:
             pgmq_sql.execute("SELECT pgmq.drop_queue(%s)", [name])
+
+
+@pytest.fixture(scope="module")
+def demo_queues(pgmq_database_url: str) -> Iterator[str]:
+    """The demo's queues (dashboard/demo.py: orders, orders-dlq, webhooks, notifications), made empty
+    for a module of newcomer tasks and dropped after it; yields the database's URL."""
+    set_up_demo_queues(pgmq_database_url)
+    yield pgmq_database_url
+    with psycopg.connect(pgmq_database_url, autocommit=True) as connection:
+        for queue in DEMO_QUEUES:
+            connection.execute("SELECT pgmq.drop_queue(%s)", [queue])
 
 
 def action_records():

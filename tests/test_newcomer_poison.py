@@ -16,7 +16,7 @@ import pytest
 from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 
-from dashboard.demo import DEAD_LETTERS, DEMO_QUEUES, ORDERS, set_up_demo_queues
+from dashboard.demo import DEAD_LETTERS, ORDERS
 from queues.management.commands.run_jobs import run_pending_jobs
 from tests.conftest import sign_in, uses_databases
 
@@ -26,19 +26,10 @@ POISON_ORDER = '{"type": "order_created", "items": [{"sku": "SKU-UNKNOWN", "qty"
 GOOD_ORDER = '{"type": "order_paid", "items": [{"sku": "SKU-1", "qty": 2}], "id": %d}'
 
 
-@pytest.fixture(scope="module")
-def demo(pgmq_database_url: str) -> Iterator[str]:
-    set_up_demo_queues(pgmq_database_url)
-    yield pgmq_database_url
-    with psycopg.connect(pgmq_database_url, autocommit=True) as connection:
-        for queue in DEMO_QUEUES:
-            connection.execute("SELECT pgmq.drop_queue(%s)", [queue])
-
-
 @pytest.fixture
-def orders(demo: str) -> Iterator[psycopg.Connection]:
+def orders(demo_queues: str) -> Iterator[psycopg.Connection]:
     """`orders` and `orders-dlq` empty, through a producer's connection."""
-    with psycopg.connect(demo, autocommit=True) as connection:
+    with psycopg.connect(demo_queues, autocommit=True) as connection:
         for queue in (ORDERS, DEAD_LETTERS):
             connection.execute("SELECT pgmq.purge_queue(%s)", [queue])
             connection.execute(f'DELETE FROM pgmq."a_{queue}"')  # the archive too: ids of other tasks

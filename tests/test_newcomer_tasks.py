@@ -17,26 +17,17 @@ from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 from psycopg.types.json import Jsonb
 
-from dashboard.demo import DEMO_QUEUES, ORDERS, order_event, set_up_demo_queues
+from dashboard.demo import ORDERS, order_event
 from tests.conftest import sign_in, uses_databases
 
 pytestmark = [pytest.mark.browser, uses_databases]
 PASSWORD = "a-long-newcomer-password-7"
 
 
-@pytest.fixture(scope="module")
-def demo(pgmq_database_url: str) -> Iterator[str]:
-    set_up_demo_queues(pgmq_database_url)
-    yield pgmq_database_url
-    with psycopg.connect(pgmq_database_url, autocommit=True) as connection:
-        for queue in DEMO_QUEUES:
-            connection.execute("SELECT pgmq.drop_queue(%s)", [queue])
-
-
 @pytest.fixture
-def orders(demo: str) -> Iterator[psycopg.Connection]:
+def orders(demo_queues: str) -> Iterator[psycopg.Connection]:
     """`orders` empty, through a producer's connection."""
-    with psycopg.connect(demo, autocommit=True) as connection:
+    with psycopg.connect(demo_queues, autocommit=True) as connection:
         connection.execute("SELECT pgmq.purge_queue(%s)", [ORDERS])
         yield connection
 
