@@ -213,3 +213,12 @@ document.addEventListener("htmx:afterSettle", () => {
     if (button) setExplained(button, true); else openExplanations.delete(id);
   });
 });
+
+// Filters on a phone --------------------------------------------------------------------------------
+// A form of filters open by default takes a phone's whole first screen: there it starts folded to
+// its one-line summary, and a tap opens it. (The breakpoint is dashboard.css's.)
+function foldFiltersOnPhones() {
+  if (!window.matchMedia("(max-width: 700px)").matches) return;
+  document.querySelectorAll("details[data-fold-on-phone][open]").forEach((fold) => fold.removeAttribute("open"));
+}
+document.addEventListener("DOMContentLoaded", foldFiltersOnPhones);
