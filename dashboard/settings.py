@@ -30,6 +30,8 @@ if not PGMQ_DATABASE_URL:
     )
 DASHBOARD_DATABASE_URL = env.text("DASHBOARD_DATABASE_URL") or PGMQ_DATABASE_URL
 DASHBOARD_SCHEMA = "pgmq_dashboard"
+# The alias of the dashboard's own tables; mounted in another project, its own alias (dashboard/mount.py).
+DASHBOARD_DATABASE_ALIAS = "default"
 # The pgmq databases watched, name -> Django alias: the first is "pgmq", the others "pgmq-<name>".
 _watched = env.watched_databases()
 WATCHED_DATABASES = {name: "pgmq" if index == 0 else f"pgmq-{name}" for index, name in enumerate(_watched)}

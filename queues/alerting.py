@@ -250,7 +250,7 @@ def _step(database: str, rule: AlertRule, reading: Reading, value: float | None,
         return
     episode.value = value
     episode.peak_value = max(value, episode.peak_value or value)
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DASHBOARD_DATABASE_ALIAS):
         if episode.state == AlertEpisode.PENDING and (now - episode.pending_since).total_seconds() >= rule.for_s:
             episode.state, episode.fired_at, episode.last_notified_at = AlertEpisode.FIRING, now, now
             episode.save()
@@ -275,7 +275,7 @@ def _step(database: str, rule: AlertRule, reading: Reading, value: float | None,
 
 
 def _close(episode: AlertEpisode, *, now: datetime, because: str) -> None:
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DASHBOARD_DATABASE_ALIAS):
         if episode.state == AlertEpisode.PENDING:
             episode.delete()
             return

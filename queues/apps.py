@@ -11,7 +11,7 @@ def create_dashboard_schema(using: str, **kwargs: object) -> None:
     Checked first rather than CREATE SCHEMA IF NOT EXISTS, which needs the CREATE privilege on the
     database even when the schema is already there (a DBA may have created it beforehand).
     """
-    if using != DEFAULT_DB_ALIAS:
+    if using != settings.DASHBOARD_DATABASE_ALIAS:
         return
     with connections[using].cursor() as cursor:
         cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [settings.DASHBOARD_SCHEMA])
@@ -52,8 +52,12 @@ def ensure_roles(using: str, **kwargs: object) -> None:
     """Create the role groups, or give back a permission one lost; other changes to plain roles are
     left alone. A role scoped to one database holds only what it may grant there (queues/access.py):
     anything else is taken off it."""
-    if using != DEFAULT_DB_ALIAS or not fully_migrated(using):
+    # The groups are with the users, in `default`; their changes are recorded in the dashboard's
+    # tables, which mounted in another project have an alias of their own, migrated after `default`.
+    aliases = {DEFAULT_DB_ALIAS, settings.DASHBOARD_DATABASE_ALIAS}
+    if using != settings.DASHBOARD_DATABASE_ALIAS or not all(fully_migrated(alias) for alias in aliases):
         return  # a migrate to an earlier state (`migrate queues 0007`): the models are ahead of the tables
+    using = DEFAULT_DB_ALIAS
     from django.contrib.auth.models import Group, Permission
 
     from queues.access import DATABASE_PERMISSIONS, scoped_group_name

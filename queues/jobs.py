@@ -88,7 +88,7 @@ def create(
         ):
             refuse_shared_tables(action, queue, *([destination] if destination else []))
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=settings.DASHBOARD_DATABASE_ALIAS):
             return BulkJob.objects.create(
                 user_id=getattr(user, "pk", None),
                 username=user.username,
@@ -123,7 +123,7 @@ def claim() -> BulkJob | None:
     watching one more) runs the others. None while read-only: queued jobs wait for the switch to go."""
     if read_only():
         return None
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DASHBOARD_DATABASE_ALIAS):
         job = (
             BulkJob.objects.select_for_update(skip_locked=True)
             .filter(
@@ -319,7 +319,7 @@ def end(job: BulkJob, status: str, *, error: str = "") -> None:
         _finish(job, status, error=error)
 
 
-def _finish(job: BulkJob, status: str, *, alias: str = "default", error: str = "") -> None:
+def _finish(job: BulkJob, status: str, *, alias: str | None = None, error: str = "") -> None:
     """End the job with its audit record (both or neither), unless another runner moved it on.
     The payloads go from the job's row to the record inside the database, exactly as they were."""
     outcome = {
@@ -334,6 +334,7 @@ def _finish(job: BulkJob, status: str, *, alias: str = "default", error: str = "
         **({"new_msg_ids": job.new_ids} if job.new_ids else {}),
         **({"new_msg_ids_not_kept": "too many to list"} if job.new_ids is None else {}),
     }
+    alias = alias or settings.DASHBOARD_DATABASE_ALIAS
     with transaction.atomic(using=alias):
         # The job's row is locked before the record takes the audit chain's lock, the order a drop
         # of the queue takes them in (its jobs, then its record): never each waiting on the other.

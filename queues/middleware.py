@@ -64,15 +64,20 @@ def missing_own_table(error: DatabaseError) -> str | None:
 
 def own_table_missing(request: HttpRequest, table: str) -> HttpResponse:
     logger.error("the dashboard's own table %s is missing", table)
+    source = settings.DATABASE_SOURCES[settings.DASHBOARD_DATABASE_ALIAS]
     return error_answer(
         request,
         503,
         f"the dashboard's own table {table} is missing: its schema {settings.DASHBOARD_SCHEMA} in "
-        f"{settings.DATABASE_SOURCES['default']} is not migrated (run `manage.py migrate`) or not on the "
+        f"{source} is not migrated (run `manage.py migrate`) or not on the "
         "connection's search_path (behind PgBouncer or another pooler, set DASHBOARD_POOLER=on); "
         "nothing was changed",
         "queues/own_table_missing.html",
-        {"table": table, "schema": settings.DASHBOARD_SCHEMA, "source": settings.DATABASE_SOURCES["default"]},
+        {
+            "table": table,
+            "schema": settings.DASHBOARD_SCHEMA,
+            "source": source,
+        },
     )
 
 
@@ -93,7 +98,7 @@ class HealthEndpointMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path_info != self.path or request.method not in ("GET", "HEAD"):
             return self.get_response(request)
-        own = unreachable_databases(["default"])
+        own = unreachable_databases([settings.DASHBOARD_DATABASE_ALIAS])
         watched = {alias: watched_database_problems(alias) for alias in settings.WATCHED_DATABASES.values()}
         problems = [*own, *(problem for found in watched.values() for problem in found if problem not in own)]
         # One watched database away out of several leaves the others to show: still ready.
@@ -256,7 +261,7 @@ class DatabaseUnavailableMiddleware:
         )
 
     def unavailable(self, request: HttpRequest) -> HttpResponse:
-        problems = unreachable_databases(["default", watched_alias()]) or [
+        problems = unreachable_databases([settings.DASHBOARD_DATABASE_ALIAS, watched_alias()]) or [
             "the database connection was lost; retrying on the next request"
         ]
         logger.warning("database unavailable: %s", "; ".join(problems))

@@ -293,11 +293,25 @@ class AlertNotification(models.Model):
         return f"{self.status} of {self.episode} to {self.destination}"
 
 
+def delete_tokens(collector, field, sub_objs, using):
+    """CASCADE, through the alias of the dashboard's tables: mounted in another project (its
+    own alias), the project's connection deleting a user would not find them. There the tokens go
+    at once, in a transaction of their own, before the user."""
+    own = settings.DASHBOARD_DATABASE_ALIAS
+    if using == own:
+        models.CASCADE(collector, field, sub_objs, using)
+    else:
+        sub_objs.using(own).delete()
+
+
+delete_tokens.lazy_sub_objs = True  # not fetched through the project's connection first
+
+
 class ApiToken(models.Model):
     """A key for the API (`Authorization: Token <key>`), acting as its account. Only a hash of the
     key is kept: the key itself is shown once, when it is made (queues/tokens.py)."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=delete_tokens, related_name="api_tokens")
     name = models.CharField(max_length=100, blank=True, help_text="what it is for, e.g. the CI job using it")
     prefix = models.CharField(max_length=16, help_text="the key's first characters, to tell tokens apart")
     key_hash = models.CharField(max_length=64, unique=True, help_text="sha256 of the key, hex")

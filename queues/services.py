@@ -136,7 +136,7 @@ class Outcome:
 def same_database() -> bool:
     """The dashboard's tables live in the pgmq database, reached as the same role (the default):
     one transaction can hold both."""
-    ours, theirs = settings.DATABASES["default"], settings.DATABASES[watched_alias()]
+    ours, theirs = settings.DATABASES[settings.DASHBOARD_DATABASE_ALIAS], settings.DATABASES[watched_alias()]
     return all(ours[key] == theirs[key] for key in ("NAME", "HOST", "PORT", "USER"))
 
 
@@ -153,15 +153,15 @@ def action_transaction() -> Iterator[str]:
                 cursor.execute("SELECT set_config('search_path', %s, true)", [settings.DASHBOARD_SCHEMA])
             yield watched_alias()
         else:
-            yield "default"
+            yield settings.DASHBOARD_DATABASE_ALIAS
 
 
 def save_through(instance, alias: str) -> None:
-    """Save one of the dashboard's rows through `alias`, then let it belong to `default` again:
+    """Save one of the dashboard's rows through `alias`, then let it belong to its own alias again:
     Django would otherwise read it back later through the pgmq connection, outside the
     transaction whose search_path found the dashboard's schema."""
     instance.save(using=alias)
-    instance._state.db = "default"
+    instance._state.db = settings.DASHBOARD_DATABASE_ALIAS
 
 
 def sql_rows(cursor_sql: str, params: list | None) -> list[tuple]:
@@ -663,7 +663,7 @@ def _record(
             raise AlreadyDone(earlier) from error
         raise
     entry.refresh_from_db(using=alias, fields=["target", "details", "deleted_payloads"])  # values, not SQL
-    entry._state.db = "default"  # as save_through does
+    entry._state.db = settings.DASHBOARD_DATABASE_ALIAS  # as save_through does
     return entry
 
 
@@ -698,7 +698,7 @@ def record_refusal(*, user, action: str, queue_name: str, reason: str) -> AuditE
         outcome=AuditEntry.REFUSED,
         details=details,
     )
-    entry.save(using="default")
+    entry.save(using=settings.DASHBOARD_DATABASE_ALIAS)
     return entry
 
 
@@ -709,7 +709,7 @@ def recording_failure(*, user, action: str, queue_name: str, target: dict, reque
         yield
     except (ActionRefused, DatabaseError) as error:
         _record(
-            "default",
+            settings.DASHBOARD_DATABASE_ALIAS,
             user=user,
             action=action,
             queue_name=queue_name,

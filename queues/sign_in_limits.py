@@ -74,7 +74,7 @@ def begin_attempt(username: str, address: str) -> SignInAttempt:
     """Refuse the attempt if the address or the pair must still wait, or else count it as a failure."""
     limits = {ADDRESS: settings.SIGN_IN_ADDRESS_FAILURE_LIMIT, NAME: settings.SIGN_IN_FAILURE_LIMIT}
     SignInFailures.objects.filter(last_failed_at__lt=timezone.now() - settings.SIGN_IN_FAILURE_WINDOW).delete()
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DASHBOARD_DATABASE_ALIAS):
         # The address's row is locked first, as in take_back, so two attempts never wait on each other in a
         # circle; the time read once both are held, so no failure counted meanwhile lies in its future.
         rows = {
@@ -111,9 +111,13 @@ def begin_attempt(username: str, address: str) -> SignInAttempt:
     )
 
 
-@transaction.atomic
 def take_back(attempt: SignInAttempt) -> None:
     """The attempt signed in: it was no failure, and the pair's earlier failures are forgotten."""
+    with transaction.atomic(using=settings.DASHBOARD_DATABASE_ALIAS):
+        _take_back(attempt)
+
+
+def _take_back(attempt: SignInAttempt) -> None:
     address_row = SignInFailures.objects.select_for_update().filter(address=attempt.address, username=None).first()
     SignInFailures.objects.filter(address=attempt.address, username=attempt.username).delete()
     if address_row is None:  # forgotten meanwhile, or deleted by an administrator

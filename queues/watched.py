@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import Model
 
 PGMQ_DATABASE = "pgmq"  # the Django database alias of the first watched database
@@ -76,14 +76,36 @@ def statement_budget(milliseconds: float):
 
 
 class PgmqRouter:
-    """pgmq's tables are read in the database being watched (watched_alias); the
-    dashboard's own tables live in `default`."""
+    """pgmq's tables are read in the database being watched (watched_alias); the dashboard's own
+    tables live in settings.DASHBOARD_DATABASE_ALIAS: `default` in its own project, its own alias
+    mounted in another (dashboard/mount.py), where users, groups and sessions stay the project's."""
 
     def db_for_read(self, model: type[Model], **hints: object) -> str | None:
-        return watched_alias() if getattr(model, "reads_pgmq", False) else None
+        if getattr(model, "reads_pgmq", False):
+            return watched_alias()
+        if model._meta.app_label != "queues":
+            return None
+        # A row saved through a watched database's transaction (services.action_transaction) is read
+        # back there; one reached from a user (their tokens) is read where the dashboard's tables are.
+        instance = hints.get("instance")
+        through = instance._state.db if isinstance(instance, Model) else None
+        return through if through and through != DEFAULT_DB_ALIAS else settings.DASHBOARD_DATABASE_ALIAS
 
     db_for_write = db_for_read
 
-    def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: object) -> bool:
+    def allow_relation(self, obj1: Model, obj2: Model, **hints: object) -> bool | None:
+        # A token's user: the project's table, which the dashboard's connection finds on its search_path.
+        return (
+            True if {obj1._state.db, obj2._state.db} <= {DEFAULT_DB_ALIAS, settings.DASHBOARD_DATABASE_ALIAS} else None
+        )
+
+    def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: object) -> bool | None:
         # Nothing is ever created in a watched database by migrations.
-        return db not in settings.WATCHED_DATABASES.values()
+        if db in settings.WATCHED_DATABASES.values():
+            return False
+        own = settings.DASHBOARD_DATABASE_ALIAS
+        if own == DEFAULT_DB_ALIAS:
+            return True
+        if app_label == "queues":
+            return db == own
+        return False if db == own else None

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 
+from django.conf import settings
 from django.db import connections
 
 from queues.models import AuditChainHead, AuditEntry
@@ -160,7 +161,7 @@ def verify_chain(*, newest: int | None = None) -> ChainVerdict:
     # The head first: records committed after it are newer than the one it names, so it is never
     # ahead of what the records read next show, unless one is missing.
     head = AuditChainHead.objects.filter(pk=1).first()
-    with connections["default"].cursor() as cursor:
+    with connections[settings.DASHBOARD_DATABASE_ALIAS].cursor() as cursor:
         if newest is None:
             return _walk(_Walk(None, "", head), _all_rows(cursor), whole=True)
         rows = _rows(cursor, "ORDER BY id DESC LIMIT %s", [newest + 1])[::-1]

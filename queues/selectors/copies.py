@@ -19,9 +19,10 @@ from queues.watched import statement_budget, watched_alias, watched_name
 
 
 def copies_of(
-    queue: Queue, msg_ids: list[int], *, action: str | None = None, using: str = "default"
+    queue: Queue, msg_ids: list[int], *, action: str | None = None, using: str | None = None
 ) -> dict[int, dict]:
-    """Where copies of these messages of `queue` went (the latest of each), as the copies table says."""
+    """Where copies of these messages of `queue` went (the latest of each), as the copies table says
+    (read through `using`, else where the dashboard's tables are)."""
     found = MessageCopy.objects.using(using).filter(
         database=watched_name(), queue_name=queue.queue_name, msg_id__in=msg_ids
     )

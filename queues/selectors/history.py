@@ -163,7 +163,7 @@ def queue_history(queue_name: str, *, now: datetime, range_s: float, points: int
     range_start = datetime.fromtimestamp(start_epoch, tz=UTC)
     buckets = math.ceil((now.timestamp() - start_epoch) / bucket_s)
     table = QueueSample._meta.db_table
-    with connections["default"].cursor() as cursor:
+    with connections[settings.DASHBOARD_DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(
             f"""
             WITH samples AS (
@@ -444,7 +444,7 @@ def consumer_silences(stats: list[QueueStats]) -> dict[str, Silence]:
         return {}
     now = max(queue.measured_at for queue in waiting)
     table = QueueSample._meta.db_table
-    with connections["default"].cursor() as cursor:
+    with connections[settings.DASHBOARD_DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(
             f"""
             SELECT c.name, max(s.sampled_at) FILTER (WHERE s.in_flight > 0 OR s.removed_total < c.removed),

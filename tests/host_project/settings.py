@@ -11,6 +11,7 @@ from dashboard.mount import (
     DASHBOARD_CONTEXT_PROCESSORS,
     DASHBOARD_MIDDLEWARE,
     DASHBOARD_STATICFILES_DIRS,
+    dashboard_database,
     pgmq_database,
 )
 
@@ -61,6 +62,7 @@ DATABASES = {
     ),
     "pgmq": pgmq_database(os.environ["PGMQ_DATABASE_URL"]),
 }
+DATABASES["pgmq_dashboard"] = dashboard_database(DATABASES["default"])
 LOGIN_URL = "/accounts/login/"
 STATIC_URL = "static/"
 STATICFILES_DIRS = DASHBOARD_STATICFILES_DIRS

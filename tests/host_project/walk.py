@@ -12,6 +12,8 @@ django.setup()
 from django.contrib.auth.models import Group, User  # noqa: E402
 from django.test import Client  # noqa: E402
 
+from queues.tokens import issue_token  # noqa: E402
+
 queue = sys.argv[1]
 user = User.objects.create_user("host-oncall", password="a-long-host-password-42")
 user.groups.add(Group.objects.get(name="Operator"))
@@ -27,7 +29,16 @@ sent = client.post(f"/pgmq/queues/{queue}/send/", {"message": '{"from": "the hos
 seen["send"] = [sent.status_code, sent.headers.get("Location", "")]
 api = client.get(f"/pgmq/api/v1/queues/{queue}/")
 seen["api"] = [api.status_code, api.json() if api.status_code == 200 else api.content.decode()]
+_token, key = issue_token(user, name="host script")
+by_token = Client().get(f"/pgmq/api/v1/queues/{queue}/", headers={"Authorization": f"Token {key}"})
+seen["api_by_token"] = by_token.status_code
+audit = client.get("/pgmq/audit/")
+seen["audit"] = [audit.status_code, audit.content.decode()]
 missing = client.get("/pgmq/api/v1/no-such-thing/")
 seen["api_missing"] = [missing.status_code, missing.headers.get("Content-Type", "")]
 seen["host_page"] = client.get("/").content.decode()
+leaving = User.objects.create_user("host-leaver")
+issue_token(leaving, name="the leaver's script")
+leaving.delete()
+seen["left"] = User.objects.filter(username="host-leaver").exists()
 print(json.dumps(seen))

@@ -70,7 +70,9 @@ def _run_job(job: BulkJob, *, stopping: threading.Event) -> None:
 
 
 def _database_lost(error: BaseException) -> bool:
-    return is_connection_failure(error) or bool(unreachable_databases(["default", watched_alias()]))
+    return is_connection_failure(error) or bool(
+        unreachable_databases([settings.DASHBOARD_DATABASE_ALIAS, watched_alias()])
+    )
 
 
 def _while_reachable(stopping: threading.Event, write) -> None:
@@ -93,7 +95,7 @@ def wait_for_databases(stopping: threading.Event, *, longest_wait: float = 5.0) 
     while not stopping.is_set():
         for connection in connections.all():
             connection.close_if_unusable_or_obsolete()
-        if not unreachable_databases(["default", watched_alias()]):
+        if not unreachable_databases([settings.DASHBOARD_DATABASE_ALIAS, watched_alias()]):
             return
         stopping.wait(wait)
         wait = min(wait * 2, longest_wait)

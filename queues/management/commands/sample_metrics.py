@@ -60,7 +60,9 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
         name: count if count is not None else latest_poison.get(name, (None,))[0] for name, count in poison.items()
     }
     health = verdicts(stats, judged_poison)
-    with transaction.atomic(using="default"):  # a reader finds a round with all its samples or not at all
+    with transaction.atomic(
+        using=settings.DASHBOARD_DATABASE_ALIAS
+    ):  # a reader finds a round with all its samples or not at all
         sampler_round = SamplerRound.objects.create(
             database=watched_name(),
             started_at=min(queue.measured_at for queue in stats),
@@ -116,7 +118,7 @@ def _store_samples(sampler_round: SamplerRound, stats, poison, health, rates) ->
 def _copy_into(model: type[Model], rows: Iterable[Model]) -> None:
     """Rows written with COPY: a round at 10,000 queues took seconds in bulk_create's SQL alone."""
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
-    connection = connections["default"]
+    connection = connections[settings.DASHBOARD_DATABASE_ALIAS]
     statement = "COPY {} ({}) FROM STDIN".format(
         connection.ops.quote_name(model._meta.db_table), ", ".join(connection.ops.quote_name(f.column) for f in fields)
     )
@@ -139,14 +141,14 @@ def sample_every_database(*, count_poison_everywhere: bool) -> list[str]:
                 logger.warning("sample of %s skipped: %s", watched_name(), first_line(error))
                 failed.append(watched_name())
                 connections[alias].close()
-                connections["default"].close()
+                connections[settings.DASHBOARD_DATABASE_ALIAS].close()
     return failed
 
 
 def prune_samples(*, older_than: timedelta) -> int:
     """Delete samples past retention, a bounded batch at a time so no statement runs long."""
     deleted = 0
-    with connections["default"].cursor() as cursor:
+    with connections[settings.DASHBOARD_DATABASE_ALIAS].cursor() as cursor:
         cursor.execute("SELECT now()")
         now = cursor.fetchone()[0]
     for _ in range(PRUNE_BATCHES_PER_ROUND):
@@ -157,7 +159,7 @@ def prune_samples(*, older_than: timedelta) -> int:
         )
         if not ids:
             break
-        with transaction.atomic():
+        with transaction.atomic(using=settings.DASHBOARD_DATABASE_ALIAS):
             deleted += QueueSample.objects.filter(id__in=ids).delete()[0]
     # A round goes once the last of its samples has (they are all older than it).
     SamplerRound.objects.filter(finished_at__lt=now - older_than, samples__isnull=True).delete()
@@ -197,7 +199,7 @@ class Command(BaseCommand):
                     prune_samples(older_than=retention)
                 except DatabaseError as error:
                     logger.warning("pruning old samples skipped: %s", first_line(error))
-                    connections["default"].close()
+                    connections[settings.DASHBOARD_DATABASE_ALIAS].close()
             round_number += 1
             took = time.monotonic() - started
             if took > interval:

@@ -18,8 +18,8 @@ class Command(BaseCommand):
     help = "Check the audit log's hash chain, every record; exit status 1 at the first problem."
 
     def handle(self, *args: object, **options: object) -> None:
-        with transaction.atomic():
-            with connections["default"].cursor() as cursor:
+        with transaction.atomic(using=settings.DASHBOARD_DATABASE_ALIAS):
+            with connections[settings.DASHBOARD_DATABASE_ALIAS].cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 cursor.execute(
                     "SELECT set_config('statement_timeout', %s, true)", [str(settings.JOB_STATEMENT_TIMEOUT_MS)]
