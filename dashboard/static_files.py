@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib.staticfiles.finders import get_finders
 from django.core.management import call_command
@@ -21,7 +22,10 @@ def collect_static() -> bool:
     manifest = Path(settings.STATIC_ROOT) / "staticfiles.json"
     if manifest.exists():
         collected = json.loads(manifest.read_text()).get("paths", {})
-        sources = [(path, storage) for finder in get_finders() for path, storage in finder.list([])]
+        # What collectstatic itself leaves out (hidden files, such as fetch_static.py's marker) is
+        # never in the manifest: counted, it would make every start collect again.
+        ignored = apps.get_app_config("staticfiles").ignore_patterns
+        sources = [(path, storage) for finder in get_finders() for path, storage in finder.list(ignored)]
         collected_at = manifest.stat().st_mtime
         if all(
             Path(storage.path(path)).stat().st_mtime <= collected_at
