@@ -176,7 +176,7 @@ def test_a_burst_past_the_premade_partitions_is_found_explained_and_fixed(signed
     assert "\"partition_data_proc\"('pgmq.q_burst')" in fix
 
     page = parse(signed_in_client.get("/queues/burst/"))
-    assert "31 messages in the default partition" in page.select_one("#queue-live .stat .detail").get_text()
+    assert "31 messages in the default partition" in page.select_one("[data-queue-verdict]").get_text()
     assert "0 partitions ahead" in facts(page)["partitioning-live"]
     row = overview_rows(parse(signed_in_client.get("/")))["burst"]
     assert row["health"] == "warning"
