@@ -138,7 +138,7 @@ PostgreSQLWrapper._nodb_cursor = _creating_and_dropping_without_the_dashboards_t
 # each table's files anew: ~90 ms a test here, a minute of the suite, for tables holding a few rows,
 # which DELETE empties in a few ms (triggers off for it: the audit log's refusals and the foreign
 # keys, checked at commit, as TRUNCATE skips them too). Content types and permissions, which no test
-# changes, are kept; the post_migrate signal that follows makes the roles again.
+# changes, are kept, and of what post_migrate then does only the roles are made again.
 KEPT_BETWEEN_TESTS = {"django_content_type", "auth_permission"}
 
 
@@ -276,7 +276,6 @@ def no_export_slots_left() -> Iterator[None]:
     export_slots._running.clear()
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that reaches the test database through a fixture (pgmq_database_url: make_queue, page,
     ...) is marked as using it: pytest-django creates the test databases only for the tests marked
@@ -286,6 +285,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(uses_databases)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Pages link to hashed static names (whitenoise's manifest), as in production: collected once,
     before any test, by the one process that is not a worker of pytest-xdist (with -n, the workers'
