@@ -103,6 +103,12 @@ def origins(headers) -> list[Origin]:
     return found
 
 
+def is_dead_letter_queue(queue_name: str) -> bool:
+    """Named as one (`X-dlq`, `X_dlq`, `X.dead`) or set as one (DASHBOARD_DEAD_LETTER_QUEUES): messages wait
+    there for a person, nobody consumes it."""
+    return queue_name in settings.DEAD_LETTER_QUEUES or DEAD_LETTER_NAME.match(queue_name) is not None
+
+
 def queue_of_dead_letters(queue_name: str, queue_names: list[str]) -> str | None:
     """The queue `queue_name` is the dead-letter queue of: DASHBOARD_DEAD_LETTER_QUEUES says so, or its name."""
     names = set(queue_names)

@@ -36,7 +36,7 @@ def record_samples(pgmq_sql, name: str, seconds_back: list[int], *, in_flight_at
     only in the sample `in_flight_at` seconds back."""
     now = pgmq_sql.execute("SELECT now()").fetchone()[0]
     removed = removed_total(pgmq_sql, name) if removed is None else removed
-    sent = pgmq_sql.execute(f"SELECT last_value FROM pgmq.q_{name}_msg_id_seq").fetchone()[0]
+    sent = pgmq_sql.execute(f'SELECT last_value FROM pgmq."q_{name}_msg_id_seq"').fetchone()[0]
     QueueSample.objects.bulk_create(
         QueueSample(
             queue_name=name,
@@ -83,6 +83,19 @@ def test_nobody_reading_is_the_verdict_on_the_row_the_header_and_the_api(signed_
     assert answer["health"] == "critical"
     assert re.fullmatch(r"critical: nobody has read for 9 min( \d+ s)?; 76 waiting", answer["health_verdict"])
     assert answer["health_causes"][0]["panel"] == "queue-diagnostics"
+
+
+def test_a_dead_letter_queue_nobody_reads_is_not_in_trouble_for_it(signed_in_client, make_queue, pgmq_sql):
+    """Nobody consumes a dead-letter queue: messages wait there for a person. Its thresholds still
+    count (a rule can say how many is too many); "nobody has read" is not a cause there."""
+    make_queue("billing")
+    for name in ("billing-dlq", "parked"):
+        make_queue(name, messages=8)
+        record_samples(pgmq_sql, name, [540, 480, 360, 240, 120, 60, 10], in_flight_at=540)
+    with override_settings(DEAD_LETTER_QUEUES={"parked": "billing"}):
+        rows = overview_rows(parse(signed_in_client.get("/")))
+    assert rows["billing-dlq"]["health"] == "ok" and rows["parked"]["health"] == "ok"
+    assert "nobody has read" not in rows["billing-dlq"]["health_reason"]
 
 
 def test_a_fifo_group_stuck_behind_its_head_is_the_verdict(signed_in_client, make_queue, pgmq_sql):

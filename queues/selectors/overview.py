@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from queues.forecast import Forecast, Point
 from queues.formatting import rate_unit
 from queues.health import Health, is_bloated, queue_health
+from queues.lineage import is_dead_letter_queue
 from queues.models import QueueSample
 from queues.pgmq import Queue, TableSharing, table_sharing
 from queues.selectors import forecasts, history
@@ -294,7 +295,8 @@ def verdicts(stats: list[QueueStats], poison: dict[str, int | None]) -> dict[str
             poison=poison.get(queue.name),
             in_default_partition=queue.in_default_partition,
             visible=queue.visible.value,
-            silence=silences.get(queue.name),
+            # Nobody consumes a dead-letter queue: its waiting is not a missing consumer.
+            silence=None if is_dead_letter_queue(queue.name) else silences.get(queue.name),
             stuck_group=stuck.get(queue.name),
             firing_alerts=firing.get(queue.name, ()),
             bloated_tables=((queue.live.name, queue.live.dead_rows),)
