@@ -245,6 +245,11 @@ class ScaleBench:
                 f"/queues/{GIANT}/messages/?state=in_flight",
                 f"SELECT * FROM {table} WHERE vt > now() AND read_ct > 0 ORDER BY msg_id DESC LIMIT 50",
             ),
+            # The same filter where pgmq's vt index serves it (README: sort=vt).
+            "message browser, in flight, by vt": (
+                f"/queues/{GIANT}/messages/?state=in_flight&sort=vt",
+                f"SELECT * FROM {table} WHERE vt > now() AND read_ct > 0 ORDER BY vt LIMIT 50",
+            ),
             "poison panel": (
                 f"/queues/{GIANT}/poison/",
                 f"SELECT * FROM {table} WHERE read_ct >= 5 ORDER BY read_ct DESC LIMIT 10",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
@@ -158,7 +159,13 @@ def test_the_archive_and_both_at_once(signed_in_client, make_queue, pgmq_sql):
     assert [int(row["msg_id"]) for row in archived] == [6, 4, 2]
     assert {row["state"] for row in archived} == {"archived"}
 
-    both = message_rows(parse(signed_in_client.get("/queues/split/messages/?source=both")))
+    both_page = parse(signed_in_client.get("/queues/split/messages/?source=both"))
+    both = message_rows(both_page)
+    # One column holds the live rows' vt and the archived rows' archived_at: its heading says so.
+    assert [th.get_text() for th in both_page.select("#messages-live thead th")][-2] == "vt, or archived"
+    archived_at = pgmq_sql.execute("SELECT archived_at FROM pgmq.a_split WHERE msg_id = 6").fetchone()[0]
+    sixth = both_page.select_one('#messages-live tr[data-msg-id="6"] td[data-label="archived"] time')
+    assert datetime.fromisoformat(sixth["datetime"]) == archived_at
     assert [(int(row["msg_id"]), row["source"]) for row in both] == [
         (8, "live"),
         (7, "live"),
