@@ -4,6 +4,7 @@ bounded height instead of tables cut off at the right edge."""
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 
@@ -26,6 +27,12 @@ LINES = """element => {
   const style = getComputedStyle(element);
   const lineHeight = parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.2;
   return Math.round(element.getBoundingClientRect().height / lineHeight);
+}"""
+# How many lines a text itself takes, however tall its box is stretched (a label beside a long value).
+TEXT_LINES = """element => {
+  const range = document.createRange();
+  range.selectNodeContents(element);
+  return new Set([...range.getClientRects()].map(rect => Math.round(rect.top))).size;
 }"""
 # Against the phone's width, not window.innerWidth: a mobile browser zooms out to fit a page too wide.
 SIDEWAYS_SCROLL = f"document.documentElement.scrollWidth - {PHONE['width']}"
@@ -159,4 +166,32 @@ def test_the_audit_log_shows_entries_first_as_cards(phone, dashboard_server):
     heights = rows.evaluate_all("rows => rows.map(row => row.getBoundingClientRect().height)")
     assert max(heights) <= 220, f"audit rows of {heights} px"
     expect(rows.first.locator("[data-column=destination]")).to_be_in_viewport()
+    assert phone.evaluate(SIDEWAYS_SCROLL) <= 0
+
+
+def test_a_celery_task_reads_whole_on_a_phone(phone, dashboard_server, make_queue, pgmq_sql):
+    """Its facts' labels on one line each, its task name's underscores not under the link's underline,
+    and a list filtered by that task saying the whole filter, wrapped rather than cut."""
+    task = "tests.celery_app.divide_by_the_number_of_orders"
+    make_queue("celery_tasks")
+    body = base64.b64encode(json.dumps([[1, 2], {}, {}]).encode()).decode()
+    envelope = {"body": body, "content-type": "application/json", "properties": {"body_encoding": "base64"}}
+    envelope["headers"] = {"task": task, "id": "1431ea8e-8f85-4504-8148-894365df0e96", "retries": 1}
+    msg_id = pgmq_sql.execute("SELECT pgmq.send('celery_tasks', %s::jsonb)", [json.dumps(envelope)]).fetchone()[0]
+    phone.goto(dashboard_server + f"/queues/celery_tasks/messages/{msg_id}/")
+    loaded(phone)
+    labels = phone.locator("#celery-task dt")
+    expect(labels.filter(has_text="Task id")).to_have_count(1)
+    assert labels.evaluate_all(f"labels => labels.map({TEXT_LINES})") == [1] * labels.count()
+    # The underline runs below the code's descenders (an underscore sits on them), not through them.
+    link = phone.locator("[data-celery=task] a")
+    underline_offset = link.evaluate("a => parseFloat(getComputedStyle(a).textUnderlineOffset)")
+    code = link.locator("code").evaluate("code => parseFloat(getComputedStyle(code).fontSize)")
+    assert underline_offset >= 0.3 * code, f"an underline {underline_offset} px below text of {code} px"
+
+    link.click()
+    loaded(phone)
+    summary = phone.locator("details.filter-fold > summary")
+    expect(summary).to_contain_text(task)
+    assert summary.evaluate("element => element.scrollWidth <= element.clientWidth")
     assert phone.evaluate(SIDEWAYS_SCROLL) <= 0
