@@ -78,6 +78,8 @@ def timed(work, runs: int) -> dict:
 class Bench:
     """One run of the benchmark; bench_export borrows its seeding."""
 
+    sql: psycopg.Connection | None = None
+
     def run(
         self, *, queues: int, messages: int, runs: int, tabs_seconds: int, many: int, bulk: int, json_path: Path | None
     ) -> None:
@@ -226,10 +228,12 @@ class Bench:
         return {"pages": results}
 
     def run_sql(self, statements: str) -> None:
-        with connections["pgmq"].cursor() as cursor:
-            for statement in statements.split("; "):
-                cursor.execute(statement)
-                cursor.fetchall()
+        """The obvious SQL as a psql or pgweb user runs it: a connection of its own, without the
+        dashboard's statement_timeout (pgmq.metrics_all() over 20M cold rows takes longer)."""
+        if self.sql is None:
+            self.sql = psycopg.connect(settings.PGMQ_DATABASE_URL, autocommit=True)
+        for statement in statements.split("; "):
+            self.sql.execute(statement).fetchall()
 
     # Bulk actions by filter, against pgmq's functions called directly
 

@@ -193,8 +193,10 @@ class ScaleBench:
             SELECT i,
                    CASE WHEN i <= %(in_flight)s THEN 1 + i %% 3 WHEN i %% %(poison_every)s = 7 THEN 6 ELSE 0 END,
                    now() - make_interval(secs => (%(rows)s - i) / 1000.0),
-                   CASE WHEN i <= %(in_flight)s THEN now() + interval '1 hour'
-                        WHEN i %% %(delayed_every)s = 0 AND i %% %(poison_every)s <> 7 THEN now() + interval '2 hours'
+                   -- pgmq's read and send take clock_timestamp() per row: no two vt alike.
+                   CASE WHEN i <= %(in_flight)s THEN now() + interval '1 hour' + make_interval(secs => i / 1e6)
+                        WHEN i %% %(delayed_every)s = 0 AND i %% %(poison_every)s <> 7
+                        THEN now() + interval '2 hours' + make_interval(secs => i / 1e6)
                         ELSE now() - make_interval(secs => (%(rows)s - i) / 1000.0) END,
                    jsonb_build_object('order', i, 'customer', 'customer' || (i %% 5000), 'amount', i %% 997)
             FROM generate_series(%(first)s::bigint, %(last)s::bigint) i
