@@ -345,6 +345,25 @@ def test_a_page_that_runs_out_of_time_says_so(signed_in_client, make_queue, pgmq
     assert parse(searched_page).select_one("[data-scan-stopped]") is not None
 
 
+def test_a_state_filter_that_runs_out_of_time_offers_the_order_pgmqs_vt_index_serves(
+    signed_in_client, make_queue, pgmq_sql, pgmq_database_url
+):
+    """Newest first, "in flight" walks the primary key past every message not in flight (seconds on
+    a queue of millions, README "Many queues, and one giant queue"); ordered by vt it rides pgmq's index."""
+    make_queue("mostly_waiting", messages=30)
+    pgmq_sql.execute("SELECT * FROM pgmq.read('mostly_waiting', 600, 3)")  # msg 1, 2, 3 in flight
+    with psycopg.connect(pgmq_database_url) as holder, override_settings(SEARCH_TIMEOUT_MS=100):
+        holder.execute("LOCK TABLE pgmq.q_mostly_waiting IN ACCESS EXCLUSIVE MODE")
+        page = parse(signed_in_client.get("/queues/mostly_waiting/messages/?state=in_flight"))
+    banner = page.select_one("[data-timed-out]")
+    assert banner is not None and "pgmq's index on vt" in banner.get_text()
+    by_vt = banner.select_one("a")["href"]
+    assert parse_qs(urlsplit(by_vt).query) == {"state": ["in_flight"], "sort": ["vt"]}
+    page = parse(signed_in_client.get("/queues/mostly_waiting/messages/" + by_vt))
+    assert page.select_one("[data-timed-out]") is None
+    assert [int(row["msg_id"]) for row in message_rows(page)] == [1, 2, 3]
+
+
 def test_paging_after_a_jump_under_another_sort(signed_in_client, make_queue):
     make_queue("jumped", messages=120)
     ids, links = page_ids(signed_in_client, "/queues/jumped/messages/?sort=-vt&from=100")
