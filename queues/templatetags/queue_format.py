@@ -6,7 +6,6 @@ import json
 import re
 
 from django import template
-from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.html import escape, format_html, format_html_join
@@ -106,75 +105,6 @@ def matched_preview(message, needle: str) -> str:
     if message.preview_start - 1 + len(text) < (message.message_chars or 0):
         pieces.append("…")
     return mark_safe("".join(pieces))  # noqa: S308 (built of escaped pieces above)
-
-
-# A row of the message browser, written once here rather than in _messages_live.html: fifty rows
-# through the template engine (about 1,400 nodes, each resolved, localised and escaped) cost 2.5 ms
-# more than one format string a row, an eighth of a page with a 20 ms budget (README, "Many queues,
-# and one giant queue"). Every value is escaped by format_html.
-MESSAGE_ROW = (
-    '<tr data-msg-id="{id}" data-source="{source}">{select}'
-    '<td class="num" data-label="#"><a href="{url}">{id}</a></td>{where}'
-    '<td><span class="state {state_class}">{state}</span></td>'
-    '<td class="num" data-column="read_ct" data-label="read_ct">{read_ct}</td>'
-    '<td data-label="enqueued">{enqueued}</td>'
-    '<td data-label="{moment_label}">{moment}</td>'
-    '<td class="payload">{celery}<details id="row-{source}-{id}">'
-    "<summary><code>{preview}</code></summary>{headers}"
-    '<p class="small">{size} of JSON. <a href="{url}">Open the whole message</a></p>'
-    "</details></td></tr>\n"
-)
-SELECT_CELL = (
-    '<td class="select"><input type="checkbox" name="msg_id" value="{}" form="action-form" '
-    'aria-label="Select message {}"></td>'
-)
-
-
-@register.simple_tag
-def message_rows(rows, message_filter, messages_url: str, can_act: bool) -> str:
-    """The message browser's rows: each links to its message, a checkbox where the user may act."""
-    rows_html = "".join(_message_row(row, message_filter, messages_url, can_act) for row in rows)
-    return mark_safe(rows_html)  # noqa: S308 (each row is format_html's, its values escaped)
-
-
-def _message_row(message, message_filter, messages_url: str, can_act: bool) -> str:
-    archived = message.source == "archive"
-    url = f"{messages_url}{message.msg_id}/" + ("?source=archive" if archived else "")
-    if message_filter.highlight:
-        preview = matched_preview(message, message_filter.highlight)
-    else:
-        preview = json_preview(message.preview)
-    return format_html(
-        MESSAGE_ROW,
-        id=message.msg_id,
-        source=message.source,
-        url=url,
-        select=format_html(SELECT_CELL, message.msg_id, message.msg_id) if can_act else "",
-        where=format_html(
-            '<td><span class="tag source-{}">{}</span></td>', message.source, "archived" if archived else "live"
-        )
-        if message_filter.source == "both"
-        else "",
-        state_class=state_class(message.state),
-        state=message.state,
-        read_ct=message.read_ct,
-        enqueued=timestamp(message.enqueued_at, True),
-        moment_label="archived" if archived else "vt",
-        moment=timestamp(message.archived_at if archived else message.vt, True),
-        celery=format_html(
-            '<span class="tag celery-task" title="Celery task" data-celery-task>{}</span>', message.celery_task
-        )
-        if message.celery_task
-        else "",
-        preview=preview,
-        headers=format_html(
-            '<p class="small"><span class="muted">headers</span> <code>{}</code></p>',
-            json_preview(message.headers_preview, 300),
-        )
-        if message.headers_preview
-        else "",
-        size=filesizeformat(message.message_chars or 0),
-    )
 
 
 @register.simple_tag
