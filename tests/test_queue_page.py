@@ -222,6 +222,22 @@ def test_a_queue_of_pgmq_1_4_layout_renders(signed_in_client, make_queue, pgmq_s
 # Diagnostics
 
 
+def test_diagnostics_give_an_ordinary_queues_table_sizes_as_postgresql_does(signed_in_client, make_queue, pgmq_sql):
+    """pg_partition_tree lists no row for a table that is not partitioned: such a table's size is its
+    own (it read 0 bytes for every ordinary queue)."""
+    make_queue("sized", messages=200)
+    pgmq_sql.execute("SELECT pgmq.archive('sized', ARRAY(SELECT generate_series(1, 50)::bigint))")
+    panel = parse(signed_in_client.get("/queues/sized/diagnostics/"))
+    sizes = {cell["data-table"]: int(cell["data-bytes"]) for cell in panel.select("[data-bytes]")}
+    truth = dict(
+        pgmq_sql.execute(
+            "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
+            "WHERE relnamespace = 'pgmq'::regnamespace AND relname IN ('q_sized', 'a_sized')"
+        ).fetchall()
+    )
+    assert sizes == truth and min(sizes.values()) > 0
+
+
 def test_diagnostics_name_the_sessions_reading_the_queue(signed_in_client, make_queue, pgmq_database_url):
     make_queue("watched", messages=5)
     with (

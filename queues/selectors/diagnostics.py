@@ -154,11 +154,14 @@ def diagnostics(stats: QueueStats) -> Diagnostics:
     last_read_at = _last_read_at(queue) if records_reads else None
     fifo_groups, fifo_exact = _fifo_groups(queue, stats)
     tables = [facts for facts in (stats.live, stats.archive) if facts is not None]
-    # A partitioned table has no storage of its own: its size is its partitions'.
+    # A partitioned table has no storage of its own: its size is its partitions'. (pg_partition_tree
+    # lists nothing for a table that is not partitioned.)
     sizes = dict(
         _fetch(
-            "SELECT relname, (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(oid)) FROM pg_class "
-            "WHERE relnamespace = 'pgmq'::regnamespace AND relname = ANY(%s)",
+            "SELECT relname, CASE WHEN relkind = 'p' "
+            "THEN (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(oid)) "
+            "ELSE pg_total_relation_size(oid) END "
+            "FROM pg_class WHERE relnamespace = 'pgmq'::regnamespace AND relname = ANY(%s)",
             [[table.name for table in tables]],
         )
     )
