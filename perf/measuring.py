@@ -38,10 +38,12 @@ def _ephemeral_ports() -> range:
 def free_port() -> int:
     """A port free now, for a server a test starts. Not one the kernel hands out itself (bind to port
     0 does): an outgoing connection, to PostgreSQL say, could take such a port before the server
-    binds it. Picked at random below that range, so test processes side by side rarely meet."""
+    binds it. Picked at random below that range, so test processes side by side rarely meet: from
+    the system's randomness, since a test that seeds `random` (for repeatable data) would otherwise
+    give every process that ran it the same ports, and one test's requests reached another's server."""
     ephemeral = _ephemeral_ports()
     candidates = [port for port in range(10_000, 30_000) if port not in ephemeral]
-    for port in random.sample(candidates, 50):
+    for port in random.SystemRandom().sample(candidates, 50):
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
