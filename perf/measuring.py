@@ -40,7 +40,7 @@ def free_port() -> int:
     0 does): an outgoing connection, to PostgreSQL say, could take such a port before the server
     binds it. Picked at random below that range, so test processes side by side rarely meet: from
     the system's randomness, since a test that seeds `random` (for repeatable data) would otherwise
-    give every process that ran it the same ports, and one test's requests reached another's server."""
+    give every process that ran it the same ports, and one test's requests could reach another's."""
     ephemeral = _ephemeral_ports()
     candidates = [port for port in range(10_000, 30_000) if port not in ephemeral]
     for port in random.SystemRandom().sample(candidates, 50):

@@ -20,8 +20,8 @@ def test_a_group_is_kept_together(request):
 
 def test_a_test_seeding_random_does_not_choose_the_next_servers_port():
     """Test processes pick their servers' ports at random. A test that seeds `random` for repeatable
-    data (tests/test_small_screens.py) must not make every process that ran it pick the same ports:
-    a sign-in once reached another test's gunicorn that way."""
+    data (tests/test_small_screens.py) must not make every process that ran it pick the same ports,
+    where one test's requests could reach another test's gunicorn."""
     state = random.getstate()
     try:
         random.seed(15)
