@@ -134,24 +134,40 @@ def _per_second(now_total: int | None, then_total: int | None, seconds: float) -
     return (now_total - then_total) / seconds
 
 
-def sparklines(names: list[str], now: datetime) -> dict[str, list[int]]:
-    """Backlog over the last half hour, a point a minute (the last sample of each), for each queue
-    that has history."""
-    bucket_s = SPARKLINE_WINDOW.total_seconds() / SPARKLINE_POINTS
+@dataclasses.dataclass(frozen=True)
+class BucketSample:
+    queue_name: str
+    sampled_at: datetime
+    backlog: int
+    sent_total: int | None
+    removed_total: int | None
+
+
+def last_sample_per_bucket(names: list[str], since: datetime, bucket_s: float) -> list[BucketSample]:
+    """The last sample of each time bucket since `since`, per queue, oldest first: a history of a
+    bounded length whatever the sampling interval. Plain rows for an array of names (model instances
+    and an IN list cost a sampler round at 10,000 queues a tenth of its time)."""
     with connections[settings.DASHBOARD_DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(
             f"""
-            SELECT DISTINCT ON (queue_name, floor(extract(epoch FROM sampled_at) / %s)) queue_name, backlog
+            SELECT DISTINCT ON (queue_name, floor(extract(epoch FROM sampled_at) / %s))
+                   queue_name, sampled_at, backlog, sent_total, removed_total
             FROM {QueueSample._meta.db_table}
             WHERE database = %s AND queue_name = ANY(%s::text[]) AND sampled_at >= %s
             ORDER BY queue_name, floor(extract(epoch FROM sampled_at) / %s), sampled_at DESC
             """,  # noqa: S608 (the table name is the model's own, not input)
-            [bucket_s, watched_name(), names, now - SPARKLINE_WINDOW, bucket_s],
+            [bucket_s, watched_name(), names, since, bucket_s],
         )
-        lines: dict[str, list[int]] = {}
-        for name, backlog in cursor.fetchall():
-            lines.setdefault(name, []).append(backlog)
-        return lines
+        return [BucketSample(*row) for row in cursor.fetchall()]
+
+
+def sparklines(names: list[str], now: datetime) -> dict[str, list[int]]:
+    """Backlog over the last half hour, a point a minute, for each queue that has history."""
+    lines: dict[str, list[int]] = {}
+    bucket_s = SPARKLINE_WINDOW.total_seconds() / SPARKLINE_POINTS
+    for sample in last_sample_per_bucket(names, now - SPARKLINE_WINDOW, bucket_s):
+        lines.setdefault(sample.queue_name, []).append(sample.backlog)
+    return lines
 
 
 # The rate between two samples, or NULL: a counter that went backwards was reset (see _per_second).
