@@ -22,7 +22,6 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 import pytest
 from django.conf import settings
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Group
 from django.core.management.commands import flush as flush_command
 from django.db import connections
@@ -30,12 +29,12 @@ from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLWrap
 from django.db.backends.postgresql.operations import DatabaseOperations as PostgreSQLOperations
 from django.test import override_settings
 from django.utils import timezone
+from psycopg import sql
 
 from dashboard import embedded_postgres
 from dashboard.demo import DEMO_QUEUES, set_up_demo_queues
 from dashboard.static_files import collect_static
 from perf.measuring import free_port
-from queues.apps import ensure_roles
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -138,25 +137,39 @@ PostgreSQLWrapper._nodb_cursor = _creating_and_dropping_without_the_dashboards_t
 # each table's files anew: ~90 ms a test here, a minute of the suite, for tables holding a few rows,
 # which DELETE empties in a few ms (triggers off for it: the audit log's refusals and the foreign
 # keys, checked at commit, as TRUNCATE skips them too). Content types and permissions, which no test
-# changes, are kept, and of what post_migrate then does only the roles are made again.
+# changes, are kept. The role groups are written back as migrate made them (ensure_roles), read once
+# per test database: running ensure_roles again after each test, as flush's post_migrate would, took
+# 50 ms a test (it loads the migration graph to check the tables are migrated).
 KEPT_BETWEEN_TESTS = {"django_content_type", "auth_permission"}
+ROLE_TABLES = ["auth_group", "auth_group_permissions"]
+roles_as_migrated: list[str] = []
 
 
 def _emptied_with_delete(self, style, tables, *, reset_sequences=False, allow_cascade=False):
     emptied = [table for table in tables if table not in KEPT_BETWEEN_TESTS]
     if reset_sequences or not emptied:
         return _truncated(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
-    return ["SET LOCAL session_replication_role = replica"] + [f"DELETE FROM {self.quote_name(t)}" for t in emptied]
+    roles = roles_as_migrated if set(ROLE_TABLES) <= set(emptied) else []
+    return (
+        ["SET LOCAL session_replication_role = replica"]
+        + [f"DELETE FROM {self.quote_name(t)}" for t in emptied]
+        + roles
+    )
 
 
-def _roles_made_again(verbosity, interactive, db, **kwargs):
-    """What flush's post_migrate signal would do once content types and permissions are kept."""
-    ensure_roles(using=db)
+def _read_roles_as_migrated(connection) -> list[str]:
+    statements = []
+    with connection.cursor() as cursor:
+        for table in ROLE_TABLES:
+            cursor.execute(f"SELECT coalesce(json_agg(t), '[]')::text FROM {table} t")
+            rows = sql.Literal(cursor.fetchone()[0]).as_string(connection.connection)
+            statements.append(f"INSERT INTO {table} SELECT * FROM json_populate_recordset(NULL::{table}, {rows})")
+    return statements
 
 
 _truncated = PostgreSQLOperations.sql_flush
 PostgreSQLOperations.sql_flush = _emptied_with_delete
-flush_command.emit_post_migrate_signal = _roles_made_again
+flush_command.emit_post_migrate_signal = lambda verbosity, interactive, db, **kwargs: None
 
 AUDIT_TRUNCATE_TRIGGER = "ALTER TABLE queues_auditentry {} TRIGGER audit_log_is_not_truncated"
 
@@ -169,6 +182,7 @@ def django_db_setup(django_db_setup: None, django_db_blocker) -> None:
         # production; tests/test_audit.py turns the refusal back on to check it.
         with connections["default"].cursor() as cursor:
             cursor.execute(AUDIT_TRUNCATE_TRIGGER.format("DISABLE"))
+        roles_as_migrated[:] = _read_roles_as_migrated(connections["default"])
 
 
 @pytest.fixture(scope="session")
@@ -294,17 +308,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         collect_static()
 
 
-class QuickPBKDF2PasswordHasher(PBKDF2PasswordHasher):
-    """Django's PBKDF2 with 1,000 iterations instead of 1,000,000 (0.3 s a password here, paid by
-    every test that makes a user). Same algorithm and format, so the dashboard under gunicorn, with
-    its own settings, verifies these passwords (and strengthens them at the first sign-in)."""
-
-    iterations = 1_000
-
-
 @pytest.fixture(scope="session", autouse=True)
 def quick_password_hashing() -> Iterator[None]:
-    with override_settings(PASSWORD_HASHERS=["tests.conftest.QuickPBKDF2PasswordHasher"]):
+    with override_settings(PASSWORD_HASHERS=["tests.hashing.QuickPBKDF2PasswordHasher"]):
         yield
 
 
@@ -328,7 +334,12 @@ def gunicorn(database_url: str, log_dir: Path, **env: str) -> Iterator[str]:
                 "dashboard.wsgi",
             ],
             cwd=BASE_DIR,
-            env={**os.environ, "PGMQ_DATABASE_URL": database_url, **env},
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "tests.served_settings",
+                "PGMQ_DATABASE_URL": database_url,
+                **env,
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         )
