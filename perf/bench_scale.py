@@ -6,6 +6,8 @@
 Many queues: 1,000, 5,000 and 10,000 queues of 20 messages (made through pgmq.create and
 pgmq.send_batch, a hundred per transaction), and at each size the overview (median of --runs, the
 figures cache off), the API's queue list, /metrics, a round of the sampler and pgmq.metrics_all(),
+all on 30 minutes of the sampler's history (its latest round copied back in time, as a sampler that
+has run that long keeps: the rounds and the overview's sparklines and forecasts read it),
 beside the page floor: one catalog query for every queue's row estimate plus index probes for the
 50 queues a page shows, in one connection, in the same run.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -36,6 +39,7 @@ from dashboard.static_files import collect_static
 from perf.bench import bench_user, timed
 from queues.alerting import evaluate_alerts, readings_from
 from queues.management.commands.sample_metrics import take_sample
+from queues.models import QueueSample, SamplerRound
 from queues.selectors.stats import queue_stats
 from queues.tokens import issue_token
 
@@ -45,6 +49,9 @@ PAGE_QUEUES = 50  # what the overview shows at once
 GIANT = "giant"
 METRICS_TOKEN = "bench-scale-metrics-token"
 INSERT_CHUNK = 1_000_000
+# What a sampler that has run for half an hour has kept: the longest window a round reads (the
+# sparklines' 30 minutes; the consumer-silence lookback is 15, the rates' 5).
+HISTORY_MINUTES = 30
 
 
 def scale_name(number: int) -> str:
@@ -127,6 +134,8 @@ class ScaleBench:
             self.grow_to(size)
             queues = self.sql.execute("SELECT count(*) FROM pgmq.meta").fetchone()[0]
             print(f"measuring at {queues:,} queues...", flush=True)
+            take_sample(count_poison_everywhere=False)
+            self.fill_history(HISTORY_MINUTES)
             sampler = timed(lambda: take_sample(count_poison_everywhere=False), 3)
             # Autovacuum analyzes the samples as they grow (10,000 a round here); a run minutes old
             # would otherwise plan against the statistics of an empty table.
@@ -153,6 +162,49 @@ class ScaleBench:
             figures["overview / page floor"] = round(figures["overview"]["median_ms"] / floor, 1)
             results[queues] = figures
         return results
+
+    def fill_history(self, minutes: int) -> None:
+        """The sampler's history as deep as `minutes` of rounds every SAMPLE_INTERVAL_SECONDS, copied
+        from its latest round back in time: a round and the pages read that history, and a benchmark
+        right after creating the queues would otherwise time them on a few rounds."""
+        interval = settings.SAMPLE_INTERVAL_SECONDS
+        latest = SamplerRound.objects.order_by("-finished_at").first()
+        have = SamplerRound.objects.filter(
+            database=latest.database, finished_at__gt=latest.finished_at - timedelta(minutes=minutes)
+        ).count()
+        wanted = int(minutes * 60 / interval)
+        if have >= wanted:
+            return
+        print(f"filling the sampler's history to {minutes} min ({wanted} rounds of {latest.queues:,})...", flush=True)
+        started = time.monotonic()
+        columns = [
+            f.column for f in QueueSample._meta.concrete_fields if f.column not in ("id", "round_id", "sampled_at")
+        ]
+        for back in range(1, wanted + 1):
+            shift = timedelta(seconds=back * interval)
+            earlier = SamplerRound.objects.create(
+                database=latest.database,
+                started_at=latest.started_at - shift,
+                finished_at=latest.finished_at - shift,
+                queues=latest.queues,
+                seconds=latest.seconds,
+            )
+            with connections["default"].cursor() as cursor:
+                cursor.execute(
+                    sql.SQL(
+                        "INSERT INTO {table} (round_id, sampled_at, {columns}) "
+                        "SELECT %s, sampled_at - %s, {columns} FROM {table} WHERE round_id = %s"
+                    )
+                    .format(
+                        table=sql.Identifier(QueueSample._meta.db_table),
+                        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+                    )
+                    .as_string(),
+                    [earlier.pk, shift, latest.pk],
+                )
+        with connections["default"].cursor() as cursor:
+            cursor.execute("ANALYZE queues_queuesample, queues_samplerround")
+        print(f"  filled in {time.monotonic() - started:.0f} s", flush=True)
 
     def drop_giant(self) -> None:
         if self.sql.execute("SELECT 1 FROM pgmq.meta WHERE queue_name = %s", [GIANT]).fetchone():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import hashlib
 import logging
 from collections.abc import Iterable
@@ -212,6 +213,7 @@ def _catalog(names: list[str] | None) -> list[_CatalogEntry]:
         ]
 
 
+@functools.lru_cache(maxsize=50_000)
 def _probe_query(
     table: str,
     archive_table: str | None,
@@ -219,14 +221,19 @@ def _probe_query(
     *,
     count_live: bool,
     count_archive: bool,
-    default_partitions: list[TableFacts],
-    one_scan: bool = False,
-) -> sql.Composed:
+    default_partitions: tuple[tuple[str, bool], ...],
+    one_scan: bool,
+    poison_read_count: int,
+    exact_count_limit: int,
+) -> str:
     """One queue's probes as one row. Every part is an index lookup but the opt-in exact counts;
     with `one_scan` (a table of a few rows) every figure of the live table comes from one scan.
 
     The msg_id sequence is read in the same statement, after its snapshot is taken: sent is then
     never below backlog + archived, whatever producers do meanwhile.
+
+    Kept for the next call with the same arguments: building 10,000 queues' probes took a sampler
+    round 0.9 s, and from one round to the next they rarely change.
     """
     live = _quoted(table)
     shared = {
@@ -235,14 +242,14 @@ def _probe_query(
         "archived": _archived_count(archive_table, count_archive),
         "sent": _sent(sequence),
         "in_default": sql.SQL(" + ").join(
-            default_partition_rows(facts.default_partition, readable=facts.default_partition_readable)
-            for facts in default_partitions
+            default_partition_rows(name, readable=readable) for name, readable in default_partitions
         )
         if default_partitions
         else sql.SQL("0::bigint"),
     }
     if one_scan:
-        return sql.SQL("""
+        return (
+            sql.SQL("""
             SELECT {key}::text, s.total, s.poison, s.in_flight, s.delayed,
                    extract(epoch FROM now() - s.oldest), extract(epoch FROM now() - s.newest),
                    extract(epoch FROM now() - s.oldest_visible),
@@ -254,15 +261,19 @@ def _probe_query(
                          (array_agg(enqueued_at ORDER BY msg_id DESC))[1] AS newest,
                          (array_agg(enqueued_at ORDER BY msg_id) FILTER (WHERE vt <= now()))[1] AS oldest_visible
                   FROM {live}) s
-        """).format(poison=sql.Literal(settings.POISON_READ_COUNT), **shared)
+        """)
+            .format(poison=sql.Literal(poison_read_count), **shared)
+            .as_string()
+        )
     counts = (
         sql.SQL("SELECT count(*) AS total, count(*) FILTER (WHERE read_ct >= {poison}) AS poison FROM {live}").format(
-            live=live, poison=sql.Literal(settings.POISON_READ_COUNT)
+            live=live, poison=sql.Literal(poison_read_count)
         )
         if count_live
         else sql.SQL("SELECT NULL::bigint AS total, NULL::bigint AS poison")
     )
-    return sql.SQL("""
+    return (
+        sql.SQL("""
         SELECT {key}::text, counts.total, counts.poison, not_visible.in_flight, not_visible.delayed,
                extract(epoch FROM now() - (SELECT enqueued_at FROM {live} ORDER BY msg_id LIMIT 1)),
                extract(epoch FROM now() - (SELECT enqueued_at FROM {live} ORDER BY msg_id DESC LIMIT 1)),
@@ -282,11 +293,14 @@ def _probe_query(
              LATERAL (SELECT CASE WHEN head.oldest_visible IS NULL THEN
                         (SELECT enqueued_at FROM {live} WHERE vt <= now() ORDER BY vt LIMIT 1)
                       END AS oldest_visible) fallback
-    """).format(
-        not_visible_limit=sql.Literal(settings.EXACT_COUNT_LIMIT),
-        head=sql.Literal(OLDEST_VISIBLE_HEAD),
-        counts=counts,
-        **shared,
+    """)
+        .format(
+            not_visible_limit=sql.Literal(exact_count_limit),
+            head=sql.Literal(OLDEST_VISIBLE_HEAD),
+            counts=counts,
+            **shared,
+        )
+        .as_string()
     )
 
 
@@ -364,8 +378,7 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
     catalog = _catalog(list(names) if names is not None else None)
     tables = list({entry.live.name: entry for entry in catalog}.values())  # names sharing a table: probed once
     statements = [
-        sql.SQL(" UNION ALL ")
-        .join(
+        " UNION ALL ".join(
             _probe_query(
                 entry.live.name,
                 entry.archive.name if entry.archive else None,
@@ -375,13 +388,16 @@ def queue_stats(names: Iterable[str] | None = None) -> list[QueueStats]:
                 one_scan=_is_small(entry.live)
                 and entry.live.estimated_rows <= ONE_SCAN_ROWS
                 and not entry.queue.is_partitioned,
-                default_partitions=[
-                    facts for facts in (entry.live, entry.archive) if facts and facts.default_partition
-                ],
+                default_partitions=tuple(
+                    (facts.default_partition, facts.default_partition_readable)
+                    for facts in (entry.live, entry.archive)
+                    if facts and facts.default_partition
+                ),
+                poison_read_count=settings.POISON_READ_COUNT,
+                exact_count_limit=settings.EXACT_COUNT_LIMIT,
             )
             for entry in tables[start : start + PROBES_PER_STATEMENT]
         )
-        .as_string()
         for start in range(0, len(tables), PROBES_PER_STATEMENT)
     ]
     probes = {probe[0]: probe for probe in _run_probes(statements)}
