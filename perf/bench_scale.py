@@ -169,19 +169,28 @@ class ScaleBench:
         right after creating the queues would otherwise time them on a few rounds."""
         interval = settings.SAMPLE_INTERVAL_SECONDS
         latest = SamplerRound.objects.order_by("-finished_at").first()
-        have = SamplerRound.objects.filter(
-            database=latest.database, finished_at__gt=latest.finished_at - timedelta(minutes=minutes)
-        ).count()
-        wanted = int(minutes * 60 / interval)
-        if have >= wanted:
+        kept = list(
+            SamplerRound.objects.filter(
+                database=latest.database, finished_at__gt=latest.finished_at - timedelta(minutes=minutes)
+            ).values_list("finished_at", flat=True)
+        )
+        # A round every interval, where the sampler (or an earlier run of this) has left none.
+        missing = [
+            shift
+            for shift in (timedelta(seconds=back * interval) for back in range(1, int(minutes * 60 / interval) + 1))
+            if not any(abs(latest.finished_at - shift - at) < timedelta(seconds=interval / 2) for at in kept)
+        ]
+        if not missing:
             return
-        print(f"filling the sampler's history to {minutes} min ({wanted} rounds of {latest.queues:,})...", flush=True)
+        print(
+            f"filling the sampler's history to {minutes} min ({len(missing)} rounds of {latest.queues:,})...",
+            flush=True,
+        )
         started = time.monotonic()
         columns = [
             f.column for f in QueueSample._meta.concrete_fields if f.column not in ("id", "round_id", "sampled_at")
         ]
-        for back in range(1, wanted + 1):
-            shift = timedelta(seconds=back * interval)
+        for shift in missing:
             earlier = SamplerRound.objects.create(
                 database=latest.database,
                 started_at=latest.started_at - shift,
