@@ -22,12 +22,12 @@ For --seconds (60) it runs, all at once:
 
 Every request's kind, status and time is recorded; each gunicorn worker's RSS (VmRSS) is sampled
 after the warm-up (--warmup seconds, and until every user has been through each of their pages
-once), every few seconds and at the end. Then the ledger (perf/ledger.py): every msg_id
-ever sent (by the producers, or by the dashboard's send, move and requeue, whose new msg_ids the
-audit log records) is exactly once in the live table, the archive, the consumers' log of deletions,
-a dashboard deletion's audit record, or moved away (a move that deleted its original, a requeue that
-removed the archived copy), with its message and headers unchanged. Nothing is purged, so the
-ledger is exact.
+once: a warm-up that runs late lengthens the run by as much), every few seconds and at the end.
+Then the ledger (perf/ledger.py): every msg_id ever sent (by the producers, or by the dashboard's
+send, move and requeue, whose new msg_ids the audit log records) is exactly once in the live table,
+the archive, the consumers' log of deletions, a dashboard deletion's audit record, or moved away (a
+move that deleted its original, a requeue that removed the archived copy), with its message and
+headers unchanged. Nothing is purged, so the ledger is exact.
 
 Prints a table and the same figures as JSON (--json). Fails (exit status 1) on any 5xx or request
 that got no answer, any answer a step does not expect (a 4xx other than a message gone meanwhile,
@@ -361,6 +361,7 @@ class Run:
         # pages first served after it counted as growth.
         self.users_warming = 0
         self.everyone_warm = threading.Event()
+        self.everyone_warm_since: float | None = None
         self.lock = threading.Lock()
         self.actions: dict[str, Counter[str]] = defaultdict(Counter)
         self.user_sends: list[tuple[str, int, tuple]] = []
@@ -381,7 +382,18 @@ class Run:
         with self.lock:
             self.users_warming -= 1
             if self.users_warming == 0:
+                self.everyone_warm_since = time.monotonic()
                 self.everyone_warm.set()
+
+    def make_up_for_a_late_warm_up(self, seconds: float) -> None:
+        """Called at the run's end: a warm-up that ran past warm_at (sign-ins of seconds on a loaded
+        machine) lengthens the run, up to `seconds` more, so that the part measured after it keeps
+        its length."""
+        self.everyone_warm.wait(timeout=seconds)
+        if self.everyone_warm.is_set():
+            late = self.everyone_warm_since - self.warm_at
+            if late > 0:
+                self.stopping.wait(max(0.0, self.started + seconds + min(late, seconds) - time.monotonic()))
 
     def warm(self) -> bool:
         return self.everyone_warm.is_set() and time.monotonic() >= self.warm_at
@@ -846,6 +858,7 @@ class LoadTest:
                     for thread in people:
                         thread.start()
                     run.stopping.wait(seconds)
+                    run.make_up_for_a_late_warm_up(seconds)
                     run.stopping.set()
                     for thread in people:
                         thread.join()
