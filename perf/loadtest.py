@@ -34,10 +34,10 @@ that got no answer, any answer a step does not expect (a 4xx other than a messag
 a refused viewer or a confirmation sent twice), a page a user could not act on as expected, a
 producer or consumer error, a bulk job not done, a ledger break, a replaced worker, a warm-up that
 never ended, or a worker whose RSS grew by more than --max-rss-growth-percent (20 %) after the
-warm-up. A healthy worker starts
-at about 60 MB and settles within 3 MB (caches filling: the per-queue model classes, templates,
-each thread's connections); 20 % (about 12 MB) is four times that, yet a leak of 10 KB per request
-(a worker serves about 1,600 a minute here) reaches it in about a minute.
+warm-up. A healthy worker starts at about 60 MB and settles within 3 MB (caches filling: the
+per-queue model classes, templates, each thread's connections); 20 % (about 12 MB) is four times
+that, yet a leak of 10 KB per request (a worker serves about 1,600 a minute here) reaches it in
+about a minute.
 """
 
 from __future__ import annotations
@@ -416,6 +416,7 @@ class User:
         self.acts = role in ("operator", "admin")
 
     def __call__(self) -> None:
+        warm = False
         try:
             # People arrive over the first half of the warm-up, not all in the same second.
             if self.run.stopping.wait(random.uniform(0, (self.run.warm_at - self.run.started) / 2)):
@@ -439,6 +440,7 @@ class User:
                     return
                 step()
             self.run.user_warm()
+            warm = True
             while not self.run.stopping.is_set():
                 if self.acts and self.run.claim_job():
                     self.bulk_job()
@@ -447,6 +449,9 @@ class User:
                 self.run.stopping.wait(random.uniform(0, 2 * self.run.think))
         except Exception as error:  # a bug of the load test itself: say so, and end this user only
             self.run.problem(f"{self.username}: {type(error).__name__}: {error}")
+        finally:
+            if not warm:  # a user who stopped early (a problem said) must not hold up the others' warm-up
+                self.run.user_warm()
 
     def get(self, kind: str, path: str, **options) -> Answer:
         return self.browser.request(kind, path, **options)
