@@ -83,6 +83,8 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Launched]]:
     for run in launched:
         if run.process.poll() is None:
             run.stop()
+        # pytest shows it with a failure only: what `make run` said (a server that never bound its port, say).
+        print(f"`python -m dashboard.run` said:\n{run.text()}")
 
 
 @pytest.mark.browser
