@@ -33,6 +33,10 @@ JOB_STATEMENT_TIMEOUT_MS = env.integer("DASHBOARD_JOB_STATEMENT_TIMEOUT_MS", 60_
 # message and every download stream bigger ones from the database in chunks; a download (the
 # message page's, the API's) past DOWNLOAD_MAX_BYTES is refused with the SQL that fetches the row.
 API_LIST_PAYLOAD_CHARS = env.integer("DASHBOARD_API_LIST_PAYLOAD_CHARS", 65_536, minimum=0)
+# Lists (the message browser, the poison panel, the API's pages) turn a payload into text only if the
+# database stores it in at most this many bytes (compressed when large): turning 40 MB of jsonb into
+# text takes it a third of a second, each time. A bigger payload is listed by its stored size.
+LIST_PAYLOAD_MAX_STORED_BYTES = env.integer("DASHBOARD_LIST_PAYLOAD_MAX_STORED_BYTES", 256 * 1024, minimum=0)
 DOWNLOAD_MAX_BYTES = env.integer("DASHBOARD_DOWNLOAD_MAX_BYTES", 256 * 1024 * 1024, minimum=1)
 # Exports at once, per signed-in user and in all in one worker process; the total is kept below the
 # worker's threads, so exports always leave a thread for pages.

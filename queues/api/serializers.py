@@ -217,7 +217,14 @@ class MessageSerializer(serializers.Serializer):
     vt = serializers.DateTimeField()
     last_read_at = serializers.DateTimeField(allow_null=True)
     archived_at = serializers.DateTimeField(allow_null=True)
-    message_chars = serializers.IntegerField(allow_null=True)
+    message_chars = serializers.IntegerField(
+        allow_null=True,
+        help_text="its length as JSON text; null in a list for a message stored in more than "
+        "DASHBOARD_LIST_PAYLOAD_MAX_STORED_BYTES (see message_stored_bytes)",
+    )
+    message_stored_bytes = serializers.IntegerField(
+        allow_null=True, help_text="the bytes the database stores the message in, compressed when large"
+    )
     message = RawJSONField(
         allow_null=True,
         help_text="exactly as stored (numbers keep every digit); null if a "
@@ -231,12 +238,15 @@ class MessageRowSerializer(MessageSerializer):
         allow_null=True,
         help_text=(
             "exactly as stored (numbers keep every digit); null if longer than DASHBOARD_API_LIST_PAYLOAD_CHARS "
-            "(message_left_out: get it from the message's own endpoint), or if a consumer removed the message "
-            "while the page was read"
+            "or stored in more than DASHBOARD_LIST_PAYLOAD_MAX_STORED_BYTES (message_left_out: get it from the "
+            "message's own endpoint), or if a consumer removed the message while the page was read"
         ),
     )
     headers_chars = serializers.IntegerField(allow_null=True)
-    message_left_out = serializers.BooleanField(help_text="the message is too big for a list: see message_chars")
+    headers_stored_bytes = serializers.IntegerField(allow_null=True)
+    message_left_out = serializers.BooleanField(
+        help_text="the message is too big for a list: see message_chars, or message_stored_bytes"
+    )
     headers_left_out = serializers.BooleanField()
 
 

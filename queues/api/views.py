@@ -302,8 +302,9 @@ def message_list(request: Request, queue_name: str) -> Response:
                 "message": found.message,
                 "headers": found.headers,
                 "headers_chars": found.headers_chars,
-                "message_left_out": found.message is None and found.message_chars is not None,
-                "headers_left_out": found.headers is None and found.headers_chars is not None,
+                "message_left_out": found.message_left_out,
+                "headers_left_out": found.headers_left_out,
+                "headers_stored_bytes": found.headers_stored_bytes,
             }
         )
     column = page_request.sort
@@ -335,6 +336,7 @@ def _row_fields(row) -> dict:
         "last_read_at": getattr(row, "last_read_at", None),
         "archived_at": getattr(row, "archived_at", None),
         "message_chars": row.message_chars,
+        "message_stored_bytes": row.message_stored_bytes,
     }
 
 

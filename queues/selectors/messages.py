@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connections, transaction
-from django.db.models import Case, CharField, FloatField, Func, Q, QuerySet, TextField, Value, When
+from django.db.models import Case, CharField, FloatField, Func, IntegerField, Q, QuerySet, TextField, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Greatest, Left, Length, Lower, Now, StrIndex, Substr
@@ -30,6 +30,7 @@ from dashboard.databases import took_too_long
 from queues.filters import ARCHIVED, DELAYED, IN_FLIGHT, VISIBLE, MessageFilter
 from queues.pgmq import ARCHIVE, LIVE, Message, Queue
 from queues.redaction import payload
+from queues.selectors.payloads import if_listable, stored_bytes
 from queues.watched import statement_budget, watched_alias
 
 PAGE_SIZE = 50
@@ -58,27 +59,39 @@ def listing(messages: QuerySet[Message], *, redacted: bool = False, highlight: s
     """What a row of a list needs: the state by the database's clock and a short preview of the
     payload, cut in SQL so a megabyte payload never leaves the database for a list. With a
     `highlight`, the preview is the window around its first occurrence (any case), from
-    `preview_start` (1-based), cut from the payload as the user may see it: never a redacted value."""
+    `preview_start` (1-based), cut from the payload as the user may see it: never a redacted value.
+    A payload stored in more than LIST_PAYLOAD_MAX_STORED_BYTES has no preview, length or Celery
+    task: only `message_stored_bytes` (payloads.if_listable)."""
     model = messages.model
     has_headers = model.has_column("headers")
     message_text = Cast(payload("message", redacted=redacted), TextField())
     if highlight:
         found_at = StrIndex(Lower(message_text), Lower(Value(highlight, TextField())))
         start = Greatest(Value(1), found_at - Value(MATCH_LEAD_CHARS))
-        preview = {"preview": Substr(message_text, start, MATCH_WINDOW_CHARS), "preview_start": start}
+        preview = {
+            "preview": if_listable("message", Substr(message_text, start, MATCH_WINDOW_CHARS), TextField()),
+            "preview_start": if_listable("message", start, IntegerField()),
+        }
     else:
-        preview = {"preview": Left(message_text, PREVIEW_CHARS)}
+        preview = {"preview": if_listable("message", Left(message_text, PREVIEW_CHARS), TextField())}
     return messages.defer("message", *(["headers"] if has_headers else [])).annotate(
         state=state_by_database_clock(model),
         **preview,
-        message_chars=Length(message_text),
+        message_chars=if_listable("message", Length(message_text), IntegerField()),
+        message_stored_bytes=stored_bytes("message"),
         headers_preview=(
-            Left(Cast(payload("headers", redacted=redacted), TextField()), PREVIEW_CHARS)
+            if_listable(
+                "headers", Left(Cast(payload("headers", redacted=redacted), TextField()), PREVIEW_CHARS), TextField()
+            )
             if has_headers
             else Value(None, TextField())
         ),
         # The name of the Celery task in a kombu envelope (queues/celery_tasks.py); NULL in any other.
-        celery_task=Left(KeyTextTransform("task", KeyTransform("headers", payload("message", redacted=redacted))), 200),
+        celery_task=if_listable(
+            "message",
+            Left(KeyTextTransform("task", KeyTransform("headers", payload("message", redacted=redacted))), 200),
+            TextField(),
+        ),
     )
 
 
@@ -396,6 +409,7 @@ def find_message(
             .annotate(
                 state=state_by_database_clock(model),
                 message_chars=Length(Cast(payload("message", redacted=redacted), TextField())),
+                message_stored_bytes=stored_bytes("message"),
                 message_text=text_of("message"),
                 headers_text=text_of("headers") if has_headers else Value(None, TextField()),
                 # For the countdown: the database's clock decides, the browser only counts down.

@@ -4,7 +4,9 @@ jsonb keeps numbers as numeric, and text keeps every digit, so payloads travel a
 payload may weigh anything pgmq accepts (a 50 MB message is one `send` away), so:
 
 - lists (messages.listing, the API's pages) get a payload only up to a size, cut or left out by
-  the database, which also reports the whole size;
+  the database, which also reports the whole size; a payload stored in more than
+  LIST_PAYLOAD_MAX_STORED_BYTES is not even turned into text (`if_listable`): a list reports the
+  size it is stored in, which PostgreSQL knows without reading it;
 - one payload given whole (a download, the API's single message) is measured first and then read
   in chunks of CHUNK_CHARS, one short statement each, as the client takes them: a worker holds
   one chunk per reader, whatever the message weighs.
@@ -18,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
-from django.db.models import Case, Func, IntegerField, TextField, Value, When
+from django.conf import settings
+from django.db.models import Case, F, Func, IntegerField, TextField, Value, When
 from django.db.models.functions import Cast, Length, Substr
+from django.db.models.lookups import LessThanOrEqual
 
 from queues.pgmq import ARCHIVE, LIVE, Queue
 from queues.redaction import payload
@@ -36,21 +40,45 @@ class PayloadGone(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class PayloadText:
-    message: str | None  # None: left out, too big for a list (see `message_chars`), or SQL NULL
+    message: str | None  # None: left out, too big for a list (see `message_left_out`), or SQL NULL
     headers: str | None
-    message_chars: int | None = None
+    message_chars: int | None = None  # None: SQL NULL, or stored too big to be measured for a list
     headers_chars: int | None = None
+    message_stored_bytes: int | None = None
+    headers_stored_bytes: int | None = None
+
+    @property
+    def message_left_out(self) -> bool:
+        return self.message is None and self.message_stored_bytes is not None
+
+    @property
+    def headers_left_out(self) -> bool:
+        return self.headers is None and self.headers_stored_bytes is not None
 
 
 def _text(column: str, *, redacted: bool) -> Cast:
     return Cast(payload(column, redacted=redacted), TextField())
 
 
+def stored_bytes(column: str) -> Func:
+    """The bytes a payload is stored in (compressed when large), which PostgreSQL reads from the
+    row or its TOAST pointer without reading the payload; NULL for SQL NULL."""
+    return Func(F(column), function="pg_column_size", output_field=IntegerField())
+
+
+def if_listable(column: str, expression, output_field) -> Case:
+    """`expression` of a row's payload `column`, computed only if the payload is stored in at most
+    LIST_PAYLOAD_MAX_STORED_BYTES; NULL otherwise (PostgreSQL does not evaluate it then)."""
+    small_enough = LessThanOrEqual(stored_bytes(column), settings.LIST_PAYLOAD_MAX_STORED_BYTES)
+    return Case(When(small_enough, then=expression), default=Value(None), output_field=output_field)
+
+
 def payload_texts(
     queue: Queue, ids_by_source: dict[str, list[int]], *, redacted: bool, max_chars: int
 ) -> dict[int, PayloadText]:
     """msg_id -> its message and headers as JSON text, each only if at most `max_chars` long (the
-    database leaves a longer one out and says how long); a msg_id gone meanwhile is left out."""
+    database leaves a longer one out and says how long, or only how big it is stored when that is
+    over LIST_PAYLOAD_MAX_STORED_BYTES); a msg_id gone meanwhile is left out."""
     found: dict[int, PayloadText] = {}
     for kind, msg_ids in ids_by_source.items():
         if not msg_ids:
@@ -61,14 +89,20 @@ def payload_texts(
             columns["headers"] = _text("headers", redacted=redacted)
         annotations = {}
         for column, text in columns.items():
-            annotations[f"{column}_chars"] = Length(text)
+            annotations[f"{column}_stored_bytes"] = stored_bytes(column)
+            annotations[f"{column}_chars"] = if_listable(column, Length(text), IntegerField())
             annotations[f"{column}_text"] = Case(
                 When(**{f"{column}_chars__lte": max_chars}, then=text), default=Value(None, TextField())
             )
         rows = model.objects.filter(msg_id__in=msg_ids).annotate(**annotations).values("msg_id", *annotations)
         for row in rows:
             found[row["msg_id"]] = PayloadText(
-                row["message_text"], row.get("headers_text"), row["message_chars"], row.get("headers_chars")
+                row["message_text"],
+                row.get("headers_text"),
+                row["message_chars"],
+                row.get("headers_chars"),
+                row["message_stored_bytes"],
+                row.get("headers_stored_bytes"),
             )
     return found
 

@@ -70,7 +70,7 @@ MESSAGE_ROW = (
     '<td data-label="{moment_label}">{moment}</td>'
     '<td class="payload">{celery}<details id="row-{source}-{id}">'
     "<summary><code>{preview}</code></summary>{headers}"
-    '<p class="small">{size} of JSON. <a href="{url}">Open the whole message</a></p>'
+    '<p class="small">{size}. <a href="{url}">Open the whole message</a></p>'
     "</details></td></tr>\n"
 )
 SELECT_CELL = (
@@ -88,10 +88,18 @@ def message_rows(rows, message_filter, messages_url: str, can_act: bool) -> str:
 def _message_row(message, message_filter, messages_url: str, can_act: bool) -> str:
     archived = message.source == "archive"
     url = f"{messages_url}{message.msg_id}/" + ("?source=archive" if archived else "")
-    if message_filter.highlight:
-        preview = matched_preview(message, message_filter.highlight)
+    # listing() measures and previews only payloads stored small enough (payloads.if_listable).
+    too_big = message.message_chars is None and message.message_stored_bytes is not None
+    if too_big:
+        preview = "too big for a list"
+        size = f"Too big for a list: {message.message_stored_bytes:,} bytes stored (compressed)"
     else:
-        preview = json_preview(message.preview)
+        preview = (
+            matched_preview(message, message_filter.highlight)
+            if message_filter.highlight
+            else json_preview(message.preview)
+        )
+        size = f"{filesizeformat(message.message_chars or 0)} of JSON"
     return format_html(
         MESSAGE_ROW,
         id=message.msg_id,
@@ -121,7 +129,7 @@ def _message_row(message, message_filter, messages_url: str, can_act: bool) -> s
         )
         if message.headers_preview
         else "",
-        size=filesizeformat(message.message_chars or 0),
+        size=size,
     )
 
 
