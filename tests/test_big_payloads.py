@@ -134,6 +134,9 @@ def test_lists_never_turn_a_huge_payload_into_text(signed_in_client, heavy, pgmq
     assert sorted(listed) == [1, 2, 3]
     assert listed[2]["message_left_out"] is True and listed[2]["message_stored_bytes"] == stored
     assert listed[1]["message"] == {"n": 1} and listed[1]["message_chars"] == 8
+    pgmq_sql.execute("UPDATE pgmq.q_heavy SET read_ct = %s WHERE msg_id = 2", [settings.POISON_READ_COUNT])
+    poison = parse(signed_in_client.get("/queues/heavy/poison/")).select_one("tr[data-msg-id='2']")
+    assert f"Too big for a list: {stored:,} bytes stored" in poison.get_text(" ", strip=True)
 
 
 def test_the_message_page_holds_only_the_beginning(warmed_client, heavy):
