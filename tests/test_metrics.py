@@ -365,3 +365,37 @@ def test_promtool_accepts_the_rules_the_scrape_config_and_the_rules_unit_tests(t
     ):
         result = subprocess.run([promtool, *command], cwd=where, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_scrape_is_byte_for_byte_what_prometheus_client_writes(client, metrics_on, pgmq_sql, make_queue):
+    """The queues' series are written by the dashboard itself (10,000 queues' took the library's
+    writer over a second): read back by Prometheus's parser and written again by prometheus_client,
+    the scrape comes out the same, awkward names, names sharing a table, estimates and large
+    numbers included."""
+    names = awkward_names(pgmq_sql)
+    try:
+        for count, name in enumerate(names, start=1):
+            pgmq_sql.execute("SELECT pgmq.send_batch(%s, array_fill('{}'::jsonb, ARRAY[%s]))", [name, count])
+        pgmq_sql.execute("SELECT pgmq.create('Foo')")
+        pgmq_sql.execute("SELECT pgmq.create('FOO')")  # the same table pair as Foo
+        make_queue("busy", messages=3)
+        pgmq_sql.execute("SELECT setval('pgmq.q_busy_msg_id_seq', 12345678901)")  # written 1.2345678901e+10
+        with override_settings(EXACT_COUNT_LIMIT=2):  # busy's backlog and visible are then estimates
+            response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    finally:
+        for name in [*names, "FOO", "Foo"]:
+            pgmq_sql.execute("SELECT pgmq.drop_queue(%s)", [name])
+    text = response.content.decode()
+    families = list(text_string_to_metric_families(text))
+    assert {"pgmq_queue_shared_tables", "pgmq_queue_estimated", "pgmq_queue_messages_sent"} <= {
+        family.name for family in families
+    }
+    assert 'pgmq_queue_messages_sent_total{database="main",queue="busy"} 1.2345678901e+10' in text
+
+    class Replayed(prometheus_client.registry.Collector):
+        def collect(self):
+            return families
+
+    registry = prometheus_client.CollectorRegistry(auto_describe=False)
+    registry.register(Replayed())
+    assert prometheus_client.generate_latest(registry).decode() == text

@@ -9,6 +9,11 @@ only a request bearing that token is answered. It needs no sign-in: Prometheus h
 Every watched database is in one scrape, each series labelled with its name (`database`). Names
 sharing one table (pgmq.TableSharing) are reported once, under the name created first, so a sum()
 counts the table once; pgmq_queue_shared_tables says where the others went.
+
+The per-queue series are written by QueueSeries, in the text that prometheus_client's
+generate_latest writes (a test holds them to it): its writer validates and escapes the labels of
+each sample, which took 1.1 s of a 1.6 s scrape of 10,000 queues (120,000 samples); here a queue's
+labels are escaped once. The scrape's own few series go through prometheus_client.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from queues.pgmq import TableSharing, table_sharing
 from queues.selectors import overview
@@ -44,8 +50,12 @@ ESTIMATE_NOTE = (
 )
 
 
-class QueueCollector(Collector):
-    """One scrape's metrics, read when the registry collects; holds nothing between scrapes."""
+class ScrapeCollector(Collector):
+    """One scrape: every watched database read when the registry collects, which yields the
+    scrape's own series and leaves the queues' in `queue_series`; holds nothing between scrapes."""
+
+    def __init__(self) -> None:
+        self.queue_series: QueueSeries | None = None  # None: no database answered
 
     def collect(self) -> Iterator[Metric]:
         started = time.monotonic()
@@ -60,7 +70,6 @@ class QueueCollector(Collector):
             "age of the sampler's latest round, which the figures then come from.",
             labels=["database"],
         )
-        families: dict[str, Metric] = {}
         for alias in watched_aliases():
             with watching(alias):
                 try:
@@ -75,8 +84,8 @@ class QueueCollector(Collector):
                     continue
                 up.add_metric([watched_name()], 1)
                 age.add_metric([watched_name()], _age_s(found.sampled_at))
-                _add_queue_metrics(families, watched_name(), found.figures, found.poison, sharing)
-        yield from families.values()
+                self.queue_series = self.queue_series or QueueSeries()
+                self.queue_series.add(watched_name(), found.figures, found.poison, sharing)
         yield up
         yield age
         yield GaugeMetricFamily(
@@ -116,54 +125,78 @@ SHARED_HELP = (
 )
 
 
-def _families() -> dict[str, Metric]:
-    families: dict[str, Metric] = {
-        name: GaugeMetricFamily(name, documentation, labels=["database", "queue"])
-        for name, documentation in QUEUE_GAUGES.items()
-    }
-    families["pgmq_queue_messages_sent"] = CounterMetricFamily(
-        "pgmq_queue_messages_sent", SENT_HELP, labels=["database", "queue"]
-    )
-    families["pgmq_queue_estimated"] = GaugeMetricFamily(
-        "pgmq_queue_estimated", ESTIMATED_HELP, labels=["database", "queue", "figure"]
-    )
-    families["pgmq_queue_shared_tables"] = GaugeMetricFamily(
-        "pgmq_queue_shared_tables", SHARED_HELP, labels=["database", "queue", "reported_as"]
-    )
-    return families
+# Each per-queue family: (its type, its help); a counter's samples and TYPE line end in _total.
+QUEUE_FAMILIES = {
+    **{name: ("gauge", documentation) for name, documentation in QUEUE_GAUGES.items()},
+    "pgmq_queue_messages_sent": ("counter", SENT_HELP),
+    "pgmq_queue_estimated": ("gauge", ESTIMATED_HELP),
+    "pgmq_queue_shared_tables": ("gauge", SHARED_HELP),
+}
 
 
-def _add_queue_metrics(
-    families: dict[str, Metric],
-    database: str,
-    stats: list[QueueStats | SampledQueue],
-    poison: dict[str, overview.PoisonCount],
-    sharing: dict[str, TableSharing],
-) -> None:
-    if not families:
-        families.update(_families())
-    reported = {queue.name for queue in stats}
-    for queue in stats:
-        labels = [database, queue.name]
-        shared = sharing.get(queue.name)
-        if shared and shared.first_listed != queue.name and shared.first_listed in reported:
-            families["pgmq_queue_shared_tables"].add_metric([*labels, shared.first_listed], 1)
-            continue
-        families["pgmq_queue_backlog"].add_metric(labels, queue.backlog.value)
-        families["pgmq_queue_visible"].add_metric(labels, queue.visible.value)
-        families["pgmq_queue_in_flight"].add_metric(labels, queue.in_flight)
-        families["pgmq_queue_delayed"].add_metric(labels, queue.delayed)
-        families["pgmq_queue_oldest_message_age_seconds"].add_metric(labels, queue.oldest_age_s or 0.0)
-        families["pgmq_queue_oldest_visible_message_age_seconds"].add_metric(labels, queue.oldest_visible_age_s or 0.0)
-        families["pgmq_queue_messages_sent"].add_metric(labels, queue.sent_total)
-        counted: dict[str, RowCount] = {"backlog": queue.backlog, "visible": queue.visible}
-        if queue.archived is not None:
-            families["pgmq_queue_archived"].add_metric(labels, queue.archived.value)
-            counted["archived"] = queue.archived
-        if queue.name in poison:
-            families["pgmq_queue_poison"].add_metric(labels, poison[queue.name].value)
-        for figure, count in counted.items():
-            families["pgmq_queue_estimated"].add_metric([*labels, figure], 0 if count.exact else 1)
+def _label(value: str) -> str:
+    """A label value escaped as the text format wants it (prometheus_client escapes these three)."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+class QueueSeries:
+    """The per-queue series of a scrape, every watched database's, as sample lines per family."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, list[str]] = {name: [] for name in QUEUE_FAMILIES}
+
+    def add(
+        self,
+        database: str,
+        stats: list[QueueStats | SampledQueue],
+        poison: dict[str, overview.PoisonCount],
+        sharing: dict[str, TableSharing],
+    ) -> None:
+        reported = {queue.name for queue in stats}
+        database_label = f'database="{_label(database)}"'
+        for queue in stats:
+            queue_label = f'queue="{_label(queue.name)}"'
+            labels = f"{{{database_label},{queue_label}}}"
+            shared = sharing.get(queue.name)
+            if shared and shared.first_listed != queue.name and shared.first_listed in reported:
+                self._add(
+                    "pgmq_queue_shared_tables",
+                    f'{{{database_label},{queue_label},reported_as="{_label(shared.first_listed)}"}}',
+                    1,
+                )
+                continue
+            self._add("pgmq_queue_backlog", labels, queue.backlog.value)
+            self._add("pgmq_queue_visible", labels, queue.visible.value)
+            self._add("pgmq_queue_in_flight", labels, queue.in_flight)
+            self._add("pgmq_queue_delayed", labels, queue.delayed)
+            self._add("pgmq_queue_oldest_message_age_seconds", labels, queue.oldest_age_s or 0.0)
+            self._add("pgmq_queue_oldest_visible_message_age_seconds", labels, queue.oldest_visible_age_s or 0.0)
+            self._add("pgmq_queue_messages_sent", labels, queue.sent_total)
+            counted: dict[str, RowCount] = {"backlog": queue.backlog, "visible": queue.visible}
+            if queue.archived is not None:
+                self._add("pgmq_queue_archived", labels, queue.archived.value)
+                counted["archived"] = queue.archived
+            if queue.name in poison:
+                self._add("pgmq_queue_poison", labels, poison[queue.name].value)
+            for figure, count in counted.items():
+                self._add(
+                    "pgmq_queue_estimated",
+                    f'{{{database_label},figure="{figure}",{queue_label}}}',
+                    0 if count.exact else 1,
+                )
+
+    def _add(self, family: str, labels: str, value: float) -> None:
+        kind, _ = QUEUE_FAMILIES[family]
+        name = f"{family}_total" if kind == "counter" else family
+        self.lines[family].append(f"{name}{labels} {floatToGoString(value)}\n")
+
+    def text(self) -> str:
+        written = []
+        for family, (kind, documentation) in QUEUE_FAMILIES.items():
+            name = f"{family}_total" if kind == "counter" else family
+            help_text = documentation.replace("\\", r"\\").replace("\n", r"\n")
+            written += [f"# HELP {name} {help_text}\n", f"# TYPE {name} {kind}\n", *self.lines[family]]
+        return "".join(written)
 
 
 def _age_s(sampled_at: datetime | None) -> float:
@@ -192,5 +225,8 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return response
     # A registry of this request's own: nothing is registered globally, nothing outlives the scrape.
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(QueueCollector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+    scrape = ScrapeCollector()
+    registry.register(scrape)
+    own_series = generate_latest(registry)  # reads every database, filling scrape.queue_series
+    queue_series = scrape.queue_series.text().encode() if scrape.queue_series else b""
+    return HttpResponse(queue_series + own_series, content_type=CONTENT_TYPE_PLAIN_0_0_4)
