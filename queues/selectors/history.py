@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -408,6 +409,8 @@ def names_in_order(samples: QuerySet[QueueSample], sort: str, descending: bool) 
 
 @dataclasses.dataclass(frozen=True)
 class RoundTotals:
+    samples: int  # every sample, those counted elsewhere too
+    health: dict[str, int]  # samples per health state (a sample older than the field has none)
     queues: int
     backlog: RowCount
     visible: RowCount
@@ -422,25 +425,31 @@ class RoundTotals:
     processing_rate_1m: float | None = None
 
 
-def round_totals(samples: QuerySet[QueueSample]) -> RoundTotals:
-    """The samples' figures summed, in the database."""
+def round_totals(samples: QuerySet[QueueSample], *, counted_elsewhere: Collection[str] = ()) -> RoundTotals:
+    """The samples counted, by health too, and their figures summed but those of the names
+    `counted_elsewhere` (whose table another name stands for): one statement, in the database."""
+    counted = ~Q(queue_name__in=counted_elsewhere) if counted_elsewhere else Q()
     found = samples.aggregate(
-        queues=Count("id"),
-        backlog=Coalesce(Sum("backlog"), 0),
-        visible=Coalesce(Sum("visible"), 0),
-        estimated=Count("id", filter=Q(backlog_exact=False)),
-        in_flight=Coalesce(Sum("in_flight"), 0),
-        delayed=Coalesce(Sum("delayed"), 0),
-        archived=Coalesce(Sum("archived"), 0),
-        archived_estimated=Count("id", filter=Q(archived_exact=False)),
-        sent=Coalesce(Sum("sent_total"), 0),
-        enqueue_rate=Sum("enqueue_rate"),
-        processing_rate=Sum("processing_rate"),
-        enqueue_rate_1m=Sum("enqueue_rate_1m"),
-        processing_rate_1m=Sum("processing_rate_1m"),
-        not_visible_estimated=Count("id", filter=Q(not_visible_exact=False)),
+        samples=Count("id"),
+        **{f"health_{state}": Count("id", filter=Q(health=state)) for state in SEVERITY},
+        queues=Count("id", filter=counted),
+        backlog=Coalesce(Sum("backlog", filter=counted), 0),
+        visible=Coalesce(Sum("visible", filter=counted), 0),
+        estimated=Count("id", filter=counted & Q(backlog_exact=False)),
+        in_flight=Coalesce(Sum("in_flight", filter=counted), 0),
+        delayed=Coalesce(Sum("delayed", filter=counted), 0),
+        archived=Coalesce(Sum("archived", filter=counted), 0),
+        archived_estimated=Count("id", filter=counted & Q(archived_exact=False)),
+        sent=Coalesce(Sum("sent_total", filter=counted), 0),
+        enqueue_rate=Sum("enqueue_rate", filter=counted),
+        processing_rate=Sum("processing_rate", filter=counted),
+        enqueue_rate_1m=Sum("enqueue_rate_1m", filter=counted),
+        processing_rate_1m=Sum("processing_rate_1m", filter=counted),
+        not_visible_estimated=Count("id", filter=counted & Q(not_visible_exact=False)),
     )
     return RoundTotals(
+        samples=found["samples"],
+        health={state: found[f"health_{state}"] for state in SEVERITY if found[f"health_{state}"]},
         queues=found["queues"],
         backlog=RowCount(found["backlog"], found["estimated"] == 0),
         visible=RowCount(found["visible"], found["estimated"] == 0),
@@ -454,12 +463,6 @@ def round_totals(samples: QuerySet[QueueSample]) -> RoundTotals:
         enqueue_rate_1m=found["enqueue_rate_1m"],
         processing_rate_1m=found["processing_rate_1m"],
     )
-
-
-def health_counts(samples: QuerySet[QueueSample]) -> dict[str, int]:
-    """How many of the samples are in each health state (samples older than the field left out)."""
-    counted = samples.exclude(health="").values("health").annotate(queues=Count("id")).order_by()
-    return {row["health"]: row["queues"] for row in counted}
 
 
 # How far back silence is looked for: past it, "nobody has read for over 15 min".
