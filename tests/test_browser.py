@@ -99,12 +99,17 @@ def test_a_refresh_keeps_the_open_row_and_the_scroll_position(
     sign_in(page, dashboard_server, operator.username, operator_password)
     page.goto(dashboard_server + "/queues/kept_open/messages/")
     # Between two refreshes, as a person does: what is done in the instant a swap is under way is
-    # lost with the part of the page it replaces (a busy machine makes that instant long).
+    # lost with the part of the page it replaces. So the row is opened and the list scrolled in the
+    # task that ends a refresh: a swap cannot come between them. (Playwright's own click scrolled
+    # the row into view first; on a busy machine a swap remembered that scroll, 801 px, before the
+    # test's own 400 came.)
     page.evaluate(
-        "() => new Promise((resolve) => document.addEventListener('dashboard:updated', resolve, {once: true}))"
+        """() => new Promise((resolve) => document.addEventListener('dashboard:updated', () => {
+            document.querySelector('#row-live-30 summary').click();
+            document.querySelector('#messages-scroll').scrollTop = 400;
+            resolve();
+        }, {once: true}))"""
     )
-    page.locator("#row-live-30 summary").click()
-    page.locator("#messages-scroll").evaluate("element => element.scrollTop = 400")
     page.evaluate(COUNT_REFRESHES)
     # Polled from here: a predicate run inside the page would need eval, which the CSP refuses.
     wait_for(lambda: page.evaluate("window.refreshes") >= 2, timeout=30, what="two refreshes of the list")
