@@ -69,7 +69,7 @@ MESSAGE_ROW = (
     '<td data-label="enqueued">{enqueued}</td>'
     '<td data-label="{moment_label}">{moment}</td>'
     '<td class="payload">{celery}<details id="row-{source}-{id}">'
-    "<summary><code>{preview}</code></summary>{headers}"
+    "<summary>{preview}</summary>{headers}"
     '<p class="small">{size}. <a href="{url}">Open the whole message</a></p>'
     "</details></td></tr>\n"
 )
@@ -91,13 +91,14 @@ def _message_row(message, message_filter, messages_url: str, can_act: bool) -> s
     # listing() measures and previews only payloads stored small enough (payloads.if_listable).
     too_big = message.message_chars is None and message.message_stored_bytes is not None
     if too_big:
-        preview = "too big for a list"
+        preview = format_html('<span class="muted">{}</span>', "too big for a list")
         size = f"Too big for a list: {message.message_stored_bytes:,} bytes stored (compressed)"
     else:
-        preview = (
+        preview = format_html(
+            "<code>{}</code>",
             matched_preview(message, message_filter.highlight)
             if message_filter.highlight
-            else json_preview(message.preview)
+            else json_preview(message.preview),
         )
         size = f"{filesizeformat(message.message_chars or 0)} of JSON"
     return format_html(
