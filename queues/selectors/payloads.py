@@ -73,6 +73,12 @@ def if_listable(column: str, expression, output_field) -> Case:
     return Case(When(small_enough, then=expression), default=Value(None), output_field=output_field)
 
 
+def too_big_for_a_list(row) -> bool:
+    """Whether a row of messages.listing() has a payload stored too big to be measured or previewed
+    (if_listable left its length NULL while it is not SQL NULL)."""
+    return row.message_chars is None and row.message_stored_bytes is not None
+
+
 def payload_texts(
     queue: Queue, ids_by_source: dict[str, list[int]], *, redacted: bool, max_chars: int
 ) -> dict[int, PayloadText]:

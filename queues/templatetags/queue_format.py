@@ -15,6 +15,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import JsonLexer
 
 from queues import alerting, formatting
+from queues.selectors import payloads
 from queues.selectors.stats import RowCount
 from queues.vocabulary import ACTIONS
 
@@ -86,6 +87,9 @@ def json_preview(value: object, length: int = 160) -> str:
         return ""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     return text if len(text) <= length else text[: length - 1] + "…"
+
+
+register.filter("too_big_for_a_list", payloads.too_big_for_a_list)
 
 
 @register.simple_tag

@@ -17,6 +17,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from queues import formatting
 from queues.forecast import GROWING, STALLED, UNKNOWN
+from queues.selectors.payloads import too_big_for_a_list
 from queues.templatetags.queue_format import (
     health_badge,
     json_preview,
@@ -88,9 +89,7 @@ def message_rows(rows, message_filter, messages_url: str, can_act: bool) -> str:
 def _message_row(message, message_filter, messages_url: str, can_act: bool) -> str:
     archived = message.source == "archive"
     url = f"{messages_url}{message.msg_id}/" + ("?source=archive" if archived else "")
-    # listing() measures and previews only payloads stored small enough (payloads.if_listable).
-    too_big = message.message_chars is None and message.message_stored_bytes is not None
-    if too_big:
+    if too_big_for_a_list(message):
         preview = format_html('<span class="muted">{}</span>', "too big for a list")
         size = f"Too big for a list: {message.message_stored_bytes:,} bytes stored (compressed)"
     else:

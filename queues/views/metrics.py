@@ -132,6 +132,9 @@ QUEUE_FAMILIES = {
     "pgmq_queue_estimated": ("gauge", ESTIMATED_HELP),
     "pgmq_queue_shared_tables": ("gauge", SHARED_HELP),
 }
+SAMPLE_NAMES = {
+    family: f"{family}_total" if kind == "counter" else family for family, (kind, _) in QUEUE_FAMILIES.items()
+}
 
 
 def _label(value: str) -> str:
@@ -186,14 +189,12 @@ class QueueSeries:
                 )
 
     def _add(self, family: str, labels: str, value: float) -> None:
-        kind, _ = QUEUE_FAMILIES[family]
-        name = f"{family}_total" if kind == "counter" else family
-        self.lines[family].append(f"{name}{labels} {floatToGoString(value)}\n")
+        self.lines[family].append(f"{SAMPLE_NAMES[family]}{labels} {floatToGoString(value)}\n")
 
     def text(self) -> str:
         written = []
         for family, (kind, documentation) in QUEUE_FAMILIES.items():
-            name = f"{family}_total" if kind == "counter" else family
+            name = SAMPLE_NAMES[family]
             help_text = documentation.replace("\\", r"\\").replace("\n", r"\n")
             written += [f"# HELP {name} {help_text}\n", f"# TYPE {name} {kind}\n", *self.lines[family]]
         return "".join(written)
