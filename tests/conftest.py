@@ -214,10 +214,37 @@ def make_queue(pgmq_sql: psycopg.Connection) -> Iterator[Callable[..., str]]:
         return name
 
     yield make
-    for name in created:
-        exists = pgmq_sql.execute("SELECT 1 FROM pgmq.meta WHERE queue_name = %s", [name]).fetchone()
-        if exists:
-            pgmq_sql.execute("SELECT pgmq.drop_queue(%s)", [name])
+    drop_queues(pgmq_sql, created)
+
+
+def drop_queues(connection: psycopg.Connection, names) -> None:
+    """Drop the queues of these names that exist. Of two names sharing a table pair (Foo and FOO)
+    pgmq.drop_queue of the second finds no table and leaves its row, which only a DELETE removes."""
+    names = list(names)
+    connection.execute("SELECT pgmq.drop_queue(queue_name) FROM pgmq.meta WHERE queue_name = ANY(%s)", [names])
+    connection.execute("DELETE FROM pgmq.meta WHERE queue_name = ANY(%s)", [names])
+
+
+def queue_names(url: str) -> set[str]:
+    with psycopg.connect(url, autocommit=True) as connection:
+        return {name for (name,) in connection.execute("SELECT queue_name FROM pgmq.meta")}
+
+
+@pytest.fixture(autouse=True)
+def no_queue_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on the test database leaves it with the queues it found: a queue left behind changes
+    what the next test on that database sees (an "empty" overview that is not)."""
+    if "pgmq_database_url" not in request.fixturenames:
+        yield
+        return
+    url = request.getfixturevalue("pgmq_database_url")
+    before = queue_names(url)
+    yield
+    left = queue_names(url) - before
+    if left:
+        with psycopg.connect(url, autocommit=True) as connection:
+            drop_queues(connection, left)
+        pytest.fail(f"the test left these queues behind (now dropped): {sorted(left)}")
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +254,7 @@ def demo_queues(pgmq_database_url: str) -> Iterator[str]:
     set_up_demo_queues(pgmq_database_url)
     yield pgmq_database_url
     with psycopg.connect(pgmq_database_url, autocommit=True) as connection:
-        for queue in DEMO_QUEUES:
-            connection.execute("SELECT pgmq.drop_queue(%s)", [queue])
+        drop_queues(connection, DEMO_QUEUES)
 
 
 def action_records():

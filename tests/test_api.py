@@ -22,7 +22,7 @@ from queues.management.commands.run_jobs import run_pending_jobs
 from queues.models import AuditEntry, BulkJob
 from queues.selectors import overview
 from queues.tokens import issue_token
-from tests.conftest import action_records, uses_databases
+from tests.conftest import action_records, drop_queues, uses_databases
 
 pytestmark = uses_databases
 
@@ -592,9 +592,7 @@ def fuzz_queues(make_queue, pgmq_sql) -> Iterator[list[str]]:
     before = {row[0] for row in pgmq_sql.execute("SELECT queue_name FROM pgmq.meta")}
     yield FUZZ_QUEUES
     # Queues the generated creates made, and the doomed one, go with the test.
-    for (name,) in pgmq_sql.execute("SELECT queue_name FROM pgmq.meta").fetchall():
-        if name not in before:
-            pgmq_sql.execute("SELECT pgmq.drop_queue(%s)", [name])
+    drop_queues(pgmq_sql, {row[0] for row in pgmq_sql.execute("SELECT queue_name FROM pgmq.meta")} - before)
 
 
 def aimed(case, pgmq_sql) -> None:

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from queues.management.commands.sample_metrics import take_sample
 from queues.selectors import stats
-from tests.conftest import AWKWARD_NAMES, BASE_DIR, prometheus_tool, uses_databases
+from tests.conftest import AWKWARD_NAMES, BASE_DIR, drop_queues, prometheus_tool, uses_databases
 from tests.pages import number, overview_rows, parse, seconds
 from tests.test_numbers_under_load import SENDS_UNDER_WAY, busy_queue, counters  # noqa: F401 (a fixture)
 from tests.test_overview import make_queue_in_every_state
@@ -383,8 +383,7 @@ def test_the_scrape_is_byte_for_byte_what_prometheus_client_writes(client, metri
         with override_settings(EXACT_COUNT_LIMIT=2):  # busy's backlog and visible are then estimates
             response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     finally:
-        for name in [*names, "FOO", "Foo"]:
-            pgmq_sql.execute("SELECT pgmq.drop_queue(%s)", [name])
+        drop_queues(pgmq_sql, [*names, "FOO", "Foo"])
     text = response.content.decode()
     families = list(text_string_to_metric_families(text))
     assert {"pgmq_queue_shared_tables", "pgmq_queue_estimated", "pgmq_queue_messages_sent"} <= {

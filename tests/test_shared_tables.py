@@ -19,7 +19,7 @@ from playwright.sync_api import expect
 from queues.management.commands.run_jobs import run_pending_jobs
 from queues.management.commands.sample_metrics import take_sample
 from queues.models import BulkJob, QueueSample
-from tests.conftest import action_records, uses_databases
+from tests.conftest import action_records, drop_queues, uses_databases
 from tests.pages import number, overview_rows, parse, totals
 from tests.test_accessibility import PASSWORD, Checker, sign_in
 from tests.test_alerting import alert_rules  # noqa: F401 (a fixture)
@@ -36,8 +36,7 @@ def forget_the_pair(pgmq_sql):
     """Whatever a test did, the pair goes afterwards: pgmq.drop_queue of the second name finds no
     table (the first took it) and leaves its row, which only a DELETE removes."""
     yield
-    pgmq_sql.execute("SELECT pgmq.drop_queue(queue_name) FROM pgmq.meta WHERE queue_name = ANY(%s)", [list(PAIR)])
-    pgmq_sql.execute("DELETE FROM pgmq.meta WHERE queue_name = ANY(%s)", [list(PAIR)])
+    drop_queues(pgmq_sql, PAIR)
 
 
 @pytest.fixture
