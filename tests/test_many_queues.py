@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from django.db import connections
@@ -14,7 +15,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from queues.management.commands.sample_metrics import take_sample
-from queues.models import SamplerRound
+from queues.models import QueueSample, SamplerRound
 from queues.rules import HealthRule, Thresholds
 from queues.selectors import stats
 from tests.conftest import uses_databases
@@ -129,6 +130,46 @@ def test_sorting_by_a_probed_figure_follows_the_latest_round_and_says_so(signed_
     assert [queue["name"] for queue in api["results"]] == [name_of(n) for n in range(5, 0, -1)]
     assert api["totals"]["queues"] == QUEUES and api["totals"]["sampled"] == 50
     assert api["totals"]["sampled_at"] is not None and api["totals"]["unsampled"] == 0
+
+
+def test_the_pages_sparklines_and_forecasts_are_what_a_few_queues_show(signed_in_client, many_queues, pgmq_sql):
+    """Above the limit the page's sparklines and drain forecasts come from one read of the history
+    for both: the same as the overview of a few queues draws from a read each."""
+    now = pgmq_sql.execute("SELECT now()").fetchone()[0]
+    drawn = [name_of(n) for n in (1, 2, 3)]  # on page 1, sorted by name
+    QueueSample.objects.bulk_create(
+        QueueSample(
+            queue_name=name,
+            sampled_at=now - timedelta(seconds=ago),
+            backlog=n + ago // 60,
+            backlog_exact=True,
+            visible=n + ago // 60,
+            in_flight=0,
+            delayed=0,
+            sent_total=n,
+            removed_total=0,
+        )
+        for n, name in enumerate(drawn, start=1)
+        for ago in range(1200, 0, -10)
+    )
+    take_sample(count_poison_everywhere=True)
+
+    def drawn_on(page) -> dict[str, tuple[str, str]]:
+        return {
+            name: (
+                str(page.select_one(f"tr[data-queue={name}] td.spark svg")),
+                page.select_one(f"tr[data-queue={name}] [data-column=drain-eta]").get_text(" ", strip=True),
+            )
+            for name in drawn
+        }
+
+    page_only = drawn_on(parse(signed_in_client.get("/")))
+    with override_settings(OVERVIEW_PROBE_ALL_UP_TO=1000):
+        every_queue = drawn_on(parse(signed_in_client.get("/")))
+
+    assert page_only == every_queue
+    for name, (svg, forecast) in page_only.items():
+        assert svg.startswith("<svg") and forecast.startswith("stalled over"), (name, svg, forecast)
 
 
 def test_a_queue_the_round_has_not_seen_is_listed_live_and_said_to_be_left_out(signed_in_client, many_queues, pgmq_sql):

@@ -16,6 +16,7 @@ from playwright.sync_api import expect
 from queues.management.commands.sample_metrics import take_sample
 from queues.models import AlertEpisode, QueueSample
 from queues.rules import DEFAULT_HEALTH_RULE, Thresholds
+from queues.selectors import alerts
 from queues.watched import watched_name
 from tests.conftest import sign_in, uses_databases
 from tests.pages import overview_rows, parse, seconds
@@ -124,7 +125,13 @@ def test_a_fifo_group_stuck_behind_its_head_is_the_verdict(signed_in_client, mak
     assert f"FIFO group tenant-7 stuck behind message {head}" in header.get_text()
 
 
-def test_a_threshold_and_a_firing_alert_each_name_their_cause(signed_in_client, make_queue):
+@pytest.mark.parametrize("names_in_sql_up_to", [alerts.NAMES_IN_SQL_UP_TO, 0], ids=["named", "all-read"])
+def test_a_threshold_and_a_firing_alert_each_name_their_cause(
+    signed_in_client, make_queue, monkeypatch, names_in_sql_up_to
+):
+    """Firing alerts are read for a page's queues by name, and for more queues (the sampler's
+    round) all of the database's are read and kept by name."""
+    monkeypatch.setattr(alerts, "NAMES_IN_SQL_UP_TO", names_in_sql_up_to)
     make_queue("busy", messages=3)
     make_queue("alerted", messages=1)
     AlertEpisode.objects.create(
@@ -167,6 +174,32 @@ def test_above_the_probe_bound_the_count_of_critical_queues_agrees_with_the_rows
     assert sorted(rows) == ["quiet_a", "quiet_b"]
     for name in rows:
         assert verdict_cell(critical, name).select_one("a").get_text().startswith("nobody has read for 10 min")
+
+
+EVERY_10_S_FOR_14_MIN = list(range(840, 0, -10))
+SILENCE_HISTORIES = {
+    # name: (the sampler's history: seconds back, and where messages were in flight), the level
+    "silent_all_along": ((EVERY_10_S_FOR_14_MIN, None), "critical"),
+    "read_8_min_ago": ((EVERY_10_S_FOR_14_MIN, 480), "critical"),
+    "read_2_min_ago": ((EVERY_10_S_FOR_14_MIN, 120), "warning"),
+    "sampled_for_2_min": ((list(range(120, 0, -10)), None), "warning"),
+    "sampled_sparsely": (([600, 400, 200], 600), "critical"),
+}
+
+
+def test_the_sampler_stores_the_level_of_silence_the_rows_show(signed_in_client, make_queue, pgmq_sql):
+    """The sampler reads silence back only past the longest critical threshold (five minutes by
+    default) where that settles the level; however the history runs, the level it keeps is the
+    one the overview's rows give from the whole lookback."""
+    for name, ((seconds_back, in_flight_at), _) in SILENCE_HISTORIES.items():
+        make_queue(name, messages=3)
+        record_samples(pgmq_sql, name, seconds_back, in_flight_at=in_flight_at)
+    take_sample(count_poison_everywhere=True)
+
+    rows = overview_rows(parse(signed_in_client.get("/")))
+    for name, (_, level) in SILENCE_HISTORIES.items():
+        stored = QueueSample.objects.filter(queue_name=name).latest("sampled_at").health
+        assert (name, rows[name]["health"], stored) == (name, level, level)
 
 
 def test_oldest_is_the_oldest_waiting_message_with_the_oldest_of_any_state_behind_it(

@@ -6,7 +6,7 @@ BUCKET (the last of it), so the points per queue stay bounded whatever the sampl
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from queues.forecast import Forecast, Point, forecast
 from queues.selectors import history
@@ -18,14 +18,23 @@ BUCKET = timedelta(seconds=10)
 TOO_CLOSE = timedelta(seconds=2)
 
 
-def forecasts(now_points: dict[str, Point]) -> dict[str, Forecast]:
-    """Each named queue's forecast: its history followed by its point now (the live reading)."""
+def bucketing(now: datetime) -> tuple[datetime, float]:
+    """(since, bucket_s) of the history a forecast reads (history.last_sample_per_bucket)."""
+    return now - HISTORY, BUCKET.total_seconds()
+
+
+def forecasts(now_points: dict[str, Point], samples: list[history.BucketSample] | None = None) -> dict[str, Forecast]:
+    """Each named queue's forecast: its history followed by its point now (the live reading). The
+    history is read unless given (`samples`, as `bucketing` says, read with other figures)."""
     if not now_points:
         return {}
-    now = max(point.at for point in now_points.values())
+    if samples is None:
+        now = max(point.at for point in now_points.values())
+        samples = history.last_sample_per_bucket(list(now_points), *bucketing(now))
     histories: dict[str, list[Point]] = {name: [] for name in now_points}
-    for sample in history.last_sample_per_bucket(list(now_points), now - HISTORY, BUCKET.total_seconds()):
-        if sample.sampled_at <= now_points[sample.queue_name].at - TOO_CLOSE:
+    before = {name: point.at - TOO_CLOSE for name, point in now_points.items()}
+    for sample in samples:
+        if sample.sampled_at <= before[sample.queue_name]:
             histories[sample.queue_name].append(
                 Point(sample.sampled_at, sample.backlog, sample.sent_total, sample.removed_total)
             )

@@ -195,9 +195,10 @@ def _probing_the_page_only(
     page_of_names = paginator.get_page(page)
     on_page = list(page_of_names)
     sharing = table_sharing()
-    probed = {row.stats.name: row for row in _rows(shared_queue_stats(on_page) if on_page else [], sharing)}
+    probed = {
+        row.stats.name: row for row in _rows(shared_queue_stats(on_page) if on_page else [], sharing, sparklines=True)
+    }
     page_rows = [probed[name] for name in on_page if name in probed]  # dropped meanwhile: left out
-    _add_sparklines(page_rows)
     others = history.round_totals(
         samples.exclude(queue_name__in=on_page), counted_elsewhere=_counted_elsewhere(wanted, on_page, sharing)
     )
@@ -250,16 +251,26 @@ def _with_round(page: Totals, others: history.RoundTotals, *, unsampled: int, sa
     )
 
 
-def _rows(stats: list[QueueStats], sharing: dict[str, TableSharing]) -> list[OverviewRow]:
+def _rows(stats: list[QueueStats], sharing: dict[str, TableSharing], *, sparklines: bool = False) -> list[OverviewRow]:
+    """The rows of these queues; with `sparklines` (a page's rows), their sparklines too, read with
+    the forecasts' history in one scan of the samples."""
     if not stats:
         return []
     rates = history.rates(stats)
-    drains = forecasts.forecasts(
-        {
-            queue.name: Point(queue.measured_at, queue.backlog.value, queue.sent_total, queue.live.removed_total)
-            for queue in stats
-        }
-    )
+    now_points = {
+        queue.name: Point(queue.measured_at, queue.backlog.value, queue.sent_total, queue.live.removed_total)
+        for queue in stats
+    }
+    lines: dict[str, list[int]] = {}
+    if sparklines:
+        now = max(queue.measured_at for queue in stats)
+        forecast_history, sparkline_history = history.last_samples_per_bucket(
+            list(now_points), [forecasts.bucketing(now), history.sparkline_bucketing(now)]
+        )
+        drains = forecasts.forecasts(now_points, forecast_history)
+        lines = history.sparklines_of(sparkline_history)
+    else:
+        drains = forecasts.forecasts(now_points)
     poison_counts = poison_by_queue(stats)
     health = verdicts(stats, {name: count.value for name, count in poison_counts.items()})
     return [
@@ -270,17 +281,19 @@ def _rows(stats: list[QueueStats], sharing: dict[str, TableSharing]) -> list[Ove
             health=health[queue.name],
             table_sharing=sharing.get(queue.name),
             forecast=drains[queue.name],
+            sparkline=lines.get(queue.name, []),
         )
         for queue in stats
     ]
 
 
-def verdicts(stats: list[QueueStats], poison: dict[str, int | None]) -> dict[str, Health]:
+def verdicts(stats: list[QueueStats], poison: dict[str, int | None], *, levels_only: bool = False) -> dict[str, Health]:
     """Each queue's health from every signal: its figures, the sampler's history (no consumer), its
     FIFO groups, its firing alerts and its table's dead rows. The overview's rows, the queue page,
     the API and the sampler's stored health (by which many queues are sorted and counted) all come
-    from here, so they agree."""
-    silences = history.consumer_silences(stats)
+    from here, so they agree. With `levels_only` (the sampler) the levels are the same, but a
+    cause's words may say less (see history.consumer_silences)."""
+    silences = history.consumer_silences(stats, levels_only=levels_only)
     stuck = stuck_fifo_groups(stats, poison)
     firing = firing_by_queue([queue.name for queue in stats])
     return {

@@ -59,7 +59,7 @@ def take_sample(*, count_poison_everywhere: bool) -> int:
     judged_poison = {
         name: count if count is not None else latest_poison.get(name, (None,))[0] for name, count in poison.items()
     }
-    health = verdicts(stats, judged_poison)
+    health = verdicts(stats, judged_poison, levels_only=True)  # a sample keeps the level alone
     with transaction.atomic(
         using=settings.DASHBOARD_DATABASE_ALIAS
     ):  # a reader finds a round with all its samples or not at all
