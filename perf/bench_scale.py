@@ -169,11 +169,14 @@ class ScaleBench:
         right after creating the queues would otherwise time them on a few rounds."""
         interval = settings.SAMPLE_INTERVAL_SECONDS
         latest = SamplerRound.objects.order_by("-finished_at").first()
-        kept = list(
-            SamplerRound.objects.filter(
-                database=latest.database, finished_at__gt=latest.finished_at - timedelta(minutes=minutes)
-            ).values_list("finished_at", flat=True)
+        window = SamplerRound.objects.filter(
+            database=latest.database, finished_at__gt=latest.finished_at - timedelta(minutes=minutes)
         )
+        # Rounds of fewer queues (an earlier, smaller size of this run) make way for copies of this one.
+        fewer = window.filter(queues__lt=latest.queues)
+        QueueSample.objects.filter(round__in=fewer).delete()
+        fewer.delete()
+        kept = list(window.values_list("finished_at", flat=True))
         # A round every interval, where the sampler (or an earlier run of this) has left none.
         missing = [
             shift

@@ -208,6 +208,26 @@ def test_the_overview_costs_what_its_page_shows_not_what_the_database_holds(sign
     assert statements() == with_55
 
 
+def test_a_refresh_reads_the_latest_round_once_and_the_next_round_anew(signed_in_client, many_queues, pgmq_sql):
+    """A round is never changed once written: its names and the totals of the queues off the page
+    are read on the first refresh in it, and a new round is read again."""
+
+    def refreshed() -> tuple[int, str]:
+        with CaptureQueriesContext(connections["default"]) as dashboard:
+            page = parse(signed_in_client.get("/"))
+        return len(dashboard), totals(page)["backlog"]
+
+    take_sample(count_poison_everywhere=True)
+    first, backlog = refreshed()
+    again, same_backlog = refreshed()
+    assert (again, same_backlog) == (first - 2, backlog)  # the round's names and its totals
+
+    pgmq_sql.execute("SELECT pgmq.send_batch('many_055', array_fill('{}'::jsonb, ARRAY[100]))")  # off page 1
+    take_sample(count_poison_everywhere=True)
+    next_round, next_backlog = refreshed()
+    assert next_round == first and number(next_backlog) == number(backlog) + 100
+
+
 def test_metrics_above_the_limit_serve_the_latest_round_with_its_age(client, many_queues, pgmq_sql):
     with override_settings(METRICS_TOKEN=TOKEN):
         before_any_round = scrape(client)

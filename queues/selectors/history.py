@@ -9,6 +9,7 @@ highest. "Now" is the pgmq database's clock, the one the sampler stamps samples 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
@@ -344,6 +345,24 @@ def round_samples(latest: LatestRound, names: list[str] | None = None) -> QueryS
     """The round's samples (of the named queues only, unless None)."""
     samples = QueueSample.objects.filter(round_id=latest.id)
     return samples if names is None else samples.filter(queue_name__in=names)
+
+
+# A round is written whole in one transaction and never changed after: what is read of it is kept
+# per process, by round, for the overview's refreshes within the round (at 10,000 queues, 6 ms for
+# its names and 7 ms for its totals on each).
+@functools.lru_cache(maxsize=8)
+def round_names(latest: LatestRound) -> frozenset[str]:
+    """The names the round sampled."""
+    return frozenset(round_samples(latest).values_list("queue_name", flat=True))
+
+
+@functools.lru_cache(maxsize=32)
+def round_totals_leaving_out(
+    latest: LatestRound, names: tuple[str, ...] | None, left_out: tuple[str, ...], counted_elsewhere: frozenset[str]
+) -> RoundTotals:
+    """round_totals() of the round's samples (of `names` only, unless None) but those of `left_out`."""
+    samples = round_samples(latest, None if names is None else list(names)).exclude(queue_name__in=left_out)
+    return round_totals(samples, counted_elsewhere=counted_elsewhere)
 
 
 SAMPLED_FIELDS = (

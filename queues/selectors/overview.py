@@ -174,12 +174,11 @@ def _probing_the_page_only(
     in for their samples. A queue the round does not have (created since, or no sampler running)
     sorts last and is counted as unsampled."""
     latest = history.latest_round()
-    samples = (
-        history.round_samples(latest, None if len(wanted) == all_queues else wanted)
-        if latest
-        else QueueSample.objects.none()
-    )
-    sampled_names = set(samples.values_list("queue_name", flat=True))
+    searched = None if len(wanted) == all_queues else wanted
+    samples = history.round_samples(latest, searched) if latest else QueueSample.objects.none()
+    sampled_names = set(history.round_names(latest)) if latest else set()
+    if searched is not None:
+        sampled_names.intersection_update(searched)
     unsampled = sorted((name for name in wanted if name not in sampled_names), key=str.casefold)
     shown = samples.filter(health=health) if health else samples
     listed = unsampled if not health else []  # a queue's health is unknown until it is sampled
@@ -199,8 +198,13 @@ def _probing_the_page_only(
         row.stats.name: row for row in _rows(shared_queue_stats(on_page) if on_page else [], sharing, sparklines=True)
     }
     page_rows = [probed[name] for name in on_page if name in probed]  # dropped meanwhile: left out
-    others = history.round_totals(
-        samples.exclude(queue_name__in=on_page), counted_elsewhere=_counted_elsewhere(wanted, on_page, sharing)
+    elsewhere = frozenset(_counted_elsewhere(wanted, on_page, sharing))
+    others = (
+        history.round_totals_leaving_out(
+            latest, None if searched is None else tuple(searched), tuple(on_page), elsewhere
+        )
+        if latest
+        else history.round_totals(QueueSample.objects.none(), counted_elsewhere=elsewhere)
     )
     totals = _with_round(
         _totals(page_rows, sharing),
