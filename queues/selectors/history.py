@@ -21,6 +21,7 @@ from django.db.models.functions import Coalesce
 
 from queues.health import SEVERITY, Silence
 from queues.models import QueueSample, SamplerRound
+from queues.selectors.epochs import epoch_sql, moment
 from queues.selectors.stats import QueueStats, RowCount
 from queues.watched import watched_name
 
@@ -29,16 +30,6 @@ SHORT_RATE_WINDOW = timedelta(minutes=1)  # follows a burst the five-minute rate
 SHORTEST_RATE_WINDOW = timedelta(seconds=30)
 SPARKLINE_WINDOW = timedelta(minutes=30)
 SPARKLINE_POINTS = 30
-
-
-# The queries that return a row per queue or per sample give their times as epoch seconds: Django's
-# timestamptz loader parses each one in Python (a sampler round at 10,000 queues parsed 40,000).
-def _epoch(column: str) -> str:
-    return f"date_part('epoch', {column})"
-
-
-def _moment(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,14 +109,14 @@ def _earliest_samples(names: list[str], now: datetime, window: timedelta) -> dic
     with connections[settings.DASHBOARD_DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(
             f"""
-            SELECT DISTINCT ON (queue_name) queue_name, {_epoch("sampled_at")}, sent_total, removed_total
+            SELECT DISTINCT ON (queue_name) queue_name, {epoch_sql("sampled_at")}, sent_total, removed_total
             FROM {QueueSample._meta.db_table}
             WHERE database = %s AND queue_name = ANY(%s::text[]) AND sampled_at BETWEEN %s AND %s
             ORDER BY queue_name, sampled_at
             """,  # noqa: S608 (the table name is the model's own, not input)
             [watched_name(), names, now - window, now - SHORTEST_RATE_WINDOW],
         )
-        return {name: CounterSample(_moment(at), sent, removed) for name, at, sent, removed in cursor.fetchall()}
+        return {name: CounterSample(moment(at), sent, removed) for name, at, sent, removed in cursor.fetchall()}
 
 
 def _rates_since(queue: QueueStats, sample: CounterSample | None) -> tuple[float | None, float | None, float | None]:
@@ -167,8 +158,8 @@ def last_samples_per_bucket(names: list[str], bucketings: list[tuple[datetime, f
     Plain rows for an array of names (model instances and an IN list cost a sampler round at 10,000
     queues a tenth of its time)."""
     last_of = [
-        f"(s.sampled_at >= %(since_{n})s AND floor({_epoch('s.next_at')} / %(bucket_{n})s) "
-        f"IS DISTINCT FROM floor({_epoch('s.sampled_at')} / %(bucket_{n})s)) AS last_of_{n}"
+        f"(s.sampled_at >= %(since_{n})s AND floor({epoch_sql('s.next_at')} / %(bucket_{n})s) "
+        f"IS DISTINCT FROM floor({epoch_sql('s.sampled_at')} / %(bucket_{n})s)) AS last_of_{n}"
         for n in range(len(bucketings))
     ]
     parameters = {
@@ -182,7 +173,7 @@ def last_samples_per_bucket(names: list[str], bucketings: list[tuple[datetime, f
         cursor.execute(
             f"""
             SELECT * FROM (
-                SELECT s.queue_name, {_epoch("s.sampled_at")} AS at, s.backlog, s.sent_total, s.removed_total,
+                SELECT s.queue_name, {epoch_sql("s.sampled_at")} AS at, s.backlog, s.sent_total, s.removed_total,
                        {", ".join(last_of)}
                 FROM (SELECT queue_name, sampled_at, backlog, sent_total, removed_total,
                              lead(sampled_at) OVER (PARTITION BY queue_name ORDER BY sampled_at) AS next_at
@@ -196,7 +187,7 @@ def last_samples_per_bucket(names: list[str], bucketings: list[tuple[datetime, f
         )
         found: list[list[BucketSample]] = [[] for _ in bucketings]
         for name, at, backlog, sent_total, removed_total, *last in cursor.fetchall():
-            sample = BucketSample(name, _moment(at), backlog, sent_total, removed_total)
+            sample = BucketSample(name, moment(at), backlog, sent_total, removed_total)
             for n, is_last in enumerate(last):
                 if is_last:
                     found[n].append(sample)
@@ -561,8 +552,8 @@ def _silences(waiting: list[QueueStats], now: datetime, lookback: timedelta) -> 
         cursor.execute(
             f"""
             SELECT c.name,
-                   {_epoch("max(s.sampled_at) FILTER (WHERE s.in_flight > 0 OR s.removed_total < c.removed)")},
-                   {_epoch("min(s.sampled_at)")}
+                   {epoch_sql("max(s.sampled_at) FILTER (WHERE s.in_flight > 0 OR s.removed_total < c.removed)")},
+                   {epoch_sql("min(s.sampled_at)")}
             FROM unnest(%s::text[], %s::bigint[]) AS c(name, removed)
             JOIN {table} s ON s.database = %s AND s.queue_name = c.name AND s.sampled_at >= %s
             GROUP BY c.name
@@ -574,7 +565,7 @@ def _silences(waiting: list[QueueStats], now: datetime, lookback: timedelta) -> 
                 now - lookback,
             ],
         )
-        found = {name: (_moment(last_sign), _moment(first)) for name, last_sign, first in cursor.fetchall()}
+        found = {name: (moment(last_sign), moment(first)) for name, last_sign, first in cursor.fetchall()}
     silences = {}
     for queue in waiting:
         if queue.name in found:

@@ -30,6 +30,7 @@ from psycopg import sql
 
 from dashboard.databases import took_too_long
 from queues.pgmq import PGMQ_SCHEMA, Queue
+from queues.selectors.epochs import epoch_sql, moment
 from queues.watched import watched_alias
 
 logger = logging.getLogger(__name__)
@@ -130,10 +131,13 @@ LEAVES = """
         SELECT c.oid, c.relpages, c.reltuples FROM pg_class c
         WHERE t.relkind = 'p' AND c.oid IN (SELECT relid FROM pg_partition_tree(t.oid) WHERE isleaf)) AS leaf"""
 
+# Its times are epoch seconds (see selectors/epochs.py): a round at 10,000 queues reads 50,000.
 CATALOG_QUERY = (
     """
     WITH queues AS (
-        SELECT m.queue_name, m.is_partitioned, m.is_unlogged, m.created_at,
+        SELECT m.queue_name, m.is_partitioned, m.is_unlogged, """
+    + epoch_sql("m.created_at")
+    + """ AS created_at,
                lower('q_' || m.queue_name) AS live_table, lower('a_' || m.queue_name) AS archive_table
         FROM pgmq.meta m
         WHERE %(names)s::text[] IS NULL OR m.queue_name = ANY(%(names)s::text[])
@@ -145,8 +149,12 @@ CATALOG_QUERY = (
     + """) AS estimated_rows,
                sum(pg_stat_get_dead_tuples(leaf.oid)) AS dead_rows,
                sum(pg_stat_get_tuples_deleted(leaf.oid)) AS removed_total,
-               max(pg_stat_get_last_autovacuum_time(leaf.oid)) AS last_autovacuum,
-               max(pg_stat_get_last_autoanalyze_time(leaf.oid)) AS last_autoanalyze,
+               """
+    + epoch_sql("max(pg_stat_get_last_autovacuum_time(leaf.oid))")
+    + """ AS last_autovacuum,
+               """
+    + epoch_sql("max(pg_stat_get_last_autoanalyze_time(leaf.oid))")
+    + """ AS last_autoanalyze,
                (SELECT d.relname FROM pg_partitioned_table p JOIN pg_class d ON d.oid = p.partdefid
                 WHERE p.partrelid = t.oid) AS default_partition,
                (SELECT has_table_privilege(p.partdefid, 'SELECT') FROM pg_partitioned_table p
@@ -184,8 +192,8 @@ def _table_facts(row: tuple, default_partition: tuple[str | None, bool | None]) 
         float(estimated_rows),
         int(dead_rows),
         int(removed_total),
-        last_autovacuum,
-        last_autoanalyze,
+        moment(last_autovacuum),
+        moment(last_autoanalyze),
         default_partition[0],
         default_partition[1] is not False,
     )
@@ -204,7 +212,7 @@ def _catalog(names: list[str] | None) -> list[_CatalogEntry]:
         cursor.execute(CATALOG_QUERY, {"names": names, "rows_per_page_guess": ROWS_PER_PAGE_GUESS})
         return [
             _CatalogEntry(
-                queue=Queue(queue_name=row[0], is_partitioned=row[1], is_unlogged=row[2], created_at=row[3]),
+                queue=Queue(queue_name=row[0], is_partitioned=row[1], is_unlogged=row[2], created_at=moment(row[3])),
                 live=_table_facts(row[4:10], row[17:19]),
                 archive=_table_facts(row[10:16], row[19:21]),
                 sequence=row[16],
